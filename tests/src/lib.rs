@@ -1,0 +1,271 @@
+//! Harness for tradeflow's integration tests: a handle on a **real** Apache Kafka
+//! cluster on loopback, started by `scripts/kafka`, plus the few admin, produce and
+//! consume helpers the tests share.
+//!
+//! Owns: finding or starting the loopback clusters, naming test topics so tests
+//! never collide, and killing/restarting brokers for fault tests.
+//! Must never: stand in for Kafka (no mocks here: librdkafka's mock cluster is for
+//! unit tests only), or leave a broker it killed stopped when a test fails.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_executor::block_on;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::types::RDKafkaErrorCode;
+
+/// How long a test waits for a cluster operation before it fails with a reason.
+pub const ADMIN_TIMEOUT_S: u64 = 30;
+
+/// Errors the harness reports to a test; each says what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    #[error("scripts/kafka {args} failed ({status}); see the broker logs under .cache/kafka/")]
+    Script { args: String, status: String },
+    #[error("could not run scripts/kafka: {0}")]
+    Spawn(#[from] std::io::Error),
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("topic {topic}: {code:?}")]
+    Topic {
+        topic: String,
+        code: RDKafkaErrorCode,
+    },
+    #[error("timed out after {0:?} waiting for {1}")]
+    Timeout(Duration, String),
+}
+
+/// Which loopback cluster a test runs against. Both can run side by side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClusterSize {
+    /// One combined broker+controller: most tests.
+    Single,
+    /// Three combined nodes, replication 3, `min.insync.replicas=2`: fault tests.
+    Three,
+}
+
+impl ClusterSize {
+    pub fn broker_count(self) -> usize {
+        match self {
+            ClusterSize::Single => 1,
+            ClusterSize::Three => 3,
+        }
+    }
+}
+
+/// A running loopback Kafka cluster started by `scripts/kafka`.
+#[derive(Debug, Clone)]
+pub struct KafkaCluster {
+    size: ClusterSize,
+    bootstrap: String,
+}
+
+impl KafkaCluster {
+    /// The single-broker cluster, started if it is not running (idempotent, so
+    /// `cargo test` works without `scripts/test`, only slower the first time).
+    pub fn single() -> Result<Self, HarnessError> {
+        Self::ensure(ClusterSize::Single)
+    }
+
+    /// The three-broker cluster, started if it is not running.
+    pub fn three() -> Result<Self, HarnessError> {
+        Self::ensure(ClusterSize::Three)
+    }
+
+    fn ensure(size: ClusterSize) -> Result<Self, HarnessError> {
+        let brokers = size.broker_count().to_string();
+        run_script(&["up", "--brokers", &brokers])?;
+        let bootstrap = script_output(&["bootstrap", "--brokers", &brokers])?;
+        Ok(KafkaCluster { size, bootstrap })
+    }
+
+    pub fn size(&self) -> ClusterSize {
+        self.size
+    }
+
+    pub fn bootstrap(&self) -> &str {
+        &self.bootstrap
+    }
+
+    /// A client config pointed at this cluster, with loopback-friendly timeouts.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("broker.address.family", "v4")
+            .set("socket.timeout.ms", "10000");
+        config
+    }
+
+    pub fn admin(&self) -> Result<AdminClient<DefaultClientContext>, HarnessError> {
+        Ok(self.client_config().create()?)
+    }
+
+    /// Creates a topic and waits until every partition has a leader.
+    pub fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication: i32,
+        config: &[(&str, &str)],
+    ) -> Result<(), HarnessError> {
+        let admin = self.admin()?;
+        let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(replication));
+        for (key, value) in config {
+            topic = topic.set(key, value);
+        }
+        let options = AdminOptions::new()
+            .operation_timeout(Some(Duration::from_secs(ADMIN_TIMEOUT_S)))
+            .request_timeout(Some(Duration::from_secs(ADMIN_TIMEOUT_S)));
+        for result in block_on(admin.create_topics([&topic], &options))? {
+            match result {
+                Ok(_) => {}
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => return Err(HarnessError::Topic { topic, code }),
+            }
+        }
+        self.wait_for_leaders(name, partitions)
+    }
+
+    fn wait_for_leaders(&self, name: &str, partitions: i32) -> Result<(), HarnessError> {
+        let consumer: BaseConsumer = self.client_config().create()?;
+        let timeout = Duration::from_secs(ADMIN_TIMEOUT_S);
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            let metadata = consumer.fetch_metadata(Some(name), Duration::from_secs(5))?;
+            let ready = metadata.topics().iter().any(|t| {
+                t.error().is_none()
+                    && t.partitions().len() == partitions as usize
+                    && t.partitions()
+                        .iter()
+                        .all(|p| p.leader() >= 0 && p.error().is_none())
+            });
+            if ready {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(HarnessError::Timeout(
+            timeout,
+            format!("leaders for every partition of {name}"),
+        ))
+    }
+
+    /// The broker ids that lead each partition of `topic`, by partition.
+    pub fn partition_leaders(&self, topic: &str) -> Result<Vec<(i32, i32)>, HarnessError> {
+        let consumer: BaseConsumer = self.client_config().create()?;
+        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .flat_map(|t| t.partitions().iter().map(|p| (p.id(), p.leader())))
+            .collect())
+    }
+
+    /// `kill -9` one node of this cluster; it stays down until [`Self::start`].
+    pub fn kill(&self, node: usize) -> Result<(), HarnessError> {
+        let brokers = self.size.broker_count().to_string();
+        run_script(&["kill", &node.to_string(), "--brokers", &brokers])
+    }
+
+    /// Starts a killed node again and waits until it answers metadata requests.
+    pub fn start(&self, node: usize) -> Result<(), HarnessError> {
+        let brokers = self.size.broker_count().to_string();
+        run_script(&["start", &node.to_string(), "--brokers", &brokers])
+    }
+}
+
+/// A topic name no other test (or earlier run against the same cluster) uses.
+pub fn unique_topic(prefix: &str) -> String {
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!(
+        "{prefix}-{}-{nanos}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// One record as a test reads it back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumedRecord {
+    pub partition: i32,
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+}
+
+/// Reads every record of `topic` from the beginning (as a `read_committed`
+/// consumer) until `expected` records arrived or `timeout` passed.
+pub fn consume_all(
+    cluster: &KafkaCluster,
+    topic: &str,
+    expected: usize,
+    timeout: Duration,
+) -> Result<Vec<ConsumedRecord>, HarnessError> {
+    let consumer: BaseConsumer = cluster
+        .client_config()
+        .set("group.id", unique_topic("harness-reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    let mut records = Vec::with_capacity(expected);
+    let start = Instant::now();
+    while records.len() < expected && start.elapsed() < timeout {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(message)) => records.push(ConsumedRecord {
+                partition: message.partition(),
+                key: message.key().map(<[u8]>::to_vec).unwrap_or_default(),
+                value: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            }),
+            Some(Err(e)) => tracing::warn!(error = %e, "consume error (retrying)"),
+            None => {}
+        }
+    }
+    Ok(records)
+}
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(".."))
+}
+
+fn run_script(args: &[&str]) -> Result<(), HarnessError> {
+    let status = Command::new(repo_root().join("scripts/kafka"))
+        .args(args)
+        .status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(HarnessError::Script {
+            args: args.join(" "),
+            status: status.to_string(),
+        })
+    }
+}
+
+fn script_output(args: &[&str]) -> Result<String, HarnessError> {
+    let output = Command::new(repo_root().join("scripts/kafka"))
+        .args(args)
+        .output()?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+    } else {
+        Err(HarnessError::Script {
+            args: args.join(" "),
+            status: output.status.to_string(),
+        })
+    }
+}
