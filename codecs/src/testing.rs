@@ -1,0 +1,285 @@
+//! Helpers shared by this crate's tests, its fuzz target and the benches.
+//!
+//! Owns the property every decoder input must satisfy ([`exercise_decode`])
+//! so that `cargo fuzz` and the stable proptest run check exactly the same
+//! thing, and a fixed set of sample events. Not part of the stable API; must
+//! never be called on the data path (it panics on a broken property, which is
+//! what a fuzzer needs).
+
+use crate::decode::{decode, EventRef};
+use crate::encode::{EncodeError, Encoder};
+use crate::events::{
+    AccountFunded, Event, EventHeader, OrderAmended, OrderCancelled, OrderCreated,
+    PaymentCompleted, PaymentFailReason, PaymentFailed, PaymentRefunded, StockRejectReason,
+    StockRejected, StockReplenished, StockUpdated, TimeInForce,
+};
+use crate::types::{
+    AccountId, ClientOrderId, EventId, Money, OrderId, Quantity, Sku, Tag, TimestampNs,
+};
+
+/// Feeds arbitrary bytes to `decode`; whatever it accepts must read fully,
+/// re-encode to the very same bytes, and survive a JSON round trip. Panics if
+/// not. Returns whether the bytes decoded.
+pub fn exercise_decode(bytes: &[u8]) -> bool {
+    let Ok(event) = decode(bytes) else {
+        return false;
+    };
+    let _ = read_every_field(event);
+    let owned = event.to_event();
+    let mut encoder = Encoder::new();
+    match encoder.encode_as(&owned, event.schema()) {
+        // The archive has no padding and every byte is validated, so a frame
+        // that decodes has exactly one encoding.
+        Ok(again) => assert_eq!(again, bytes, "decode→encode changed the bytes"),
+        // The encoder also checks ids the decoder leaves to consumers.
+        Err(
+            EncodeError::MissingEventId { .. }
+            | EncodeError::MissingOrderId { .. }
+            | EncodeError::UnexpectedOrderId { .. },
+        ) => {}
+        Err(other) => panic!("decoded event does not re-encode: {other}"),
+    }
+    let json = owned.to_json().expect("an event always serializes");
+    let back = Event::from_json(json.as_bytes()).expect("an event's own JSON parses");
+    assert_eq!(back, owned, "JSON round trip changed the event");
+    true
+}
+
+/// Reads every field of a decoded event in place and folds them into a
+/// checksum, so neither the compiler nor a test can skip a read.
+pub fn read_every_field(event: EventRef<'_>) -> u64 {
+    let h = event.header();
+    let mut sum = (h.event_id().0 as u64)
+        ^ h.order_id().0
+        ^ (h.causation_id().0 as u64).rotate_left(7)
+        ^ h.created_at_ns().0.rotate_left(13)
+        ^ event.kind().code() as u64;
+    let mix = |sum: &mut u64, v: u64| *sum = sum.rotate_left(5) ^ v;
+    let sku = |sku: Sku| sku.as_padded_bytes()[0] as u64 + sku.as_str().len() as u64;
+    match event {
+        EventRef::OrderCreated(e) => {
+            mix(&mut sum, e.account().0);
+            mix(&mut sum, sku(e.sku()));
+            mix(&mut sum, e.quantity().0 as u64);
+            mix(&mut sum, e.limit_price().0 as u64);
+            mix(&mut sum, e.client_order_id_str().len() as u64);
+            mix(&mut sum, e.time_in_force() as u64);
+            mix(&mut sum, e.tag().as_str().len() as u64);
+        }
+        EventRef::OrderAmended(e) => {
+            mix(&mut sum, e.account().0);
+            mix(&mut sum, sku(e.sku()));
+            mix(&mut sum, e.quantity().0 as u64);
+            mix(&mut sum, e.limit_price().0 as u64);
+        }
+        EventRef::OrderCancelled(e) => {
+            mix(&mut sum, e.account().0);
+            mix(&mut sum, sku(e.sku()));
+        }
+        EventRef::PaymentCompleted(e) => {
+            mix(&mut sum, e.account().0);
+            mix(&mut sum, sku(e.sku()));
+            mix(&mut sum, e.quantity().0 as u64);
+            mix(&mut sum, e.amount().0 as u64);
+        }
+        EventRef::PaymentFailed(e) => {
+            mix(&mut sum, e.account().0);
+            mix(&mut sum, sku(e.sku()));
+            mix(&mut sum, e.quantity().0 as u64);
+            mix(&mut sum, e.amount().0 as u64);
+            mix(&mut sum, e.reason() as u64);
+        }
+        EventRef::PaymentRefunded(e) => {
+            mix(&mut sum, e.account().0);
+            mix(&mut sum, sku(e.sku()));
+            mix(&mut sum, e.quantity().0 as u64);
+            mix(&mut sum, e.amount().0 as u64);
+        }
+        EventRef::StockUpdated(e) => {
+            mix(&mut sum, e.account().0);
+            mix(&mut sum, sku(e.sku()));
+            mix(&mut sum, e.quantity().0 as u64);
+            mix(&mut sum, e.remaining().0 as u64);
+            mix(&mut sum, e.amount().0 as u64);
+        }
+        EventRef::StockRejected(e) => {
+            mix(&mut sum, e.account().0);
+            mix(&mut sum, sku(e.sku()));
+            mix(&mut sum, e.quantity().0 as u64);
+            mix(&mut sum, e.amount().0 as u64);
+            mix(&mut sum, e.reason() as u64);
+        }
+        EventRef::AccountFunded(e) => {
+            mix(&mut sum, e.account().0);
+            mix(&mut sum, e.amount().0 as u64);
+        }
+        EventRef::StockReplenished(e) => {
+            mix(&mut sum, sku(e.sku()));
+            mix(&mut sum, e.quantity().0 as u64);
+        }
+    }
+    sum
+}
+
+/// The same checksum over an owned event, for comparing decoders that produce
+/// owned values (serde_json, bincode) with the in-place reader.
+pub fn read_every_owned_field(event: &Event) -> u64 {
+    // Encoding then decoding here would make the comparison circular; read the
+    // owned fields directly, mirroring `read_every_field`.
+    let h = event.header();
+    let mut sum = (h.event_id.0 as u64)
+        ^ h.order_id.0
+        ^ (h.causation_id.0 as u64).rotate_left(7)
+        ^ h.created_at_ns.0.rotate_left(13)
+        ^ event.kind().code() as u64;
+    let mix = |sum: &mut u64, v: u64| *sum = sum.rotate_left(5) ^ v;
+    let sku = |sku: Sku| sku.as_padded_bytes()[0] as u64 + sku.as_str().len() as u64;
+    match event {
+        Event::OrderCreated(e) => {
+            mix(&mut sum, e.account.0);
+            mix(&mut sum, sku(e.sku));
+            mix(&mut sum, e.quantity.0 as u64);
+            mix(&mut sum, e.limit_price.0 as u64);
+            mix(&mut sum, e.client_order_id.as_str().len() as u64);
+            mix(&mut sum, e.time_in_force as u64);
+            mix(&mut sum, e.tag.as_str().len() as u64);
+        }
+        Event::OrderAmended(e) => {
+            mix(&mut sum, e.account.0);
+            mix(&mut sum, sku(e.sku));
+            mix(&mut sum, e.quantity.0 as u64);
+            mix(&mut sum, e.limit_price.0 as u64);
+        }
+        Event::OrderCancelled(e) => {
+            mix(&mut sum, e.account.0);
+            mix(&mut sum, sku(e.sku));
+        }
+        Event::PaymentCompleted(e) => {
+            mix(&mut sum, e.account.0);
+            mix(&mut sum, sku(e.sku));
+            mix(&mut sum, e.quantity.0 as u64);
+            mix(&mut sum, e.amount.0 as u64);
+        }
+        Event::PaymentFailed(e) => {
+            mix(&mut sum, e.account.0);
+            mix(&mut sum, sku(e.sku));
+            mix(&mut sum, e.quantity.0 as u64);
+            mix(&mut sum, e.amount.0 as u64);
+            mix(&mut sum, e.reason as u64);
+        }
+        Event::PaymentRefunded(e) => {
+            mix(&mut sum, e.account.0);
+            mix(&mut sum, sku(e.sku));
+            mix(&mut sum, e.quantity.0 as u64);
+            mix(&mut sum, e.amount.0 as u64);
+        }
+        Event::StockUpdated(e) => {
+            mix(&mut sum, e.account.0);
+            mix(&mut sum, sku(e.sku));
+            mix(&mut sum, e.quantity.0 as u64);
+            mix(&mut sum, e.remaining.0 as u64);
+            mix(&mut sum, e.amount.0 as u64);
+        }
+        Event::StockRejected(e) => {
+            mix(&mut sum, e.account.0);
+            mix(&mut sum, sku(e.sku));
+            mix(&mut sum, e.quantity.0 as u64);
+            mix(&mut sum, e.amount.0 as u64);
+            mix(&mut sum, e.reason as u64);
+        }
+        Event::AccountFunded(e) => {
+            mix(&mut sum, e.account.0);
+            mix(&mut sum, e.amount.0 as u64);
+        }
+        Event::StockReplenished(e) => {
+            mix(&mut sum, sku(e.sku));
+            mix(&mut sum, e.quantity.0 as u64);
+        }
+    }
+    sum
+}
+
+/// One event of every kind, as one order's flow plus funding and stocking.
+pub fn sample_events() -> Vec<Event> {
+    let sku = Sku::new("AAPL").expect("valid sku");
+    let account = AccountId(1_001);
+    let order_id = OrderId(77_000_001);
+    let header = |id: u128, order_id: OrderId, cause: u128| EventHeader {
+        event_id: EventId(0x5eed_0000_0000_0000_0000_0000_0000_0000 | id),
+        order_id,
+        causation_id: EventId(cause),
+        created_at_ns: TimestampNs(1_767_225_600_000_000_000 + id as u64),
+    };
+    vec![
+        Event::AccountFunded(AccountFunded {
+            header: header(1, OrderId::NONE, 0),
+            account,
+            amount: Money(10_000_000),
+        }),
+        Event::StockReplenished(StockReplenished {
+            header: header(2, OrderId::NONE, 0),
+            sku,
+            quantity: Quantity(500),
+        }),
+        Event::OrderCreated(OrderCreated {
+            header: header(3, order_id, 0),
+            account,
+            sku,
+            quantity: Quantity(10),
+            limit_price: Money(18_950),
+            client_order_id: ClientOrderId::new("client-0001-order-000042").expect("valid id"),
+            time_in_force: TimeInForce::Ioc,
+            tag: Tag::new("algo-7").expect("valid tag"),
+        }),
+        Event::OrderAmended(OrderAmended {
+            header: header(4, order_id, 3),
+            account,
+            sku,
+            quantity: Quantity(12),
+            limit_price: Money(19_000),
+        }),
+        Event::OrderCancelled(OrderCancelled {
+            header: header(5, order_id, 4),
+            account,
+            sku,
+        }),
+        Event::PaymentCompleted(PaymentCompleted {
+            header: header(6, order_id, 3),
+            account,
+            sku,
+            quantity: Quantity(10),
+            amount: Money(189_500),
+        }),
+        Event::PaymentFailed(PaymentFailed {
+            header: header(7, order_id, 3),
+            account,
+            sku,
+            quantity: Quantity(10),
+            amount: Money(189_500),
+            reason: PaymentFailReason::InsufficientFunds,
+        }),
+        Event::StockUpdated(StockUpdated {
+            header: header(8, order_id, 6),
+            account,
+            sku,
+            quantity: Quantity(10),
+            remaining: Quantity(490),
+            amount: Money(189_500),
+        }),
+        Event::StockRejected(StockRejected {
+            header: header(9, order_id, 6),
+            account,
+            sku,
+            quantity: Quantity(10),
+            amount: Money(189_500),
+            reason: StockRejectReason::InsufficientStock,
+        }),
+        Event::PaymentRefunded(PaymentRefunded {
+            header: header(10, order_id, 9),
+            account,
+            sku,
+            quantity: Quantity(10),
+            amount: Money(189_500),
+        }),
+    ]
+}
