@@ -334,16 +334,32 @@ fn pack<const N: usize>(
 
 /// Length of the text in a packed array, if the array is well formed: a run of
 /// allowed bytes then only zero padding.
+///
+/// On the decode hot path (bytecheck runs it for every SKU), so the check is
+/// two branch-free reductions over the fixed width, which the compiler turns
+/// into a few vector compares, rather than a byte loop with early exits.
+#[inline(always)]
 fn packed_len<const N: usize>(
     bytes: &[u8; N],
     empty_ok: bool,
     allowed: fn(u8) -> bool,
 ) -> Option<usize> {
-    let len = bytes.iter().position(|&b| b == 0).unwrap_or(N);
-    let well_formed = (empty_ok || len > 0)
-        && bytes[..len].iter().all(|&b| allowed(b))
-        && bytes[len..].iter().all(|&b| b == 0);
-    well_formed.then_some(len)
+    let mut bad = false;
+    for &b in bytes {
+        bad |= (b != 0) & !allowed(b);
+    }
+    // A zero followed by a non-zero byte would be text after the padding.
+    for pair in bytes.windows(2) {
+        bad |= (pair[0] == 0) & (pair[1] != 0);
+    }
+    bad |= !empty_ok & bytes.first().is_none_or(|&b| b == 0);
+    (!bad).then(|| text_len(bytes))
+}
+
+/// Length of the text in a packed array known to be well formed.
+#[inline(always)]
+fn text_len<const N: usize>(bytes: &[u8; N]) -> usize {
+    bytes.iter().position(|&b| b == 0).unwrap_or(N)
 }
 
 /// Returned by bytecheck when an archived fixed string breaks its invariant.
@@ -388,7 +404,7 @@ macro_rules! fixed_ascii {
 
             /// The text without padding.
             pub fn as_str(&self) -> &str {
-                as_text(&self.0, $empty_ok, $allowed)
+                as_text(&self.0)
             }
 
             /// The padded wire bytes.
@@ -400,7 +416,7 @@ macro_rules! fixed_ascii {
         impl $archived {
             /// The text without padding, read in place.
             pub fn as_str(&self) -> &str {
-                as_text(&self.0, $empty_ok, $allowed)
+                as_text(&self.0)
             }
         }
 
@@ -479,23 +495,28 @@ macro_rules! fixed_ascii {
     };
 }
 
-/// The text of a well-formed packed array; "" for a malformed one, which the
-/// constructors and bytecheck make unreachable.
-fn as_text<const N: usize>(bytes: &[u8; N], empty_ok: bool, allowed: fn(u8) -> bool) -> &str {
-    let len = packed_len(bytes, empty_ok, allowed).unwrap_or(0);
-    core::str::from_utf8(&bytes[..len]).unwrap_or_default()
+/// The text of a packed array. Constructors and bytecheck make every array
+/// well formed, so this only finds the padding; a malformed one (unreachable)
+/// reads as "" rather than panicking.
+#[inline(always)]
+fn as_text<const N: usize>(bytes: &[u8; N]) -> &str {
+    core::str::from_utf8(&bytes[..text_len(bytes)]).unwrap_or_default()
 }
 
+#[inline(always)]
 fn is_symbol_byte(b: u8) -> bool {
-    b.is_ascii_uppercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+    // `|` rather than `||`: no branches, so the SKU check vectorizes.
+    b.is_ascii_uppercase() | b.is_ascii_digit() | (b == b'.') | (b == b'_') | (b == b'-')
 }
 
+#[inline(always)]
 fn is_client_order_id_byte(b: u8) -> bool {
     b.is_ascii_graphic()
 }
 
+#[inline(always)]
 fn is_tag_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')
+    b.is_ascii_alphanumeric() | (b == b'.') | (b == b'_') | (b == b'-')
 }
 
 fixed_ascii!(
@@ -593,6 +614,41 @@ mod tests {
         assert_eq!(packed_len(&bytes, false, is_symbol_byte), None);
         assert_eq!(packed_len(&[0u8; 16], false, is_symbol_byte), None);
         assert_eq!(packed_len(&[0u8; 16], true, is_tag_byte), Some(0));
+    }
+
+    /// The obvious, early-exit form `packed_len` must agree with.
+    fn packed_len_reference<const N: usize>(
+        bytes: &[u8; N],
+        empty_ok: bool,
+        allowed: fn(u8) -> bool,
+    ) -> Option<usize> {
+        let len = bytes.iter().position(|&b| b == 0).unwrap_or(N);
+        let ok = (empty_ok || len > 0)
+            && bytes[..len].iter().all(|&b| allowed(b))
+            && bytes[len..].iter().all(|&b| b == 0);
+        ok.then_some(len)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn packed_len_matches_reference(
+            mut bytes in proptest::array::uniform16(proptest::sample::select(
+                b"AZ09._-az \0\x7f\xff".to_vec(),
+            )),
+            cut in 0usize..=16,
+            empty_ok: bool,
+        ) {
+            // Half the cases get a clean zero suffix, which random bytes rarely do.
+            if cut % 2 == 0 {
+                bytes[cut..].fill(0);
+            }
+            for allowed in [is_symbol_byte as fn(u8) -> bool, is_tag_byte, is_client_order_id_byte] {
+                proptest::prop_assert_eq!(
+                    packed_len(&bytes, empty_ok, allowed),
+                    packed_len_reference(&bytes, empty_ok, allowed)
+                );
+            }
+        }
     }
 
     #[test]
