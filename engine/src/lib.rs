@@ -5,3 +5,18 @@
 //! and the only code that touches rdkafka and glommio types.
 //! Must never: share a lock between shards on the data path, or commit an input
 //! offset before the state change it caused has reached its changelog.
+
+pub mod ids;
+pub mod partitioner;
+pub mod port;
+pub mod shard;
+pub mod sim;
+pub mod stage;
+pub mod store;
+pub mod topics;
+
+pub use ids::{Offset, PartitionId, ShardId, TopicIdx};
+pub use port::{InputOffset, InputRecord, KafkaPort, OutRecord, Polled, PortError};
+pub use shard::{Shard, ShardError, ShardStats, Step};
+pub use stage::{ErrorClass, Input, Outbox, Rejection, Stage};
+pub use store::{ChangelogStore, PartitionStores, Store, StoreKey, StoreValue};

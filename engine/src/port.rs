@@ -1,0 +1,120 @@
+//! The Kafka port: what a shard needs from Kafka, as a trait, so the same shard
+//! code runs against real Kafka (`kafka::RdKafkaPort`) and against the seeded
+//! simulation (`sim::SimPort`).
+//!
+//! Owns: the shapes of records in and out, rebalance notifications, and the
+//! commit contract ("everything sent so far is durable before these offsets are").
+//! Must never: expose rdkafka types; nothing outside `kafka` sees them.
+
+use crate::ids::{Offset, PartitionId, TopicIdx};
+use crate::store::StoreCodecError;
+
+/// One input record, borrowed from the port until the next `poll`.
+#[derive(Clone, Copy, Debug)]
+pub struct InputRecord<'a> {
+    pub topic: TopicIdx,
+    pub partition: PartitionId,
+    pub offset: Offset,
+    pub key: Option<&'a [u8]>,
+    pub payload: Option<&'a [u8]>,
+    pub timestamp_ms: i64,
+}
+
+/// What one `poll` found.
+#[derive(Debug)]
+pub enum Polled<'a> {
+    Record(InputRecord<'a>),
+    /// The shard now owns these partitions (of every input topic); it must
+    /// restore their stores before it sees their records.
+    Assigned(Vec<PartitionId>),
+    /// The shard no longer owns these partitions.
+    Revoked(Vec<PartitionId>),
+    /// Nothing to do right now.
+    Idle,
+}
+
+/// A record for the producer.
+#[derive(Clone, Copy, Debug)]
+pub struct OutRecord<'a> {
+    pub topic: &'a str,
+    pub partition: PartitionId,
+    pub key: Option<&'a [u8]>,
+    /// `None` writes a tombstone (changelog deletes).
+    pub payload: Option<&'a [u8]>,
+    pub headers: &'a [(&'a str, &'a [u8])],
+}
+
+/// The next offset to read of one input topic's partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InputOffset {
+    pub topic: TopicIdx,
+    pub partition: PartitionId,
+    pub next: Offset,
+}
+
+/// How much a restore read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RestoreStats {
+    pub records: u64,
+    pub bytes: u64,
+}
+
+/// A failure at the Kafka boundary, classified so the caller knows whether a
+/// retry can help.
+#[derive(Debug, thiserror::Error)]
+pub enum PortError {
+    #[error("{op}: {message}")]
+    Kafka {
+        op: &'static str,
+        message: String,
+        retryable: bool,
+    },
+    #[error("restoring {changelog} {partition}: {source}")]
+    CorruptChangelog {
+        changelog: String,
+        partition: PartitionId,
+        source: StoreCodecError,
+    },
+    #[error("partition {partition} of {topic} was assigned without the co-partitioned {missing}")]
+    NotCoPartitioned {
+        topic: String,
+        partition: PartitionId,
+        missing: String,
+    },
+}
+
+impl PortError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            PortError::Kafka {
+                retryable: true,
+                ..
+            }
+        )
+    }
+}
+
+/// What a shard needs from Kafka. Implementations are owned by one shard and
+/// used from its thread only.
+pub trait KafkaPort {
+    /// The next record or ownership change, without blocking.
+    fn poll(&mut self) -> Result<Polled<'_>, PortError>;
+
+    /// Queues a record for sending (not yet durable).
+    fn send(&mut self, record: &OutRecord<'_>) -> Result<(), PortError>;
+
+    /// Makes every record sent so far durable, then commits `offsets`. Under
+    /// exactly-once both happen in one transaction. On error nothing may be
+    /// assumed committed.
+    fn commit(&mut self, offsets: &[InputOffset]) -> Result<(), PortError>;
+
+    /// Feeds every record of a changelog partition, from its start to its end
+    /// at the time of the call, to `apply`.
+    fn restore(
+        &mut self,
+        changelog: &str,
+        partition: PartitionId,
+        apply: &mut dyn FnMut(&[u8], Option<&[u8]>) -> Result<(), StoreCodecError>,
+    ) -> Result<RestoreStats, PortError>;
+}

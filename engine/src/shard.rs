@@ -1,0 +1,479 @@
+//! A shard: one stage's processing of the partitions one core owns. Pure logic
+//! over a [`KafkaPort`]; the runtime decides when it steps and commits.
+//!
+//! Owns: the partitions it was assigned, their stores, their processed and
+//! committed offsets, and the commit cycle (changelog writes, then offsets).
+//! Must never: process a record of a partition it does not own, process a
+//! partition before its stores are restored, or commit an offset before the
+//! state change it caused was handed to the port in the same commit.
+//!
+//! Lives on: one core; nothing in it is shared with another shard.
+
+use std::collections::BTreeMap;
+
+use codecs::decode;
+use hashbrown::HashMap;
+use tracing::{debug, info, warn};
+
+use crate::ids::{Offset, PartitionId, ShardId, TopicIdx, INPUT_TOPICS_MAX};
+use crate::port::{InputOffset, InputRecord, KafkaPort, OutRecord, Polled, PortError};
+use crate::stage::{ErrorClass, Input, Outbox, Stage};
+use crate::store::PartitionStores;
+use crate::topics::{changelog_topic, dead_letter_topic};
+
+/// Why a shard stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ShardError {
+    #[error("{shard}: {source}")]
+    Port {
+        shard: ShardId,
+        #[source]
+        source: PortError,
+    },
+    #[error("{shard}: stage {stage} reads {count} topics, more than {max}")]
+    TooManyInputs {
+        shard: ShardId,
+        stage: &'static str,
+        count: usize,
+        max: usize,
+    },
+}
+
+/// What one `step` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    Processed,
+    DeadLettered,
+    Rebalanced,
+    Idle,
+}
+
+/// Counters a shard keeps for itself; read by the runtime for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShardStats {
+    pub records_in: u64,
+    pub records_out: u64,
+    pub dead_lettered: u64,
+    pub commits: u64,
+    pub changelog_records: u64,
+    pub restored_records: u64,
+    pub restored_bytes: u64,
+}
+
+struct OwnedPartition<St> {
+    state: St,
+    /// Next offset to process, per input topic.
+    next: [Option<Offset>; INPUT_TOPICS_MAX],
+    /// Next offset to read as of the last successful commit, per input topic.
+    committed: [Option<Offset>; INPUT_TOPICS_MAX],
+}
+
+/// Names a shard writes to, computed once.
+struct TopicNames {
+    inputs: Vec<&'static str>,
+    changelogs: Vec<String>,
+    dead_letters: Vec<String>,
+}
+
+/// One stage on one core. See the module doc.
+pub struct Shard<S: Stage, P: KafkaPort> {
+    id: ShardId,
+    stage: S,
+    port: P,
+    topics: TopicNames,
+    owned: HashMap<PartitionId, OwnedPartition<S::State>>,
+    outbox: Outbox,
+    stats: ShardStats,
+    uncommitted: bool,
+}
+
+impl<S: Stage, P: KafkaPort> Shard<S, P> {
+    /// `partitions`: the partition count shared by every topic of the flow.
+    pub fn new(
+        id: ShardId,
+        application_id: &str,
+        stage: S,
+        port: P,
+        partitions: i32,
+    ) -> Result<Self, ShardError> {
+        let inputs = stage.input_topics().to_vec();
+        if inputs.len() > INPUT_TOPICS_MAX {
+            return Err(ShardError::TooManyInputs {
+                shard: id,
+                stage: stage.name(),
+                count: inputs.len(),
+                max: INPUT_TOPICS_MAX,
+            });
+        }
+        let changelogs = S::State::store_names()
+            .into_iter()
+            .map(|store| changelog_topic(application_id, store))
+            .collect();
+        let dead_letters = inputs.iter().map(|t| dead_letter_topic(t)).collect();
+        Ok(Shard {
+            id,
+            stage,
+            port,
+            topics: TopicNames {
+                inputs,
+                changelogs,
+                dead_letters,
+            },
+            owned: HashMap::new(),
+            outbox: Outbox::new(partitions),
+            stats: ShardStats::default(),
+            uncommitted: false,
+        })
+    }
+
+    pub fn id(&self) -> ShardId {
+        self.id
+    }
+
+    pub fn stats(&self) -> ShardStats {
+        self.stats
+    }
+
+    pub fn port_mut(&mut self) -> &mut P {
+        &mut self.port
+    }
+
+    /// Partitions this shard owns now, sorted.
+    pub fn owned_partitions(&self) -> Vec<PartitionId> {
+        let mut owned: Vec<_> = self.owned.keys().copied().collect();
+        owned.sort();
+        owned
+    }
+
+    /// Whether anything was processed since the last commit.
+    pub fn has_uncommitted(&self) -> bool {
+        self.uncommitted
+    }
+
+    /// Processed and committed offsets of one owned partition, per input topic.
+    pub fn progress(
+        &self,
+        partition: PartitionId,
+    ) -> Option<Vec<(Option<Offset>, Option<Offset>)>> {
+        let owned = self.owned.get(&partition)?;
+        Some(
+            (0..self.topics.inputs.len())
+                .map(|i| (owned.next[i], owned.committed[i]))
+                .collect(),
+        )
+    }
+
+    /// Every store of every owned partition in changelog byte form, for comparing
+    /// state across restarts and against references.
+    pub fn dump(&mut self) -> BTreeMap<(PartitionId, &'static str), Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut out = BTreeMap::new();
+        for (partition, owned) in self.owned.iter_mut() {
+            owned.state.for_each_store(&mut |store| {
+                out.insert((*partition, store.name()), store.dump());
+            });
+        }
+        out
+    }
+
+    /// Read access to one partition's stores.
+    pub fn state(&self, partition: PartitionId) -> Option<&S::State> {
+        self.owned.get(&partition).map(|o| &o.state)
+    }
+
+    /// Polls the port once and handles what it returns.
+    pub fn step(&mut self) -> Result<Step, ShardError> {
+        let id = self.id;
+        let polled = self
+            .port
+            .poll()
+            .map_err(|source| ShardError::Port { shard: id, source })?;
+        match polled {
+            Polled::Idle => Ok(Step::Idle),
+            Polled::Assigned(partitions) => {
+                self.assign(&partitions)?;
+                Ok(Step::Rebalanced)
+            }
+            Polled::Revoked(partitions) => {
+                self.revoke(&partitions);
+                Ok(Step::Rebalanced)
+            }
+            Polled::Record(record) => {
+                let step = process_record(
+                    id,
+                    &mut self.stage,
+                    &mut self.owned,
+                    &mut self.outbox,
+                    &self.topics,
+                    &record,
+                );
+                self.uncommitted = true;
+                self.stats.records_in += 1;
+                if step == Step::DeadLettered {
+                    self.stats.dead_lettered += 1;
+                }
+                self.flush_outbox()?;
+                Ok(step)
+            }
+        }
+    }
+
+    fn flush_outbox(&mut self) -> Result<(), ShardError> {
+        if self.outbox.is_empty() {
+            return Ok(());
+        }
+        let id = self.id;
+        for (entry, key, payload) in self.outbox.iter() {
+            let record = OutRecord {
+                topic: entry.topic,
+                partition: entry.partition,
+                key: Some(key),
+                payload: Some(payload),
+                headers: &[],
+            };
+            self.port
+                .send(&record)
+                .map_err(|source| ShardError::Port { shard: id, source })?;
+        }
+        for letter in self.outbox.dead_letters() {
+            let headers: Vec<(&str, &[u8])> = letter
+                .headers
+                .iter()
+                .map(|(k, v)| (*k, v.as_slice()))
+                .collect();
+            let record = OutRecord {
+                topic: &letter.topic,
+                partition: letter.partition,
+                key: letter.key.as_deref(),
+                payload: letter.payload.as_deref(),
+                headers: &headers,
+            };
+            self.port
+                .send(&record)
+                .map_err(|source| ShardError::Port { shard: id, source })?;
+        }
+        self.stats.records_out += self.outbox.len() as u64;
+        self.outbox.clear();
+        Ok(())
+    }
+
+    /// Takes ownership of `partitions`: restores each one's stores from its
+    /// changelogs before any of its records is processed.
+    pub fn assign(&mut self, partitions: &[PartitionId]) -> Result<(), ShardError> {
+        for &partition in partitions {
+            if self.owned.contains_key(&partition) {
+                continue;
+            }
+            let mut state = S::State::default();
+            let mut failure = None;
+            let mut store_index = 0;
+            let port = &mut self.port;
+            let changelogs = &self.topics.changelogs;
+            let stats = &mut self.stats;
+            state.for_each_store(&mut |store| {
+                if failure.is_some() {
+                    return;
+                }
+                let changelog = &changelogs[store_index];
+                store_index += 1;
+                match port.restore(changelog, partition, &mut |k, v| store.apply(k, v)) {
+                    Ok(restored) => {
+                        stats.restored_records += restored.records;
+                        stats.restored_bytes += restored.bytes;
+                        info!(
+                            changelog = %changelog, %partition, records = restored.records,
+                            bytes = restored.bytes, entries = store.len(), "restored store"
+                        );
+                    }
+                    Err(e) => failure = Some(e),
+                }
+            });
+            if let Some(source) = failure {
+                return Err(ShardError::Port {
+                    shard: self.id,
+                    source,
+                });
+            }
+            self.owned.insert(
+                partition,
+                OwnedPartition {
+                    state,
+                    next: [None; INPUT_TOPICS_MAX],
+                    committed: [None; INPUT_TOPICS_MAX],
+                },
+            );
+            debug!(shard = %self.id, %partition, "partition assigned and restored");
+        }
+        Ok(())
+    }
+
+    /// Gives up `partitions`: their state is dropped (the new owner restores it
+    /// from the changelog), and whatever was not committed is redone there.
+    pub fn revoke(&mut self, partitions: &[PartitionId]) {
+        for partition in partitions {
+            if self.owned.remove(partition).is_some() {
+                debug!(shard = %self.id, %partition, "partition revoked");
+            }
+        }
+    }
+
+    /// Writes every changed store entry to its changelog, then commits the input
+    /// offsets whose effects those writes contain (the port makes the writes
+    /// durable first).
+    pub fn commit(&mut self) -> Result<(), ShardError> {
+        let id = self.id;
+        let mut failure = None;
+        let mut changelog_records = 0u64;
+        let mut offsets = Vec::new();
+        for (partition, owned) in self.owned.iter_mut() {
+            let mut store_index = 0;
+            let port = &mut self.port;
+            let changelogs = &self.topics.changelogs;
+            owned.state.for_each_store(&mut |store| {
+                let topic = &changelogs[store_index];
+                store_index += 1;
+                store.write_dirty(&mut |key, value| {
+                    if failure.is_some() {
+                        return;
+                    }
+                    let record = OutRecord {
+                        topic,
+                        partition: *partition,
+                        key: Some(key),
+                        payload: value,
+                        headers: &[],
+                    };
+                    changelog_records += 1;
+                    if let Err(e) = port.send(&record) {
+                        failure = Some(e);
+                    }
+                });
+            });
+            for (i, next) in owned.next.iter().enumerate() {
+                if let Some(next) = next {
+                    if owned.committed[i] != Some(*next) {
+                        offsets.push(InputOffset {
+                            topic: TopicIdx(i as u8),
+                            partition: *partition,
+                            next: *next,
+                        });
+                    }
+                }
+            }
+        }
+        if let Some(source) = failure {
+            return Err(ShardError::Port { shard: id, source });
+        }
+        self.port
+            .commit(&offsets)
+            .map_err(|source| ShardError::Port { shard: id, source })?;
+        for offset in &offsets {
+            if let Some(owned) = self.owned.get_mut(&offset.partition) {
+                owned.committed[offset.topic.0 as usize] = Some(offset.next);
+            }
+        }
+        self.stats.commits += 1;
+        self.stats.changelog_records += changelog_records;
+        self.uncommitted = false;
+        Ok(())
+    }
+
+    /// Drops the shard as a crash would: nothing is committed, in-memory state is
+    /// lost, and the port is handed back as it is.
+    pub fn into_port(self) -> P {
+        self.port
+    }
+
+    /// Commits what was processed and hands the port back for closing.
+    pub fn shutdown(mut self) -> Result<P, ShardError> {
+        if self.uncommitted {
+            self.commit()?;
+        }
+        Ok(self.port)
+    }
+}
+
+fn process_record<S: Stage>(
+    shard: ShardId,
+    stage: &mut S,
+    owned: &mut HashMap<PartitionId, OwnedPartition<S::State>>,
+    outbox: &mut Outbox,
+    topics: &TopicNames,
+    record: &InputRecord<'_>,
+) -> Step {
+    let Some(partition) = owned.get_mut(&record.partition) else {
+        // A record of a partition this shard does not own would corrupt another
+        // shard's state; the port must never deliver one.
+        panic!(
+            "{shard} received {} offset {} of {}, which it does not own",
+            record.partition, record.offset.0, topics.inputs[record.topic.0 as usize]
+        );
+    };
+    let topic = record.topic.0 as usize;
+    if let Some(next) = partition.next[topic] {
+        assert!(
+            record.offset >= next,
+            "{shard}: offsets of {} {} went backwards ({} after {})",
+            topics.inputs[topic],
+            record.partition,
+            record.offset.0,
+            next.0
+        );
+    }
+    partition.next[topic] = Some(record.offset.next());
+
+    let input = Input {
+        topic: record.topic,
+        topic_name: topics.inputs[topic],
+        partition: record.partition,
+        offset: record.offset,
+        timestamp_ms: record.timestamp_ms,
+    };
+    let verdict = match record.payload.map(decode) {
+        None => Err((ErrorClass::UserData, "record has no value".to_string())),
+        Some(Err(e)) => Err((ErrorClass::UserData, e.to_string())),
+        Some(Ok(event)) => {
+            let mark = outbox.mark();
+            stage
+                .process(&input, event, &mut partition.state, outbox)
+                .map_err(|rejection| {
+                    outbox.truncate(mark);
+                    (rejection.class, rejection.reason)
+                })
+        }
+    };
+    match verdict {
+        Ok(()) => Step::Processed,
+        Err((class, reason)) => {
+            warn!(
+                %shard, topic = input.topic_name, partition = %record.partition,
+                offset = record.offset.0, class = class.as_str(), %reason,
+                "record dead-lettered"
+            );
+            dead_letter(outbox, topics, record, stage.name(), class, &reason);
+            Step::DeadLettered
+        }
+    }
+}
+
+/// Queues the original record for `<topic>.dlq`; its headers say why.
+fn dead_letter(
+    outbox: &mut Outbox,
+    topics: &TopicNames,
+    record: &InputRecord<'_>,
+    service: &str,
+    class: ErrorClass,
+    reason: &str,
+) {
+    outbox.dead_letter(crate::stage::DeadLetter {
+        topic: &topics.dead_letters[record.topic.0 as usize],
+        original_topic: topics.inputs[record.topic.0 as usize],
+        partition: record.partition,
+        offset: record.offset,
+        timestamp_ms: record.timestamp_ms,
+        key: record.key,
+        payload: record.payload,
+        service,
+        class,
+        reason,
+    });
+}

@@ -1,0 +1,362 @@
+//! A deterministic, in-memory stand-in for Kafka that implements [`KafkaPort`], so
+//! the shard's assignment, restore and commit logic can be driven through random
+//! interleavings from one seed (compare TigerBeetle's VOPR). Used by the engine's
+//! simulation tests; integration tests use real Kafka.
+//!
+//! Owns: logs per topic-partition, committed offsets, and per-port unacknowledged
+//! sends that a simulated crash may or may not let land.
+//! Must never: be used outside tests and benches, or share state between threads
+//! (it is single-threaded by construction: `Rc<RefCell<_>>`).
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::rc::Rc;
+
+use crate::ids::{Offset, PartitionId, TopicIdx};
+use crate::port::{
+    InputOffset, InputRecord, KafkaPort, OutRecord, Polled, PortError, RestoreStats,
+};
+use crate::store::StoreCodecError;
+
+/// SplitMix64: a tiny seeded generator so every simulated run replays from its seed.
+#[derive(Clone, Debug)]
+pub struct SimRng(u64);
+
+impl SimRng {
+    pub fn new(seed: u64) -> Self {
+        SimRng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+/// One stored record: key and value (`None` value is a tombstone).
+pub type SimRecord = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// The simulated cluster: every topic's partitions as vectors, and the group's
+/// committed offsets.
+#[derive(Default, Debug)]
+pub struct SimCluster {
+    pub logs: BTreeMap<(String, i32), Vec<SimRecord>>,
+    pub committed: BTreeMap<(String, i32), i64>,
+}
+
+impl SimCluster {
+    pub fn shared() -> Rc<RefCell<SimCluster>> {
+        Rc::new(RefCell::new(SimCluster::default()))
+    }
+
+    pub fn append(&mut self, topic: &str, partition: PartitionId, record: SimRecord) {
+        self.logs
+            .entry((topic.to_string(), partition.0))
+            .or_default()
+            .push(record);
+    }
+
+    pub fn log(&self, topic: &str, partition: PartitionId) -> &[SimRecord] {
+        self.logs
+            .get(&(topic.to_string(), partition.0))
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+}
+
+/// One shard's view of the simulated cluster.
+pub struct SimPort {
+    cluster: Rc<RefCell<SimCluster>>,
+    inputs: Vec<String>,
+    owned: BTreeSet<PartitionId>,
+    positions: BTreeMap<(u8, i32), i64>,
+    /// Sent but not yet acknowledged: lands at the next commit, or maybe not at all
+    /// if the shard crashes first.
+    unacked: Vec<(String, PartitionId, SimRecord)>,
+    ownership_changes: VecDeque<Polled<'static>>,
+    key: Vec<u8>,
+    payload: Vec<u8>,
+    cursor: usize,
+}
+
+impl SimPort {
+    pub fn new(cluster: Rc<RefCell<SimCluster>>, inputs: &[&str]) -> Self {
+        SimPort {
+            cluster,
+            inputs: inputs.iter().map(|s| s.to_string()).collect(),
+            owned: BTreeSet::new(),
+            positions: BTreeMap::new(),
+            unacked: Vec::new(),
+            ownership_changes: VecDeque::new(),
+            key: Vec::new(),
+            payload: Vec::new(),
+            cursor: 0,
+        }
+    }
+
+    /// The group hands this port `partitions`; reading resumes at the committed offsets.
+    pub fn grant(&mut self, partitions: Vec<PartitionId>) {
+        let cluster = self.cluster.borrow();
+        for partition in &partitions {
+            self.owned.insert(*partition);
+            for (i, topic) in self.inputs.iter().enumerate() {
+                let committed = cluster
+                    .committed
+                    .get(&(topic.clone(), partition.0))
+                    .copied()
+                    .unwrap_or(0);
+                self.positions.insert((i as u8, partition.0), committed);
+            }
+        }
+        self.ownership_changes
+            .push_back(Polled::Assigned(partitions));
+    }
+
+    /// The group takes `partitions` away.
+    pub fn take_away(&mut self, partitions: Vec<PartitionId>) {
+        for partition in &partitions {
+            self.owned.remove(partition);
+            self.positions.retain(|(_, p), _| *p != partition.0);
+        }
+        self.ownership_changes
+            .push_back(Polled::Revoked(partitions));
+    }
+
+    /// A crash: each unacknowledged send lands or is lost, as `rng` decides (a
+    /// real producer's in-flight requests may have reached the broker).
+    pub fn crash(self, rng: &mut SimRng) {
+        let mut cluster = self.cluster.borrow_mut();
+        for (topic, partition, record) in self.unacked {
+            if rng.chance(50) {
+                cluster.append(&topic, partition, record);
+            }
+        }
+    }
+
+    pub fn unacked(&self) -> usize {
+        self.unacked.len()
+    }
+}
+
+impl KafkaPort for SimPort {
+    fn poll(&mut self) -> Result<Polled<'_>, PortError> {
+        if let Some(change) = self.ownership_changes.pop_front() {
+            return Ok(change);
+        }
+        // Round-robin over owned (topic, partition) pairs with records waiting.
+        let candidates: Vec<(u8, i32)> = self.positions.keys().copied().collect();
+        if candidates.is_empty() {
+            return Ok(Polled::Idle);
+        }
+        let cluster = self.cluster.borrow();
+        for step in 0..candidates.len() {
+            let (topic, partition) = candidates[(self.cursor + step) % candidates.len()];
+            let position = self.positions[&(topic, partition)];
+            let log = cluster.log(&self.inputs[topic as usize], PartitionId(partition));
+            if let Some((key, value)) = log.get(position as usize) {
+                self.cursor = (self.cursor + step + 1) % candidates.len();
+                self.key.clear();
+                self.payload.clear();
+                let has_key = key.is_some();
+                let has_payload = value.is_some();
+                self.key
+                    .extend_from_slice(key.as_deref().unwrap_or_default());
+                self.payload
+                    .extend_from_slice(value.as_deref().unwrap_or_default());
+                self.positions.insert((topic, partition), position + 1);
+                drop(cluster);
+                return Ok(Polled::Record(InputRecord {
+                    topic: TopicIdx(topic),
+                    partition: PartitionId(partition),
+                    offset: Offset(position),
+                    key: has_key.then_some(self.key.as_slice()),
+                    payload: has_payload.then_some(self.payload.as_slice()),
+                    timestamp_ms: 0,
+                }));
+            }
+        }
+        Ok(Polled::Idle)
+    }
+
+    fn send(&mut self, record: &OutRecord<'_>) -> Result<(), PortError> {
+        self.unacked.push((
+            record.topic.to_string(),
+            record.partition,
+            (
+                record.key.map(<[u8]>::to_vec),
+                record.payload.map(<[u8]>::to_vec),
+            ),
+        ));
+        Ok(())
+    }
+
+    fn commit(&mut self, offsets: &[InputOffset]) -> Result<(), PortError> {
+        let mut cluster = self.cluster.borrow_mut();
+        for (topic, partition, record) in self.unacked.drain(..) {
+            cluster.append(&topic, partition, record);
+        }
+        for offset in offsets {
+            let key = (
+                self.inputs[offset.topic.0 as usize].clone(),
+                offset.partition.0,
+            );
+            let previous = cluster.committed.get(&key).copied().unwrap_or(0);
+            assert!(
+                offset.next.0 >= previous,
+                "committed offset of {key:?} moved backwards"
+            );
+            cluster.committed.insert(key, offset.next.0);
+        }
+        Ok(())
+    }
+
+    fn restore(
+        &mut self,
+        changelog: &str,
+        partition: PartitionId,
+        apply: &mut dyn FnMut(&[u8], Option<&[u8]>) -> Result<(), StoreCodecError>,
+    ) -> Result<RestoreStats, PortError> {
+        let cluster = self.cluster.borrow();
+        let mut stats = RestoreStats::default();
+        for (key, value) in cluster.log(changelog, partition) {
+            let key = key.as_deref().unwrap_or_default();
+            apply(key, value.as_deref()).map_err(|source| PortError::CorruptChangelog {
+                changelog: changelog.to_string(),
+                partition,
+                source,
+            })?;
+            stats.records += 1;
+            stats.bytes += (key.len() + value.as_ref().map_or(0, Vec::len)) as u64;
+        }
+        Ok(stats)
+    }
+}
+
+/// A reference stage for engine tests: sums `account.funded` amounts per account.
+/// It is idempotent by offset (a key's records arrive in offset order on one
+/// partition, so a replayed record has an offset at or below the last applied
+/// one), which is what at-least-once replays after a crash require.
+pub mod tally {
+    use codecs::EventRef;
+
+    use crate::stage::{Input, Outbox, Rejection, Stage};
+    use crate::store::{ChangelogStore, PartitionStores, Store, StoreValue};
+
+    /// Topic the tally stage reads.
+    pub const FUNDING_TOPIC: &str = "engine-test.account.funded";
+
+    /// Sum and count of one account's fundings, and the last offset applied.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct Tally {
+        pub sum: i64,
+        pub count: u64,
+        pub last_offset: i64,
+    }
+
+    impl StoreValue for Tally {
+        fn encode(&self, out: &mut Vec<u8>) {
+            out.extend_from_slice(&self.sum.to_le_bytes());
+            out.extend_from_slice(&self.count.to_le_bytes());
+            out.extend_from_slice(&self.last_offset.to_le_bytes());
+        }
+        fn decode(bytes: &[u8]) -> Result<Self, &'static str> {
+            if bytes.len() != 24 {
+                return Err("tally value must be 24 bytes");
+            }
+            let word = |i: usize| {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(&bytes[i * 8..i * 8 + 8]);
+                w
+            };
+            Ok(Tally {
+                sum: i64::from_le_bytes(word(0)),
+                count: u64::from_le_bytes(word(1)),
+                last_offset: i64::from_le_bytes(word(2)),
+            })
+        }
+    }
+
+    /// One partition's tallies, by account id.
+    pub struct TallyState {
+        pub tallies: Store<u64, Tally>,
+    }
+
+    impl Default for TallyState {
+        fn default() -> Self {
+            TallyState {
+                tallies: Store::new("tallies"),
+            }
+        }
+    }
+
+    impl PartitionStores for TallyState {
+        fn for_each_store(&mut self, f: &mut dyn FnMut(&mut dyn ChangelogStore)) {
+            f(&mut self.tallies);
+        }
+    }
+
+    /// The stage.
+    #[derive(Default)]
+    pub struct FundingTally {
+        topics: [&'static str; 1],
+    }
+
+    impl FundingTally {
+        pub fn new() -> Self {
+            FundingTally {
+                topics: [FUNDING_TOPIC],
+            }
+        }
+    }
+
+    impl Stage for FundingTally {
+        type State = TallyState;
+
+        fn name(&self) -> &'static str {
+            "tally"
+        }
+
+        fn input_topics(&self) -> &[&'static str] {
+            &self.topics
+        }
+
+        fn process(
+            &mut self,
+            input: &Input<'_>,
+            event: EventRef<'_>,
+            state: &mut TallyState,
+            _out: &mut Outbox,
+        ) -> Result<(), Rejection> {
+            let EventRef::AccountFunded(funded) = event else {
+                return Err(Rejection::user_data(format!(
+                    "the tally stage takes account.funded, not {}",
+                    event.kind()
+                )));
+            };
+            let account = funded.account().0;
+            let offset = input.offset.0;
+            if let Some(tally) = state.tallies.get(&account) {
+                if tally.count > 0 && offset <= tally.last_offset {
+                    return Ok(());
+                }
+            }
+            let tally = state.tallies.upsert_with(account, Tally::default);
+            tally.sum += funded.amount().0;
+            tally.count += 1;
+            tally.last_offset = offset;
+            Ok(())
+        }
+    }
+}
