@@ -7,7 +7,7 @@
 //! Must never: expose rdkafka types; nothing outside `kafka` sees them.
 
 use crate::ids::{Offset, PartitionId, TopicIdx};
-use crate::store::StoreCodecError;
+use crate::store::{ChangelogApply, StoreCodecError};
 
 /// One input record, borrowed from the port until the next `poll`.
 #[derive(Clone, Copy, Debug)]
@@ -115,6 +115,6 @@ pub trait KafkaPort {
         &mut self,
         changelog: &str,
         partition: PartitionId,
-        apply: &mut dyn FnMut(&[u8], Option<&[u8]>) -> Result<(), StoreCodecError>,
+        apply: &mut ChangelogApply<'_>,
     ) -> Result<RestoreStats, PortError>;
 }

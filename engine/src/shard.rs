@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 use crate::ids::{Offset, PartitionId, ShardId, TopicIdx, INPUT_TOPICS_MAX};
 use crate::port::{InputOffset, InputRecord, KafkaPort, OutRecord, Polled, PortError};
 use crate::stage::{ErrorClass, Input, Outbox, Stage};
-use crate::store::PartitionStores;
+use crate::store::{PartitionStores, StoreEntries};
 use crate::topics::{changelog_topic, dead_letter_topic};
 
 /// Why a shard stopped.
@@ -165,7 +165,7 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
 
     /// Every store of every owned partition in changelog byte form, for comparing
     /// state across restarts and against references.
-    pub fn dump(&mut self) -> BTreeMap<(PartitionId, &'static str), Vec<(Vec<u8>, Vec<u8>)>> {
+    pub fn dump(&mut self) -> BTreeMap<(PartitionId, &'static str), StoreEntries> {
         let mut out = BTreeMap::new();
         for (partition, owned) in self.owned.iter_mut() {
             owned.state.for_each_store(&mut |store| {

@@ -16,7 +16,7 @@ use crate::ids::{Offset, PartitionId, TopicIdx};
 use crate::port::{
     InputOffset, InputRecord, KafkaPort, OutRecord, Polled, PortError, RestoreStats,
 };
-use crate::store::StoreCodecError;
+use crate::store::ChangelogApply;
 
 /// SplitMix64: a tiny seeded generator so every simulated run replays from its seed.
 #[derive(Clone, Debug)]
@@ -226,7 +226,7 @@ impl KafkaPort for SimPort {
         &mut self,
         changelog: &str,
         partition: PartitionId,
-        apply: &mut dyn FnMut(&[u8], Option<&[u8]>) -> Result<(), StoreCodecError>,
+        apply: &mut ChangelogApply<'_>,
     ) -> Result<RestoreStats, PortError> {
         let cluster = self.cluster.borrow();
         let mut stats = RestoreStats::default();

@@ -34,6 +34,13 @@ pub enum StoreCodecError {
     },
 }
 
+/// Receives changelog records: key bytes and value bytes (`None`: a tombstone).
+pub type ChangelogSink<'a> = dyn FnMut(&[u8], Option<&[u8]>) + 'a;
+/// Applies changelog records to a store during restore.
+pub type ChangelogApply<'a> = dyn FnMut(&[u8], Option<&[u8]>) -> Result<(), StoreCodecError> + 'a;
+/// A store's entries in changelog byte form, sorted by key.
+pub type StoreEntries = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// A key as it is written to a changelog. Fixed-size keys keep the hot path free
 /// of allocation.
 pub trait StoreKey: Copy + Eq + Hash + 'static {
@@ -147,7 +154,7 @@ pub trait ChangelogStore {
     fn dirty_len(&self) -> usize;
     /// Hands each changed key's latest value (or `None` for a removed key) to
     /// `sink` and forgets that it changed.
-    fn write_dirty(&mut self, sink: &mut dyn FnMut(&[u8], Option<&[u8]>));
+    fn write_dirty(&mut self, sink: &mut ChangelogSink<'_>);
     /// Applies one changelog record during restore (`None` is a tombstone).
     fn apply(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), StoreCodecError>;
     fn len(&self) -> usize;
@@ -156,7 +163,7 @@ pub trait ChangelogStore {
     }
     /// Every entry in changelog byte form, sorted by key: for comparing state
     /// across restarts and against a reference in tests.
-    fn dump(&self) -> Vec<(Vec<u8>, Vec<u8>)>;
+    fn dump(&self) -> StoreEntries;
 }
 
 impl<K: StoreKey, V: StoreValue> ChangelogStore for Store<K, V> {
@@ -168,7 +175,7 @@ impl<K: StoreKey, V: StoreValue> ChangelogStore for Store<K, V> {
         self.dirty.len()
     }
 
-    fn write_dirty(&mut self, sink: &mut dyn FnMut(&[u8], Option<&[u8]>)) {
+    fn write_dirty(&mut self, sink: &mut ChangelogSink<'_>) {
         let mut key_bytes = Vec::with_capacity(32);
         let mut value_bytes = Vec::with_capacity(64);
         for key in self.dirty.drain(..) {
@@ -214,7 +221,7 @@ impl<K: StoreKey, V: StoreValue> ChangelogStore for Store<K, V> {
         self.map.len()
     }
 
-    fn dump(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+    fn dump(&self) -> StoreEntries {
         let mut entries: Vec<_> = self
             .map
             .iter()
