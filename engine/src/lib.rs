@@ -7,6 +7,7 @@
 //! offset before the state change it caused has reached its changelog.
 
 pub mod ids;
+pub mod kafka;
 pub mod partitioner;
 pub mod port;
 pub mod shard;

@@ -98,8 +98,10 @@ impl PortError {
 /// What a shard needs from Kafka. Implementations are owned by one shard and
 /// used from its thread only.
 pub trait KafkaPort {
-    /// The next record or ownership change, without blocking.
-    fn poll(&mut self) -> Result<Polled<'_>, PortError>;
+    /// Hands the next record or ownership change to `handler`, without blocking.
+    /// The record borrows the client's buffer for the handler's duration only,
+    /// which is what lets a shard decode it in place.
+    fn poll<R>(&mut self, handler: impl FnOnce(Polled<'_>) -> R) -> Result<R, PortError>;
 
     /// Queues a record for sending (not yet durable).
     fn send(&mut self, record: &OutRecord<'_>) -> Result<(), PortError>;

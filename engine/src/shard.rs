@@ -60,6 +60,14 @@ pub struct ShardStats {
     pub restored_bytes: u64,
 }
 
+/// What a poll asked the shard to do once the record's borrow has ended.
+enum Action {
+    Idle,
+    Assign(Vec<PartitionId>),
+    Revoke(Vec<PartitionId>),
+    Processed(Step),
+}
+
 struct OwnedPartition<St> {
     state: St,
     /// Next offset to process, per input topic.
@@ -183,29 +191,32 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
     /// Polls the port once and handles what it returns.
     pub fn step(&mut self) -> Result<Step, ShardError> {
         let id = self.id;
-        let polled = self
+        let stage = &mut self.stage;
+        let owned = &mut self.owned;
+        let outbox = &mut self.outbox;
+        let topics = &self.topics;
+        let action = self
             .port
-            .poll()
+            .poll(|polled| match polled {
+                Polled::Idle => Action::Idle,
+                Polled::Assigned(partitions) => Action::Assign(partitions),
+                Polled::Revoked(partitions) => Action::Revoke(partitions),
+                Polled::Record(record) => {
+                    Action::Processed(process_record(id, stage, owned, outbox, topics, &record))
+                }
+            })
             .map_err(|source| ShardError::Port { shard: id, source })?;
-        match polled {
-            Polled::Idle => Ok(Step::Idle),
-            Polled::Assigned(partitions) => {
+        match action {
+            Action::Idle => Ok(Step::Idle),
+            Action::Assign(partitions) => {
                 self.assign(&partitions)?;
                 Ok(Step::Rebalanced)
             }
-            Polled::Revoked(partitions) => {
+            Action::Revoke(partitions) => {
                 self.revoke(&partitions);
                 Ok(Step::Rebalanced)
             }
-            Polled::Record(record) => {
-                let step = process_record(
-                    id,
-                    &mut self.stage,
-                    &mut self.owned,
-                    &mut self.outbox,
-                    &self.topics,
-                    &record,
-                );
+            Action::Processed(step) => {
                 self.uncommitted = true;
                 self.stats.records_in += 1;
                 if step == Step::DeadLettered {

@@ -151,43 +151,44 @@ impl SimPort {
 }
 
 impl KafkaPort for SimPort {
-    fn poll(&mut self) -> Result<Polled<'_>, PortError> {
+    fn poll<R>(&mut self, handler: impl FnOnce(Polled<'_>) -> R) -> Result<R, PortError> {
         if let Some(change) = self.ownership_changes.pop_front() {
-            return Ok(change);
+            return Ok(handler(change));
         }
         // Round-robin over owned (topic, partition) pairs with records waiting.
         let candidates: Vec<(u8, i32)> = self.positions.keys().copied().collect();
-        if candidates.is_empty() {
-            return Ok(Polled::Idle);
-        }
-        let cluster = self.cluster.borrow();
-        for step in 0..candidates.len() {
-            let (topic, partition) = candidates[(self.cursor + step) % candidates.len()];
-            let position = self.positions[&(topic, partition)];
-            let log = cluster.log(&self.inputs[topic as usize], PartitionId(partition));
-            if let Some((key, value)) = log.get(position as usize) {
-                self.cursor = (self.cursor + step + 1) % candidates.len();
-                self.key.clear();
-                self.payload.clear();
-                let has_key = key.is_some();
-                let has_payload = value.is_some();
-                self.key
-                    .extend_from_slice(key.as_deref().unwrap_or_default());
-                self.payload
-                    .extend_from_slice(value.as_deref().unwrap_or_default());
-                self.positions.insert((topic, partition), position + 1);
-                drop(cluster);
-                return Ok(Polled::Record(InputRecord {
-                    topic: TopicIdx(topic),
-                    partition: PartitionId(partition),
-                    offset: Offset(position),
-                    key: has_key.then_some(self.key.as_slice()),
-                    payload: has_payload.then_some(self.payload.as_slice()),
-                    timestamp_ms: 0,
-                }));
+        let mut found = None;
+        {
+            let cluster = self.cluster.borrow();
+            for step in 0..candidates.len() {
+                let (topic, partition) = candidates[(self.cursor + step) % candidates.len()];
+                let position = self.positions[&(topic, partition)];
+                let log = cluster.log(&self.inputs[topic as usize], PartitionId(partition));
+                if let Some((key, value)) = log.get(position as usize) {
+                    self.cursor = (self.cursor + step + 1) % candidates.len();
+                    self.key.clear();
+                    self.payload.clear();
+                    self.key
+                        .extend_from_slice(key.as_deref().unwrap_or_default());
+                    self.payload
+                        .extend_from_slice(value.as_deref().unwrap_or_default());
+                    found = Some((topic, partition, position, key.is_some(), value.is_some()));
+                    break;
+                }
             }
         }
-        Ok(Polled::Idle)
+        let Some((topic, partition, position, has_key, has_payload)) = found else {
+            return Ok(handler(Polled::Idle));
+        };
+        self.positions.insert((topic, partition), position + 1);
+        Ok(handler(Polled::Record(InputRecord {
+            topic: TopicIdx(topic),
+            partition: PartitionId(partition),
+            offset: Offset(position),
+            key: has_key.then_some(self.key.as_slice()),
+            payload: has_payload.then_some(self.payload.as_slice()),
+            timestamp_ms: 0,
+        })))
     }
 
     fn send(&mut self, record: &OutRecord<'_>) -> Result<(), PortError> {

@@ -1,0 +1,752 @@
+//! The Kafka adapter: [`RdKafkaPort`] implements [`KafkaPort`] with librdkafka
+//! (through `rdkafka`), and [`ensure_topics`] creates and checks the topics a
+//! deployment needs.
+//!
+//! Owns: every rdkafka type in the engine — each shard's consumer, producer and
+//! changelog reader, rebalance notifications, transactions, and admin requests.
+//! Must never: let an rdkafka type escape this module, or commit offsets before
+//! the records sent ahead of them are acknowledged (at-least-once) or in the
+//! same transaction (exactly-once).
+//!
+//! Lives on: the shard's core for the calls; librdkafka's own threads run where
+//! the creating thread's affinity allows (see `runtime`).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use futures_executor::block_on;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::{Offset as KafkaOffset, TopicPartitionList};
+use tracing::{info, warn};
+
+use crate::ids::{Offset, PartitionId, TopicIdx};
+use crate::port::{
+    InputOffset, InputRecord, KafkaPort, OutRecord, Polled, PortError, RestoreStats,
+};
+use crate::store::ChangelogApply;
+
+/// How long a blocking Kafka call (flush, commit, transaction step) may take
+/// before it counts as failed.
+pub const KAFKA_CALL_TIMEOUT_MS: u64 = 30_000;
+/// How long a restore may go without progress before it fails.
+pub const RESTORE_STALL_TIMEOUT_MS: u64 = 60_000;
+/// How long `send` waits for room in a full producer queue.
+pub const SEND_QUEUE_FULL_TIMEOUT_MS: u64 = 10_000;
+
+/// Kafka Streams' `processing.guarantee`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Guarantee {
+    /// Outputs, changelog writes and input offsets commit in one transaction;
+    /// consumers read `read_committed`.
+    ExactlyOnce,
+    /// Offsets are committed after every record sent before them is
+    /// acknowledged; stages deduplicate replays.
+    AtLeastOnce,
+}
+
+/// Where the shard's partitions come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ownership {
+    /// A core map's fixed partitions, `assign()`ed directly.
+    Static(Vec<PartitionId>),
+    /// A member of the application's consumer group, with static membership.
+    Group { instance_id: String },
+}
+
+/// What every client of one deployment shares.
+#[derive(Clone, Debug)]
+pub struct KafkaSettings {
+    pub bootstrap: String,
+    /// `application.id`: the consumer group, changelog and transactional-id prefix.
+    pub application_id: String,
+    pub guarantee: Guarantee,
+    /// Passed to every client unchanged (security settings, tuning).
+    pub client_properties: Vec<(String, String)>,
+    /// `linger.ms` of shard producers: 0 for latency, a few ms for throughput.
+    pub linger_ms: u32,
+    /// `fetch.wait.max.ms` of shard consumers: the latency an idle fetch may add.
+    pub fetch_wait_max_ms: u32,
+}
+
+impl KafkaSettings {
+    fn base(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.bootstrap);
+        for (key, value) in &self.client_properties {
+            config.set(key, value);
+        }
+        config
+    }
+}
+
+fn kafka_error(op: &'static str, e: KafkaError) -> PortError {
+    let retryable = match &e {
+        KafkaError::Transaction(t) => t.is_retriable(),
+        other => matches!(
+            other.rdkafka_error_code(),
+            Some(
+                RDKafkaErrorCode::QueueFull
+                    | RDKafkaErrorCode::MessageTimedOut
+                    | RDKafkaErrorCode::RequestTimedOut
+                    | RDKafkaErrorCode::OperationTimedOut
+                    | RDKafkaErrorCode::BrokerTransportFailure
+                    | RDKafkaErrorCode::AllBrokersDown
+                    | RDKafkaErrorCode::NotEnoughReplicas
+                    | RDKafkaErrorCode::NotEnoughReplicasAfterAppend
+                    | RDKafkaErrorCode::LeaderNotAvailable
+                    | RDKafkaErrorCode::NotLeaderForPartition
+                    | RDKafkaErrorCode::NetworkException
+                    | RDKafkaErrorCode::CoordinatorLoadInProgress
+                    | RDKafkaErrorCode::CoordinatorNotAvailable
+                    | RDKafkaErrorCode::NotCoordinator
+            )
+        ),
+    };
+    PortError::Kafka {
+        op,
+        message: e.to_string(),
+        retryable,
+    }
+}
+
+/// A rebalance as the consumer context saw it, forwarded to the shard's thread.
+#[derive(Debug)]
+enum RebalanceNote {
+    Assigned(Vec<(String, i32)>),
+    Revoked(Vec<(String, i32)>),
+    Failed(String),
+}
+
+fn topic_partitions(list: &TopicPartitionList) -> Vec<(String, i32)> {
+    list.elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect()
+}
+
+/// Forwards rebalances from librdkafka's callback (inside `poll`) to the port.
+struct ShardConsumerContext {
+    notes: Sender<RebalanceNote>,
+}
+
+impl ClientContext for ShardConsumerContext {}
+
+impl ConsumerContext for ShardConsumerContext {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let note = match rebalance {
+            Rebalance::Revoke(list) => RebalanceNote::Revoked(topic_partitions(list)),
+            Rebalance::Error(e) => RebalanceNote::Failed(e.to_string()),
+            Rebalance::Assign(_) => return,
+        };
+        let _ = self.notes.send(note);
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(list) = rebalance {
+            let _ = self
+                .notes
+                .send(RebalanceNote::Assigned(topic_partitions(list)));
+        }
+    }
+}
+
+/// Counts failed deliveries; a commit refuses to proceed past one.
+struct ShardProducerContext {
+    failures: Arc<AtomicU64>,
+    last_failure: Sender<String>,
+}
+
+impl ClientContext for ShardProducerContext {}
+
+impl ProducerContext for ShardProducerContext {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _opaque: ()) {
+        if let Err((e, message)) = result {
+            self.failures.fetch_add(1, Ordering::AcqRel);
+            let _ = self.last_failure.try_send(format!(
+                "{} partition {}: {e}",
+                message.topic(),
+                message.partition()
+            ));
+        }
+    }
+}
+
+/// One shard's Kafka clients. See the module doc.
+pub struct RdKafkaPort {
+    settings: KafkaSettings,
+    consumer: BaseConsumer<ShardConsumerContext>,
+    producer: BaseProducer<ShardProducerContext>,
+    restorer: BaseConsumer,
+    inputs: Vec<String>,
+    notes: Receiver<RebalanceNote>,
+    changes: VecDeque<Polled<'static>>,
+    stashed: Option<OwnedMessage>,
+    delivery_failures: Arc<AtomicU64>,
+    failure_reasons: Receiver<String>,
+    failures_seen: u64,
+    in_transaction: bool,
+    sent_since_commit: u64,
+}
+
+impl RdKafkaPort {
+    /// Creates the shard's clients. `transactional_id` is required under
+    /// exactly-once (`<application.id>-<node>-<core>`, so a restarted shard
+    /// fences its zombie).
+    pub fn new(
+        settings: &KafkaSettings,
+        inputs: &[&str],
+        ownership: &Ownership,
+        transactional_id: &str,
+    ) -> Result<Self, PortError> {
+        let (note_tx, notes) = crossbeam_channel::unbounded();
+        let mut consumer_config = settings.base();
+        consumer_config
+            .set("group.id", &settings.application_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("isolation.level", "read_committed")
+            .set("fetch.wait.max.ms", settings.fetch_wait_max_ms.to_string())
+            // Range keeps partition N of every co-partitioned topic on one member.
+            .set("partition.assignment.strategy", "range");
+        if let Ownership::Group { instance_id } = ownership {
+            consumer_config.set("group.instance.id", instance_id);
+        }
+        let consumer: BaseConsumer<ShardConsumerContext> = consumer_config
+            .create_with_context(ShardConsumerContext { notes: note_tx })
+            .map_err(|e| kafka_error("creating the consumer", e))?;
+
+        let failures = Arc::new(AtomicU64::new(0));
+        let (reason_tx, failure_reasons) = crossbeam_channel::bounded(16);
+        let mut producer_config = settings.base();
+        producer_config
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", settings.linger_ms.to_string())
+            .set("delivery.timeout.ms", "120000");
+        if settings.guarantee == Guarantee::ExactlyOnce {
+            producer_config
+                .set("transactional.id", transactional_id)
+                .set("transaction.timeout.ms", "10000");
+        }
+        let producer: BaseProducer<ShardProducerContext> = producer_config
+            .create_with_context(ShardProducerContext {
+                failures: Arc::clone(&failures),
+                last_failure: reason_tx,
+            })
+            .map_err(|e| kafka_error("creating the producer", e))?;
+
+        let restorer: BaseConsumer = settings
+            .base()
+            .set("group.id", format!("{}-restore", settings.application_id))
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
+            .set("enable.partition.eof", "true")
+            .set("fetch.wait.max.ms", "50")
+            .create()
+            .map_err(|e| kafka_error("creating the changelog reader", e))?;
+
+        let mut port = RdKafkaPort {
+            settings: settings.clone(),
+            consumer,
+            producer,
+            restorer,
+            inputs: inputs.iter().map(|s| s.to_string()).collect(),
+            notes,
+            changes: VecDeque::new(),
+            stashed: None,
+            delivery_failures: failures,
+            failure_reasons,
+            failures_seen: 0,
+            in_transaction: false,
+            sent_since_commit: 0,
+        };
+        if settings.guarantee == Guarantee::ExactlyOnce {
+            port.producer
+                .init_transactions(Duration::from_millis(KAFKA_CALL_TIMEOUT_MS))
+                .map_err(|e| kafka_error("init_transactions", e))?;
+            port.begin()?;
+        }
+        match ownership {
+            Ownership::Static(partitions) => port.assign_static(partitions)?,
+            Ownership::Group { .. } => {
+                let topics: Vec<&str> = port.inputs.iter().map(String::as_str).collect();
+                port.consumer
+                    .subscribe(&topics)
+                    .map_err(|e| kafka_error("subscribing", e))?;
+            }
+        }
+        Ok(port)
+    }
+
+    fn assign_static(&mut self, partitions: &[PartitionId]) -> Result<(), PortError> {
+        let mut list = TopicPartitionList::new();
+        for topic in &self.inputs {
+            for partition in partitions {
+                // Stored = the group's committed offset (or auto.offset.reset).
+                list.add_partition_offset(topic, partition.0, KafkaOffset::Stored)
+                    .map_err(|e| kafka_error("building the assignment", e))?;
+            }
+        }
+        self.consumer
+            .assign(&list)
+            .map_err(|e| kafka_error("assigning partitions", e))?;
+        self.changes
+            .push_back(Polled::Assigned(partitions.to_vec()));
+        Ok(())
+    }
+
+    fn begin(&mut self) -> Result<(), PortError> {
+        self.producer
+            .begin_transaction()
+            .map_err(|e| kafka_error("begin_transaction", e))?;
+        self.in_transaction = true;
+        Ok(())
+    }
+
+    /// Turns the consumer context's notes into ownership changes, checking that
+    /// co-partitioned topics moved together.
+    fn collect_rebalances(&mut self) -> Result<(), PortError> {
+        while let Ok(note) = self.notes.try_recv() {
+            match note {
+                RebalanceNote::Assigned(list) => {
+                    let partitions = self.whole_partitions(&list)?;
+                    info!(?partitions, "partitions assigned by the group");
+                    self.changes.push_back(Polled::Assigned(partitions));
+                }
+                RebalanceNote::Revoked(list) => {
+                    let partitions: BTreeSet<i32> = list.iter().map(|(_, p)| *p).collect();
+                    let partitions: Vec<_> = partitions.into_iter().map(PartitionId).collect();
+                    info!(?partitions, "partitions revoked by the group");
+                    self.changes.push_back(Polled::Revoked(partitions));
+                }
+                RebalanceNote::Failed(reason) => {
+                    warn!(%reason, "rebalance failed");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn input_index(&self, topic: &str) -> Option<TopicIdx> {
+        self.inputs
+            .iter()
+            .position(|t| t == topic)
+            .map(|i| TopicIdx(i as u8))
+    }
+
+    fn whole_partitions(&self, list: &[(String, i32)]) -> Result<Vec<PartitionId>, PortError> {
+        let mut by_partition: BTreeMap<i32, BTreeSet<&str>> = BTreeMap::new();
+        for (topic, partition) in list {
+            by_partition.entry(*partition).or_default().insert(topic);
+        }
+        for (partition, topics) in &by_partition {
+            if let Some(missing) = self.inputs.iter().find(|t| !topics.contains(t.as_str())) {
+                return Err(PortError::NotCoPartitioned {
+                    topic: topics
+                        .iter()
+                        .next()
+                        .copied()
+                        .unwrap_or_default()
+                        .to_string(),
+                    partition: PartitionId(*partition),
+                    missing: missing.clone(),
+                });
+            }
+        }
+        Ok(by_partition.into_keys().map(PartitionId).collect())
+    }
+
+    fn check_deliveries(&mut self) -> Result<(), PortError> {
+        let failures = self.delivery_failures.load(Ordering::Acquire);
+        if failures > self.failures_seen {
+            self.failures_seen = failures;
+            let reason = self
+                .failure_reasons
+                .try_recv()
+                .unwrap_or_else(|_| "delivery failed".into());
+            return Err(PortError::Kafka {
+                op: "delivering records",
+                message: format!("{failures} record(s) not delivered, e.g. {reason}"),
+                retryable: true,
+            });
+        }
+        Ok(())
+    }
+
+    fn offsets_list(&self, offsets: &[InputOffset]) -> Result<TopicPartitionList, PortError> {
+        let mut list = TopicPartitionList::new();
+        for offset in offsets {
+            list.add_partition_offset(
+                &self.inputs[offset.topic.0 as usize],
+                offset.partition.0,
+                KafkaOffset::Offset(offset.next.0),
+            )
+            .map_err(|e| kafka_error("building the offsets to commit", e))?;
+        }
+        Ok(list)
+    }
+
+    /// Leaves the group and closes the clients (the last step of shutdown).
+    pub fn close(self) {
+        if self.in_transaction {
+            let _ = self
+                .producer
+                .abort_transaction(Duration::from_millis(KAFKA_CALL_TIMEOUT_MS));
+        }
+        self.consumer.unsubscribe();
+        let _ = self
+            .producer
+            .flush(Duration::from_millis(KAFKA_CALL_TIMEOUT_MS));
+    }
+}
+
+fn input_record<'a>(message: &'a BorrowedMessage<'_>, topic: TopicIdx) -> InputRecord<'a> {
+    InputRecord {
+        topic,
+        partition: PartitionId(message.partition()),
+        offset: Offset(message.offset()),
+        key: message.key(),
+        payload: message.payload(),
+        timestamp_ms: message.timestamp().to_millis().unwrap_or(0),
+    }
+}
+
+impl KafkaPort for RdKafkaPort {
+    fn poll<R>(&mut self, handler: impl FnOnce(Polled<'_>) -> R) -> Result<R, PortError> {
+        if let Some(change) = self.changes.pop_front() {
+            return Ok(handler(change));
+        }
+        self.collect_rebalances()?;
+        if let Some(change) = self.changes.pop_front() {
+            return Ok(handler(change));
+        }
+        if let Some(message) = self.stashed.take() {
+            return Ok(match self.input_index(message.topic()) {
+                Some(topic) => handler(Polled::Record(InputRecord {
+                    topic,
+                    partition: PartitionId(message.partition()),
+                    offset: Offset(message.offset()),
+                    key: message.key(),
+                    payload: message.payload(),
+                    timestamp_ms: message.timestamp().to_millis().unwrap_or(0),
+                })),
+                None => handler(Polled::Idle),
+            });
+        }
+        // Serve delivery reports without blocking.
+        self.producer.poll(Duration::ZERO);
+        match self.consumer.poll(Duration::ZERO) {
+            None => {
+                self.collect_rebalances()?;
+                Ok(handler(self.changes.pop_front().unwrap_or(Polled::Idle)))
+            }
+            Some(Err(e)) => {
+                // librdkafka reports transient broker trouble here and retries
+                // by itself; only a fatal error ends the shard.
+                if matches!(e.rdkafka_error_code(), Some(RDKafkaErrorCode::Fatal)) {
+                    return Err(kafka_error("consuming", e));
+                }
+                warn!(error = %e, "consumer error (librdkafka retries)");
+                Ok(handler(Polled::Idle))
+            }
+            Some(Ok(message)) => {
+                if !self.notes.is_empty() {
+                    // A rebalance arrived with this record: report it first, and
+                    // keep the record (rare, so the copy does not matter).
+                    self.stashed = Some(message.detach());
+                    self.collect_rebalances()?;
+                    return Ok(handler(self.changes.pop_front().unwrap_or(Polled::Idle)));
+                }
+                Ok(match self.input_index(message.topic()) {
+                    Some(topic) => handler(Polled::Record(input_record(&message, topic))),
+                    None => handler(Polled::Idle),
+                })
+            }
+        }
+    }
+
+    fn send(&mut self, record: &OutRecord<'_>) -> Result<(), PortError> {
+        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+        for (key, value) in record.headers {
+            headers = headers.insert(Header {
+                key,
+                value: Some(*value),
+            });
+        }
+        let mut base: BaseRecord<'_, [u8], [u8]> =
+            BaseRecord::to(record.topic).partition(record.partition.0);
+        if let Some(key) = record.key {
+            base = base.key(key);
+        }
+        if let Some(payload) = record.payload {
+            base = base.payload(payload);
+        }
+        if !record.headers.is_empty() {
+            base = base.headers(headers);
+        }
+        let started = Instant::now();
+        loop {
+            match self.producer.send(base) {
+                Ok(()) => {
+                    self.sent_since_commit += 1;
+                    return Ok(());
+                }
+                Err((e, back))
+                    if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull)
+                        && started.elapsed()
+                            < Duration::from_millis(SEND_QUEUE_FULL_TIMEOUT_MS) =>
+                {
+                    // Backpressure: let deliveries drain the queue, then resend.
+                    self.producer.poll(Duration::from_millis(1));
+                    base = back;
+                }
+                Err((e, _)) => return Err(kafka_error("sending", e)),
+            }
+        }
+    }
+
+    fn commit(&mut self, offsets: &[InputOffset]) -> Result<(), PortError> {
+        let timeout = Duration::from_millis(KAFKA_CALL_TIMEOUT_MS);
+        match self.settings.guarantee {
+            Guarantee::AtLeastOnce => {
+                self.producer
+                    .flush(timeout)
+                    .map_err(|e| kafka_error("flushing before commit", e))?;
+                self.check_deliveries()?;
+                if !offsets.is_empty() {
+                    let list = self.offsets_list(offsets)?;
+                    self.consumer
+                        .commit(&list, CommitMode::Sync)
+                        .map_err(|e| kafka_error("committing offsets", e))?;
+                }
+            }
+            Guarantee::ExactlyOnce => {
+                if offsets.is_empty() && self.sent_since_commit == 0 {
+                    return Ok(());
+                }
+                if !offsets.is_empty() {
+                    let list = self.offsets_list(offsets)?;
+                    let group = self.consumer.group_metadata().ok_or(PortError::Kafka {
+                        op: "send_offsets_to_transaction",
+                        message: "the consumer has no group metadata".into(),
+                        retryable: false,
+                    })?;
+                    self.producer
+                        .send_offsets_to_transaction(&list, &group, timeout)
+                        .map_err(|e| kafka_error("send_offsets_to_transaction", e))?;
+                }
+                self.in_transaction = false;
+                self.producer
+                    .commit_transaction(timeout)
+                    .map_err(|e| kafka_error("commit_transaction", e))?;
+                self.check_deliveries()?;
+                self.begin()?;
+            }
+        }
+        self.sent_since_commit = 0;
+        Ok(())
+    }
+
+    fn restore(
+        &mut self,
+        changelog: &str,
+        partition: PartitionId,
+        apply: &mut ChangelogApply<'_>,
+    ) -> Result<RestoreStats, PortError> {
+        let timeout = Duration::from_millis(KAFKA_CALL_TIMEOUT_MS);
+        let (low, high) = self
+            .restorer
+            .fetch_watermarks(changelog, partition.0, timeout)
+            .map_err(|e| kafka_error("reading changelog watermarks", e))?;
+        let mut stats = RestoreStats::default();
+        if high <= low {
+            return Ok(stats);
+        }
+        let mut list = TopicPartitionList::new();
+        list.add_partition_offset(changelog, partition.0, KafkaOffset::Beginning)
+            .map_err(|e| kafka_error("assigning the changelog", e))?;
+        self.restorer
+            .assign(&list)
+            .map_err(|e| kafka_error("assigning the changelog", e))?;
+        let mut last_progress = Instant::now();
+        let mut position = low;
+        // Under read_committed the readable end can be below `high` (transaction
+        // markers, an open transaction); end-of-partition tells us we are there.
+        while position < high {
+            match self.restorer.poll(Duration::from_millis(100)) {
+                None => {}
+                Some(Err(KafkaError::PartitionEOF(_))) => break,
+                Some(Err(e)) => {
+                    warn!(error = %e, changelog, %partition, "changelog read error (retrying)")
+                }
+                Some(Ok(message)) => {
+                    position = message.offset() + 1;
+                    last_progress = Instant::now();
+                    let key = message.key().unwrap_or_default();
+                    let value = message.payload();
+                    apply(key, value).map_err(|source| PortError::CorruptChangelog {
+                        changelog: changelog.to_string(),
+                        partition,
+                        source,
+                    })?;
+                    stats.records += 1;
+                    stats.bytes += (key.len() + value.map_or(0, <[u8]>::len)) as u64;
+                }
+            }
+            if last_progress.elapsed() > Duration::from_millis(RESTORE_STALL_TIMEOUT_MS) {
+                return Err(PortError::Kafka {
+                    op: "restoring",
+                    message: format!(
+                        "{changelog} {partition} made no progress at offset {position} of {high}"
+                    ),
+                    retryable: true,
+                });
+            }
+        }
+        self.restorer
+            .unassign()
+            .map_err(|e| kafka_error("releasing the changelog", e))?;
+        Ok(stats)
+    }
+}
+
+/// One topic every deployment needs, with its settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicSpec {
+    pub name: String,
+    pub partitions: i32,
+    /// `-1` uses the broker's `default.replication.factor`.
+    pub replication: i32,
+    pub config: Vec<(String, String)>,
+}
+
+impl TopicSpec {
+    pub fn stream(name: impl Into<String>, partitions: i32, replication: i32) -> Self {
+        TopicSpec {
+            name: name.into(),
+            partitions,
+            replication,
+            config: Vec::new(),
+        }
+    }
+
+    /// A compacted changelog, as Kafka Streams creates them.
+    pub fn changelog(name: impl Into<String>, partitions: i32, replication: i32) -> Self {
+        TopicSpec {
+            name: name.into(),
+            partitions,
+            replication,
+            config: vec![("cleanup.policy".into(), "compact".into())],
+        }
+    }
+}
+
+/// Why the topics of a deployment are not usable.
+#[derive(Debug, thiserror::Error)]
+pub enum TopicError {
+    #[error("kafka admin: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("creating topic {topic}: {code:?}")]
+    Create {
+        topic: String,
+        code: RDKafkaErrorCode,
+    },
+    #[error(
+        "topic {topic} has {actual} partitions but the flow needs {expected}: co-partitioned \
+         topics and changelogs must match (recreate it or change ownership.partitions)"
+    )]
+    PartitionCount {
+        topic: String,
+        expected: i32,
+        actual: i32,
+    },
+    #[error("topic {0} still has no leader for every partition after {1:?}")]
+    NotReady(String, Duration),
+}
+
+/// Creates the topics that are missing, and checks that existing ones have the
+/// partition count the flow needs.
+pub fn ensure_topics(settings: &KafkaSettings, specs: &[TopicSpec]) -> Result<(), TopicError> {
+    let probe: BaseConsumer = settings.base().create()?;
+    let metadata = probe.fetch_metadata(None, Duration::from_millis(KAFKA_CALL_TIMEOUT_MS))?;
+    let existing: BTreeMap<&str, i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none())
+        .map(|t| (t.name(), t.partitions().len() as i32))
+        .collect();
+    let mut missing = Vec::new();
+    for spec in specs {
+        match existing.get(spec.name.as_str()) {
+            Some(&actual) if actual != spec.partitions => {
+                return Err(TopicError::PartitionCount {
+                    topic: spec.name.clone(),
+                    expected: spec.partitions,
+                    actual,
+                })
+            }
+            Some(_) => {}
+            None => missing.push(spec),
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let admin: AdminClient<DefaultClientContext> = settings.base().create()?;
+    let new_topics: Vec<NewTopic<'_>> = missing
+        .iter()
+        .map(|spec| {
+            let mut topic = NewTopic::new(
+                &spec.name,
+                spec.partitions,
+                TopicReplication::Fixed(spec.replication),
+            );
+            for (key, value) in &spec.config {
+                topic = topic.set(key, value);
+            }
+            topic
+        })
+        .collect();
+    let options = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_millis(KAFKA_CALL_TIMEOUT_MS)))
+        .request_timeout(Some(Duration::from_millis(KAFKA_CALL_TIMEOUT_MS)));
+    for result in block_on(admin.create_topics(new_topics.iter(), &options))? {
+        match result {
+            Ok(name) => info!(topic = %name, "created topic"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => return Err(TopicError::Create { topic, code }),
+        }
+    }
+    let deadline = Duration::from_millis(KAFKA_CALL_TIMEOUT_MS);
+    let started = Instant::now();
+    for spec in missing {
+        loop {
+            let metadata = probe.fetch_metadata(Some(&spec.name), Duration::from_secs(5))?;
+            let ready = metadata.topics().iter().any(|t| {
+                t.error().is_none()
+                    && t.partitions().len() as i32 == spec.partitions
+                    && t.partitions().iter().all(|p| p.leader() >= 0)
+            });
+            if ready {
+                break;
+            }
+            if started.elapsed() > deadline {
+                return Err(TopicError::NotReady(spec.name.clone(), deadline));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    Ok(())
+}
