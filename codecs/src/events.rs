@@ -581,7 +581,8 @@ impl EventKind {
         EventKind::StockReplenished,
     ];
 
-    /// The dotted name, as in the JSON `type` field and in topic names.
+    /// The dotted name, as in the JSON `type` field. (Topic names are the
+    /// engine's business: amended and cancelled share the order-updated topic.)
     pub const fn name(self) -> &'static str {
         match self {
             EventKind::OrderCreated => "order.created",

@@ -13,7 +13,10 @@ fuzz_target!(|data: &[u8]| {
     let again = codecs::Event::from_json(json.as_bytes()).expect("own JSON parses");
     assert_eq!(again, event);
     if let Ok(frame) = codecs::encode_to_vec(&event) {
-        assert!(codecs::testing::exercise_decode(&frame), "encoded event must decode");
+        assert!(
+            codecs::testing::exercise_decode(&frame),
+            "encoded event must decode"
+        );
         let back = codecs::decode(&frame).expect("just decoded").to_event();
         assert_eq!(back, event);
     }
