@@ -1,0 +1,626 @@
+//! The TOML file form of a core map: reading it, writing it, and finding a
+//! key's line in it.
+//!
+//! Owns: the serde shapes of the file (unknown keys rejected), `"a-b"` range
+//! expansion, conversion of file values (any `i64`) into the typed sections
+//! with keyed problems, the writer behind [`NodeTuning::to_toml_string`], and
+//! mapping keys and byte offsets back to lines for messages.
+//! Must never: decide cross-key rules (two shards on one core, overlapping
+//! partitions, busy-poll vs client cores); those live in `validate.rs` so that
+//! maps built in code obey exactly the same rules as maps read from files.
+
+use std::fmt::{self, Write as _};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use toml::de::{DeTable, DeValue};
+
+use crate::error::{Key, KeyPart, Location, Problem, ProblemKind, TuningError};
+use crate::ids::{runs, CoreId, NodeName, PartitionId};
+use crate::limits::{CORES_MAX, PARK_US_DEFAULT, PARTITIONS_MAX};
+use crate::model::{
+    ClientThreads, CommitPolicy, IdleStrategy, NodeSection, NodeTuning, Origin, Ownership,
+    OwnershipMode, ProcessingGuarantee, RuntimeKnobs, Sections, ShardPlacement,
+};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileForm {
+    node: FileNode,
+    ownership: FileOwnership,
+    #[serde(default, rename = "shard")]
+    shards: Vec<FileShard>,
+    #[serde(default)]
+    runtime: FileRuntime,
+    #[serde(default)]
+    commit: FileCommit,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileNode {
+    name: String,
+}
+
+// Numbers are read as i64 and range-checked here, so that a negative core or a
+// huge partition count is reported with its key and the valid range instead of
+// serde's "expected usize".
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileOwnership {
+    mode: OwnershipMode,
+    partitions: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileShard {
+    core: i64,
+    #[serde(default)]
+    partitions: Option<Vec<IdSpec>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRuntime {
+    idle: Option<FileIdle>,
+    park_us: Option<i64>,
+    client_threads: Option<FileClientThreads>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum FileIdle {
+    BusyPoll,
+    Park,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileCommit {
+    interval_ms: Option<i64>,
+    on_drain: Option<bool>,
+    guarantee: Option<ProcessingGuarantee>,
+}
+
+/// One entry of a partition or core list: `5` or `"8-15"` (or `"5"`).
+enum IdSpec {
+    Number(i64),
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for IdSpec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct IdSpecVisitor;
+        impl Visitor<'_> for IdSpecVisitor {
+            type Value = IdSpec;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number like 5 or a range like \"8-15\"")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<IdSpec, E> {
+                Ok(IdSpec::Number(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<IdSpec, E> {
+                Ok(IdSpec::Number(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<IdSpec, E> {
+                Ok(IdSpec::Text(v.to_owned()))
+            }
+        }
+        deserializer.deserialize_any(IdSpecVisitor)
+    }
+}
+
+/// `"unpinned"`, `"shard-core"` or `{ cores = [...] }`. Hand-written rather
+/// than `#[serde(untagged)]` so a typo gets "unknown variant, expected ..."
+/// instead of "did not match any variant".
+enum FileClientThreads {
+    Unpinned,
+    ShardCore,
+    Cores(Vec<IdSpec>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileClientCores {
+    cores: Vec<IdSpec>,
+}
+
+const CLIENT_THREADS_NAMES: &[&str] = &["unpinned", "shard-core"];
+
+impl<'de> Deserialize<'de> for FileClientThreads {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ClientThreadsVisitor;
+        impl<'de> Visitor<'de> for ClientThreadsVisitor {
+            type Value = FileClientThreads;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("\"unpinned\", \"shard-core\" or a table { cores = [...] }")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<FileClientThreads, E> {
+                match v {
+                    "unpinned" => Ok(FileClientThreads::Unpinned),
+                    "shard-core" => Ok(FileClientThreads::ShardCore),
+                    other => Err(E::unknown_variant(other, CLIENT_THREADS_NAMES)),
+                }
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<FileClientThreads, A::Error> {
+                let table =
+                    FileClientCores::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(FileClientThreads::Cores(table.cores))
+            }
+        }
+        deserializer.deserialize_any(ClientThreadsVisitor)
+    }
+}
+
+/// Parses and validates `text`; `path` only labels errors.
+pub(crate) fn parse(text: &str, path: Option<PathBuf>) -> Result<NodeTuning, TuningError> {
+    let form: FileForm = toml::from_str(text).map_err(|error| {
+        let offset = error.span().map(|span| span.start);
+        let key = offset.and_then(|offset| key_at_offset(text, offset));
+        TuningError::Syntax {
+            path: path.clone(),
+            at: offset.map(|offset| Location::of_offset(text, offset)),
+            message: match key {
+                Some(key) => format!("{key}: {}", error.message()),
+                None => error.message().to_owned(),
+            },
+        }
+    })?;
+    let origin = Origin {
+        path,
+        text: Arc::from(text),
+    };
+    let (sections, read_problems) = into_sections(form);
+    NodeTuning::build(sections, read_problems, Some(origin))
+}
+
+/// Converts file values into typed sections, reporting what the types cannot
+/// hold (a negative core, a bad range, a bad name, `park_us` without parking).
+/// Always returns sections, with stand-ins where a value could not be read,
+/// so the typed rules still run and every problem is reported at once;
+/// [`NodeTuning::build`] skips the keys reported here.
+fn into_sections(form: FileForm) -> (Sections, Vec<Problem>) {
+    let mut problems = Vec::new();
+
+    let name = NodeName::new(form.node.name.clone()).unwrap_or_else(|reason| {
+        problems.push(Problem::new(
+            Key::at("node").dot("name"),
+            ProblemKind::NodeName {
+                name: form.node.name,
+                reason,
+            },
+        ));
+        NodeName::placeholder()
+    });
+
+    let count = u32::try_from(form.ownership.partitions)
+        .ok()
+        .filter(|c| (1..=PARTITIONS_MAX).contains(c));
+    if count.is_none() {
+        problems.push(Problem::new(
+            Key::at("ownership").dot("partitions"),
+            ProblemKind::PartitionCountOutOfRange {
+                value: form.ownership.partitions,
+            },
+        ));
+    }
+
+    let mut shards = Vec::with_capacity(form.shards.len());
+    for (index, shard) in form.shards.into_iter().enumerate() {
+        let key = Key::shard(index).dot("partitions");
+        // With no valid count, ranges are clamped to the largest count allowed
+        // and nothing is reported out of range: the count's problem says enough.
+        let max = i64::from(count.unwrap_or(PARTITIONS_MAX)) - 1;
+        let out_of_range =
+            |partition| count.map(|count| ProblemKind::PartitionOutOfRange { partition, count });
+        let mut partitions = Vec::new();
+        for id in expand(
+            shard.partitions.unwrap_or_default(),
+            max,
+            &key,
+            &mut problems,
+            out_of_range,
+        ) {
+            match i32::try_from(id) {
+                Ok(id) => partitions.push(PartitionId(id)),
+                Err(_) => {
+                    if let Some(kind) = out_of_range(id) {
+                        problems.push(Problem::new(key.clone(), kind));
+                    }
+                }
+            }
+        }
+        let core = match usize::try_from(shard.core) {
+            Ok(core) => CoreId(core),
+            Err(_) => {
+                problems.push(Problem::new(
+                    Key::shard(index).dot("core"),
+                    ProblemKind::CoreOutOfRange { core: shard.core },
+                ));
+                // Out of the CPU range, so it can collide with no real core.
+                CoreId(CORES_MAX + index)
+            }
+        };
+        shards.push(ShardPlacement { core, partitions });
+    }
+
+    let park_us_key = Key::at("runtime").dot("park_us");
+    let idle = match (form.runtime.idle, form.runtime.park_us) {
+        (Some(FileIdle::BusyPoll), park_us) => {
+            if park_us.is_some() {
+                problems.push(Problem::new(park_us_key, ProblemKind::ParkUsWithBusyPoll));
+            }
+            IdleStrategy::BusyPoll
+        }
+        (Some(FileIdle::Park) | None, None) => IdleStrategy::Park {
+            park_us: PARK_US_DEFAULT,
+        },
+        (Some(FileIdle::Park) | None, Some(value)) => IdleStrategy::Park {
+            park_us: u32::try_from(value).unwrap_or_else(|_| {
+                problems.push(Problem::new(
+                    park_us_key,
+                    ProblemKind::ParkUsOutOfRange { value },
+                ));
+                PARK_US_DEFAULT
+            }),
+        },
+    };
+
+    let client_threads = match form.runtime.client_threads {
+        None | Some(FileClientThreads::Unpinned) => ClientThreads::Unpinned,
+        Some(FileClientThreads::ShardCore) => ClientThreads::ShardCore,
+        Some(FileClientThreads::Cores(specs)) => {
+            let key = Key::at("runtime").dot("client_threads").dot("cores");
+            let max = i64::try_from(CORES_MAX).unwrap_or(i64::MAX) - 1;
+            let out_of_range = |core| Some(ProblemKind::CoreOutOfRange { core });
+            let mut cores = Vec::new();
+            for id in expand(specs, max, &key, &mut problems, out_of_range) {
+                match usize::try_from(id) {
+                    Ok(id) => cores.push(CoreId(id)),
+                    Err(_) => problems.push(Problem::new(
+                        key.clone(),
+                        ProblemKind::CoreOutOfRange { core: id },
+                    )),
+                }
+            }
+            ClientThreads::Cores(cores)
+        }
+    };
+
+    let defaults = CommitPolicy::default();
+    let guarantee = form.commit.guarantee.unwrap_or(defaults.guarantee);
+    let interval_ms = match form.commit.interval_ms {
+        None => defaults.interval_ms,
+        Some(value) => u32::try_from(value).unwrap_or_else(|_| {
+            problems.push(Problem::new(
+                Key::at("commit").dot("interval_ms"),
+                ProblemKind::CommitIntervalOutOfRange { value, guarantee },
+            ));
+            defaults.interval_ms
+        }),
+    };
+
+    let sections = (
+        NodeSection { name },
+        Ownership {
+            mode: form.ownership.mode,
+            // 0 stands in for a count that could not be read; it is reported
+            // above, and the typed rules skip range checks without a count.
+            partitions: count.unwrap_or(0),
+        },
+        shards,
+        RuntimeKnobs {
+            idle,
+            client_threads,
+        },
+        CommitPolicy {
+            interval_ms,
+            on_drain: form.commit.on_drain.unwrap_or(defaults.on_drain),
+            guarantee,
+        },
+    );
+    (sections, problems)
+}
+
+/// Expands numbers and `"a-b"` ranges, keeping the order given. Numbers pass
+/// through as written (the typed rules range-check them); a range reaching
+/// past `max` is reported as `out_of_range(last)` (unless that is `None`) and
+/// clamped, so `"0-2000000000"` costs one problem, not two billion entries.
+/// Duplicates are kept so the typed rules can name them.
+fn expand(
+    specs: Vec<IdSpec>,
+    max: i64,
+    key: &Key,
+    problems: &mut Vec<Problem>,
+    out_of_range: impl Fn(i64) -> Option<ProblemKind>,
+) -> Vec<i64> {
+    let mut out = Vec::new();
+    for spec in specs {
+        match spec {
+            IdSpec::Number(n) => out.push(n),
+            IdSpec::Text(text) => match parse_range(&text) {
+                Some((first, last)) => {
+                    if last > max {
+                        if let Some(kind) = out_of_range(last) {
+                            problems.push(Problem::new(key.clone(), kind));
+                        }
+                    }
+                    out.extend(first..=last.min(max));
+                }
+                None => problems.push(Problem::new(key.clone(), ProblemKind::BadRange { text })),
+            },
+        }
+    }
+    out
+}
+
+/// `"8-15"` → (8, 15); `"5"` → (5, 5). `None` unless `first <= last`, both
+/// non-negative.
+fn parse_range(text: &str) -> Option<(i64, i64)> {
+    let text = text.trim();
+    let (first, last) = match text.split_once('-') {
+        Some((a, b)) => (a.trim(), b.trim()),
+        None => (text, text),
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(first) || !digits(last) {
+        return None;
+    }
+    let (first, last) = (first.parse::<i64>().ok()?, last.parse::<i64>().ok()?);
+    (first <= last).then_some((first, last))
+}
+
+/// Writes `tuning` as a complete core map file (every optional key explicit).
+pub(crate) fn write(tuning: &NodeTuning) -> String {
+    // Writing to a String cannot fail; `let _ =` keeps that out of the API.
+    let mut out = String::new();
+    let _ = writeln!(out, "[node]");
+    let _ = writeln!(out, "name = \"{}\"", tuning.node.name);
+    let _ = writeln!(out);
+    let _ = writeln!(out, "[ownership]");
+    let _ = writeln!(out, "mode = \"{}\"", tuning.ownership.mode);
+    let _ = writeln!(out, "partitions = {}", tuning.ownership.partitions);
+    for shard in &tuning.shards {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "[[shard]]");
+        let _ = writeln!(out, "core = {}", shard.core);
+        if tuning.ownership.mode == OwnershipMode::CoreMap {
+            let _ = writeln!(
+                out,
+                "partitions = [{}]",
+                list_text(shard.partitions.iter().map(|p| i64::from(p.0)))
+            );
+        }
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(out, "[runtime]");
+    match tuning.runtime.idle {
+        IdleStrategy::BusyPoll => {
+            let _ = writeln!(out, "idle = \"busy-poll\"");
+        }
+        IdleStrategy::Park { park_us } => {
+            let _ = writeln!(out, "idle = \"park\"");
+            let _ = writeln!(out, "park_us = {park_us}");
+        }
+    }
+    let _ = match &tuning.runtime.client_threads {
+        ClientThreads::Unpinned => writeln!(out, "client_threads = \"unpinned\""),
+        ClientThreads::ShardCore => writeln!(out, "client_threads = \"shard-core\""),
+        ClientThreads::Cores(cores) => writeln!(
+            out,
+            "client_threads = {{ cores = [{}] }}",
+            list_text(cores.iter().map(|c| i64::try_from(c.0).unwrap_or(i64::MAX)))
+        ),
+    };
+    let _ = writeln!(out);
+    let _ = writeln!(out, "[commit]");
+    let _ = writeln!(out, "interval_ms = {}", tuning.commit.interval_ms);
+    let _ = writeln!(out, "on_drain = {}", tuning.commit.on_drain);
+    let _ = writeln!(out, "guarantee = \"{}\"", tuning.commit.guarantee);
+    out
+}
+
+/// `0, 1, "4-9", 12`: runs of three or more as quoted ranges, the rest as
+/// numbers.
+fn list_text(ids: impl IntoIterator<Item = i64>) -> String {
+    let mut items = Vec::new();
+    for (first, last) in runs(ids) {
+        if last - first >= 2 {
+            items.push(format!("\"{first}-{last}\""));
+        } else {
+            items.extend((first..=last).map(|id| id.to_string()));
+        }
+    }
+    items.join(", ")
+}
+
+/// Where `key`'s value is in `text`; for a key the file leaves out, where its
+/// nearest present parent is. `None` if the text does not parse.
+pub(crate) fn locate(text: &str, key: &Key) -> Option<Location> {
+    let root = DeValue::Table(DeTable::parse(text).ok()?.into_inner());
+    let mut value = &root;
+    let mut span = None;
+    for part in key.parts() {
+        let next = match part {
+            KeyPart::Name(name) => value.get(*name),
+            KeyPart::Index(index) => value.get(*index),
+        };
+        let Some(next) = next else { break };
+        span = Some(next.span());
+        value = next.get_ref();
+    }
+    span.map(|span| Location::of_offset(text, span.start))
+}
+
+/// The dotted key whose key or value covers byte `offset`, deepest first:
+/// names the key a serde error is about (`runtime.park_us: invalid type ...`).
+fn key_at_offset(text: &str, offset: usize) -> Option<String> {
+    let root = DeTable::parse(text).ok()?;
+    key_in_table(root.get_ref(), offset, "")
+}
+
+fn key_in_table(table: &DeTable<'_>, offset: usize, prefix: &str) -> Option<String> {
+    for (key, value) in table.iter() {
+        let name = if prefix.is_empty() {
+            key.get_ref().to_string()
+        } else {
+            format!("{prefix}.{}", key.get_ref())
+        };
+        if let Some(deeper) = key_in_value(value.get_ref(), offset, &name) {
+            return Some(deeper);
+        }
+        if key.span().contains(&offset) || value.span().contains(&offset) {
+            return Some(name);
+        }
+    }
+    None
+}
+
+fn key_in_value(value: &DeValue<'_>, offset: usize, name: &str) -> Option<String> {
+    match value {
+        DeValue::Table(table) => key_in_table(table, offset, name),
+        DeValue::Array(array) => array.iter().enumerate().find_map(|(index, element)| {
+            let name = format!("{name}[{index}]");
+            key_in_value(element.get_ref(), offset, &name)
+                .or_else(|| element.span().contains(&offset).then_some(name))
+        }),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_parse_or_are_refused() {
+        assert_eq!(parse_range("8-15"), Some((8, 15)));
+        assert_eq!(parse_range(" 8 - 15 "), Some((8, 15)));
+        assert_eq!(parse_range("5"), Some((5, 5)));
+        assert_eq!(parse_range("15-8"), None);
+        assert_eq!(parse_range("-3"), None);
+        assert_eq!(parse_range("a-b"), None);
+        assert_eq!(parse_range("1-2-3"), None);
+        assert_eq!(parse_range(""), None);
+    }
+
+    #[test]
+    fn lists_compress_runs_of_three_or_more() {
+        assert_eq!(list_text([0, 2, 4]), "0, 2, 4");
+        assert_eq!(list_text([0, 1, 5, 6, 7, 8]), "0, 1, \"5-8\"");
+    }
+
+    #[test]
+    fn locate_finds_values_and_falls_back_to_parents() {
+        let text = "[node]\nname = \"a\"\n\n[[shard]]\ncore = 0\n\n[[shard]]\ncore = 1\npartitions = [1]\n";
+        let at = |key: &Key| locate(text, key).map(|l| l.line);
+        assert_eq!(at(&Key::at("node").dot("name")), Some(2));
+        assert_eq!(at(&Key::shard(1).dot("partitions")), Some(9));
+        assert_eq!(at(&Key::shard(1).dot("core")), Some(8));
+        // shard[0] has no partitions key: point at the shard itself.
+        let parent = at(&Key::shard(0).dot("partitions"));
+        assert!(matches!(parent, Some(4..=5)), "{parent:?}");
+        assert_eq!(at(&Key::at("commit").dot("interval_ms")), None);
+    }
+
+    #[test]
+    fn key_at_offset_names_the_deepest_key() {
+        let text = "[node]\nname = \"a\"\n\n[[shard]]\ncore = 0\n\n[[shard]]\ncore = \"x\"\n";
+        let offset = text.find("\"x\"").expect("present");
+        assert_eq!(
+            key_at_offset(text, offset).as_deref(),
+            Some("shard[1].core")
+        );
+    }
+}
+
+#[cfg(test)]
+mod syntax_tests {
+    use super::*;
+
+    const VALID: &str = "[node]\nname = \"n\"\n[ownership]\nmode = \"core-map\"\npartitions = 2\n[[shard]]\ncore = 0\npartitions = [0, 1]\n";
+
+    fn syntax_error(text: &str) -> (Option<Location>, String) {
+        match NodeTuning::from_toml_str(text) {
+            Err(TuningError::Syntax { at, message, .. }) => (at, message),
+            other => panic!("expected a syntax error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_syntax_reports_line_and_column() {
+        let (at, message) = syntax_error(&format!("{VALID}[runtime\nidle = \"park\"\n"));
+        assert_eq!(at.map(|at| at.line), Some(9), "{message}");
+    }
+
+    #[test]
+    fn wrong_types_name_the_key() {
+        let (at, message) = syntax_error(&VALID.replace("core = 0", "core = \"zero\""));
+        assert_eq!(at.map(|at| at.line), Some(7), "{message}");
+        assert!(message.starts_with("shard[0].core: "), "{message}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let (at, message) = syntax_error(&format!("{VALID}[runtime]\nparkus = 5\n"));
+        assert_eq!(at.map(|at| at.line), Some(10), "{message}");
+        assert!(message.contains("parkus"), "{message}");
+        let (_, message) = syntax_error(&format!("{VALID}[runtme]\n"));
+        assert!(message.contains("runtme"), "{message}");
+    }
+
+    #[test]
+    fn unknown_enum_values_list_the_choices() {
+        let (_, message) = syntax_error(&format!("{VALID}[runtime]\nidle = \"spin\"\n"));
+        assert!(message.contains("busy-poll"), "{message}");
+        let (_, message) =
+            syntax_error(&format!("{VALID}[runtime]\nclient_threads = \"pinned\"\n"));
+        assert!(message.starts_with("runtime.client_threads: "), "{message}");
+        assert!(message.contains("shard-core"), "{message}");
+        let (_, message) = syntax_error(&format!(
+            "{VALID}[runtime]\nclient_threads = {{ core = [1] }}\n"
+        ));
+        assert!(message.contains("cores"), "{message}");
+    }
+
+    #[test]
+    fn missing_required_keys_are_named() {
+        let (_, message) = syntax_error("[node]\nname = \"n\"\n");
+        assert!(message.contains("ownership"), "{message}");
+        let (_, message) = syntax_error(&VALID.replace("core = 0\n", ""));
+        assert!(message.contains("core"), "{message}");
+    }
+
+    #[test]
+    fn loading_reports_the_path() {
+        let path =
+            std::env::temp_dir().join(format!("tradeflow-tuning-{}-bad.toml", std::process::id()));
+        std::fs::write(&path, format!("{VALID}[commit]\ninterval_ms = \"soon\"\n"))
+            .expect("temp file written");
+        let error = NodeTuning::load(&path).expect_err("refused");
+        let _ = std::fs::remove_file(&path);
+        let text = error.to_string();
+        assert!(
+            text.starts_with(&format!("{}:10:", path.display())),
+            "{text}"
+        );
+        assert!(text.contains("commit.interval_ms"), "{text}");
+
+        let missing = std::env::temp_dir().join("tradeflow-tuning-no-such-file.toml");
+        assert!(matches!(
+            NodeTuning::load(&missing),
+            Err(TuningError::Read { .. })
+        ));
+    }
+
+    #[test]
+    fn written_maps_read_back_equal() {
+        let tuning = NodeTuning::from_toml_str(VALID).expect("valid");
+        let written = tuning.to_toml_string();
+        let again = NodeTuning::from_toml_str(&written).expect("written maps are valid");
+        assert_eq!(tuning, again, "{written}");
+    }
+}

@@ -1,0 +1,66 @@
+//! Every limit and default of a core map, in one place, units last.
+//!
+//! Owns: the numbers the validator enforces and the defaults of optional keys,
+//! and the compile-time checks that keep them consistent with each other.
+//! Must never: hold runtime state or read the environment; a limit that depends
+//! on the machine belongs to [`crate::Machine`].
+
+/// CPU numbers a core map may name are `0..CORES_MAX`. Linux's `cpu_set_t`, the
+/// mask that `sched_setaffinity` (and so `core_affinity`) takes, holds 1024 CPUs;
+/// a larger number could never be pinned.
+pub const CORES_MAX: usize = 1024;
+
+/// Most partitions a core map may describe (`ownership.partitions`). The engine
+/// sizes per-partition tables at start-up from this count; Kafka's own guidance
+/// is a few thousand partitions per broker, so 10 000 is far past any sane map
+/// while keeping those tables small.
+pub const PARTITIONS_MAX: u32 = 10_000;
+
+/// Longest `node.name`. The name is embedded in `group.instance.id`
+/// (`<name>-<core>`), transactional ids, client ids and metric labels; keeping
+/// it short keeps all of those readable.
+pub const NODE_NAME_BYTES_MAX: usize = 48;
+
+/// Default `runtime.park_us`: an idle parked shard re-polls every 200 µs. That
+/// is about what one cross-core wake-up already costs on the 2-vCPU reference
+/// VM (p50 120-170 µs, `shared/FACTS.md`), so an idle shard adds at most about
+/// one wake-up to the first record after a lull while leaving its core almost
+/// entirely free.
+pub const PARK_US_DEFAULT: u32 = 200;
+
+/// Longest `runtime.park_us`. A parked shard notices its commit tick and a
+/// shutdown request only when it wakes; 100 ms keeps that stall within one
+/// default exactly-once commit interval.
+pub const PARK_US_MAX: u32 = 100_000;
+
+/// Default `commit.interval_ms`, Kafka Streams' `commit.interval.ms` under
+/// exactly-once. We use it for at-least-once too (Kafka Streams uses 30 000
+/// there): a crash replays at most one interval of input, and a short interval
+/// keeps that replay, and the restart it slows, small.
+pub const COMMIT_INTERVAL_MS_DEFAULT: u32 = 100;
+
+/// Longest `commit.interval_ms` under at-least-once: a crash replays up to one
+/// interval of input, so a minute bounds the duplicates a restart can emit.
+pub const COMMIT_INTERVAL_MS_MAX: u32 = 60_000;
+
+/// Longest `commit.interval_ms` under exactly-once: half of
+/// [`TRANSACTION_TIMEOUT_MS_DEFAULT`], so a transaction opened at the start of
+/// an interval is committed long before the broker aborts it.
+pub const EXACTLY_ONCE_COMMIT_INTERVAL_MS_MAX: u32 = 5_000;
+
+/// Kafka Streams' `transaction.timeout.ms` under exactly-once; the engine's
+/// transactional producers use it unless told otherwise. Only the relation
+/// below depends on it here.
+pub const TRANSACTION_TIMEOUT_MS_DEFAULT: u32 = 10_000;
+
+// A partition number is an `i32` on the wire; every valid one must fit.
+const _: () = assert!(PARTITIONS_MAX as u64 <= i32::MAX as u64);
+const _: () = assert!(PARK_US_DEFAULT >= 1 && PARK_US_DEFAULT <= PARK_US_MAX);
+// The default commit interval must be valid under both guarantees, and the
+// exactly-once bound must be the tighter one.
+const _: () = assert!(COMMIT_INTERVAL_MS_DEFAULT <= EXACTLY_ONCE_COMMIT_INTERVAL_MS_MAX);
+const _: () = assert!(EXACTLY_ONCE_COMMIT_INTERVAL_MS_MAX <= COMMIT_INTERVAL_MS_MAX);
+// Leave at least as much time for the commit itself as for the interval.
+const _: () = assert!(2 * EXACTLY_ONCE_COMMIT_INTERVAL_MS_MAX <= TRANSACTION_TIMEOUT_MS_DEFAULT);
+// A parked shard must wake at least once per default commit interval.
+const _: () = assert!(PARK_US_MAX as u64 <= COMMIT_INTERVAL_MS_DEFAULT as u64 * 1_000);

@@ -1,0 +1,373 @@
+//! The validated core map: [`NodeTuning`] and the sections it is made of.
+//!
+//! Owns: the types the engine reads at start-up and the questions it asks of
+//! them (who owns partition 5, what does core 3 own, what is left unowned).
+//! Must never: hold an unvalidated map. A `NodeTuning` exists only once every
+//! rule in `validate.rs` holds, so its fields are private and reached through
+//! getters; the section types are plain data that [`NodeTuning::new`] checks.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::{Key, Location, Problem, TuningError};
+use crate::ids::{CoreId, NodeName, PartitionId};
+use crate::limits::{COMMIT_INTERVAL_MS_DEFAULT, PARK_US_DEFAULT};
+
+/// `[node]`: who this node is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeSection {
+    pub name: NodeName,
+}
+
+/// `[ownership]`: how partitions reach shards, and how many there are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ownership {
+    pub mode: OwnershipMode,
+    /// The partition count that every co-partitioned input topic and every
+    /// changelog must have (see [`NodeTuning::check_partition_count`]).
+    pub partitions: u32,
+}
+
+/// `ownership.mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OwnershipMode {
+    /// `"core-map"`: each shard `assign()`s exactly the partitions listed for
+    /// it. Static: moving a partition means editing the map and restarting.
+    CoreMap,
+    /// `"consumer-group"`: shards join the consumer group (static membership,
+    /// `group.instance.id` = `<node>-<core>`) and the group hands out
+    /// partitions; elastic across nodes, so the file lists no partitions.
+    ConsumerGroup,
+}
+
+impl fmt::Display for OwnershipMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OwnershipMode::CoreMap => "core-map",
+            OwnershipMode::ConsumerGroup => "consumer-group",
+        })
+    }
+}
+
+/// One `[[shard]]`: the core a shard is pinned to and, in core-map mode, the
+/// partitions it owns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardPlacement {
+    pub core: CoreId,
+    /// Ascending in a validated map. Empty in consumer-group mode.
+    pub partitions: Vec<PartitionId>,
+}
+
+/// `[runtime]`: how shards wait and where Kafka client threads run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuntimeKnobs {
+    pub idle: IdleStrategy,
+    pub client_threads: ClientThreads,
+}
+
+impl Default for RuntimeKnobs {
+    /// Park for [`PARK_US_DEFAULT`] µs, client threads unpinned: safe on a
+    /// shared machine; dedicated nodes opt into busy-polling.
+    fn default() -> Self {
+        RuntimeKnobs {
+            idle: IdleStrategy::Park {
+                park_us: PARK_US_DEFAULT,
+            },
+            client_threads: ClientThreads::Unpinned,
+        }
+    }
+}
+
+/// `runtime.idle` (and `runtime.park_us`): what a shard does when it has no
+/// work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdleStrategy {
+    /// `"busy-poll"`: spin on the consumer queue. Lowest latency, costs a whole
+    /// core even when idle; for dedicated cores only.
+    BusyPoll,
+    /// `"park"`: sleep up to `park_us` µs between polls, giving the core to
+    /// other threads. Each wake-up costs a scheduler hand-off.
+    Park { park_us: u32 },
+}
+
+impl IdleStrategy {
+    /// How long an idle shard sleeps between polls; `None` when it spins.
+    pub fn park_duration(&self) -> Option<Duration> {
+        match self {
+            IdleStrategy::BusyPoll => None,
+            IdleStrategy::Park { park_us } => Some(Duration::from_micros(u64::from(*park_us))),
+        }
+    }
+}
+
+/// `runtime.client_threads`: where librdkafka's own threads (`rdk:main`,
+/// `rdk:broker*`) run. They inherit the affinity of the thread that creates the
+/// client, so the engine must choose deliberately (see `shared/FACTS.md`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientThreads {
+    /// `"unpinned"`: create clients from an unpinned thread; the OS places
+    /// their threads on any core.
+    Unpinned,
+    /// `"shard-core"`: each shard's client threads share the shard's core.
+    /// Keeps a shard's network hand-offs on one core (a same-core loopback
+    /// round trip is several times cheaper than a cross-core one) but only
+    /// works if the shard parks.
+    ShardCore,
+    /// `{ cores = [...] }`: client threads of every shard run on these I/O
+    /// cores. Ascending in a validated map.
+    Cores(Vec<CoreId>),
+}
+
+/// `[commit]`: when a shard commits and what a commit promises.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CommitPolicy {
+    /// Longest time between commits while input keeps arriving; Kafka Streams'
+    /// `commit.interval.ms`.
+    pub interval_ms: u32,
+    /// Also commit as soon as a shard has drained its input, so at low load a
+    /// record's outputs become visible (to `read_committed` readers) without
+    /// waiting for the rest of the interval.
+    pub on_drain: bool,
+    pub guarantee: ProcessingGuarantee,
+}
+
+impl CommitPolicy {
+    pub fn interval(&self) -> Duration {
+        Duration::from_millis(u64::from(self.interval_ms))
+    }
+}
+
+impl Default for CommitPolicy {
+    fn default() -> Self {
+        CommitPolicy {
+            interval_ms: COMMIT_INTERVAL_MS_DEFAULT,
+            on_drain: true,
+            guarantee: ProcessingGuarantee::ExactlyOnce,
+        }
+    }
+}
+
+/// `commit.guarantee`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProcessingGuarantee {
+    /// `"exactly-once"`: outputs, changelog writes and input offsets commit in
+    /// one Kafka transaction per shard per commit.
+    ExactlyOnce,
+    /// `"at-least-once"`: outputs are sent at once and offsets committed after
+    /// their changelog writes; a crash replays up to one commit interval.
+    AtLeastOnce,
+}
+
+impl fmt::Display for ProcessingGuarantee {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ProcessingGuarantee::ExactlyOnce => "exactly-once",
+            ProcessingGuarantee::AtLeastOnce => "at-least-once",
+        })
+    }
+}
+
+/// The sections of a map, in file order, before their combination is checked.
+pub(crate) type Sections = (
+    NodeSection,
+    Ownership,
+    Vec<ShardPlacement>,
+    RuntimeKnobs,
+    CommitPolicy,
+);
+
+/// A validated core map for one node. See the crate documentation for the
+/// file format and the start-up sequence.
+///
+/// Lives on: the thread that starts the engine; it is plain data, so clone it
+/// or share it (`Arc`) with the shards it describes.
+#[derive(Clone, Debug)]
+pub struct NodeTuning {
+    pub(crate) node: NodeSection,
+    pub(crate) ownership: Ownership,
+    pub(crate) shards: Vec<ShardPlacement>,
+    pub(crate) runtime: RuntimeKnobs,
+    pub(crate) commit: CommitPolicy,
+    /// Owning core of each partition, indexed by partition number; derived
+    /// from `shards` (all `None` in consumer-group mode) so `owner_of` is O(1).
+    pub(crate) owners: Vec<Option<CoreId>>,
+    /// The text this map was read from, to point later errors at a line.
+    pub(crate) origin: Option<Origin>,
+}
+
+/// Two maps are equal when they describe the same placement and knobs,
+/// wherever they were read from.
+impl PartialEq for NodeTuning {
+    fn eq(&self, other: &Self) -> bool {
+        self.node == other.node
+            && self.ownership == other.ownership
+            && self.shards == other.shards
+            && self.runtime == other.runtime
+            && self.commit == other.commit
+    }
+}
+
+impl Eq for NodeTuning {}
+
+impl NodeTuning {
+    /// Reads, parses and validates a core map file. The machine is not
+    /// checked yet: call [`NodeTuning::validate_against`] on the node that
+    /// runs it.
+    pub fn load(path: impl AsRef<Path>) -> Result<NodeTuning, TuningError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| TuningError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let tuning = crate::file::parse(&text, Some(path.to_path_buf()))?;
+        tracing::debug!(
+            path = %path.display(),
+            node = %tuning.node.name,
+            mode = %tuning.ownership.mode,
+            shards = tuning.shards.len(),
+            "core map loaded"
+        );
+        Ok(tuning)
+    }
+
+    /// Parses and validates a core map held in memory; errors carry line and
+    /// column but no path.
+    pub fn from_toml_str(text: &str) -> Result<NodeTuning, TuningError> {
+        crate::file::parse(text, None)
+    }
+
+    /// Writes the map back as TOML that [`NodeTuning::from_toml_str`] reads
+    /// into an equal map, with every optional key spelled out and partition
+    /// runs compressed to `"a-b"`.
+    pub fn to_toml_string(&self) -> String {
+        crate::file::write(self)
+    }
+
+    pub fn node(&self) -> &NodeSection {
+        &self.node
+    }
+
+    pub fn ownership(&self) -> Ownership {
+        self.ownership
+    }
+
+    /// The shards in file order: `shards()[i]` is `shard[i]` in messages.
+    pub fn shards(&self) -> &[ShardPlacement] {
+        &self.shards
+    }
+
+    pub fn runtime(&self) -> &RuntimeKnobs {
+        &self.runtime
+    }
+
+    pub fn commit(&self) -> CommitPolicy {
+        self.commit
+    }
+
+    /// The file this map was loaded from, if it was.
+    pub fn path(&self) -> Option<&Path> {
+        self.origin.as_ref().and_then(|o| o.path.as_deref())
+    }
+
+    /// The core whose shard owns `partition` in core-map mode. `None` for a
+    /// partition this node does not own (out of range, or left to another
+    /// node), and always `None` in consumer-group mode, where the group
+    /// decides at run time.
+    pub fn owner_of(&self, partition: PartitionId) -> Option<CoreId> {
+        let index = usize::try_from(partition.0).ok()?;
+        self.owners.get(index).copied().flatten()
+    }
+
+    /// The partitions the shard on `core` owns, ascending; empty when no shard
+    /// runs there, and in consumer-group mode.
+    pub fn partitions_of(&self, core: CoreId) -> &[PartitionId] {
+        self.shard_on(core).map_or(&[], |s| s.partitions.as_slice())
+    }
+
+    /// The shard pinned to `core`, if any.
+    pub fn shard_on(&self, core: CoreId) -> Option<&ShardPlacement> {
+        self.shards.iter().find(|s| s.core == core)
+    }
+
+    /// The cores that run shards, in file order.
+    pub fn shard_cores(&self) -> impl Iterator<Item = CoreId> + '_ {
+        self.shards.iter().map(|s| s.core)
+    }
+
+    /// Partitions of `0..ownership.partitions` that no shard of this node
+    /// owns, ascending. Allowed, since in a multi-node core map another node
+    /// owns them, but worth logging: if no node does, nobody consumes them.
+    /// Always empty in consumer-group mode.
+    pub fn unowned_partitions(&self) -> Vec<PartitionId> {
+        match self.ownership.mode {
+            OwnershipMode::ConsumerGroup => Vec::new(),
+            OwnershipMode::CoreMap => (0..self.ownership.partitions)
+                .filter_map(|p| i32::try_from(p).ok().map(PartitionId))
+                .filter(|p| self.owner_of(*p).is_none())
+                .collect(),
+        }
+    }
+
+    /// Turns problems found after parsing into an error located in the file
+    /// this map came from.
+    pub(crate) fn invalid(&self, problems: Vec<Problem>) -> TuningError {
+        match &self.origin {
+            Some(origin) => origin.invalid(problems),
+            None => TuningError::Invalid {
+                path: None,
+                problems,
+            },
+        }
+    }
+}
+
+/// Where a map was read from: the path (if any) and the text, kept to point
+/// errors found later (machine, topics) at a line.
+#[derive(Clone)]
+pub(crate) struct Origin {
+    pub(crate) path: Option<PathBuf>,
+    pub(crate) text: Arc<str>,
+}
+
+impl fmt::Debug for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The text is the file itself; printing it in every Debug is noise.
+        f.debug_struct("Origin")
+            .field("path", &self.path)
+            .field("text_bytes", &self.text.len())
+            .finish()
+    }
+}
+
+impl Origin {
+    /// Locates each problem in the text and lists them in file order, so the
+    /// message reads top to bottom like the file.
+    pub(crate) fn invalid(&self, problems: Vec<Problem>) -> TuningError {
+        let mut problems: Vec<Problem> = problems
+            .into_iter()
+            .map(|mut problem| {
+                if problem.at.is_none() {
+                    problem.at = self.locate(&problem.key);
+                }
+                problem
+            })
+            .collect();
+        problems.sort_by_key(|p| {
+            p.at.map_or((usize::MAX, usize::MAX), |at| (at.line, at.column))
+        });
+        TuningError::Invalid {
+            path: self.path.clone(),
+            problems,
+        }
+    }
+
+    fn locate(&self, key: &Key) -> Option<Location> {
+        crate::file::locate(&self.text, key)
+    }
+}
