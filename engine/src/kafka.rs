@@ -37,6 +37,10 @@ use crate::store::ChangelogApply;
 /// How long a blocking Kafka call (flush, commit, transaction step) may take
 /// before it counts as failed.
 pub const KAFKA_CALL_TIMEOUT_MS: u64 = 30_000;
+/// Kafka Streams' default `transaction.timeout.ms` under exactly-once.
+pub const TRANSACTION_TIMEOUT_MS: u64 = 10_000;
+/// How long an at-least-once record may wait for acknowledgement, retries included.
+pub const DELIVERY_TIMEOUT_MS: u64 = 120_000;
 /// How long a restore may go without progress before it fails.
 pub const RESTORE_STALL_TIMEOUT_MS: u64 = 60_000;
 /// How long `send` waits for room in a full producer queue.
@@ -233,12 +237,19 @@ impl RdKafkaPort {
         producer_config
             .set("acks", "all")
             .set("enable.idempotence", "true")
-            .set("linger.ms", settings.linger_ms.to_string())
-            .set("delivery.timeout.ms", "120000");
-        if settings.guarantee == Guarantee::ExactlyOnce {
-            producer_config
-                .set("transactional.id", transactional_id)
-                .set("transaction.timeout.ms", "10000");
+            .set("linger.ms", settings.linger_ms.to_string());
+        match settings.guarantee {
+            Guarantee::ExactlyOnce => {
+                // librdkafka requires message.timeout.ms <= transaction.timeout.ms:
+                // a record may not outlive the transaction that carries it.
+                producer_config
+                    .set("transactional.id", transactional_id)
+                    .set("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS.to_string())
+                    .set("delivery.timeout.ms", TRANSACTION_TIMEOUT_MS.to_string());
+            }
+            Guarantee::AtLeastOnce => {
+                producer_config.set("delivery.timeout.ms", DELIVERY_TIMEOUT_MS.to_string());
+            }
         }
         let producer: BaseProducer<ShardProducerContext> = producer_config
             .create_with_context(ShardProducerContext {

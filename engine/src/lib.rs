@@ -10,6 +10,7 @@ pub mod ids;
 pub mod kafka;
 pub mod partitioner;
 pub mod port;
+pub mod runtime;
 pub mod shard;
 pub mod sim;
 pub mod stage;

@@ -316,9 +316,12 @@ pub mod tally {
 
     impl FundingTally {
         pub fn new() -> Self {
-            FundingTally {
-                topics: [FUNDING_TOPIC],
-            }
+            Self::reading(FUNDING_TOPIC)
+        }
+
+        /// A tally over another topic (integration tests use one per run).
+        pub fn reading(topic: &'static str) -> Self {
+            FundingTally { topics: [topic] }
         }
     }
 

@@ -1,0 +1,559 @@
+//! The runtime: one glommio executor per shard, pinned to its core, running the
+//! shard's loop (poll → process → commit → wait), supervised so a failed shard
+//! restarts from its last commit.
+//!
+//! Owns: executors and their placement, where librdkafka's threads run, the
+//! idle strategy (busy-poll or park), commit timing, the shutdown sequence, and
+//! the control channels (dumps, stats, stop) into each shard.
+//! Must never: share a lock with a shard; everything crossing into a shard goes
+//! through a bounded crossbeam channel or an atomic.
+//!
+//! Lives on: a supervisor thread per shard (unpinned) and the shard's executor
+//! (pinned to the shard's core).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use glommio::{LocalExecutorBuilder, Placement};
+use tracing::{error, info, warn};
+
+use crate::ids::{PartitionId, ShardId};
+use crate::kafka::{KafkaSettings, Ownership, RdKafkaPort};
+use crate::port::PortError;
+use crate::shard::{Shard, ShardError, ShardStats, Step};
+use crate::stage::Stage;
+use crate::store::StoreEntries;
+
+/// io_uring buffer memory per executor. glommio's default (10 MiB) exceeds the
+/// 8 MiB locked-memory limit common on VMs; shards do no DMA file I/O.
+pub const EXECUTOR_IO_MEMORY_BYTES: usize = 512 * 1024;
+/// Records a shard processes before it checks commit timing and commands.
+pub const BATCH_RECORDS_MAX: usize = 512;
+/// Commands queued for one shard before senders are told it is busy.
+pub const COMMAND_QUEUE_DEPTH: usize = 16;
+/// First and last wait between restarts of a failing shard.
+pub const RESTART_BACKOFF_MS_MIN: u64 = 100;
+pub const RESTART_BACKOFF_MS_MAX: u64 = 10_000;
+
+/// How a shard waits when it has nothing to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdleStrategy {
+    /// Spin: lowest latency, costs a whole core. For dedicated cores.
+    BusyPoll,
+    /// Sleep this long between polls: frees a shared core, adds up to this
+    /// much latency to the first record after a quiet spell.
+    Park(Duration),
+}
+
+/// Where librdkafka's threads (which inherit the creating thread's affinity) run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientThreads {
+    /// Created from the unpinned supervisor thread: the OS places them.
+    Unpinned,
+    /// Created inside the executor: they share the shard's core.
+    ShardCore,
+}
+
+/// When a shard commits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CommitPolicy {
+    /// Kafka Streams' `commit.interval.ms`.
+    pub interval: Duration,
+    /// Also commit as soon as the input is drained, so low load does not pay
+    /// the full interval at every hop.
+    pub on_drain: bool,
+}
+
+/// What the runtime needs to know about every shard.
+#[derive(Clone, Debug)]
+pub struct RuntimeKnobs {
+    pub idle: IdleStrategy,
+    pub client_threads: ClientThreads,
+    pub commit: CommitPolicy,
+    /// Restarts of a failing shard before the engine gives up on it.
+    pub restart_attempts_max: u32,
+}
+
+impl Default for RuntimeKnobs {
+    fn default() -> Self {
+        RuntimeKnobs {
+            idle: IdleStrategy::Park(Duration::from_micros(200)),
+            client_threads: ClientThreads::Unpinned,
+            commit: CommitPolicy {
+                interval: Duration::from_millis(100),
+                on_drain: true,
+            },
+            restart_attempts_max: 5,
+        }
+    }
+}
+
+/// One shard of this node.
+#[derive(Clone, Debug)]
+pub struct ShardPlan {
+    pub shard: ShardId,
+    /// The core to pin to; `None` leaves the executor unbound (tests, laptops).
+    pub core: Option<usize>,
+    pub ownership: Ownership,
+    /// `<application.id>-<node>-<core>`.
+    pub transactional_id: String,
+}
+
+/// Why the engine could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Shard(#[from] ShardError),
+    #[error("{shard}: {source}")]
+    Port {
+        shard: ShardId,
+        #[source]
+        source: PortError,
+    },
+    #[error("{shard}: starting its executor: {reason}")]
+    Executor { shard: ShardId, reason: String },
+    #[error("{shard}: gave up after {attempts} restarts; last error: {last}")]
+    GaveUp {
+        shard: ShardId,
+        attempts: u32,
+        last: String,
+    },
+    #[error("{0} is not running")]
+    NotRunning(ShardId),
+    #[error("locked-memory limit is {limit_bytes} bytes; each shard's executor needs {needed_bytes} (raise `ulimit -l`)")]
+    LockedMemory { limit_bytes: u64, needed_bytes: u64 },
+}
+
+/// A shard's lifecycle, as other threads see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ShardStatus {
+    Starting = 0,
+    /// Owns partitions and has restored them (or owns none yet in group mode).
+    Running = 1,
+    Restarting = 2,
+    Stopped = 3,
+    Failed = 4,
+}
+
+impl ShardStatus {
+    fn from_u8(v: u8) -> ShardStatus {
+        match v {
+            1 => ShardStatus::Running,
+            2 => ShardStatus::Restarting,
+            3 => ShardStatus::Stopped,
+            4 => ShardStatus::Failed,
+            _ => ShardStatus::Starting,
+        }
+    }
+}
+
+/// Every store of every partition of one shard, in changelog byte form.
+pub type ShardDump = BTreeMap<(PartitionId, &'static str), StoreEntries>;
+
+/// A request into a shard's loop.
+pub enum ShardCommand {
+    Dump(Sender<ShardDump>),
+    Stats(Sender<(ShardStats, Vec<PartitionId>)>),
+}
+
+struct ShardHandle {
+    id: ShardId,
+    commands: Sender<ShardCommand>,
+    status: Arc<AtomicU8>,
+    supervisor: JoinHandle<Result<ShardStats, EngineError>>,
+}
+
+/// A running node: its shards, and the switch that stops them.
+pub struct Engine {
+    shards: Vec<ShardHandle>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Engine {
+    /// Starts one supervised shard per plan. `make_stage` builds each shard's
+    /// stage (again after a restart).
+    pub fn start<S, F>(
+        settings: KafkaSettings,
+        plans: Vec<ShardPlan>,
+        knobs: RuntimeKnobs,
+        partitions: i32,
+        make_stage: F,
+    ) -> Result<Engine, EngineError>
+    where
+        S: Stage,
+        F: Fn(ShardId) -> S + Send + Clone + 'static,
+    {
+        check_locked_memory(plans.len())?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut shards = Vec::with_capacity(plans.len());
+        for plan in plans {
+            let (commands_tx, commands_rx) = crossbeam_channel::bounded(COMMAND_QUEUE_DEPTH);
+            let status = Arc::new(AtomicU8::new(ShardStatus::Starting as u8));
+            let context = SupervisorContext {
+                settings: settings.clone(),
+                plan: plan.clone(),
+                knobs: knobs.clone(),
+                partitions,
+                stop: Arc::clone(&stop),
+                status: Arc::clone(&status),
+                commands: commands_rx,
+            };
+            let make_stage = make_stage.clone();
+            let supervisor = std::thread::Builder::new()
+                .name(format!("{}-supervisor", plan.shard))
+                .spawn(move || supervise(context, make_stage))
+                .map_err(|e| EngineError::Executor {
+                    shard: plan.shard,
+                    reason: e.to_string(),
+                })?;
+            shards.push(ShardHandle {
+                id: plan.shard,
+                commands: commands_tx,
+                status,
+                supervisor,
+            });
+        }
+        Ok(Engine { shards, stop })
+    }
+
+    /// The switch that stops every shard (for signal handlers).
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.stop)
+    }
+
+    pub fn statuses(&self) -> Vec<(ShardId, ShardStatus)> {
+        self.shards
+            .iter()
+            .map(|s| (s.id, ShardStatus::from_u8(s.status.load(Ordering::Acquire))))
+            .collect()
+    }
+
+    /// Waits until every shard runs (restored what it owns); false after
+    /// `timeout`, or as soon as a shard has failed for good.
+    pub fn wait_running(&self, timeout: Duration) -> bool {
+        let started = Instant::now();
+        while started.elapsed() < timeout {
+            let statuses = self.statuses();
+            if statuses.iter().all(|(_, s)| *s == ShardStatus::Running) {
+                return true;
+            }
+            if statuses.iter().any(|(_, s)| *s == ShardStatus::Failed) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    fn ask<T>(
+        &self,
+        shard: &ShardHandle,
+        make: impl FnOnce(Sender<T>) -> ShardCommand,
+        timeout: Duration,
+    ) -> Result<T, EngineError> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        match shard.commands.try_send(make(tx)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                return Err(EngineError::NotRunning(shard.id))
+            }
+        }
+        rx.recv_timeout(timeout)
+            .map_err(|_| EngineError::NotRunning(shard.id))
+    }
+
+    /// Every shard's stores, for comparing state across restarts.
+    pub fn dump(&self, timeout: Duration) -> Result<Vec<(ShardId, ShardDump)>, EngineError> {
+        self.shards
+            .iter()
+            .map(|s| Ok((s.id, self.ask(s, ShardCommand::Dump, timeout)?)))
+            .collect()
+    }
+
+    /// Every shard's counters and owned partitions.
+    pub fn stats(
+        &self,
+        timeout: Duration,
+    ) -> Result<Vec<(ShardId, ShardStats, Vec<PartitionId>)>, EngineError> {
+        self.shards
+            .iter()
+            .map(|s| {
+                let (stats, owned) = self.ask(s, ShardCommand::Stats, timeout)?;
+                Ok((s.id, stats, owned))
+            })
+            .collect()
+    }
+
+    /// The shutdown sequence: stop polling → finish the batch → flush → commit →
+    /// close, on every shard; returns each shard's final counters.
+    pub fn shutdown(self) -> Result<Vec<(ShardId, ShardStats)>, EngineError> {
+        self.stop.store(true, Ordering::Release);
+        let mut out = Vec::new();
+        let mut first_error = None;
+        for shard in self.shards {
+            match shard.supervisor.join() {
+                Ok(Ok(stats)) => out.push((shard.id, stats)),
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(e);
+                }
+                Err(_) => {
+                    first_error.get_or_insert(EngineError::Executor {
+                        shard: shard.id,
+                        reason: "supervisor panicked".into(),
+                    });
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+}
+
+struct SupervisorContext {
+    settings: KafkaSettings,
+    plan: ShardPlan,
+    knobs: RuntimeKnobs,
+    partitions: i32,
+    stop: Arc<AtomicBool>,
+    status: Arc<AtomicU8>,
+    commands: Receiver<ShardCommand>,
+}
+
+/// Runs a shard until it stops cleanly, restarting it from its last commit
+/// (fresh clients, state restored from the changelog) when it fails.
+fn supervise<S, F>(context: SupervisorContext, make_stage: F) -> Result<ShardStats, EngineError>
+where
+    S: Stage,
+    F: Fn(ShardId) -> S + Send + Clone + 'static,
+{
+    let shard = context.plan.shard;
+    let mut attempts = 0u32;
+    let mut backoff = Duration::from_millis(RESTART_BACKOFF_MS_MIN);
+    loop {
+        match run_once(&context, make_stage.clone()) {
+            Ok(stats) => {
+                context
+                    .status
+                    .store(ShardStatus::Stopped as u8, Ordering::Release);
+                return Ok(stats);
+            }
+            Err(e) if context.stop.load(Ordering::Acquire) => {
+                context
+                    .status
+                    .store(ShardStatus::Failed as u8, Ordering::Release);
+                return Err(e);
+            }
+            Err(e) => {
+                attempts += 1;
+                if attempts > context.knobs.restart_attempts_max {
+                    error!(%shard, error = %e, attempts, "shard failed for good");
+                    context
+                        .status
+                        .store(ShardStatus::Failed as u8, Ordering::Release);
+                    return Err(EngineError::GaveUp {
+                        shard,
+                        attempts,
+                        last: e.to_string(),
+                    });
+                }
+                warn!(%shard, error = %e, attempt = attempts, backoff_ms = backoff.as_millis() as u64,
+                      "shard failed; restarting from its last commit");
+                context
+                    .status
+                    .store(ShardStatus::Restarting as u8, Ordering::Release);
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_millis(RESTART_BACKOFF_MS_MAX));
+            }
+        }
+    }
+}
+
+fn new_port<S: Stage>(context: &SupervisorContext, stage: &S) -> Result<RdKafkaPort, EngineError> {
+    RdKafkaPort::new(
+        &context.settings,
+        stage.input_topics(),
+        &context.plan.ownership,
+        &context.plan.transactional_id,
+    )
+    .map_err(|source| EngineError::Port {
+        shard: context.plan.shard,
+        source,
+    })
+}
+
+fn run_once<S, F>(context: &SupervisorContext, make_stage: F) -> Result<ShardStats, EngineError>
+where
+    S: Stage,
+    F: Fn(ShardId) -> S + Send + 'static,
+{
+    let shard_id = context.plan.shard;
+    // Clients created here (unpinned thread) keep librdkafka's threads off the
+    // shard's core; see ClientThreads.
+    let early_port = match context.knobs.client_threads {
+        ClientThreads::Unpinned => {
+            let probe_stage = make_stage(shard_id);
+            Some(new_port(context, &probe_stage)?)
+        }
+        ClientThreads::ShardCore => None,
+    };
+    let placement = match context.plan.core {
+        Some(core) => Placement::Fixed(core),
+        None => Placement::Unbound,
+    };
+    let loop_context = LoopContext {
+        settings: context.settings.clone(),
+        plan: context.plan.clone(),
+        knobs: context.knobs.clone(),
+        partitions: context.partitions,
+        stop: Arc::clone(&context.stop),
+        status: Arc::clone(&context.status),
+        commands: context.commands.clone(),
+    };
+    let handle = LocalExecutorBuilder::new(placement)
+        .name(&format!("{shard_id}"))
+        .io_memory(EXECUTOR_IO_MEMORY_BYTES)
+        .spawn(move || async move { shard_loop(loop_context, make_stage, early_port).await })
+        .map_err(|e| EngineError::Executor {
+            shard: shard_id,
+            reason: e.to_string(),
+        })?;
+    handle.join().map_err(|e| EngineError::Executor {
+        shard: shard_id,
+        reason: e.to_string(),
+    })?
+}
+
+struct LoopContext {
+    settings: KafkaSettings,
+    plan: ShardPlan,
+    knobs: RuntimeKnobs,
+    partitions: i32,
+    stop: Arc<AtomicBool>,
+    status: Arc<AtomicU8>,
+    commands: Receiver<ShardCommand>,
+}
+
+async fn shard_loop<S, F>(
+    context: LoopContext,
+    make_stage: F,
+    early_port: Option<RdKafkaPort>,
+) -> Result<ShardStats, EngineError>
+where
+    S: Stage,
+    F: Fn(ShardId) -> S,
+{
+    let id = context.plan.shard;
+    let stage = make_stage(id);
+    let port = match early_port {
+        Some(port) => port,
+        None => RdKafkaPort::new(
+            &context.settings,
+            stage.input_topics(),
+            &context.plan.ownership,
+            &context.plan.transactional_id,
+        )
+        .map_err(|source| EngineError::Port { shard: id, source })?,
+    };
+    let mut shard = Shard::new(
+        id,
+        &context.settings.application_id,
+        stage,
+        port,
+        context.partitions,
+    )?;
+    info!(%id, core = ?context.plan.core, ownership = ?context.plan.ownership, "shard started");
+    if matches!(context.plan.ownership, Ownership::Group { .. }) {
+        // A group member owns nothing until the group assigns; that is running.
+        context
+            .status
+            .store(ShardStatus::Running as u8, Ordering::Release);
+    }
+    let mut last_commit = Instant::now();
+    while !context.stop.load(Ordering::Acquire) {
+        while let Ok(command) = context.commands.try_recv() {
+            match command {
+                ShardCommand::Dump(reply) => {
+                    let _ = reply.try_send(shard.dump());
+                }
+                ShardCommand::Stats(reply) => {
+                    let _ = reply.try_send((shard.stats(), shard.owned_partitions()));
+                }
+            }
+        }
+        let mut handled = 0;
+        while handled < BATCH_RECORDS_MAX {
+            match shard.step()? {
+                Step::Idle => break,
+                Step::Rebalanced => {
+                    context
+                        .status
+                        .store(ShardStatus::Running as u8, Ordering::Release);
+                    handled += 1;
+                }
+                Step::Processed | Step::DeadLettered => handled += 1,
+            }
+        }
+        let drained = handled < BATCH_RECORDS_MAX;
+        if shard.has_uncommitted()
+            && (last_commit.elapsed() >= context.knobs.commit.interval
+                || (drained && context.knobs.commit.on_drain))
+        {
+            shard.commit()?;
+            last_commit = Instant::now();
+        }
+        if handled == 0 {
+            match context.knobs.idle {
+                IdleStrategy::BusyPoll => {
+                    std::hint::spin_loop();
+                    glommio::yield_if_needed().await;
+                }
+                IdleStrategy::Park(wait) => glommio::timer::sleep(wait).await,
+            }
+        } else {
+            glommio::yield_if_needed().await;
+        }
+    }
+    // Shutdown: polling has stopped and the last batch is done; commit flushes
+    // and commits what it processed, then the clients close.
+    let stats = shard.stats();
+    let port = shard.shutdown()?;
+    port.close();
+    info!(%id, records_in = stats.records_in, commits = stats.commits, "shard stopped");
+    Ok(stats)
+}
+
+/// Fails early, naming the limit, when io_uring's locked memory cannot hold one
+/// executor per shard.
+fn check_locked_memory(shards: usize) -> Result<(), EngineError> {
+    let needed_bytes = (EXECUTOR_IO_MEMORY_BYTES * shards.max(1)) as u64;
+    let Ok(limits) = std::fs::read_to_string("/proc/self/limits") else {
+        return Ok(());
+    };
+    let Some(line) = limits.lines().find(|l| l.starts_with("Max locked memory")) else {
+        return Ok(());
+    };
+    let soft = line.split_whitespace().nth(3).unwrap_or("unlimited");
+    if let Ok(limit_bytes) = soft.parse::<u64>() {
+        if limit_bytes < needed_bytes {
+            return Err(EngineError::LockedMemory {
+                limit_bytes,
+                needed_bytes,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Sets `stop` on SIGINT or SIGTERM, so the shutdown sequence runs.
+pub fn stop_on_signals(stop: &Arc<AtomicBool>) -> std::io::Result<()> {
+    signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(stop))?;
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(stop))?;
+    Ok(())
+}

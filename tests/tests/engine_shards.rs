@@ -1,0 +1,322 @@
+//! The engine against the real single-broker cluster: shards own disjoint
+//! partitions, state survives a stop and restart through the changelog, and a
+//! partition that moves (core-map edit, or a second engine joining the group)
+//! takes its state along without losing an update.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use codecs::{encode_to_vec, AccountFunded, AccountId, Event, EventHeader, EventId, Money};
+use engine::kafka::{ensure_topics, Guarantee, KafkaSettings, Ownership, TopicSpec};
+use engine::partitioner::partition_for;
+use engine::runtime::{ClientThreads, CommitPolicy, Engine, IdleStrategy, RuntimeKnobs, ShardPlan};
+use engine::sim::tally::{FundingTally, Tally};
+use engine::store::StoreValue;
+use engine::topics::changelog_topic;
+use engine::{PartitionId, ShardId};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use tradeflow_tests::{unique_topic, KafkaCluster};
+
+const PARTITIONS: i32 = 4;
+const WAIT: Duration = Duration::from_secs(90);
+
+/// One test's topic and application id, never shared with another run.
+struct Deployment {
+    cluster: KafkaCluster,
+    topic: &'static str,
+    application_id: String,
+    guarantee: Guarantee,
+}
+
+impl Deployment {
+    fn new(name: &str, guarantee: Guarantee) -> anyhow::Result<Self> {
+        let cluster = KafkaCluster::single()?;
+        // Stages name their input topics with 'static strs; a test's topic lives
+        // for the whole test process anyway.
+        let topic: &'static str = Box::leak(unique_topic(name).into_boxed_str());
+        let application_id = unique_topic(&format!("{name}-app"));
+        let deployment = Deployment {
+            cluster,
+            topic,
+            application_id,
+            guarantee,
+        };
+        ensure_topics(
+            &deployment.settings(),
+            &[
+                TopicSpec::stream(topic, PARTITIONS, 1),
+                TopicSpec::changelog(
+                    changelog_topic(&deployment.application_id, "tallies"),
+                    PARTITIONS,
+                    1,
+                ),
+                TopicSpec::stream(format!("{topic}.dlq"), PARTITIONS, 1),
+            ],
+        )?;
+        Ok(deployment)
+    }
+
+    fn settings(&self) -> KafkaSettings {
+        KafkaSettings {
+            bootstrap: self.cluster.bootstrap().to_string(),
+            application_id: self.application_id.clone(),
+            guarantee: self.guarantee,
+            client_properties: vec![
+                ("broker.address.family".into(), "v4".into()),
+                // Static members that leave are noticed after this long.
+                ("session.timeout.ms".into(), "6000".into()),
+            ],
+            linger_ms: 1,
+            fetch_wait_max_ms: 10,
+        }
+    }
+
+    fn start(&self, plans: Vec<ShardPlan>) -> anyhow::Result<Engine> {
+        let topic = self.topic;
+        let knobs = RuntimeKnobs {
+            idle: IdleStrategy::Park(Duration::from_millis(1)),
+            client_threads: ClientThreads::Unpinned,
+            commit: CommitPolicy {
+                interval: Duration::from_millis(100),
+                on_drain: true,
+            },
+            restart_attempts_max: 3,
+        };
+        Ok(Engine::start(
+            self.settings(),
+            plans,
+            knobs,
+            PARTITIONS,
+            move |_| FundingTally::reading(topic),
+        )?)
+    }
+
+    fn static_plan(&self, shard: u16, core: usize, partitions: &[i32]) -> ShardPlan {
+        ShardPlan {
+            shard: ShardId(shard),
+            core: Some(core),
+            ownership: Ownership::Static(partitions.iter().map(|p| PartitionId(*p)).collect()),
+            transactional_id: format!("{}-node-{core}", self.application_id),
+        }
+    }
+
+    fn group_plan(&self, node: &str, shard: u16) -> ShardPlan {
+        ShardPlan {
+            shard: ShardId(shard),
+            core: None,
+            ownership: Ownership::Group {
+                instance_id: format!("{node}-{shard}"),
+            },
+            transactional_id: format!("{}-{node}-{shard}", self.application_id),
+        }
+    }
+
+    /// Produces `count` fundings over `accounts` accounts with librdkafka's
+    /// Java-compatible partitioner; returns account → (sum, count).
+    fn fund(
+        &self,
+        first_event: u128,
+        count: u64,
+        accounts: u64,
+    ) -> anyhow::Result<BTreeMap<u64, (i64, u64)>> {
+        let producer: ThreadedProducer<DefaultProducerContext> = self
+            .cluster
+            .client_config()
+            .set("partitioner", "murmur2_random")
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .create()?;
+        let mut reference = BTreeMap::new();
+        for i in 0..count {
+            let account = (i * 7919) % accounts;
+            let amount = 1 + (i % 97) as i64;
+            let event = Event::AccountFunded(AccountFunded {
+                header: EventHeader {
+                    event_id: EventId(first_event + u128::from(i)),
+                    ..EventHeader::default()
+                },
+                account: AccountId(account),
+                amount: Money(amount),
+            });
+            let payload = encode_to_vec(&event)?;
+            let key = account.to_be_bytes();
+            producer
+                .send(BaseRecord::to(self.topic).key(&key[..]).payload(&payload))
+                .map_err(|(e, _)| e)?;
+            let entry: &mut (i64, u64) = reference.entry(account).or_default();
+            entry.0 += amount;
+            entry.1 += 1;
+        }
+        producer.flush(Duration::from_secs(30))?;
+        Ok(reference)
+    }
+}
+
+/// Tallies by account across engines, checking each lives in the partition its
+/// key hashes to and on exactly one shard that owns that partition.
+fn tallies(engines: &[&Engine]) -> anyhow::Result<BTreeMap<u64, (i64, u64)>> {
+    let mut out = BTreeMap::new();
+    for engine in engines {
+        let owned: BTreeMap<ShardId, Vec<PartitionId>> = engine
+            .stats(Duration::from_secs(10))?
+            .into_iter()
+            .map(|(id, _, owned)| (id, owned))
+            .collect();
+        for (shard, dump) in engine.dump(Duration::from_secs(10))? {
+            for ((partition, _store), entries) in dump {
+                anyhow::ensure!(
+                    owned[&shard].contains(&partition),
+                    "{shard} holds state of {partition} it does not own"
+                );
+                for (key, value) in entries {
+                    let account = u64::from_be_bytes(key.as_slice().try_into()?);
+                    anyhow::ensure!(
+                        partition_for(&key, PARTITIONS) == partition,
+                        "account {account} is in {partition}, its key hashes elsewhere"
+                    );
+                    let tally = Tally::decode(&value).map_err(anyhow::Error::msg)?;
+                    anyhow::ensure!(
+                        out.insert(account, (tally.sum, tally.count)).is_none(),
+                        "account {account} lives on two shards"
+                    );
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn wait_for(
+    engines: &[&Engine],
+    reference: &BTreeMap<u64, (i64, u64)>,
+) -> anyhow::Result<BTreeMap<u64, (i64, u64)>> {
+    let started = Instant::now();
+    loop {
+        let seen = tallies(engines)?;
+        if &seen == reference {
+            return Ok(seen);
+        }
+        if started.elapsed() > WAIT {
+            let expected: u64 = reference.values().map(|v| v.1).sum();
+            let got: u64 = seen.values().map(|v| v.1).sum();
+            anyhow::bail!("after {WAIT:?}: {got} of {expected} fundings applied");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn merge(a: &mut BTreeMap<u64, (i64, u64)>, b: BTreeMap<u64, (i64, u64)>) {
+    for (k, (sum, count)) in b {
+        let e = a.entry(k).or_default();
+        e.0 += sum;
+        e.1 += count;
+    }
+}
+
+#[test]
+fn two_shards_own_disjoint_partitions_and_a_restart_restores_equal_state() -> anyhow::Result<()> {
+    let deployment = Deployment::new("two-shards", Guarantee::ExactlyOnce)?;
+    let reference = deployment.fund(1, 4_000, 300)?;
+    let engine = deployment.start(vec![
+        deployment.static_plan(0, 0, &[0, 2]),
+        deployment.static_plan(1, 1, &[1, 3]),
+    ])?;
+    if !engine.wait_running(WAIT) {
+        let statuses = engine.statuses();
+        anyhow::bail!(
+            "shards did not start: {statuses:?}: {:?}",
+            engine.shutdown().err()
+        );
+    }
+    wait_for(&[&engine], &reference)?;
+    let before = engine.dump(Duration::from_secs(10))?;
+    let stats = engine.shutdown()?;
+    println!("first run: {stats:?}");
+
+    let restarted = deployment.start(vec![
+        deployment.static_plan(0, 0, &[0, 2]),
+        deployment.static_plan(1, 1, &[1, 3]),
+    ])?;
+    anyhow::ensure!(
+        restarted.wait_running(WAIT),
+        "restart did not finish restoring"
+    );
+    let after = restarted.dump(Duration::from_secs(10))?;
+    let restored: Vec<_> = restarted.stats(Duration::from_secs(10))?;
+    restarted.shutdown()?;
+    assert_eq!(
+        before, after,
+        "restored stores differ from the stores before the stop"
+    );
+    let restored_records: u64 = restored.iter().map(|(_, s, _)| s.restored_records).sum();
+    println!(
+        "restart restored {restored_records} changelog records into {} accounts",
+        reference.len()
+    );
+    assert!(restored_records > 0);
+    Ok(())
+}
+
+#[test]
+fn moving_partitions_in_the_core_map_moves_their_state() -> anyhow::Result<()> {
+    let deployment = Deployment::new("core-map-move", Guarantee::ExactlyOnce)?;
+    let mut reference = deployment.fund(1, 2_000, 200)?;
+    let one_core = deployment.start(vec![deployment.static_plan(0, 0, &[0, 1, 2, 3])])?;
+    wait_for(&[&one_core], &reference)?;
+    one_core.shutdown()?;
+
+    // Edit the core map: partitions 2 and 3 move to a second core.
+    let two_cores = deployment.start(vec![
+        deployment.static_plan(0, 0, &[0, 1]),
+        deployment.static_plan(1, 1, &[2, 3]),
+    ])?;
+    merge(&mut reference, deployment.fund(10_000, 2_000, 200)?);
+    wait_for(&[&two_cores], &reference)?;
+    let stats = two_cores.stats(Duration::from_secs(10))?;
+    two_cores.shutdown()?;
+    let moved = stats
+        .iter()
+        .find(|(id, _, _)| *id == ShardId(1))
+        .ok_or_else(|| anyhow::anyhow!("shard 1 missing"))?;
+    println!(
+        "shard 1 took partitions {:?} and restored {} records",
+        moved.2, moved.1.restored_records
+    );
+    assert!(
+        moved.1.restored_records > 0,
+        "the new owner restored from the changelog"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_second_engine_joining_the_group_takes_partitions_with_their_state() -> anyhow::Result<()> {
+    let deployment = Deployment::new("group-join", Guarantee::AtLeastOnce)?;
+    let mut reference = deployment.fund(1, 2_000, 200)?;
+    let first = deployment.start(vec![deployment.group_plan("node-a", 0)])?;
+    wait_for(&[&first], &reference)?;
+
+    let second = deployment.start(vec![deployment.group_plan("node-b", 0)])?;
+    // Wait for the rebalance to split the partitions between the two engines.
+    let started = Instant::now();
+    loop {
+        let a = first.stats(Duration::from_secs(10))?[0].2.len();
+        let b = second.stats(Duration::from_secs(10))?[0].2.len();
+        if a > 0 && b > 0 && a + b == PARTITIONS as usize {
+            println!("after the join: node-a owns {a} partitions, node-b owns {b}");
+            break;
+        }
+        anyhow::ensure!(started.elapsed() < WAIT, "no rebalance: a={a} b={b}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    merge(&mut reference, deployment.fund(10_000, 2_000, 200)?);
+    wait_for(&[&first, &second], &reference)?;
+    let second_stats = second.stats(Duration::from_secs(10))?;
+    assert!(
+        second_stats[0].1.restored_records > 0,
+        "node-b restored its partitions from the changelog"
+    );
+    second.shutdown()?;
+    first.shutdown()?;
+    Ok(())
+}
