@@ -6,17 +6,9 @@
 
 use std::fmt;
 
-/// A partition number. Every co-partitioned topic (a stage's inputs and its
-/// stores' changelogs) has the same partitions, so one number names the unit of
-/// ownership: "partition 3" is partition 3 of every one of those topics.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct PartitionId(pub i32);
-
-impl fmt::Display for PartitionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "p{}", self.0)
-    }
-}
+/// A partition number: "partition 3" is partition 3 of every co-partitioned
+/// topic. Core maps name partitions, so the type is `tuning`'s, shared here.
+pub use tuning::{CoreId, PartitionId};
 
 /// A Kafka offset. "The next offset to read" when it describes progress.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]

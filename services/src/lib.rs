@@ -3,3 +3,5 @@
 //!
 //! Owns: the trade-flow rules and the process entry points.
 //! Must never: see rdkafka or glommio types directly; those stay in the engine.
+
+pub mod topics;
