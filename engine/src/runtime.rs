@@ -50,12 +50,15 @@ pub enum IdleStrategy {
 }
 
 /// Where librdkafka's threads (which inherit the creating thread's affinity) run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientThreads {
     /// Created from the unpinned supervisor thread: the OS places them.
     Unpinned,
     /// Created inside the executor: they share the shard's core.
     ShardCore,
+    /// Created from a supervisor pinned to one of these I/O cores (shard i
+    /// uses core i mod n), keeping client threads off busy-polling shards.
+    Cores(Vec<usize>),
 }
 
 /// When a shard commits.
@@ -396,12 +399,22 @@ where
     let shard_id = context.plan.shard;
     // Clients created here (unpinned thread) keep librdkafka's threads off the
     // shard's core; see ClientThreads.
-    let early_port = match context.knobs.client_threads {
+    let early_port = match &context.knobs.client_threads {
         ClientThreads::Unpinned => {
             let probe_stage = make_stage(shard_id);
             Some(new_port(context, &probe_stage)?)
         }
-        ClientThreads::ShardCore => None,
+        ClientThreads::Cores(cores) if !cores.is_empty() => {
+            let core = cores[usize::from(shard_id.0) % cores.len()];
+            // This supervisor thread only waits on the executor, so it can carry
+            // the I/O core's affinity that the client threads inherit.
+            if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+                warn!(%shard_id, core, "could not pin client threads to their I/O core");
+            }
+            let probe_stage = make_stage(shard_id);
+            Some(new_port(context, &probe_stage)?)
+        }
+        ClientThreads::Cores(_) | ClientThreads::ShardCore => None,
     };
     let placement = match context.plan.core {
         Some(core) => Placement::Fixed(core),

@@ -1,0 +1,256 @@
+//! From a validated core map (`tuning::NodeTuning`) to what the runtime starts:
+//! one `ShardPlan` per configured core, the runtime knobs, and the topics the
+//! node's stages need, created or checked before any shard runs.
+//!
+//! Owns: the Kafka identities derived from the node (group instance ids,
+//! transactional ids) and the start-up topic checks.
+//! Must never: start threads or process records; `runtime` does that.
+
+use tuning::{
+    ClientThreads as TunedClientThreads, IdleStrategy as TunedIdle, Machine, NodeTuning,
+    OwnershipMode, ProcessingGuarantee, TuningError,
+};
+
+use crate::ids::ShardId;
+use crate::kafka::{ensure_topics, Guarantee, KafkaSettings, Ownership, TopicError, TopicSpec};
+use crate::runtime::{ClientThreads, CommitPolicy, IdleStrategy, RuntimeKnobs, ShardPlan};
+use crate::topics::{changelog_topic, dead_letter_topic};
+
+/// How this node reaches Kafka; everything else comes from the core map.
+#[derive(Clone, Debug)]
+pub struct KafkaConnection {
+    pub bootstrap: String,
+    pub application_id: String,
+    /// librdkafka properties passed through (security, tuning).
+    pub client_properties: Vec<(String, String)>,
+    pub linger_ms: u32,
+    pub fetch_wait_max_ms: u32,
+}
+
+/// Everything `runtime::Engine::start` needs for one node.
+#[derive(Clone, Debug)]
+pub struct NodePlan {
+    pub settings: KafkaSettings,
+    pub shards: Vec<ShardPlan>,
+    pub knobs: RuntimeKnobs,
+    pub partitions: i32,
+}
+
+/// Why a node cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum DeploymentError {
+    #[error(transparent)]
+    Tuning(#[from] TuningError),
+    #[error(transparent)]
+    Topics(#[from] TopicError),
+    #[error("ownership.partitions = {0} does not fit a Kafka partition count")]
+    PartitionCount(u32),
+}
+
+/// Turns a core map into shard plans for this machine, after validating it
+/// against the machine's cores.
+pub fn plan_node(
+    tuning: &NodeTuning,
+    machine: &Machine,
+    connection: &KafkaConnection,
+) -> Result<NodePlan, DeploymentError> {
+    tuning.validate_against(machine)?;
+    let partitions = i32::try_from(tuning.ownership().partitions)
+        .map_err(|_| DeploymentError::PartitionCount(tuning.ownership().partitions))?;
+    let node = &tuning.node().name;
+    let application_id = &connection.application_id;
+    let shards = tuning
+        .shards()
+        .iter()
+        .enumerate()
+        .map(|(index, placement)| ShardPlan {
+            shard: ShardId(index as u16),
+            core: Some(placement.core.0),
+            ownership: match tuning.ownership().mode {
+                OwnershipMode::CoreMap => Ownership::Static(placement.partitions.clone()),
+                OwnershipMode::ConsumerGroup => Ownership::Group {
+                    instance_id: node.instance_id(placement.core),
+                },
+            },
+            // One transactional id per node and core: the shard restarted on
+            // that core fences the one it replaces.
+            transactional_id: format!("{application_id}-{}", node.instance_id(placement.core)),
+        })
+        .collect();
+    let commit = tuning.commit();
+    let knobs = RuntimeKnobs {
+        idle: match tuning.runtime().idle {
+            TunedIdle::BusyPoll => IdleStrategy::BusyPoll,
+            TunedIdle::Park { park_us } => {
+                IdleStrategy::Park(std::time::Duration::from_micros(u64::from(park_us)))
+            }
+        },
+        client_threads: match &tuning.runtime().client_threads {
+            TunedClientThreads::Unpinned => ClientThreads::Unpinned,
+            TunedClientThreads::ShardCore => ClientThreads::ShardCore,
+            TunedClientThreads::Cores(cores) => {
+                ClientThreads::Cores(cores.iter().map(|c| c.0).collect())
+            }
+        },
+        commit: CommitPolicy {
+            interval: commit.interval(),
+            on_drain: commit.on_drain,
+        },
+        ..RuntimeKnobs::default()
+    };
+    let settings = KafkaSettings {
+        bootstrap: connection.bootstrap.clone(),
+        application_id: application_id.clone(),
+        guarantee: match commit.guarantee {
+            ProcessingGuarantee::ExactlyOnce => Guarantee::ExactlyOnce,
+            ProcessingGuarantee::AtLeastOnce => Guarantee::AtLeastOnce,
+        },
+        client_properties: connection.client_properties.clone(),
+        linger_ms: connection.linger_ms,
+        fetch_wait_max_ms: connection.fetch_wait_max_ms,
+    };
+    Ok(NodePlan {
+        settings,
+        shards,
+        knobs,
+        partitions,
+    })
+}
+
+/// The topics a set of stages reads and writes.
+#[derive(Clone, Debug, Default)]
+pub struct FlowTopics<'a> {
+    pub inputs: Vec<&'a str>,
+    pub outputs: Vec<&'a str>,
+    pub stores: Vec<&'a str>,
+}
+
+/// Creates what is missing — inputs, outputs, one compacted changelog per
+/// store, one dead-letter topic per input — all with `partitions`
+/// partitions, and fails naming the topic when an existing one has another
+/// count (co-partitioning would silently break).
+pub fn prepare_topics(
+    settings: &KafkaSettings,
+    flow: &FlowTopics<'_>,
+    partitions: i32,
+    replication: i32,
+) -> Result<(), DeploymentError> {
+    let mut specs: Vec<TopicSpec> = Vec::new();
+    let mut add = |spec: TopicSpec| {
+        if !specs.iter().any(|s| s.name == spec.name) {
+            specs.push(spec);
+        }
+    };
+    for topic in flow.inputs.iter().chain(&flow.outputs) {
+        add(TopicSpec::stream(*topic, partitions, replication));
+    }
+    for topic in &flow.inputs {
+        add(TopicSpec::stream(
+            dead_letter_topic(topic),
+            partitions,
+            replication,
+        ));
+    }
+    for store in &flow.stores {
+        add(TopicSpec::changelog(
+            changelog_topic(&settings.application_id, store),
+            partitions,
+            replication,
+        ));
+    }
+    ensure_topics(settings, &specs)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connection() -> KafkaConnection {
+        KafkaConnection {
+            bootstrap: "127.0.0.1:19092".into(),
+            application_id: "tradeflow".into(),
+            client_properties: Vec::new(),
+            linger_ms: 0,
+            fetch_wait_max_ms: 5,
+        }
+    }
+
+    #[test]
+    fn a_core_map_becomes_static_plans_with_fencing_ids() -> Result<(), DeploymentError> {
+        let tuning = NodeTuning::from_toml_str(
+            r#"
+            [node]
+            name = "node-a"
+            [ownership]
+            mode = "core-map"
+            partitions = 4
+            [[shard]]
+            core = 0
+            partitions = [0, 2]
+            [[shard]]
+            core = 1
+            partitions = [1, 3]
+            "#,
+        )?;
+        let plan = plan_node(&tuning, &Machine::with_cores(2), &connection())?;
+        assert_eq!(plan.partitions, 4);
+        assert_eq!(plan.shards.len(), 2);
+        assert_eq!(plan.shards[1].core, Some(1));
+        assert_eq!(
+            plan.shards[1].ownership,
+            Ownership::Static(vec![tuning::PartitionId(1), tuning::PartitionId(3)])
+        );
+        assert_eq!(plan.shards[1].transactional_id, "tradeflow-node-a-1");
+        assert_eq!(plan.settings.guarantee, Guarantee::ExactlyOnce);
+        Ok(())
+    }
+
+    #[test]
+    fn a_core_the_machine_lacks_is_refused() -> Result<(), TuningError> {
+        let tuning = NodeTuning::from_toml_str(
+            r#"
+            [node]
+            name = "node-a"
+            [ownership]
+            mode = "core-map"
+            partitions = 2
+            [[shard]]
+            core = 5
+            partitions = [0, 1]
+            "#,
+        )?;
+        let error = plan_node(&tuning, &Machine::with_cores(2), &connection())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(error.contains("shard[0].core"), "{error}");
+        Ok(())
+    }
+
+    #[test]
+    fn group_mode_members_get_static_instance_ids() -> Result<(), DeploymentError> {
+        let tuning = NodeTuning::from_toml_str(
+            r#"
+            [node]
+            name = "node-b"
+            [ownership]
+            mode = "consumer-group"
+            partitions = 8
+            [[shard]]
+            core = 0
+            [commit]
+            guarantee = "at-least-once"
+            "#,
+        )?;
+        let plan = plan_node(&tuning, &Machine::with_cores(2), &connection())?;
+        assert_eq!(
+            plan.shards[0].ownership,
+            Ownership::Group {
+                instance_id: "node-b-0".into()
+            }
+        );
+        assert_eq!(plan.settings.guarantee, Guarantee::AtLeastOnce);
+        Ok(())
+    }
+}
