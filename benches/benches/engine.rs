@@ -14,7 +14,7 @@ use codecs::{
 };
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use engine::port::{
-    InputOffset, InputRecord, KafkaPort, OutRecord, Polled, PortError, RestoreStats,
+    InputOffset, InputRecord, KafkaPort, OutRecord, Polled, PortError, RestoreStats, Rewind,
 };
 use engine::store::{ChangelogApply, ChangelogStore, PartitionStores, Store};
 use engine::{Input, Offset, Outbox, PartitionId, Rejection, Shard, ShardId, Stage, TopicIdx};
@@ -60,6 +60,9 @@ impl KafkaPort for ReplayPort {
     }
     fn commit(&mut self, _offsets: &[InputOffset]) -> Result<(), PortError> {
         Ok(())
+    }
+    fn rewind(&mut self, _keep: &[PartitionId]) -> Result<Rewind, PortError> {
+        Ok(Rewind::NotNeeded)
     }
     fn restore(
         &mut self,

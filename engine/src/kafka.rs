@@ -29,6 +29,7 @@ use rdkafka::{Offset as KafkaOffset, TopicPartitionList};
 use tracing::{info, warn};
 
 use crate::ids::{Offset, PartitionId, TopicIdx};
+use crate::port::Rewind;
 use crate::port::{
     InputOffset, InputRecord, KafkaPort, OutRecord, Polled, PortError, RestoreStats,
 };
@@ -574,6 +575,48 @@ impl KafkaPort for RdKafkaPort {
         }
         self.sent_since_commit = 0;
         Ok(())
+    }
+
+    fn rewind(&mut self, keep: &[PartitionId]) -> Result<Rewind, PortError> {
+        if self.settings.guarantee == Guarantee::AtLeastOnce {
+            return Ok(Rewind::NotNeeded);
+        }
+        let timeout = Duration::from_millis(KAFKA_CALL_TIMEOUT_MS);
+        if self.in_transaction {
+            self.in_transaction = false;
+            self.producer
+                .abort_transaction(timeout)
+                .map_err(|e| kafka_error("abort_transaction", e))?;
+        }
+        // Deliveries of the aborted records may report errors; they are moot.
+        self.failures_seen = self.delivery_failures.load(Ordering::Acquire);
+        self.sent_since_commit = 0;
+        self.begin()?;
+        if !keep.is_empty() {
+            let mut list = TopicPartitionList::new();
+            for topic in &self.inputs {
+                for partition in keep {
+                    list.add_partition(topic, partition.0);
+                }
+            }
+            let committed = self
+                .consumer
+                .committed_offsets(list, timeout)
+                .map_err(|e| kafka_error("reading committed offsets", e))?;
+            let mut seek = TopicPartitionList::new();
+            for element in committed.elements() {
+                let offset = match element.offset() {
+                    KafkaOffset::Offset(o) => KafkaOffset::Offset(o),
+                    _ => KafkaOffset::Beginning,
+                };
+                seek.add_partition_offset(element.topic(), element.partition(), offset)
+                    .map_err(|e| kafka_error("building the rewind", e))?;
+            }
+            self.consumer
+                .seek_partitions(seek, timeout)
+                .map_err(|e| kafka_error("rewinding to committed offsets", e))?;
+        }
+        Ok(Rewind::Done)
     }
 
     fn restore(

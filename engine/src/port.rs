@@ -95,6 +95,17 @@ impl PortError {
     }
 }
 
+/// What [`KafkaPort::rewind`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rewind {
+    /// Uncommitted outputs were discarded and the kept partitions will be read
+    /// again from their committed offsets: their state must be restored anew.
+    Done,
+    /// Nothing to discard (at-least-once: what was sent stays sent, and replays
+    /// are deduplicated by the stages).
+    NotNeeded,
+}
+
 /// What a shard needs from Kafka. Implementations are owned by one shard and
 /// used from its thread only.
 pub trait KafkaPort {
@@ -110,6 +121,12 @@ pub trait KafkaPort {
     /// exactly-once both happen in one transaction. On error nothing may be
     /// assumed committed.
     fn commit(&mut self, offsets: &[InputOffset]) -> Result<(), PortError>;
+
+    /// Discards what was sent since the last commit (aborting the open
+    /// transaction under exactly-once) and moves `keep`'s read positions back to
+    /// their committed offsets. Called when partitions are revoked with
+    /// uncommitted work, which must not commit without its input offsets.
+    fn rewind(&mut self, keep: &[PartitionId]) -> Result<Rewind, PortError>;
 
     /// Feeds every record of a changelog partition, from its start to its end
     /// at the time of the call, to `apply`.

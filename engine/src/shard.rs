@@ -16,7 +16,7 @@ use hashbrown::HashMap;
 use tracing::{debug, info, warn};
 
 use crate::ids::{Offset, PartitionId, ShardId, TopicIdx, INPUT_TOPICS_MAX};
-use crate::port::{InputOffset, InputRecord, KafkaPort, OutRecord, Polled, PortError};
+use crate::port::{InputOffset, InputRecord, KafkaPort, OutRecord, Polled, PortError, Rewind};
 use crate::stage::{ErrorClass, Input, Outbox, Stage};
 use crate::store::{PartitionStores, StoreEntries};
 use crate::topics::{changelog_topic, dead_letter_topic};
@@ -213,7 +213,7 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
                 Ok(Step::Rebalanced)
             }
             Action::Revoke(partitions) => {
-                self.revoke(&partitions);
+                self.revoke(&partitions)?;
                 Ok(Step::Rebalanced)
             }
             Action::Processed(step) => {
@@ -319,12 +319,34 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
 
     /// Gives up `partitions`: their state is dropped (the new owner restores it
     /// from the changelog), and whatever was not committed is redone there.
-    pub fn revoke(&mut self, partitions: &[PartitionId]) {
+    /// Under exactly-once the open transaction holds outputs of the revoked
+    /// partitions that must not commit without their offsets, so it is aborted
+    /// and the partitions this shard keeps are rewound and restored.
+    pub fn revoke(&mut self, partitions: &[PartitionId]) -> Result<(), ShardError> {
         for partition in partitions {
             if self.owned.remove(partition).is_some() {
                 debug!(shard = %self.id, %partition, "partition revoked");
             }
         }
+        if !self.uncommitted {
+            return Ok(());
+        }
+        let keep = self.owned_partitions();
+        let id = self.id;
+        let rewind = self
+            .port
+            .rewind(&keep)
+            .map_err(|source| ShardError::Port { shard: id, source })?;
+        if rewind == Rewind::Done {
+            self.outbox.clear();
+            for partition in &keep {
+                self.owned.remove(partition);
+            }
+            self.assign(&keep)?;
+            self.uncommitted = false;
+            info!(shard = %id, kept = ?keep, "uncommitted work discarded after a revocation");
+        }
+        Ok(())
     }
 
     /// Writes every changed store entry to its changelog, then commits the input

@@ -14,7 +14,7 @@ use std::rc::Rc;
 
 use crate::ids::{Offset, PartitionId, TopicIdx};
 use crate::port::{
-    InputOffset, InputRecord, KafkaPort, OutRecord, Polled, PortError, RestoreStats,
+    InputOffset, InputRecord, KafkaPort, OutRecord, Polled, PortError, RestoreStats, Rewind,
 };
 use crate::store::ChangelogApply;
 
@@ -223,6 +223,10 @@ impl KafkaPort for SimPort {
         Ok(())
     }
 
+    fn rewind(&mut self, _keep: &[PartitionId]) -> Result<Rewind, PortError> {
+        Ok(Rewind::NotNeeded)
+    }
+
     fn restore(
         &mut self,
         changelog: &str,
@@ -312,6 +316,9 @@ pub mod tally {
     #[derive(Default)]
     pub struct FundingTally {
         topics: [&'static str; 1],
+        /// Re-publishes every newly applied funding here (same event id), so
+        /// tests can count outputs under each guarantee.
+        echo: Option<&'static str>,
     }
 
     impl FundingTally {
@@ -321,7 +328,18 @@ pub mod tally {
 
         /// A tally over another topic (integration tests use one per run).
         pub fn reading(topic: &'static str) -> Self {
-            FundingTally { topics: [topic] }
+            FundingTally {
+                topics: [topic],
+                echo: None,
+            }
+        }
+
+        /// A tally that also echoes each applied funding to `output`.
+        pub fn echoing(topic: &'static str, output: &'static str) -> Self {
+            FundingTally {
+                topics: [topic],
+                echo: Some(output),
+            }
         }
     }
 
@@ -341,7 +359,7 @@ pub mod tally {
             input: &Input<'_>,
             event: EventRef<'_>,
             state: &mut TallyState,
-            _out: &mut Outbox,
+            out: &mut Outbox,
         ) -> Result<(), Rejection> {
             let EventRef::AccountFunded(funded) = event else {
                 return Err(Rejection::user_data(format!(
@@ -360,6 +378,11 @@ pub mod tally {
             tally.sum += funded.amount().0;
             tally.count += 1;
             tally.last_offset = offset;
+            if let Some(echo) = self.echo {
+                let event = codecs::Event::AccountFunded(codecs::ToNative::to_native(funded));
+                out.emit(echo, &account.to_be_bytes(), &event)
+                    .map_err(|e| Rejection::user_data(e.to_string()))?;
+            }
             Ok(())
         }
     }

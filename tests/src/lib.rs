@@ -20,6 +20,17 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::types::RDKafkaErrorCode;
 
+/// Routes the engine's `tracing` logs to stderr when `RUST_LOG` is set (e.g.
+/// `RUST_LOG=engine=info cargo test ... -- --nocapture`); quiet otherwise.
+pub fn init_logging() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 /// How long a test waits for a cluster operation before it fails with a reason.
 pub const ADMIN_TIMEOUT_S: u64 = 30;
 

@@ -24,20 +24,24 @@ const WAIT: Duration = Duration::from_secs(90);
 struct Deployment {
     cluster: KafkaCluster,
     topic: &'static str,
+    echo: &'static str,
     application_id: String,
     guarantee: Guarantee,
 }
 
 impl Deployment {
     fn new(name: &str, guarantee: Guarantee) -> anyhow::Result<Self> {
+        tradeflow_tests::init_logging();
         let cluster = KafkaCluster::single()?;
         // Stages name their input topics with 'static strs; a test's topic lives
         // for the whole test process anyway.
         let topic: &'static str = Box::leak(unique_topic(name).into_boxed_str());
+        let echo: &'static str = Box::leak(format!("{topic}.echo").into_boxed_str());
         let application_id = unique_topic(&format!("{name}-app"));
         let deployment = Deployment {
             cluster,
             topic,
+            echo,
             application_id,
             guarantee,
         };
@@ -51,6 +55,7 @@ impl Deployment {
                     1,
                 ),
                 TopicSpec::stream(format!("{topic}.dlq"), PARTITIONS, 1),
+                TopicSpec::stream(echo, PARTITIONS, 1),
             ],
         )?;
         Ok(deployment)
@@ -72,14 +77,21 @@ impl Deployment {
     }
 
     fn start(&self, plans: Vec<ShardPlan>) -> anyhow::Result<Engine> {
-        let topic = self.topic;
-        let knobs = RuntimeKnobs {
-            idle: IdleStrategy::Park(Duration::from_millis(1)),
-            client_threads: ClientThreads::Unpinned,
-            commit: CommitPolicy {
+        self.start_with(
+            plans,
+            CommitPolicy {
                 interval: Duration::from_millis(100),
                 on_drain: true,
             },
+        )
+    }
+
+    fn start_with(&self, plans: Vec<ShardPlan>, commit: CommitPolicy) -> anyhow::Result<Engine> {
+        let (topic, echo) = (self.topic, self.echo);
+        let knobs = RuntimeKnobs {
+            idle: IdleStrategy::Park(Duration::from_millis(1)),
+            client_threads: ClientThreads::Unpinned,
+            commit,
             restart_attempts_max: 3,
         };
         Ok(Engine::start(
@@ -87,7 +99,7 @@ impl Deployment {
             plans,
             knobs,
             PARTITIONS,
-            move |_| FundingTally::reading(topic),
+            move |_| FundingTally::echoing(topic, echo),
         )?)
     }
 
@@ -153,21 +165,20 @@ impl Deployment {
 }
 
 /// Tallies by account across engines, checking each lives in the partition its
-/// key hashes to and on exactly one shard that owns that partition.
+/// key hashes to, and that no partition's state is held by two shards at once.
+/// A shard's dump holds exactly the partitions it owns at that moment.
 fn tallies(engines: &[&Engine]) -> anyhow::Result<BTreeMap<u64, (i64, u64)>> {
     let mut out = BTreeMap::new();
-    for engine in engines {
-        let owned: BTreeMap<ShardId, Vec<PartitionId>> = engine
-            .stats(Duration::from_secs(10))?
-            .into_iter()
-            .map(|(id, _, owned)| (id, owned))
-            .collect();
+    let mut holder: BTreeMap<PartitionId, ShardId> = BTreeMap::new();
+    for (engine_index, engine) in engines.iter().enumerate() {
         for (shard, dump) in engine.dump(Duration::from_secs(10))? {
             for ((partition, _store), entries) in dump {
-                anyhow::ensure!(
-                    owned[&shard].contains(&partition),
-                    "{shard} holds state of {partition} it does not own"
-                );
+                if let Some(other) = holder.insert(partition, shard) {
+                    anyhow::bail!(
+                        "{partition} held by {other} and by {shard} of engine {engine_index} \
+                         (a rebalance between two dumps, or two owners)"
+                    );
+                }
                 for (key, value) in entries {
                     let account = u64::from_be_bytes(key.as_slice().try_into()?);
                     anyhow::ensure!(
@@ -186,21 +197,44 @@ fn tallies(engines: &[&Engine]) -> anyhow::Result<BTreeMap<u64, (i64, u64)>> {
     Ok(out)
 }
 
+/// Waits until the engines' state equals `reference`. Snapshots taken during a
+/// rebalance may disagree with each other; only the converged state counts.
 fn wait_for(
     engines: &[&Engine],
     reference: &BTreeMap<u64, (i64, u64)>,
 ) -> anyhow::Result<BTreeMap<u64, (i64, u64)>> {
     let started = Instant::now();
     loop {
-        let seen = tallies(engines)?;
-        if &seen == reference {
-            return Ok(seen);
-        }
+        let last = match tallies(engines) {
+            Ok(seen) if &seen == reference => return Ok(seen),
+            Ok(seen) => {
+                let expected: u64 = reference.values().map(|v| v.1).sum();
+                let got: u64 = seen.values().map(|v| v.1).sum();
+                format!("{got} of {expected} fundings applied")
+            }
+            Err(e) => e.to_string(),
+        };
         if started.elapsed() > WAIT {
-            let expected: u64 = reference.values().map(|v| v.1).sum();
-            let got: u64 = seen.values().map(|v| v.1).sum();
-            anyhow::bail!("after {WAIT:?}: {got} of {expected} fundings applied");
+            anyhow::bail!("after {WAIT:?}: {last}");
         }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits until a rebalance has split the partitions between two engines.
+fn wait_for_split(first: &Engine, second: &Engine) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let a = first.stats(Duration::from_secs(10))?[0].2.len();
+        let b = second.stats(Duration::from_secs(10))?[0].2.len();
+        if a > 0 && b > 0 && a + b == PARTITIONS as usize {
+            println!(
+                "after {:?}: node-a owns {a} partitions, node-b owns {b}",
+                started.elapsed()
+            );
+            return Ok(());
+        }
+        anyhow::ensure!(started.elapsed() < WAIT, "no rebalance: a={a} b={b}");
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -297,18 +331,7 @@ fn a_second_engine_joining_the_group_takes_partitions_with_their_state() -> anyh
     wait_for(&[&first], &reference)?;
 
     let second = deployment.start(vec![deployment.group_plan("node-b", 0)])?;
-    // Wait for the rebalance to split the partitions between the two engines.
-    let started = Instant::now();
-    loop {
-        let a = first.stats(Duration::from_secs(10))?[0].2.len();
-        let b = second.stats(Duration::from_secs(10))?[0].2.len();
-        if a > 0 && b > 0 && a + b == PARTITIONS as usize {
-            println!("after the join: node-a owns {a} partitions, node-b owns {b}");
-            break;
-        }
-        anyhow::ensure!(started.elapsed() < WAIT, "no rebalance: a={a} b={b}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for_split(&first, &second)?;
     merge(&mut reference, deployment.fund(10_000, 2_000, 200)?);
     wait_for(&[&first, &second], &reference)?;
     let second_stats = second.stats(Duration::from_secs(10))?;
@@ -318,5 +341,64 @@ fn a_second_engine_joining_the_group_takes_partitions_with_their_state() -> anyh
     );
     second.shutdown()?;
     first.shutdown()?;
+    Ok(())
+}
+
+#[test]
+fn exactly_once_outputs_stay_single_across_a_rebalance_mid_stream() -> anyhow::Result<()> {
+    let deployment = Deployment::new("group-eos", Guarantee::ExactlyOnce)?;
+    // Long commit intervals and no commit on drain keep work uncommitted for
+    // seconds, so the revocation is sure to find an open transaction with
+    // outputs in it.
+    // (8 s: beyond the 3 s heartbeat that tells node-a of the rebalance, below
+    // the 10 s transaction timeout.)
+    let slow_commits = CommitPolicy {
+        interval: Duration::from_secs(8),
+        on_drain: false,
+    };
+    let mut reference = deployment.fund(1, 2_000, 250)?;
+    let first = deployment.start_with(vec![deployment.group_plan("node-a", 0)], slow_commits)?;
+    let started = Instant::now();
+    while tallies(&[&first])
+        .map(|t| t.values().map(|v| v.1).sum::<u64>())
+        .unwrap_or(0)
+        == 0
+    {
+        anyhow::ensure!(started.elapsed() < WAIT, "node-a processed nothing");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let second = deployment.start_with(vec![deployment.group_plan("node-b", 0)], slow_commits)?;
+    wait_for_split(&first, &second)?;
+    merge(&mut reference, deployment.fund(100_000, 2_000, 250)?);
+    wait_for(&[&first, &second], &reference)?;
+    let total: u64 = reference.values().map(|v| v.1).sum();
+    second.shutdown()?;
+    first.shutdown()?;
+
+    let echoed = tradeflow_tests::consume_all(
+        &deployment.cluster,
+        deployment.echo,
+        total as usize + 1,
+        Duration::from_secs(15),
+    )?;
+    let mut ids = std::collections::BTreeSet::new();
+    for record in &echoed {
+        let event = codecs::decode(&record.value).map_err(|e| anyhow::anyhow!("{e}"))?;
+        anyhow::ensure!(
+            ids.insert(event.event_id()),
+            "event {:?} was output twice under exactly-once",
+            event.event_id()
+        );
+    }
+    println!(
+        "{} inputs, {} committed outputs, all distinct",
+        total,
+        echoed.len()
+    );
+    assert_eq!(
+        echoed.len() as u64,
+        total,
+        "every input output exactly once"
+    );
     Ok(())
 }
