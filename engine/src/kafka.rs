@@ -626,10 +626,27 @@ impl KafkaPort for RdKafkaPort {
         apply: &mut ChangelogApply<'_>,
     ) -> Result<RestoreStats, PortError> {
         let timeout = Duration::from_millis(KAFKA_CALL_TIMEOUT_MS);
-        let (low, high) = self
-            .restorer
-            .fetch_watermarks(changelog, partition.0, timeout)
-            .map_err(|e| kafka_error("reading changelog watermarks", e))?;
+        // Right after a topic is created or a leader moves, the broker may not
+        // lead the partition yet: retry such errors here rather than restart.
+        let started = Instant::now();
+        let (low, high) = loop {
+            match self
+                .restorer
+                .fetch_watermarks(changelog, partition.0, timeout)
+            {
+                Ok(watermarks) => break watermarks,
+                Err(e) => {
+                    let error = kafka_error("reading changelog watermarks", e);
+                    if !error.is_retryable()
+                        || started.elapsed() > Duration::from_millis(RESTORE_STALL_TIMEOUT_MS)
+                    {
+                        return Err(error);
+                    }
+                    warn!(%error, changelog, %partition, "retrying");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        };
         let mut stats = RestoreStats::default();
         if high <= low {
             return Ok(stats);
