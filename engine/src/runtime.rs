@@ -158,10 +158,20 @@ impl ShardStatus {
 /// Every store of every partition of one shard, in changelog byte form.
 pub type ShardDump = BTreeMap<(PartitionId, &'static str), StoreEntries>;
 
+/// A read of one partition's state, run on the owning shard's thread. It gets
+/// `None` when the shard does not own the partition. The state is handed over
+/// as `Any` so the engine stays independent of the stage type; the query
+/// downcasts it to the stage's `State`.
+pub type StateQuery = Box<dyn FnOnce(Option<&dyn std::any::Any>) + Send>;
+
 /// A request into a shard's loop.
 pub enum ShardCommand {
     Dump(Sender<ShardDump>),
     Stats(Sender<(ShardStats, Vec<PartitionId>)>),
+    Query {
+        partition: PartitionId,
+        query: StateQuery,
+    },
 }
 
 struct ShardHandle {
@@ -276,6 +286,41 @@ impl Engine {
             .iter()
             .map(|s| Ok((s.id, self.ask(s, ShardCommand::Dump, timeout)?)))
             .collect()
+    }
+
+    /// Runs `read` against `partition`'s state on the shard that owns it and
+    /// returns its answer; `Ok(None)` when no shard of this node owns the
+    /// partition (another node does, or a rebalance is moving it).
+    pub fn query<St, T, F>(
+        &self,
+        partition: PartitionId,
+        read: F,
+        timeout: Duration,
+    ) -> Result<Option<T>, EngineError>
+    where
+        St: 'static,
+        T: Send + 'static,
+        F: Fn(&St) -> T + Send + Clone + 'static,
+    {
+        for shard in &self.shards {
+            let (tx, rx) = crossbeam_channel::bounded::<Option<T>>(1);
+            let read = read.clone();
+            let query: StateQuery = Box::new(move |state| {
+                let answer = state.and_then(|s| s.downcast_ref::<St>()).map(read);
+                let _ = tx.try_send(answer);
+            });
+            if shard
+                .commands
+                .try_send(ShardCommand::Query { partition, query })
+                .is_err()
+            {
+                continue;
+            }
+            if let Ok(Some(answer)) = rx.recv_timeout(timeout) {
+                return Ok(Some(answer));
+            }
+        }
+        Ok(None)
     }
 
     /// Every shard's counters and owned partitions.
@@ -497,6 +542,13 @@ where
                 }
                 ShardCommand::Stats(reply) => {
                     let _ = reply.try_send((shard.stats(), shard.owned_partitions()));
+                }
+                ShardCommand::Query { partition, query } => {
+                    query(
+                        shard
+                            .state(partition)
+                            .map(|state| state as &dyn std::any::Any),
+                    );
                 }
             }
         }

@@ -263,6 +263,19 @@ fn two_shards_own_disjoint_partitions_and_a_restart_restores_equal_state() -> an
         );
     }
     wait_for(&[&engine], &reference)?;
+    // A point query runs on the owning shard's thread against its state.
+    for (&account, &(sum, count)) in reference.iter().take(20) {
+        let partition = partition_for(&account.to_be_bytes(), PARTITIONS);
+        let answer = engine.query(
+            partition,
+            move |state: &engine::sim::tally::TallyState| state.tallies.get(&account).copied(),
+            Duration::from_secs(5),
+        )?;
+        let tally = answer
+            .flatten()
+            .ok_or_else(|| anyhow::anyhow!("no tally for {account}"))?;
+        assert_eq!((tally.sum, tally.count), (sum, count));
+    }
     let before = engine.dump(Duration::from_secs(10))?;
     let stats = engine.shutdown()?;
     println!("first run: {stats:?}");
