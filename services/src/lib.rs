@@ -4,4 +4,14 @@
 //! Owns: the trade-flow rules and the process entry points.
 //! Must never: see rdkafka or glommio types directly; those stay in the engine.
 
+pub mod audit;
+pub mod flow;
+pub mod ids;
+pub mod inventory;
+pub mod order;
+pub mod payment;
+mod routing;
+pub mod store_codec;
+#[doc(hidden)]
+pub mod testing;
 pub mod topics;

@@ -1,0 +1,626 @@
+//! Payment: each account's cash, and what was debited for each order.
+//!
+//! Owns: the `AccountBook` (one per partition of the account-keyed topics:
+//! balances, a payment record per order, the fundings applied) and its
+//! rules: debit quantity × limit price on `order.created` if the account can
+//! pay (`payment.completed`, keyed by sku for Inventory) or refuse
+//! (`payment.failed`); refund once on `stock.rejected` (`payment.refunded`);
+//! credit `account.funded` once per event id.
+//! Must never: let a balance go negative, debit an order twice, refund an
+//! order twice or refund one it never debited, or change state for an event
+//! it rejects (every check runs before the first write, and events are
+//! emitted before state changes so an encode failure leaves state alone).
+//!
+//! Replays. At-least-once redelivers records; a replayed input finds the
+//! record it left and re-emits the same decision with the same event ids
+//! (`ids::derived_event_id`), which downstream stages recognise. A second
+//! `order.created` with a new event id but the same order id is a client's
+//! retry (same client order id): absorbed, nothing emitted; with different
+//! content it is a collision and is dead-lettered.
+//!
+//! Refund before debit. After a crash, a shard replays its inputs from the
+//! committed offsets, and the order in which it interleaves its input topics
+//! may differ from the first time: under at-least-once, the `stock.rejected`
+//! for an order whose `payment.completed` escaped before the crash can be
+//! read before the replayed `order.created`. Payment then parks the refund
+//! (`RefundOwed`) and settles it when the order's debit is replayed: debit,
+//! refund, and both events again with their original ids. Under exactly-once
+//! nothing escapes an aborted transaction, so a parked refund only appears
+//! for a forged or misrouted rejection, and stays parked.
+//!
+//! Lives on: the core of the shard that owns the partition.
+
+use codecs::{
+    AccountId, ArchivedAccountFunded, ArchivedStockRejected, Event, EventHeader, EventId,
+    EventKind, Money, OrderCreatedRef, OrderId, PaymentCompleted, PaymentFailReason, PaymentFailed,
+    PaymentRefunded, Quantity, Sku, TimestampNs, ToNative,
+};
+use engine::stage::{Input, Outbox, Rejection, Stage};
+use engine::store::{ChangelogStore, PartitionStores, Store, StoreValue};
+use tracing::error;
+
+use crate::ids::derived_event_id;
+use crate::routing::{
+    caused_header, emit, expect_partition, expect_topic, internal, require_order,
+};
+use crate::store_codec::{
+    fail_reason_code, fail_reason_from, AccountKey, EventKey, OrderKey, ValueReader, ValueWriter,
+};
+use crate::topics::{account_key, sku_key, ACCOUNT_FUNDED, ORDER_CREATED, STOCK_REJECTED};
+
+/// Changelog store names; service-prefixed so Payment's changelogs are the
+/// same topics whether it runs alone or inside `TradeFlow`.
+pub const ACCOUNTS_STORE: &str = "payment-accounts";
+pub const PAYMENTS_STORE: &str = "payment-orders";
+pub const FUNDINGS_STORE: &str = "payment-fundings";
+
+/// The topics Payment reads, all keyed by account.
+pub const PAYMENT_INPUTS: [&str; 3] = [ORDER_CREATED, STOCK_REJECTED, ACCOUNT_FUNDED];
+
+/// One account's cash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Account {
+    /// Never negative.
+    pub balance: Money,
+}
+
+impl StoreValue for Account {
+    fn encode(&self, out: &mut Vec<u8>) {
+        ValueWriter(out).money(self.balance);
+    }
+    fn decode(bytes: &[u8]) -> Result<Self, &'static str> {
+        let mut r = ValueReader::new(bytes);
+        let balance = r.money()?;
+        r.finish()?;
+        Ok(Account { balance })
+    }
+}
+
+/// Where an order stands with Payment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PaymentStatus {
+    /// The amount was debited and `payment.completed` emitted.
+    Debited,
+    /// Payment refused the order and emitted `payment.failed`.
+    Failed(PaymentFailReason),
+    /// Debited, then refunded after a stock rejection.
+    Refunded,
+    /// A stock rejection arrived before the order's debit (see the module
+    /// doc); the refund is settled when the debit is replayed.
+    RefundOwed,
+}
+
+/// What Payment did for one order: the deduplication record for replays and
+/// the amount a refund gives back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PaymentRecord {
+    pub account: AccountId,
+    pub sku: Sku,
+    pub quantity: Quantity,
+    /// The order's limit price; zero while `RefundOwed` (not known yet).
+    pub limit_price: Money,
+    /// Debited (or refused, zero for invalid orders); for `RefundOwed`, the
+    /// amount the rejection asks back.
+    pub amount: Money,
+    pub status: PaymentStatus,
+    /// The `order.created` event that was decided; `NONE` while `RefundOwed`.
+    pub decided_by: EventId,
+    /// The `stock.rejected` event refunded or parked; `NONE` if none.
+    pub refund_cause: EventId,
+    /// The `payment.completed` the rejection names as its cause (checked
+    /// against the debit when a parked refund is settled).
+    pub refund_names_payment: EventId,
+    /// The rejection's creation time, so a settled parked refund emits the
+    /// same bytes as a refund emitted straight away.
+    pub refund_created_at: TimestampNs,
+}
+
+impl StoreValue for PaymentRecord {
+    /// account 8 | sku 16 | quantity 8 | limit price 8 | amount 8 | status 1 |
+    /// reason 1 | decided_by 16 | refund_cause 16 | refund_names_payment 16 |
+    /// refund_created_at 8: 106 bytes.
+    fn encode(&self, out: &mut Vec<u8>) {
+        let (status, reason) = match self.status {
+            PaymentStatus::Debited => (0, 0),
+            PaymentStatus::Failed(reason) => (1, fail_reason_code(reason)),
+            PaymentStatus::Refunded => (2, 0),
+            PaymentStatus::RefundOwed => (3, 0),
+        };
+        ValueWriter(out)
+            .account(self.account)
+            .sku(&self.sku)
+            .quantity(self.quantity)
+            .money(self.limit_price)
+            .money(self.amount)
+            .u8(status)
+            .u8(reason)
+            .event_id(self.decided_by)
+            .event_id(self.refund_cause)
+            .event_id(self.refund_names_payment)
+            .timestamp(self.refund_created_at);
+    }
+    fn decode(bytes: &[u8]) -> Result<Self, &'static str> {
+        let mut r = ValueReader::new(bytes);
+        let account = r.account()?;
+        let sku = r.sku()?;
+        let quantity = r.quantity()?;
+        let limit_price = r.money()?;
+        let amount = r.money()?;
+        let status = r.u8()?;
+        let reason = r.u8()?;
+        let status = match status {
+            0 => PaymentStatus::Debited,
+            1 => PaymentStatus::Failed(fail_reason_from(reason)?),
+            2 => PaymentStatus::Refunded,
+            3 => PaymentStatus::RefundOwed,
+            _ => return Err("unknown payment status"),
+        };
+        let record = PaymentRecord {
+            account,
+            sku,
+            quantity,
+            limit_price,
+            amount,
+            status,
+            decided_by: r.event_id()?,
+            refund_cause: r.event_id()?,
+            refund_names_payment: r.event_id()?,
+            refund_created_at: r.timestamp()?,
+        };
+        r.finish()?;
+        Ok(record)
+    }
+}
+
+/// A funding applied, kept to recognise its event id if it comes again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FundingRecord {
+    pub account: AccountId,
+    pub amount: Money,
+}
+
+impl StoreValue for FundingRecord {
+    fn encode(&self, out: &mut Vec<u8>) {
+        ValueWriter(out).account(self.account).money(self.amount);
+    }
+    fn decode(bytes: &[u8]) -> Result<Self, &'static str> {
+        let mut r = ValueReader::new(bytes);
+        let record = FundingRecord {
+            account: r.account()?,
+            amount: r.money()?,
+        };
+        r.finish()?;
+        Ok(record)
+    }
+}
+
+/// Payment's state for one partition of the account-keyed topics.
+pub struct AccountBook {
+    pub accounts: Store<AccountKey, Account>,
+    pub payments: Store<OrderKey, PaymentRecord>,
+    pub fundings: Store<EventKey, FundingRecord>,
+}
+
+impl Default for AccountBook {
+    fn default() -> Self {
+        AccountBook {
+            accounts: Store::new(ACCOUNTS_STORE),
+            payments: Store::new(PAYMENTS_STORE),
+            fundings: Store::new(FUNDINGS_STORE),
+        }
+    }
+}
+
+impl PartitionStores for AccountBook {
+    fn for_each_store(&mut self, f: &mut dyn FnMut(&mut dyn ChangelogStore)) {
+        f(&mut self.accounts);
+        f(&mut self.payments);
+        f(&mut self.fundings);
+    }
+}
+
+/// What Payment did with one event; `TradeFlow` tells the Order stage about
+/// the terminal ones when both run in the same shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PaymentOutcome {
+    /// `payment.completed` emitted (first decision or a replay of it).
+    Paid,
+    /// `payment.failed` emitted: a terminal outcome.
+    Failed {
+        reason: PaymentFailReason,
+        event: EventId,
+    },
+    /// `payment.refunded` emitted: a terminal outcome.
+    Refunded { event: EventId },
+    /// A parked refund was settled with the replayed debit: `payment.completed`
+    /// and `payment.refunded` both emitted.
+    PaidAndRefunded { refund_event: EventId },
+    /// A refund arrived before its debit and was parked.
+    RefundParked,
+    /// A funding was credited.
+    Funded,
+    /// Already applied; nothing emitted.
+    Duplicate,
+}
+
+/// Payment's answer to an order: the amount to debit, or why not, with the
+/// amount `payment.failed` reports.
+type Decision = Result<Money, (PaymentFailReason, Money)>;
+
+impl AccountBook {
+    /// The balance of `account`, if it was ever funded.
+    pub fn balance(&self, account: AccountId) -> Option<Money> {
+        self.accounts.get(&AccountKey(account)).map(|a| a.balance)
+    }
+
+    /// What Payment recorded for `order`.
+    pub fn payment(&self, order: OrderId) -> Option<&PaymentRecord> {
+        self.payments.get(&OrderKey(order))
+    }
+
+    /// Validates the order and checks the account, without changing anything.
+    fn decide(&self, order: OrderCreatedRef<'_>) -> Decision {
+        let quantity = order.quantity();
+        let price = order.limit_price();
+        if quantity.0 <= 0 || price.0 <= 0 {
+            return Err((PaymentFailReason::InvalidOrder, Money::ZERO));
+        }
+        let amount = price
+            .checked_mul_quantity(quantity)
+            .map_err(|_| (PaymentFailReason::AmountOverflow, Money::ZERO))?;
+        match self.balance(order.account()) {
+            None => Err((PaymentFailReason::UnknownAccount, amount)),
+            Some(balance) if balance < amount => {
+                Err((PaymentFailReason::InsufficientFunds, amount))
+            }
+            Some(_) => Ok(amount),
+        }
+    }
+
+    /// `order.created`: debit and emit `payment.completed`, or emit `payment.failed`.
+    pub fn apply_order_created(
+        &mut self,
+        order: OrderCreatedRef<'_>,
+        out: &mut Outbox,
+    ) -> Result<PaymentOutcome, Rejection> {
+        let header = order.header();
+        let order_id = require_order(header, EventKind::OrderCreated)?;
+        let key = OrderKey(order_id);
+        let Some(record) = self.payments.get(&key).copied() else {
+            let decision = self.decide(order);
+            return self.record_decision(order, decision, None, out);
+        };
+        match record.status {
+            PaymentStatus::RefundOwed => {
+                let decision = self.decide(order);
+                self.record_decision(order, decision, Some(record), out)
+            }
+            _ if record.decided_by == header.event_id() => {
+                // A replay of the event already decided: the same outputs again.
+                let decision = match record.status {
+                    PaymentStatus::Failed(reason) => Err((reason, record.amount)),
+                    _ => Ok(record.amount),
+                };
+                emit_decision(order, decision, out)
+            }
+            _ if record.account == order.account()
+                && record.sku == order.sku()
+                && record.quantity == order.quantity()
+                && record.limit_price == order.limit_price() =>
+            {
+                // A client's retry of the same order: decided once already.
+                Ok(PaymentOutcome::Duplicate)
+            }
+            _ => Err(Rejection::user_data(format!(
+                "order id {} already names another order (account {}, {} × {} at {})",
+                order_id.0, record.account, record.sku, record.quantity, record.limit_price
+            ))),
+        }
+    }
+
+    /// Applies a fresh decision for `order`, settling `parked` (a refund that
+    /// arrived first) if there is one.
+    fn record_decision(
+        &mut self,
+        order: OrderCreatedRef<'_>,
+        decision: Decision,
+        parked: Option<PaymentRecord>,
+        out: &mut Outbox,
+    ) -> Result<PaymentOutcome, Rejection> {
+        let header = order.header();
+        let order_id = header.order_id();
+        let account = order.account();
+        let paid_event = derived_event_id(header.event_id(), EventKind::PaymentCompleted);
+        let settles = parked.filter(|p| {
+            let settles = matches!(decision, Ok(amount) if amount == p.amount)
+                && p.account == account
+                && p.refund_names_payment == paid_event;
+            if !settles {
+                // Only a forged rejection or a replay that decided differently
+                // gets here; the audit shows the orphan rejection.
+                error!(
+                    order = order_id.0, ?decision, parked = ?p,
+                    "a parked refund does not match the order's debit; dropping it"
+                );
+            }
+            settles
+        });
+        let mut record = PaymentRecord {
+            account,
+            sku: order.sku(),
+            quantity: order.quantity(),
+            limit_price: order.limit_price(),
+            amount: Money::ZERO,
+            status: PaymentStatus::Debited,
+            decided_by: header.event_id(),
+            refund_cause: EventId::NONE,
+            refund_names_payment: EventId::NONE,
+            refund_created_at: TimestampNs(0),
+        };
+        let outcome = emit_decision(order, decision, out)?;
+        match decision {
+            Err((reason, amount)) => {
+                record.amount = amount;
+                record.status = PaymentStatus::Failed(reason);
+            }
+            Ok(amount) => {
+                record.amount = amount;
+                let balance = self
+                    .balance(account)
+                    .ok_or_else(|| internal(format!("account {account} vanished mid-decision")))?;
+                let debited = balance
+                    .checked_sub(amount)
+                    .map_err(|e| internal(format!("debiting account {account}: {e}")))?;
+                if let Some(p) = settles {
+                    // Debit and refund at once: the balance ends where it was.
+                    let refund = refund_event(
+                        &EventHeader {
+                            event_id: p.refund_cause,
+                            order_id,
+                            causation_id: p.refund_names_payment,
+                            created_at_ns: p.refund_created_at,
+                        },
+                        &p,
+                    );
+                    emit(out, &account_key(account), &refund)?;
+                    record.status = PaymentStatus::Refunded;
+                    record.refund_cause = p.refund_cause;
+                    record.refund_names_payment = p.refund_names_payment;
+                    record.refund_created_at = p.refund_created_at;
+                    self.payments.insert(OrderKey(order_id), record);
+                    return Ok(PaymentOutcome::PaidAndRefunded {
+                        refund_event: refund.header().event_id,
+                    });
+                }
+                self.accounts
+                    .insert(AccountKey(account), Account { balance: debited });
+            }
+        }
+        self.payments.insert(OrderKey(order_id), record);
+        Ok(outcome)
+    }
+
+    /// `stock.rejected`: refund the debited amount once and emit `payment.refunded`.
+    pub fn apply_stock_rejected(
+        &mut self,
+        rejection: &ArchivedStockRejected,
+        out: &mut Outbox,
+    ) -> Result<PaymentOutcome, Rejection> {
+        let header = rejection.header();
+        let order_id = require_order(header, EventKind::StockRejected)?;
+        let account = rejection.account();
+        let amount = rejection.amount();
+        if amount.0 <= 0 {
+            return Err(Rejection::user_data(format!(
+                "stock.rejected for order {} asks back {amount}, not a positive amount",
+                order_id.0
+            )));
+        }
+        let key = OrderKey(order_id);
+        let Some(record) = self.payments.get(&key).copied() else {
+            self.payments.insert(
+                key,
+                PaymentRecord {
+                    account,
+                    sku: rejection.sku(),
+                    quantity: rejection.quantity(),
+                    limit_price: Money::ZERO,
+                    amount,
+                    status: PaymentStatus::RefundOwed,
+                    decided_by: EventId::NONE,
+                    refund_cause: header.event_id(),
+                    refund_names_payment: header.causation_id(),
+                    refund_created_at: header.created_at_ns(),
+                },
+            );
+            return Ok(PaymentOutcome::RefundParked);
+        };
+        match record.status {
+            PaymentStatus::Failed(reason) => Err(Rejection::user_data(format!(
+                "stock.rejected for order {}, which Payment refused ({reason:?}) and never debited",
+                order_id.0
+            ))),
+            PaymentStatus::RefundOwed => Ok(PaymentOutcome::Duplicate),
+            PaymentStatus::Refunded if record.refund_cause == header.event_id() => {
+                let refund = refund_event(&header.to_native(), &record);
+                emit(out, &account_key(account), &refund)?;
+                Ok(PaymentOutcome::Refunded {
+                    event: refund.header().event_id,
+                })
+            }
+            // Refund once: another rejection of the same payment changes nothing.
+            PaymentStatus::Refunded => Ok(PaymentOutcome::Duplicate),
+            PaymentStatus::Debited => {
+                if record.account != account || record.amount != amount {
+                    return Err(Rejection::user_data(format!(
+                        "stock.rejected for order {} asks {amount} back to account {account}; \
+                         Payment debited {} from account {}",
+                        order_id.0, record.amount, record.account
+                    )));
+                }
+                let paid = derived_event_id(record.decided_by, EventKind::PaymentCompleted);
+                if header.causation_id() != paid {
+                    return Err(Rejection::user_data(format!(
+                        "stock.rejected for order {} names payment {}, but the order was paid by {paid}",
+                        order_id.0,
+                        header.causation_id()
+                    )));
+                }
+                let balance = self.balance(account).ok_or_else(|| {
+                    internal(format!(
+                        "account {account} of debited order {} is missing",
+                        order_id.0
+                    ))
+                })?;
+                let credited = balance.checked_add(amount).map_err(|e| {
+                    Rejection::user_data(format!("refunding {amount} to account {account}: {e}"))
+                })?;
+                let refund = refund_event(&header.to_native(), &record);
+                emit(out, &account_key(account), &refund)?;
+                self.accounts
+                    .insert(AccountKey(account), Account { balance: credited });
+                self.payments.insert(
+                    key,
+                    PaymentRecord {
+                        status: PaymentStatus::Refunded,
+                        refund_cause: header.event_id(),
+                        refund_names_payment: header.causation_id(),
+                        refund_created_at: header.created_at_ns(),
+                        ..record
+                    },
+                );
+                Ok(PaymentOutcome::Refunded {
+                    event: refund.header().event_id,
+                })
+            }
+        }
+    }
+
+    /// `account.funded`: credit once per event id.
+    pub fn apply_account_funded(
+        &mut self,
+        funded: &ArchivedAccountFunded,
+    ) -> Result<PaymentOutcome, Rejection> {
+        let id = funded.header().event_id();
+        let account = funded.account();
+        let amount = funded.amount();
+        if amount.0 <= 0 {
+            return Err(Rejection::user_data(format!(
+                "account.funded for account {account} of {amount}: a funding must be positive"
+            )));
+        }
+        if self.fundings.get(&EventKey(id)).is_some() {
+            return Ok(PaymentOutcome::Duplicate);
+        }
+        let balance = self.balance(account).unwrap_or(Money::ZERO);
+        let credited = balance.checked_add(amount).map_err(|e| {
+            Rejection::user_data(format!("funding account {account} with {amount}: {e}"))
+        })?;
+        self.accounts
+            .insert(AccountKey(account), Account { balance: credited });
+        self.fundings
+            .insert(EventKey(id), FundingRecord { account, amount });
+        Ok(PaymentOutcome::Funded)
+    }
+}
+
+/// Emits the event for `decision` on `order` and says which it was.
+fn emit_decision(
+    order: OrderCreatedRef<'_>,
+    decision: Decision,
+    out: &mut Outbox,
+) -> Result<PaymentOutcome, Rejection> {
+    let header = order.header();
+    let sku = order.sku();
+    match decision {
+        Ok(amount) => {
+            let paid = Event::PaymentCompleted(PaymentCompleted {
+                header: caused_header(header, EventKind::PaymentCompleted),
+                account: order.account(),
+                sku,
+                quantity: order.quantity(),
+                amount,
+            });
+            emit(out, sku_key(&sku), &paid)?;
+            Ok(PaymentOutcome::Paid)
+        }
+        Err((reason, amount)) => {
+            let failed = Event::PaymentFailed(PaymentFailed {
+                header: caused_header(header, EventKind::PaymentFailed),
+                account: order.account(),
+                sku,
+                quantity: order.quantity(),
+                amount,
+                reason,
+            });
+            emit(out, &account_key(order.account()), &failed)?;
+            Ok(PaymentOutcome::Failed {
+                reason,
+                event: failed.header().event_id,
+            })
+        }
+    }
+}
+
+/// `payment.refunded` for the rejection whose header is `cause`, refunding
+/// what `record` says (account, sku, quantity, amount).
+fn refund_event(cause: &EventHeader, record: &PaymentRecord) -> Event {
+    Event::PaymentRefunded(PaymentRefunded {
+        header: EventHeader {
+            event_id: derived_event_id(cause.event_id, EventKind::PaymentRefunded),
+            order_id: cause.order_id,
+            causation_id: cause.event_id,
+            created_at_ns: cause.created_at_ns,
+        },
+        account: record.account,
+        sku: record.sku,
+        quantity: record.quantity,
+        amount: record.amount,
+    })
+}
+
+/// Payment alone as a stage (`tradeflow run --services payment` runs the same
+/// rules inside [`crate::flow::TradeFlow`]).
+#[derive(Debug, Default)]
+pub struct PaymentStage;
+
+impl Stage for PaymentStage {
+    type State = AccountBook;
+
+    fn name(&self) -> &'static str {
+        "payment"
+    }
+
+    fn input_topics(&self) -> &[&'static str] {
+        &PAYMENT_INPUTS
+    }
+
+    fn process(
+        &mut self,
+        input: &Input<'_>,
+        event: codecs::EventRef<'_>,
+        book: &mut AccountBook,
+        out: &mut Outbox,
+    ) -> Result<(), Rejection> {
+        expect_topic(input, event.kind())?;
+        let partitions = out.partitions();
+        match event {
+            codecs::EventRef::OrderCreated(order) => {
+                expect_partition(input, &account_key(order.account()), partitions)?;
+                book.apply_order_created(order, out).map(drop)
+            }
+            codecs::EventRef::StockRejected(rejection) => {
+                expect_partition(input, &account_key(rejection.account()), partitions)?;
+                book.apply_stock_rejected(rejection, out).map(drop)
+            }
+            codecs::EventRef::AccountFunded(funded) => {
+                expect_partition(input, &account_key(funded.account()), partitions)?;
+                book.apply_account_funded(funded).map(drop)
+            }
+            other => Err(Rejection::user_data(format!(
+                "payment does not take {}",
+                other.kind()
+            ))),
+        }
+    }
+}
