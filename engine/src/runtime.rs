@@ -12,7 +12,7 @@
 //! (pinned to the shard's core).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -178,6 +178,7 @@ struct ShardHandle {
     id: ShardId,
     commands: Sender<ShardCommand>,
     status: Arc<AtomicU8>,
+    restarts: Arc<AtomicU32>,
     supervisor: JoinHandle<Result<ShardStats, EngineError>>,
 }
 
@@ -207,7 +208,9 @@ impl Engine {
         for plan in plans {
             let (commands_tx, commands_rx) = crossbeam_channel::bounded(COMMAND_QUEUE_DEPTH);
             let status = Arc::new(AtomicU8::new(ShardStatus::Starting as u8));
+            let restarts = Arc::new(AtomicU32::new(0));
             let context = SupervisorContext {
+                restarts: Arc::clone(&restarts),
                 settings: settings.clone(),
                 plan: plan.clone(),
                 knobs: knobs.clone(),
@@ -228,6 +231,7 @@ impl Engine {
                 id: plan.shard,
                 commands: commands_tx,
                 status,
+                restarts,
                 supervisor,
             });
         }
@@ -243,6 +247,14 @@ impl Engine {
         self.shards
             .iter()
             .map(|s| (s.id, ShardStatus::from_u8(s.status.load(Ordering::Acquire))))
+            .collect()
+    }
+
+    /// How often each shard was restarted from its last commit after a failure.
+    pub fn restarts(&self) -> Vec<(ShardId, u32)> {
+        self.shards
+            .iter()
+            .map(|s| (s.id, s.restarts.load(Ordering::Acquire)))
             .collect()
     }
 
@@ -365,6 +377,7 @@ impl Engine {
 }
 
 struct SupervisorContext {
+    restarts: Arc<AtomicU32>,
     settings: KafkaSettings,
     plan: ShardPlan,
     knobs: RuntimeKnobs,
@@ -416,6 +429,7 @@ where
                 context
                     .status
                     .store(ShardStatus::Restarting as u8, Ordering::Release);
+                context.restarts.fetch_add(1, Ordering::AcqRel);
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(Duration::from_millis(RESTART_BACKOFF_MS_MAX));
             }

@@ -1,0 +1,214 @@
+//! Transaction failures injected with librdkafka's mock cluster: a commit,
+//! offset send or transaction end that fails (fatally, or abortably) makes the
+//! shard drop its producer, rewind to the committed offsets, restore its state
+//! from the changelog, and start over with a new producer that re-runs
+//! `init_transactions` — the recovery the KIP-890-less librdkafka needs
+//! (Jepsen). Afterwards every input is applied once and output once to a
+//! `read_committed` reader.
+//!
+//! The mock is fine here because nothing depends on it reporting committed
+//! offsets: a restarted shard that rereads from the start skips what its
+//! restored state already holds.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use codecs::{encode_to_vec, AccountFunded, AccountId, Event, EventHeader, EventId, Money};
+use engine::kafka::{Guarantee, KafkaSettings, Ownership};
+use engine::runtime::{ClientThreads, CommitPolicy, Engine, IdleStrategy, RuntimeKnobs, ShardPlan};
+use engine::sim::tally::{FundingTally, Tally};
+use engine::store::StoreValue;
+use engine::topics::changelog_topic;
+use engine::{PartitionId, ShardId};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+use rdkafka::{Offset, TopicPartitionList};
+
+const INPUT: &str = "mock.account.funded";
+const ECHO: &str = "mock.account.funded.echo";
+const APPLICATION: &str = "mock-app";
+const PARTITIONS: i32 = 2;
+const FUNDINGS: u64 = 1_500;
+const WAIT: Duration = Duration::from_secs(120);
+
+fn fund(bootstrap: &str) -> Result<BTreeMap<u64, (i64, u64)>, Box<dyn std::error::Error>> {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("partitioner", "murmur2_random")
+        .create()?;
+    let mut reference = BTreeMap::new();
+    for i in 0..FUNDINGS {
+        let account = i % 50;
+        let event = Event::AccountFunded(AccountFunded {
+            header: EventHeader {
+                event_id: EventId(u128::from(i) + 1),
+                ..EventHeader::default()
+            },
+            account: AccountId(account),
+            amount: Money(10),
+        });
+        producer
+            .send(
+                BaseRecord::to(INPUT)
+                    .key(&account.to_be_bytes()[..])
+                    .payload(&encode_to_vec(&event)?),
+            )
+            .map_err(|(e, _)| e)?;
+        let entry: &mut (i64, u64) = reference.entry(account).or_default();
+        entry.0 += 10;
+        entry.1 += 1;
+    }
+    producer.flush(Duration::from_secs(30))?;
+    Ok(reference)
+}
+
+fn tallies(engine: &Engine) -> BTreeMap<u64, (i64, u64)> {
+    let mut out = BTreeMap::new();
+    for (_, dump) in engine.dump(Duration::from_secs(10)).unwrap_or_default() {
+        for (_, entries) in dump {
+            for (key, value) in entries {
+                let (Ok(key), Ok(tally)) =
+                    (<[u8; 8]>::try_from(key.as_slice()), Tally::decode(&value))
+                else {
+                    continue;
+                };
+                out.insert(u64::from_be_bytes(key), (tally.sum, tally.count));
+            }
+        }
+    }
+    out
+}
+
+fn committed_echoes(bootstrap: &str) -> Result<Vec<EventId>, Box<dyn std::error::Error>> {
+    let reader: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "echo-reader")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .create()?;
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        assignment.add_partition_offset(ECHO, p, Offset::Beginning)?;
+    }
+    reader.assign(&assignment)?;
+    let mut ids = Vec::new();
+    let mut at_end = BTreeSet::new();
+    let started = Instant::now();
+    while at_end.len() < PARTITIONS as usize && started.elapsed() < Duration::from_secs(30) {
+        match reader.poll(Duration::from_millis(100)) {
+            Some(Ok(message)) => {
+                let payload = message.payload().unwrap_or_default();
+                ids.push(
+                    codecs::decode(payload)
+                        .map_err(|e| e.to_string())?
+                        .event_id(),
+                );
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                at_end.insert(p);
+            }
+            _ => {}
+        }
+    }
+    Ok(ids)
+}
+
+#[test]
+fn failed_transactions_restart_the_shard_and_lose_or_double_nothing(
+) -> Result<(), Box<dyn std::error::Error>> {
+    let mock = MockCluster::new(1)?;
+    let bootstrap = mock.bootstrap_servers();
+    for topic in [
+        INPUT.to_string(),
+        ECHO.to_string(),
+        format!("{INPUT}.dlq"),
+        changelog_topic(APPLICATION, "tallies"),
+    ] {
+        mock.create_topic(&topic, PARTITIONS, 1)?;
+    }
+    let reference = fund(&bootstrap)?;
+
+    // The first transaction end is fenced (fatal for the producer), a later
+    // offset commit inside a transaction fails abortably, and an offset send
+    // times out: each must end in a restart, never in a half-applied commit.
+    mock.request_errors(
+        RDKafkaApiKey::EndTxn,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_PRODUCER_EPOCH],
+    );
+    mock.request_errors(
+        RDKafkaApiKey::TxnOffsetCommit,
+        &[
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION,
+        ],
+    );
+    mock.request_errors(
+        RDKafkaApiKey::AddOffsetsToTxn,
+        &[
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_TXN_STATE,
+        ],
+    );
+
+    let settings = KafkaSettings {
+        bootstrap: bootstrap.clone(),
+        application_id: APPLICATION.into(),
+        guarantee: Guarantee::ExactlyOnce,
+        client_properties: Vec::new(),
+        linger_ms: 1,
+        fetch_wait_max_ms: 10,
+    };
+    let knobs = RuntimeKnobs {
+        idle: IdleStrategy::Park(Duration::from_millis(1)),
+        client_threads: ClientThreads::Unpinned,
+        commit: CommitPolicy {
+            interval: Duration::from_millis(50),
+            on_drain: false,
+        },
+        restart_attempts_max: 10,
+    };
+    let plan = ShardPlan {
+        shard: ShardId(0),
+        core: None,
+        ownership: Ownership::Static(vec![PartitionId(0), PartitionId(1)]),
+        transactional_id: format!("{APPLICATION}-mock-0"),
+    };
+    let engine = Engine::start(settings, vec![plan], knobs, PARTITIONS, |_| {
+        FundingTally::echoing(INPUT, ECHO)
+    })?;
+
+    let started = Instant::now();
+    while tallies(&engine) != reference {
+        assert!(
+            started.elapsed() < WAIT,
+            "state never converged; restarts {:?}, statuses {:?}",
+            engine.restarts(),
+            engine.statuses()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let restarts: u32 = engine.restarts().iter().map(|(_, r)| r).sum();
+    engine.shutdown()?;
+
+    let ids = committed_echoes(&bootstrap)?;
+    let distinct: BTreeSet<_> = ids.iter().collect();
+    println!(
+        "{FUNDINGS} fundings, {restarts} shard restarts after injected failures, \
+         {} committed outputs ({} distinct)",
+        ids.len(),
+        distinct.len()
+    );
+    assert!(restarts >= 1, "the injected failures restarted the shard");
+    assert_eq!(distinct.len(), ids.len(), "an output was committed twice");
+    assert_eq!(
+        ids.len() as u64,
+        FUNDINGS,
+        "every funding output exactly once"
+    );
+    Ok(())
+}
