@@ -108,8 +108,16 @@ mod tests {
         assert!(!derived_event_id(EventId::NONE, EventKind::PaymentFailed).is_none());
         // Pinned: the function is part of the wire contract (see the module doc).
         assert_eq!(
-            derived_event_id(EventId(1), EventKind::PaymentCompleted),
-            derived_event_id(EventId(1), EventKind::PaymentCompleted)
+            derived_event_id(EventId(1), EventKind::PaymentCompleted).to_string(),
+            "ceec53a2d463438c1e175d90b9a9734f"
+        );
+        assert_eq!(
+            order_id_for(
+                AccountId(1),
+                &ClientOrderId::new("a").unwrap_or_else(|e| panic!("{e}"))
+            )
+            .0,
+            16_083_622_622_777_279_315
         );
     }
 

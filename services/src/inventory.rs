@@ -374,3 +374,51 @@ impl Stage for InventoryStage {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn status() -> impl Strategy<Value = FillStatus> {
+        prop_oneof![
+            any::<i64>().prop_map(|r| FillStatus::Filled {
+                remaining: Quantity(r)
+            }),
+            Just(FillStatus::Rejected(StockRejectReason::InsufficientStock)),
+            Just(FillStatus::Rejected(StockRejectReason::UnknownSku)),
+            Just(FillStatus::Rejected(StockRejectReason::InvalidQuantity)),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn fill_records_round_trip(
+            cause: u128, account: u64, quantity: i64, amount: i64, status in status(),
+            sku in "[A-Z0-9._-]{1,16}",
+        ) {
+            let sku = Sku::new(&sku).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let record = FillRecord {
+                cause: EventId(cause),
+                account: AccountId(account),
+                sku,
+                quantity: Quantity(quantity),
+                amount: Money(amount),
+                status,
+            };
+            let mut bytes = Vec::new();
+            record.encode(&mut bytes);
+            prop_assert_eq!(bytes.len(), 66);
+            prop_assert_eq!(FillRecord::decode(&bytes), Ok(record));
+            let level = StockLevel { on_hand: Quantity(quantity) };
+            bytes.clear();
+            level.encode(&mut bytes);
+            prop_assert_eq!(StockLevel::decode(&bytes), Ok(level));
+            let replenished = ReplenishmentRecord { sku, quantity: Quantity(quantity) };
+            bytes.clear();
+            replenished.encode(&mut bytes);
+            prop_assert_eq!(ReplenishmentRecord::decode(&bytes), Ok(replenished));
+        }
+    }
+}

@@ -790,3 +790,85 @@ impl Stage for OrderStage {
         book.apply_event(input, event)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn outcome() -> impl Strategy<Value = OrderOutcome> {
+        prop_oneof![
+            Just(OrderOutcome::Filled),
+            Just(OrderOutcome::RejectedFunds(
+                PaymentFailReason::InsufficientFunds
+            )),
+            Just(OrderOutcome::RejectedFunds(PaymentFailReason::InvalidOrder)),
+            Just(OrderOutcome::RejectedStockRefunded),
+        ]
+    }
+
+    fn milestone() -> impl Strategy<Value = Milestone> {
+        prop_oneof![
+            Just(Milestone::Accepted),
+            Just(Milestone::AmendRequested),
+            Just(Milestone::CancelRequested),
+            outcome().prop_map(Milestone::Outcome),
+        ]
+    }
+
+    fn request() -> impl Strategy<Value = Option<RequestRecord>> {
+        let request = prop_oneof![
+            (any::<i64>(), any::<i64>()).prop_map(|(q, p)| OrderRequest::Amend {
+                quantity: Quantity(q),
+                limit_price: Money(p)
+            }),
+            Just(OrderRequest::Cancel),
+        ];
+        let verdict = prop_oneof![
+            Just(RequestVerdict::Open),
+            Just(RequestVerdict::Superseded),
+            Just(RequestVerdict::TooLate),
+        ];
+        proptest::option::of((request, verdict, any::<u128>()).prop_map(
+            |(request, verdict, event)| RequestRecord {
+                request,
+                verdict,
+                event: EventId(event),
+            },
+        ))
+    }
+
+    proptest! {
+        #[test]
+        fn order_records_round_trip(
+            account: u64, quantity: i64, price: i64, created: u128, outcome_event: u128,
+            sku in "[A-Z0-9._-]{1,16}",
+            client in proptest::option::of("[!-~]{1,32}"),
+            outcome in proptest::option::of(outcome()),
+            request in request(),
+            history in proptest::collection::vec((milestone(), any::<i64>()), 0..10),
+        ) {
+            let fail = |e: codecs::ValueError| TestCaseError::fail(e.to_string());
+            let mut record = OrderRecord {
+                account: AccountId(account),
+                sku: Sku::new(&sku).map_err(fail)?,
+                quantity: Quantity(quantity),
+                limit_price: Money(price),
+                client_order_id: client.map(|c| ClientOrderId::new(&c)).transpose().map_err(fail)?,
+                created_by: EventId(created),
+                outcome,
+                outcome_event: EventId(outcome_event),
+                request,
+                history: History::default(),
+            };
+            for (milestone, at_ms) in history {
+                record.history.push(HistoryEntry { milestone, at_ms });
+            }
+            let mut bytes = Vec::new();
+            record.encode(&mut bytes);
+            prop_assert_eq!(OrderRecord::decode(&bytes), Ok(record));
+            prop_assert!(OrderRecord::decode(&bytes[..bytes.len() - 1]).is_err());
+        }
+    }
+}

@@ -624,3 +624,85 @@ impl Stage for PaymentStage {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn reason() -> impl Strategy<Value = PaymentFailReason> {
+        prop_oneof![
+            Just(PaymentFailReason::InsufficientFunds),
+            Just(PaymentFailReason::UnknownAccount),
+            Just(PaymentFailReason::AmountOverflow),
+            Just(PaymentFailReason::InvalidOrder),
+        ]
+    }
+
+    fn status() -> impl Strategy<Value = PaymentStatus> {
+        prop_oneof![
+            Just(PaymentStatus::Debited),
+            reason().prop_map(PaymentStatus::Failed),
+            Just(PaymentStatus::Refunded),
+            Just(PaymentStatus::RefundOwed),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn payment_records_round_trip(
+            account: u64, quantity: i64, price: i64, amount: i64, status in status(),
+            decided: u128, cause: u128, names: u128, at: u64, sku in "[A-Z0-9._-]{1,16}",
+        ) {
+            let record = PaymentRecord {
+                account: AccountId(account),
+                sku: Sku::new(&sku).map_err(|e| TestCaseError::fail(e.to_string()))?,
+                quantity: Quantity(quantity),
+                limit_price: Money(price),
+                amount: Money(amount),
+                status,
+                decided_by: EventId(decided),
+                refund_cause: EventId(cause),
+                refund_names_payment: EventId(names),
+                refund_created_at: TimestampNs(at),
+            };
+            let mut bytes = Vec::new();
+            record.encode(&mut bytes);
+            prop_assert_eq!(bytes.len(), 106);
+            prop_assert_eq!(PaymentRecord::decode(&bytes), Ok(record));
+            prop_assert!(PaymentRecord::decode(&bytes[..105]).is_err());
+        }
+
+        #[test]
+        fn accounts_and_fundings_round_trip(account: u64, amount: i64) {
+            let mut bytes = Vec::new();
+            Account { balance: Money(amount) }.encode(&mut bytes);
+            prop_assert_eq!(Account::decode(&bytes), Ok(Account { balance: Money(amount) }));
+            let funding = FundingRecord { account: AccountId(account), amount: Money(amount) };
+            bytes.clear();
+            funding.encode(&mut bytes);
+            prop_assert_eq!(FundingRecord::decode(&bytes), Ok(funding));
+        }
+    }
+
+    #[test]
+    fn unknown_status_bytes_are_an_error() {
+        let record = PaymentRecord {
+            account: AccountId(1),
+            sku: Sku::new("A").unwrap_or_else(|e| panic!("{e}")),
+            quantity: Quantity(1),
+            limit_price: Money(1),
+            amount: Money(1),
+            status: PaymentStatus::Debited,
+            decided_by: EventId(1),
+            refund_cause: EventId::NONE,
+            refund_names_payment: EventId::NONE,
+            refund_created_at: TimestampNs(0),
+        };
+        let mut bytes = Vec::new();
+        record.encode(&mut bytes);
+        bytes[48] = 9;
+        assert!(PaymentRecord::decode(&bytes).is_err());
+    }
+}
