@@ -275,13 +275,7 @@ fn tell_order(
     let (outcome, event) = match outcome {
         PaymentOutcome::Failed { reason, event } => (OrderOutcome::RejectedFunds(reason), event),
         PaymentOutcome::Refunded { event } => (OrderOutcome::RejectedStockRefunded, event),
-        PaymentOutcome::PaidAndRefunded { refund_event } => {
-            (OrderOutcome::RejectedStockRefunded, refund_event)
-        }
-        PaymentOutcome::Paid
-        | PaymentOutcome::RefundParked
-        | PaymentOutcome::Funded
-        | PaymentOutcome::Duplicate => return,
+        PaymentOutcome::Paid | PaymentOutcome::Funded | PaymentOutcome::Duplicate => return,
     };
     let (account, sku, quantity) = what;
     let notice = OutcomeNotice {

@@ -22,22 +22,23 @@
 //! committed offsets, and the order in which it interleaves its input topics
 //! may differ from the first time: under at-least-once, the `stock.rejected`
 //! for an order whose `payment.completed` escaped before the crash can be
-//! read before the replayed `order.created`. Payment then parks the refund
-//! (`RefundOwed`) and settles it when the order's debit is replayed: debit,
-//! refund, and both events again with their original ids. Under exactly-once
-//! nothing escapes an aborted transaction, so a parked refund only appears
-//! for a forged or misrouted rejection, and stays parked.
+//! read before the replayed `order.created`. It is dead-lettered (no debit
+//! is recorded), and the flow heals itself: the replayed `order.created`
+//! re-emits the same `payment.completed`, Inventory answers the duplicate
+//! with the same `stock.rejected`, and that one is refunded. The dead letter
+//! is then a harmless duplicate. Under exactly-once nothing escapes an
+//! aborted transaction, so such a dead letter means a forged or misrouted
+//! rejection.
 //!
 //! Lives on: the core of the shard that owns the partition.
 
 use codecs::{
     AccountId, ArchivedAccountFunded, ArchivedStockRejected, Event, EventHeader, EventId,
     EventKind, Money, OrderCreatedRef, OrderId, PaymentCompleted, PaymentFailReason, PaymentFailed,
-    PaymentRefunded, Quantity, Sku, TimestampNs, ToNative,
+    PaymentRefunded, Quantity, Sku, ToNative,
 };
 use engine::stage::{Input, Outbox, Rejection, Stage};
 use engine::store::{ChangelogStore, PartitionStores, Store, StoreValue};
-use tracing::error;
 
 use crate::ids::derived_event_id;
 use crate::routing::{
@@ -85,9 +86,6 @@ pub enum PaymentStatus {
     Failed(PaymentFailReason),
     /// Debited, then refunded after a stock rejection.
     Refunded,
-    /// A stock rejection arrived before the order's debit (see the module
-    /// doc); the refund is settled when the debit is replayed.
-    RefundOwed,
 }
 
 /// What Payment did for one order: the deduplication record for replays and
@@ -97,34 +95,25 @@ pub struct PaymentRecord {
     pub account: AccountId,
     pub sku: Sku,
     pub quantity: Quantity,
-    /// The order's limit price; zero while `RefundOwed` (not known yet).
     pub limit_price: Money,
-    /// Debited (or refused, zero for invalid orders); for `RefundOwed`, the
-    /// amount the rejection asks back.
+    /// Debited, or the amount `payment.failed` reported (zero for an
+    /// invalid order).
     pub amount: Money,
     pub status: PaymentStatus,
-    /// The `order.created` event that was decided; `NONE` while `RefundOwed`.
+    /// The `order.created` event that was decided.
     pub decided_by: EventId,
-    /// The `stock.rejected` event refunded or parked; `NONE` if none.
+    /// The `stock.rejected` event refunded; `NONE` if none.
     pub refund_cause: EventId,
-    /// The `payment.completed` the rejection names as its cause (checked
-    /// against the debit when a parked refund is settled).
-    pub refund_names_payment: EventId,
-    /// The rejection's creation time, so a settled parked refund emits the
-    /// same bytes as a refund emitted straight away.
-    pub refund_created_at: TimestampNs,
 }
 
 impl StoreValue for PaymentRecord {
     /// account 8 | sku 16 | quantity 8 | limit price 8 | amount 8 | status 1 |
-    /// reason 1 | decided_by 16 | refund_cause 16 | refund_names_payment 16 |
-    /// refund_created_at 8: 106 bytes.
+    /// reason 1 | decided_by 16 | refund_cause 16: 82 bytes.
     fn encode(&self, out: &mut Vec<u8>) {
         let (status, reason) = match self.status {
             PaymentStatus::Debited => (0, 0),
             PaymentStatus::Failed(reason) => (1, fail_reason_code(reason)),
             PaymentStatus::Refunded => (2, 0),
-            PaymentStatus::RefundOwed => (3, 0),
         };
         ValueWriter(out)
             .account(self.account)
@@ -135,9 +124,7 @@ impl StoreValue for PaymentRecord {
             .u8(status)
             .u8(reason)
             .event_id(self.decided_by)
-            .event_id(self.refund_cause)
-            .event_id(self.refund_names_payment)
-            .timestamp(self.refund_created_at);
+            .event_id(self.refund_cause);
     }
     fn decode(bytes: &[u8]) -> Result<Self, &'static str> {
         let mut r = ValueReader::new(bytes);
@@ -152,7 +139,6 @@ impl StoreValue for PaymentRecord {
             0 => PaymentStatus::Debited,
             1 => PaymentStatus::Failed(fail_reason_from(reason)?),
             2 => PaymentStatus::Refunded,
-            3 => PaymentStatus::RefundOwed,
             _ => return Err("unknown payment status"),
         };
         let record = PaymentRecord {
@@ -164,8 +150,6 @@ impl StoreValue for PaymentRecord {
             status,
             decided_by: r.event_id()?,
             refund_cause: r.event_id()?,
-            refund_names_payment: r.event_id()?,
-            refund_created_at: r.timestamp()?,
         };
         r.finish()?;
         Ok(record)
@@ -232,11 +216,6 @@ pub enum PaymentOutcome {
     },
     /// `payment.refunded` emitted: a terminal outcome.
     Refunded { event: EventId },
-    /// A parked refund was settled with the replayed debit: `payment.completed`
-    /// and `payment.refunded` both emitted.
-    PaidAndRefunded { refund_event: EventId },
-    /// A refund arrived before its debit and was parked.
-    RefundParked,
     /// A funding was credited.
     Funded,
     /// Already applied; nothing emitted.
@@ -288,13 +267,9 @@ impl AccountBook {
         let key = OrderKey(order_id);
         let Some(record) = self.payments.get(&key).copied() else {
             let decision = self.decide(order);
-            return self.record_decision(order, decision, None, out);
+            return self.record_decision(order, decision, out);
         };
         match record.status {
-            PaymentStatus::RefundOwed => {
-                let decision = self.decide(order);
-                self.record_decision(order, decision, Some(record), out)
-            }
             _ if record.decided_by == header.event_id() => {
                 // A replay of the event already decided: the same outputs again.
                 let decision = match record.status {
@@ -318,85 +293,51 @@ impl AccountBook {
         }
     }
 
-    /// Applies a fresh decision for `order`, settling `parked` (a refund that
-    /// arrived first) if there is one.
+    /// Applies a fresh decision for `order`: emits it, then records it (and
+    /// debits).
     fn record_decision(
         &mut self,
         order: OrderCreatedRef<'_>,
         decision: Decision,
-        parked: Option<PaymentRecord>,
         out: &mut Outbox,
     ) -> Result<PaymentOutcome, Rejection> {
         let header = order.header();
         let order_id = header.order_id();
         let account = order.account();
-        let paid_event = derived_event_id(header.event_id(), EventKind::PaymentCompleted);
-        let settles = parked.filter(|p| {
-            let settles = matches!(decision, Ok(amount) if amount == p.amount)
-                && p.account == account
-                && p.refund_names_payment == paid_event;
-            if !settles {
-                // Only a forged rejection or a replay that decided differently
-                // gets here; the audit shows the orphan rejection.
-                error!(
-                    order = order_id.0, ?decision, parked = ?p,
-                    "a parked refund does not match the order's debit; dropping it"
-                );
-            }
-            settles
-        });
-        let mut record = PaymentRecord {
-            account,
-            sku: order.sku(),
-            quantity: order.quantity(),
-            limit_price: order.limit_price(),
-            amount: Money::ZERO,
-            status: PaymentStatus::Debited,
-            decided_by: header.event_id(),
-            refund_cause: EventId::NONE,
-            refund_names_payment: EventId::NONE,
-            refund_created_at: TimestampNs(0),
+        let (status, amount) = match decision {
+            Err((reason, amount)) => (PaymentStatus::Failed(reason), amount),
+            Ok(amount) => (PaymentStatus::Debited, amount),
         };
-        let outcome = emit_decision(order, decision, out)?;
-        match decision {
-            Err((reason, amount)) => {
-                record.amount = amount;
-                record.status = PaymentStatus::Failed(reason);
-            }
+        let debited = match decision {
+            Err(_) => None,
             Ok(amount) => {
-                record.amount = amount;
                 let balance = self
                     .balance(account)
                     .ok_or_else(|| internal(format!("account {account} vanished mid-decision")))?;
                 let debited = balance
                     .checked_sub(amount)
                     .map_err(|e| internal(format!("debiting account {account}: {e}")))?;
-                if let Some(p) = settles {
-                    // Debit and refund at once: the balance ends where it was.
-                    let refund = refund_event(
-                        &EventHeader {
-                            event_id: p.refund_cause,
-                            order_id,
-                            causation_id: p.refund_names_payment,
-                            created_at_ns: p.refund_created_at,
-                        },
-                        &p,
-                    );
-                    emit(out, &account_key(account), &refund)?;
-                    record.status = PaymentStatus::Refunded;
-                    record.refund_cause = p.refund_cause;
-                    record.refund_names_payment = p.refund_names_payment;
-                    record.refund_created_at = p.refund_created_at;
-                    self.payments.insert(OrderKey(order_id), record);
-                    return Ok(PaymentOutcome::PaidAndRefunded {
-                        refund_event: refund.header().event_id,
-                    });
-                }
-                self.accounts
-                    .insert(AccountKey(account), Account { balance: debited });
+                Some(debited)
             }
+        };
+        let outcome = emit_decision(order, decision, out)?;
+        if let Some(balance) = debited {
+            self.accounts
+                .insert(AccountKey(account), Account { balance });
         }
-        self.payments.insert(OrderKey(order_id), record);
+        self.payments.insert(
+            OrderKey(order_id),
+            PaymentRecord {
+                account,
+                sku: order.sku(),
+                quantity: order.quantity(),
+                limit_price: order.limit_price(),
+                amount,
+                status,
+                decided_by: header.event_id(),
+                refund_cause: EventId::NONE,
+            },
+        );
         Ok(outcome)
     }
 
@@ -418,29 +359,16 @@ impl AccountBook {
         }
         let key = OrderKey(order_id);
         let Some(record) = self.payments.get(&key).copied() else {
-            self.payments.insert(
-                key,
-                PaymentRecord {
-                    account,
-                    sku: rejection.sku(),
-                    quantity: rejection.quantity(),
-                    limit_price: Money::ZERO,
-                    amount,
-                    status: PaymentStatus::RefundOwed,
-                    decided_by: EventId::NONE,
-                    refund_cause: header.event_id(),
-                    refund_names_payment: header.causation_id(),
-                    refund_created_at: header.created_at_ns(),
-                },
-            );
-            return Ok(PaymentOutcome::RefundParked);
+            return Err(Rejection::user_data(format!(
+                "stock.rejected for order {}, which Payment never debited (no payment recorded)",
+                order_id.0
+            )));
         };
         match record.status {
             PaymentStatus::Failed(reason) => Err(Rejection::user_data(format!(
                 "stock.rejected for order {}, which Payment refused ({reason:?}) and never debited",
                 order_id.0
             ))),
-            PaymentStatus::RefundOwed => Ok(PaymentOutcome::Duplicate),
             PaymentStatus::Refunded if record.refund_cause == header.event_id() => {
                 let refund = refund_event(&header.to_native(), &record);
                 emit(out, &account_key(account), &refund)?;
@@ -484,8 +412,6 @@ impl AccountBook {
                     PaymentRecord {
                         status: PaymentStatus::Refunded,
                         refund_cause: header.event_id(),
-                        refund_names_payment: header.causation_id(),
-                        refund_created_at: header.created_at_ns(),
                         ..record
                     },
                 );
@@ -645,7 +571,6 @@ mod tests {
             Just(PaymentStatus::Debited),
             reason().prop_map(PaymentStatus::Failed),
             Just(PaymentStatus::Refunded),
-            Just(PaymentStatus::RefundOwed),
         ]
     }
 
@@ -653,7 +578,7 @@ mod tests {
         #[test]
         fn payment_records_round_trip(
             account: u64, quantity: i64, price: i64, amount: i64, status in status(),
-            decided: u128, cause: u128, names: u128, at: u64, sku in "[A-Z0-9._-]{1,16}",
+            decided: u128, cause: u128, sku in "[A-Z0-9._-]{1,16}",
         ) {
             let record = PaymentRecord {
                 account: AccountId(account),
@@ -664,14 +589,12 @@ mod tests {
                 status,
                 decided_by: EventId(decided),
                 refund_cause: EventId(cause),
-                refund_names_payment: EventId(names),
-                refund_created_at: TimestampNs(at),
             };
             let mut bytes = Vec::new();
             record.encode(&mut bytes);
-            prop_assert_eq!(bytes.len(), 106);
+            prop_assert_eq!(bytes.len(), 82);
             prop_assert_eq!(PaymentRecord::decode(&bytes), Ok(record));
-            prop_assert!(PaymentRecord::decode(&bytes[..105]).is_err());
+            prop_assert!(PaymentRecord::decode(&bytes[..81]).is_err());
         }
 
         #[test]
@@ -697,8 +620,6 @@ mod tests {
             status: PaymentStatus::Debited,
             decided_by: EventId(1),
             refund_cause: EventId::NONE,
-            refund_names_payment: EventId::NONE,
-            refund_created_at: TimestampNs(0),
         };
         let mut bytes = Vec::new();
         record.encode(&mut bytes);

@@ -10,10 +10,7 @@
 //!
 //! Lives on: the core of the shard that owns the partition.
 
-use codecs::{
-    AccountId, ClientOrderId, EventId, Money, OrderId, PaymentFailReason, Quantity, Sku,
-    TimestampNs,
-};
+use codecs::{AccountId, ClientOrderId, EventId, Money, OrderId, PaymentFailReason, Quantity, Sku};
 use engine::StoreKey;
 
 /// An account, as the key of Payment's stores: 8 bytes big-endian.
@@ -132,9 +129,6 @@ impl ValueWriter<'_> {
     pub(crate) fn quantity(&mut self, v: Quantity) -> &mut Self {
         self.i64(v.0)
     }
-    pub(crate) fn timestamp(&mut self, v: TimestampNs) -> &mut Self {
-        self.u64(v.0)
-    }
     pub(crate) fn sku(&mut self, v: &Sku) -> &mut Self {
         self.0.extend_from_slice(v.as_padded_bytes());
         self
@@ -191,9 +185,6 @@ impl<'a> ValueReader<'a> {
     }
     pub(crate) fn quantity(&mut self) -> Result<Quantity, &'static str> {
         Ok(Quantity(self.i64()?))
-    }
-    pub(crate) fn timestamp(&mut self) -> Result<TimestampNs, &'static str> {
-        Ok(TimestampNs(self.u64()?))
     }
     pub(crate) fn sku(&mut self) -> Result<Sku, &'static str> {
         let bytes: [u8; Sku::WIDTH_BYTES] = self.take()?;
