@@ -997,10 +997,14 @@ impl Audit {
         accounts.sort_unstable();
         accounts.dedup();
         let mut total: i128 = 0;
+        let mut overflowed = false;
         for account in accounts {
             let derived = self.report.balances.get(&account).copied().unwrap_or(0);
             let held = state.get(&account).map_or(0, |m| i128::from(m.0));
-            total = total.saturating_add(held);
+            total = total.checked_add(held).unwrap_or_else(|| {
+                overflowed = true;
+                total
+            });
             if held < 0 {
                 self.report.violate(Violation::NegativeBalance {
                     account,
@@ -1015,6 +1019,7 @@ impl Audit {
                 });
             }
         }
+        self.overflow(overflowed, "the stages' balances");
         let t = self.report.totals;
         if total.checked_add(t.filled_value) != Some(t.funded) {
             self.report.violate(Violation::CashNotConserved {
@@ -1031,10 +1036,14 @@ impl Audit {
         skus.sort_unstable();
         skus.dedup();
         let mut total: i128 = 0;
+        let mut overflowed = false;
         for sku in skus {
             let derived = self.report.on_hand.get(&sku).copied().unwrap_or(0);
             let held = state.get(&sku).map_or(0, |q| i128::from(q.0));
-            total = total.saturating_add(held);
+            total = total.checked_add(held).unwrap_or_else(|| {
+                overflowed = true;
+                total
+            });
             if held < 0 {
                 self.report
                     .violate(Violation::NegativeStock { sku, on_hand: held });
@@ -1047,6 +1056,7 @@ impl Audit {
                 });
             }
         }
+        self.overflow(overflowed, "the stages' stock");
         let t = self.report.totals;
         if total.checked_add(t.filled_units) != Some(t.replenished_units) {
             self.report.violate(Violation::StockNotConserved {

@@ -269,28 +269,26 @@ impl AccountBook {
             let decision = self.decide(order);
             return self.record_decision(order, decision, out);
         };
-        match record.status {
-            _ if record.decided_by == header.event_id() => {
-                // A replay of the event already decided: the same outputs again.
-                let decision = match record.status {
-                    PaymentStatus::Failed(reason) => Err((reason, record.amount)),
-                    _ => Ok(record.amount),
-                };
-                emit_decision(order, decision, out)
-            }
-            _ if record.account == order.account()
-                && record.sku == order.sku()
-                && record.quantity == order.quantity()
-                && record.limit_price == order.limit_price() =>
-            {
-                // A client's retry of the same order: decided once already.
-                Ok(PaymentOutcome::Duplicate)
-            }
-            _ => Err(Rejection::user_data(format!(
-                "order id {} already names another order (account {}, {} × {} at {})",
-                order_id.0, record.account, record.sku, record.quantity, record.limit_price
-            ))),
+        if record.decided_by == header.event_id() {
+            // A replay of the event already decided: the same outputs again.
+            let decision = match record.status {
+                PaymentStatus::Failed(reason) => Err((reason, record.amount)),
+                PaymentStatus::Debited | PaymentStatus::Refunded => Ok(record.amount),
+            };
+            return emit_decision(order, decision, out);
         }
+        if record.account == order.account()
+            && record.sku == order.sku()
+            && record.quantity == order.quantity()
+            && record.limit_price == order.limit_price()
+        {
+            // A client's retry of the same order: decided once already.
+            return Ok(PaymentOutcome::Duplicate);
+        }
+        Err(Rejection::user_data(format!(
+            "order id {} already names another order (account {}, {} × {} at {})",
+            order_id.0, record.account, record.sku, record.quantity, record.limit_price
+        )))
     }
 
     /// Applies a fresh decision for `order`: emits it, then records it (and

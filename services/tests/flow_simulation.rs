@@ -21,8 +21,9 @@
 //!   fundings or refunds of one account in flight, a replay after a crash
 //!   may read a shard's input topics in another interleaving than the first
 //!   attempt and decide differently while the first attempt's outputs have
-//!   already escaped. No stage can undo that (see the report of this
-//!   change); exactly-once has no such window.
+//!   already escaped. No stage can undo that; exactly-once has no such
+//!   window, and neither would at-least-once if the engine held outputs
+//!   until the commit that makes their state durable.
 //!
 //! The separate layout's Order group reads `order.created` like Payment, and
 //! the simulated cluster keeps one set of committed offsets, so the Order
