@@ -578,11 +578,10 @@ impl KafkaPort for RdKafkaPort {
     }
 
     fn rewind(&mut self, keep: &[PartitionId]) -> Result<Rewind, PortError> {
-        if self.settings.guarantee == Guarantee::AtLeastOnce {
-            return Ok(Rewind::NotNeeded);
-        }
         let timeout = Duration::from_millis(KAFKA_CALL_TIMEOUT_MS);
-        if self.in_transaction {
+        // Under at-least-once the shard holds its outputs until the commit, so
+        // nothing was sent since the last one; only the positions move back.
+        if self.settings.guarantee == Guarantee::ExactlyOnce && self.in_transaction {
             self.in_transaction = false;
             self.producer
                 .abort_transaction(timeout)
@@ -591,7 +590,9 @@ impl KafkaPort for RdKafkaPort {
         // Deliveries of the aborted records may report errors; they are moot.
         self.failures_seen = self.delivery_failures.load(Ordering::Acquire);
         self.sent_since_commit = 0;
-        self.begin()?;
+        if self.settings.guarantee == Guarantee::ExactlyOnce {
+            self.begin()?;
+        }
         if !keep.is_empty() {
             let mut list = TopicPartitionList::new();
             for topic in &self.inputs {
@@ -826,4 +827,129 @@ pub fn ensure_topics(settings: &KafkaSettings, specs: &[TopicSpec]) -> Result<()
         }
     }
     Ok(())
+}
+
+/// One record read by [`read_to_end`].
+#[derive(Clone, Copy, Debug)]
+pub struct ReadRecord<'a> {
+    pub topic: &'a str,
+    pub partition: PartitionId,
+    pub offset: Offset,
+    pub key: Option<&'a [u8]>,
+    pub payload: Option<&'a [u8]>,
+    /// Record headers as (name, value) pairs.
+    pub headers: &'a [(&'a str, &'a [u8])],
+}
+
+/// Reads every partition of `topics` from the beginning to its end at the time
+/// of the call, as a `read_committed` consumer outside any group, handing each
+/// record to `visit`. For audits, dead-letter inspection and tests; never on
+/// a shard's data path. Returns the number of records read.
+pub fn read_to_end(
+    bootstrap: &str,
+    client_properties: &[(String, String)],
+    topics: &[&str],
+    visit: &mut dyn FnMut(&ReadRecord<'_>),
+) -> Result<u64, PortError> {
+    let timeout = Duration::from_millis(KAFKA_CALL_TIMEOUT_MS);
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap);
+    for (key, value) in client_properties {
+        config.set(key, value);
+    }
+    let reader: BaseConsumer = config
+        .set("group.id", "tradeflow-reader")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .set("max.partition.fetch.bytes", RESTORE_FETCH_BYTES.to_string())
+        .create()
+        .map_err(|e| kafka_error("creating a reader", e))?;
+    let mut assignment = TopicPartitionList::new();
+    let mut remaining = BTreeSet::new();
+    for topic in topics {
+        let metadata = reader
+            .fetch_metadata(Some(topic), timeout)
+            .map_err(|e| kafka_error("reading metadata", e))?;
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                let (low, high) = reader
+                    .fetch_watermarks(topic, p.id(), timeout)
+                    .map_err(|e| kafka_error("reading watermarks", e))?;
+                if high > low {
+                    assignment
+                        .add_partition_offset(topic, p.id(), KafkaOffset::Beginning)
+                        .map_err(|e| kafka_error("assigning", e))?;
+                    remaining.insert((topic.to_string(), p.id()));
+                }
+            }
+        }
+    }
+    if remaining.is_empty() {
+        return Ok(0);
+    }
+    reader
+        .assign(&assignment)
+        .map_err(|e| kafka_error("assigning", e))?;
+    let mut count = 0u64;
+    let mut last_progress = Instant::now();
+    let mut headers: Vec<(String, Vec<u8>)> = Vec::new();
+    while !remaining.is_empty() {
+        match reader.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Err(KafkaError::PartitionEOF(partition))) => {
+                // EOF carries only the partition number; look up which
+                // topic's position reached its end.
+                let positions = reader.position().map_err(|e| kafka_error("position", e))?;
+                for element in positions.elements() {
+                    if element.partition() != partition {
+                        continue;
+                    }
+                    if let KafkaOffset::Offset(position) = element.offset() {
+                        let (_, high) = reader
+                            .fetch_watermarks(element.topic(), partition, timeout)
+                            .map_err(|e| kafka_error("reading watermarks", e))?;
+                        if position >= high {
+                            remaining.remove(&(element.topic().to_string(), partition));
+                        }
+                    }
+                }
+            }
+            Some(Err(e)) => warn!(error = %e, "read error (retrying)"),
+            Some(Ok(message)) => {
+                last_progress = Instant::now();
+                headers.clear();
+                if let Some(h) = message.headers() {
+                    use rdkafka::message::Headers;
+                    for header in h.iter() {
+                        headers.push((
+                            header.key.to_string(),
+                            header.value.unwrap_or_default().to_vec(),
+                        ));
+                    }
+                }
+                let borrowed: Vec<(&str, &[u8])> = headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_slice()))
+                    .collect();
+                visit(&ReadRecord {
+                    topic: message.topic(),
+                    partition: PartitionId(message.partition()),
+                    offset: Offset(message.offset()),
+                    key: message.key(),
+                    payload: message.payload(),
+                    headers: &borrowed,
+                });
+                count += 1;
+            }
+        }
+        if last_progress.elapsed() > Duration::from_millis(RESTORE_STALL_TIMEOUT_MS) {
+            return Err(PortError::Kafka {
+                op: "reading to the end",
+                message: format!("no progress; still reading {remaining:?}"),
+                retryable: true,
+            });
+        }
+    }
+    Ok(count)
 }

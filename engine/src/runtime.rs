@@ -22,9 +22,9 @@ use glommio::{LocalExecutorBuilder, Placement};
 use tracing::{error, info, warn};
 
 use crate::ids::{PartitionId, ShardId};
-use crate::kafka::{KafkaSettings, Ownership, RdKafkaPort};
+use crate::kafka::{Guarantee, KafkaSettings, Ownership, RdKafkaPort};
 use crate::port::PortError;
-use crate::shard::{Shard, ShardError, ShardStats, Step};
+use crate::shard::{OutputTiming, Shard, ShardError, ShardStats, Step};
 use crate::stage::Stage;
 use crate::store::StoreEntries;
 
@@ -533,13 +533,18 @@ where
         )
         .map_err(|source| EngineError::Port { shard: id, source })?,
     };
+    let output_timing = match context.settings.guarantee {
+        Guarantee::ExactlyOnce => OutputTiming::Immediate,
+        Guarantee::AtLeastOnce => OutputTiming::AtCommit,
+    };
     let mut shard = Shard::new(
         id,
         &context.settings.application_id,
         stage,
         port,
         context.partitions,
-    )?;
+    )?
+    .with_output_timing(output_timing);
     info!(%id, core = ?context.plan.core, ownership = ?context.plan.ownership, "shard started");
     if matches!(context.plan.ownership, Ownership::Group { .. }) {
         // A group member owns nothing until the group assigns; that is running.
@@ -582,7 +587,8 @@ where
         let drained = handled < BATCH_RECORDS_MAX;
         if shard.has_uncommitted()
             && (last_commit.elapsed() >= context.knobs.commit.interval
-                || (drained && context.knobs.commit.on_drain))
+                || (drained && context.knobs.commit.on_drain)
+                || shard.wants_commit())
         {
             shard.commit()?;
             last_commit = Instant::now();

@@ -39,6 +39,22 @@ pub enum ShardError {
     },
 }
 
+/// When a shard hands what its stage emitted to the producer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputTiming {
+    /// At once, inside the open transaction (exactly-once: an abort discards
+    /// them): the lowest latency.
+    Immediate,
+    /// At the commit, just before the changelog writes (at-least-once): a
+    /// crash or revocation before the commit leaves nothing of the batch
+    /// behind, so a replay can never contradict outputs already sent.
+    AtCommit,
+}
+
+/// Held outputs past this many bytes make the runtime commit early, bounding
+/// the memory an `AtCommit` shard holds between commits.
+pub const HELD_OUTPUT_BYTES_MAX: usize = 8 * 1024 * 1024;
+
 /// What one `step` did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
@@ -93,6 +109,7 @@ pub struct Shard<S: Stage, P: KafkaPort> {
     outbox: Outbox,
     stats: ShardStats,
     uncommitted: bool,
+    output_timing: OutputTiming,
 }
 
 impl<S: Stage, P: KafkaPort> Shard<S, P> {
@@ -131,11 +148,24 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
             outbox: Outbox::new(partitions),
             stats: ShardStats::default(),
             uncommitted: false,
+            output_timing: OutputTiming::Immediate,
         })
+    }
+
+    /// Chooses when outputs go to the producer (default: immediately).
+    pub fn with_output_timing(mut self, timing: OutputTiming) -> Self {
+        self.output_timing = timing;
+        self
     }
 
     pub fn id(&self) -> ShardId {
         self.id
+    }
+
+    /// Whether held outputs have grown past [`HELD_OUTPUT_BYTES_MAX`] and the
+    /// shard should commit now.
+    pub fn wants_commit(&self) -> bool {
+        self.outbox.bytes_len() > HELD_OUTPUT_BYTES_MAX
     }
 
     pub fn stats(&self) -> ShardStats {
@@ -222,7 +252,9 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
                 if step == Step::DeadLettered {
                     self.stats.dead_lettered += 1;
                 }
-                self.flush_outbox()?;
+                if self.output_timing == OutputTiming::Immediate {
+                    self.flush_outbox()?;
+                }
                 Ok(step)
             }
         }
@@ -338,6 +370,7 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
             .rewind(&keep)
             .map_err(|source| ShardError::Port { shard: id, source })?;
         if rewind == Rewind::Done {
+            // Held or aborted outputs belong to work that will be redone.
             self.outbox.clear();
             for partition in &keep {
                 self.owned.remove(partition);
@@ -353,6 +386,9 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
     /// offsets whose effects those writes contain (the port makes the writes
     /// durable first).
     pub fn commit(&mut self) -> Result<(), ShardError> {
+        // Held outputs go first, then the changelog writes; the port makes all
+        // of them durable before (or with) the offsets.
+        self.flush_outbox()?;
         let id = self.id;
         let mut failure = None;
         let mut changelog_records = 0u64;

@@ -223,8 +223,22 @@ impl KafkaPort for SimPort {
         Ok(())
     }
 
-    fn rewind(&mut self, _keep: &[PartitionId]) -> Result<Rewind, PortError> {
-        Ok(Rewind::NotNeeded)
+    /// Like an aborted transaction: unacknowledged sends are discarded and the
+    /// kept partitions are read again from their committed offsets.
+    fn rewind(&mut self, keep: &[PartitionId]) -> Result<Rewind, PortError> {
+        self.unacked.clear();
+        let cluster = self.cluster.borrow();
+        for partition in keep {
+            for (i, topic) in self.inputs.iter().enumerate() {
+                let committed = cluster
+                    .committed
+                    .get(&(topic.clone(), partition.0))
+                    .copied()
+                    .unwrap_or(0);
+                self.positions.insert((i as u8, partition.0), committed);
+            }
+        }
+        Ok(Rewind::Done)
     }
 
     fn restore(

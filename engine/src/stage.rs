@@ -225,6 +225,11 @@ impl Outbox {
         &self.dead_letters
     }
 
+    /// Bytes of encoded keys and payloads waiting in the outbox.
+    pub fn bytes_len(&self) -> usize {
+        self.bytes.len()
+    }
+
     /// Events emitted (dead letters not counted).
     pub fn len(&self) -> usize {
         self.entries.len()

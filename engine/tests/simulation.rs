@@ -13,6 +13,7 @@ use std::rc::Rc;
 
 use codecs::{encode_to_vec, AccountFunded, AccountId, Event, EventHeader, EventId, Money};
 use engine::partitioner::partition_for;
+use engine::shard::OutputTiming;
 use engine::sim::tally::{FundingTally, Tally, FUNDING_TOPIC};
 use engine::sim::{SimCluster, SimPort, SimRng};
 use engine::store::StoreValue;
@@ -28,6 +29,7 @@ const APPLICATION: &str = "sim";
 type SimShard = Shard<FundingTally, SimPort>;
 
 struct World {
+    timing: OutputTiming,
     rng: SimRng,
     cluster: Rc<RefCell<SimCluster>>,
     shards: Vec<SimShard>,
@@ -37,7 +39,7 @@ struct World {
     next_event: u128,
 }
 
-fn new_shard(cluster: &Rc<RefCell<SimCluster>>, id: usize) -> SimShard {
+fn new_shard(cluster: &Rc<RefCell<SimCluster>>, id: usize, timing: OutputTiming) -> SimShard {
     let port = SimPort::new(cluster.clone(), &[FUNDING_TOPIC]);
     Shard::new(
         ShardId(id as u16),
@@ -47,6 +49,7 @@ fn new_shard(cluster: &Rc<RefCell<SimCluster>>, id: usize) -> SimShard {
         PARTITIONS,
     )
     .expect("one input topic fits")
+    .with_output_timing(timing)
 }
 
 fn owned_by(owner: &[usize], shard: usize) -> Vec<PartitionId> {
@@ -61,13 +64,22 @@ fn owned_by(owner: &[usize], shard: usize) -> Vec<PartitionId> {
 impl World {
     fn new(seed: u64) -> World {
         let cluster = SimCluster::shared();
-        let mut shards: Vec<SimShard> = (0..SHARDS).map(|i| new_shard(&cluster, i)).collect();
+        // Odd seeds hold outputs until the commit, as at-least-once shards do.
+        let timing = if seed % 2 == 0 {
+            OutputTiming::Immediate
+        } else {
+            OutputTiming::AtCommit
+        };
+        let mut shards: Vec<SimShard> = (0..SHARDS)
+            .map(|i| new_shard(&cluster, i, timing))
+            .collect();
         let owner: Vec<usize> = (0..PARTITIONS as usize).map(|p| p % SHARDS).collect();
         for (i, shard) in shards.iter_mut().enumerate() {
             shard.port_mut().grant(owned_by(&owner, i));
             assert_eq!(shard.step().expect("assign"), Step::Rebalanced);
         }
         World {
+            timing,
             rng: SimRng::new(seed),
             cluster,
             shards,
@@ -139,7 +151,7 @@ impl World {
     }
 
     fn crash(&mut self, shard: usize) {
-        let fresh = new_shard(&self.cluster, shard);
+        let fresh = new_shard(&self.cluster, shard, self.timing);
         let crashed = std::mem::replace(&mut self.shards[shard], fresh);
         crashed.into_port().crash(&mut self.rng);
         let mine = owned_by(&self.owner, shard);
@@ -250,7 +262,9 @@ fn run(seed: u64) {
     );
 
     // A whole new set of shards must restore exactly that state from the changelogs.
-    let mut restored: Vec<SimShard> = (0..SHARDS).map(|i| new_shard(&world.cluster, i)).collect();
+    let mut restored: Vec<SimShard> = (0..SHARDS)
+        .map(|i| new_shard(&world.cluster, i, world.timing))
+        .collect();
     for (i, shard) in restored.iter_mut().enumerate() {
         shard.port_mut().grant(owned_by(&world.owner, i));
         shard.step().expect("assign");
