@@ -1,9 +1,26 @@
 //! `loadgen`: drives tradeflow with open-loop load and reports latency the way
 //! operators read it (HDR percentiles, corrected for coordinated omission).
 //!
+//! | module | owns |
+//! |---|---|
+//! | [`latency`] | whole-run corrected/uncorrected histograms |
+//! | [`interval`] | per-interval rotation on the measuring thread, the interval log |
+//! | [`report`] | percentile table, `.hgrm`, `.hlog`, SVG plots, `summary.json` |
+//! | [`progress`] | the progress bar (hidden when quiet or not on a terminal) |
+//! | [`ping`] | open-loop produce → consume round trips through one topic |
+//! | [`traffic`] | the traffic file format, replay pacing and id rewriting |
+//! | [`synth`] | seeded synthetic scenarios as traffic |
+//! | [`flow`] | the flow's topic names and keys (a checked copy of `services::topics`) |
+//!
 //! Owns: send schedules, latency recording and reports.
 //! Must never: measure from the actual send time alone (a stalled system would
 //! hide its own stall), or block the schedule on a slow reply (open loop).
 
+pub mod flow;
+pub mod interval;
 pub mod latency;
 pub mod ping;
+pub mod progress;
+pub mod report;
+pub mod synth;
+pub mod traffic;

@@ -2,7 +2,9 @@
 //! floor under every end-to-end latency tradeflow can reach on a given cluster.
 //!
 //! Owns: one producer thread that sends on a fixed schedule and one consumer
-//! that timestamps each record's return.
+//! that timestamps each record's return and feeds an
+//! [`IntervalRecorder`](crate::interval::IntervalRecorder) (whole-run and
+//! per-interval histograms for the report).
 //! Must never: wait for a reply before the next scheduled send (closed loop), or
 //! count a record from an earlier run (each run stamps its own id).
 
@@ -21,7 +23,9 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
+use crate::interval::{IntervalError, IntervalLog, IntervalRecorder, INTERVAL_MS_DEFAULT};
 use crate::latency::{LatencyError, LatencyRecorder};
+use crate::progress::{Progress, PROGRESS_UPDATE_MS};
 
 /// Bytes of the record a ping sends: run id, sequence, intended and actual send time.
 const PING_BYTES: usize = 32;
@@ -41,6 +45,24 @@ pub struct PingConfig {
     pub client_properties: Vec<(String, String)>,
 }
 
+/// How a ping run is observed, beside what it sends ([`PingConfig`]).
+#[derive(Debug, Clone)]
+pub struct PingOptions {
+    /// Length of one interval of the interval log.
+    pub interval: Duration,
+    /// Counts replies received out of those scheduled.
+    pub progress: Progress,
+}
+
+impl Default for PingOptions {
+    fn default() -> Self {
+        PingOptions {
+            interval: Duration::from_millis(INTERVAL_MS_DEFAULT),
+            progress: Progress::hidden(),
+        }
+    }
+}
+
 /// What a ping run measured.
 #[derive(Debug)]
 pub struct PingReport {
@@ -48,7 +70,14 @@ pub struct PingReport {
     pub received: u64,
     pub offered_rate_per_s: f64,
     pub achieved_rate_per_s: f64,
+    /// The whole run's histograms.
     pub latency: LatencyRecorder,
+    /// Per-interval histograms, from the run's epoch (the first scheduled send).
+    pub intervals: IntervalLog,
+    /// Wall-clock time of the epoch.
+    pub started: SystemTime,
+    /// From the epoch to the end of measuring.
+    pub elapsed: Duration,
 }
 
 /// Why a ping run could not complete.
@@ -64,6 +93,8 @@ pub enum PingError {
     ZeroRate,
     #[error(transparent)]
     Latency(#[from] LatencyError),
+    #[error(transparent)]
+    Interval(#[from] IntervalError),
     #[error("the warm-up record never came back from topic {0} (30 s)")]
     WarmUp(String),
     #[error("the producer thread panicked")]
@@ -84,6 +115,11 @@ impl PingConfig {
 /// Runs one ping: creates the topic if missing, starts reading at its end, sends
 /// `rate_per_s × duration` records on schedule and times each one's return.
 pub fn run(config: &PingConfig) -> Result<PingReport, PingError> {
+    run_with(config, &PingOptions::default())
+}
+
+/// [`run`], observed as `options` say.
+pub fn run_with(config: &PingConfig, options: &PingOptions) -> Result<PingReport, PingError> {
     if config.rate_per_s == 0 {
         return Err(PingError::ZeroRate);
     }
@@ -106,6 +142,10 @@ pub fn run(config: &PingConfig) -> Result<PingReport, PingError> {
         .set("enable.idempotence", "true")
         .create()?;
     warm_up(&producer, &consumer, &config.topic, run_id)?;
+    let mut recorder = IntervalRecorder::new(options.interval)?;
+    let progress = &options.progress;
+    progress.set_total(total);
+    let started = SystemTime::now();
     let epoch = Instant::now();
     let interval_ns = 1_000_000_000 / config.rate_per_s;
     let topic = config.topic.clone();
@@ -150,15 +190,23 @@ pub fn run(config: &PingConfig) -> Result<PingReport, PingError> {
         })
         .map_err(|_| PingError::ProducerPanicked)?;
 
-    let mut latency = LatencyRecorder::new()?;
     let mut received = 0u64;
+    let mut progress_at_ns = 0u64;
     let deadline = config.duration + Duration::from_millis(DRAIN_GRACE_MS);
     while received < total && epoch.elapsed() < deadline {
-        let Some(result) = consumer.poll(Duration::from_millis(100)) else {
+        let polled = consumer.poll(Duration::from_millis(100));
+        let now_ns = epoch.elapsed().as_nanos() as u64;
+        if now_ns >= progress_at_ns {
+            progress.set(received);
+            progress_at_ns = now_ns + PROGRESS_UPDATE_MS * 1_000_000;
+        }
+        let Some(result) = polled else {
+            // Nothing came back: still close finished intervals, so a stall
+            // shows as empty intervals.
+            recorder.tick(now_ns)?;
             continue;
         };
         let message = result?;
-        let now_ns = epoch.elapsed().as_nanos() as u64;
         let Some(bytes) = message.payload().filter(|p| p.len() == PING_BYTES) else {
             continue;
         };
@@ -170,20 +218,27 @@ pub fn run(config: &PingConfig) -> Result<PingReport, PingError> {
         if field(0) != run_id {
             continue;
         }
-        latency.record(
+        recorder.record(
+            now_ns,
             now_ns.saturating_sub(field(2)),
             now_ns.saturating_sub(field(3)),
-        );
+        )?;
         received += 1;
     }
     let elapsed = epoch.elapsed();
+    let recorded = recorder.finish(elapsed.as_nanos() as u64)?;
+    progress.set(received);
+    progress.finish();
     sender.join().map_err(|_| PingError::ProducerPanicked)??;
     Ok(PingReport {
         sent: sent.load(Ordering::Acquire),
         received,
         offered_rate_per_s: config.rate_per_s as f64,
         achieved_rate_per_s: received as f64 / elapsed.as_secs_f64().max(1e-9),
-        latency,
+        latency: recorded.total,
+        intervals: recorded.intervals,
+        started,
+        elapsed,
     })
 }
 
