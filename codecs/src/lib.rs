@@ -55,9 +55,11 @@
 mod decode;
 mod encode;
 mod events;
-mod schema;
 #[doc(hidden)]
+pub mod ids;
+mod schema;
 pub mod testing;
+pub mod topics;
 mod types;
 
 pub use decode::{decode, split_frame, DecodeError, EventRef, OrderCreatedRef};

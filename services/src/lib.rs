@@ -6,7 +6,8 @@
 
 pub mod audit;
 pub mod flow;
-pub mod ids;
+/// Deterministic ids live with the wire format; re-exported here.
+pub use codecs::ids;
 pub mod inventory;
 pub mod order;
 pub mod payment;
@@ -14,4 +15,5 @@ mod routing;
 pub mod store_codec;
 #[doc(hidden)]
 pub mod testing;
-pub mod topics;
+/// The flow's topics and keys live with the wire format; re-exported here.
+pub use codecs::topics;

@@ -13,7 +13,7 @@
 //!
 //! Lives on: any core; no state.
 
-use codecs::{AccountId, ClientOrderId, EventId, EventKind, OrderId};
+use crate::{AccountId, ClientOrderId, EventId, EventKind, OrderId};
 
 /// Domain-separation seeds, so an order id and an event id built from the
 /// same words never coincide by construction.
@@ -122,7 +122,7 @@ mod tests {
     }
 
     #[test]
-    fn same_client_order_id_same_order_other_account_other_order() -> Result<(), codecs::ValueError>
+    fn same_client_order_id_same_order_other_account_other_order() -> Result<(), crate::ValueError>
     {
         let cl = ClientOrderId::new("cl-1")?;
         let a = order_id_for(AccountId(7), &cl);
@@ -134,7 +134,7 @@ mod tests {
     }
 
     #[test]
-    fn ten_thousand_orders_do_not_collide() -> Result<(), codecs::ValueError> {
+    fn ten_thousand_orders_do_not_collide() -> Result<(), crate::ValueError> {
         let mut seen = std::collections::HashSet::new();
         for account in 0..100u64 {
             for n in 0..100u32 {

@@ -3,10 +3,12 @@
 //! partitioned by: the key of the state that consumes it.
 //!
 //! Owns: topic names and record keys, so services, loadgen, audit and docs agree.
+//! They are part of the wire contract, like schema ids: names, not Kafka
+//! clients, so `codecs` still knows nothing about Kafka itself.
 //! Must never: hold topic settings (partitions, replication: see the engine's
 //! `kafka::ensure_topics`) or any routing logic beyond "which key".
 
-use codecs::{AccountId, EventKind, Sku};
+use crate::{AccountId, EventKind, Sku};
 
 /// Orders accepted by the Order API. Key: account (Payment's state).
 pub const ORDER_CREATED: &str = "order-service.order.created";
