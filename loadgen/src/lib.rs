@@ -16,6 +16,7 @@
 //! Must never: measure from the actual send time alone (a stalled system would
 //! hide its own stall), or block the schedule on a slow reply (open loop).
 
+pub mod drive;
 pub mod flow;
 pub mod interval;
 pub mod latency;
