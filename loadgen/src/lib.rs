@@ -8,9 +8,10 @@
 //! | [`report`] | percentile table, `.hgrm`, `.hlog`, SVG plots, `summary.json` |
 //! | [`progress`] | the progress bar (hidden when quiet or not on a terminal) |
 //! | [`ping`] | open-loop produce → consume round trips through one topic |
+//! | [`drive`] | open-loop orders against a running flow, timed to their `read_committed` outcomes |
 //! | [`traffic`] | the traffic file format, replay pacing and id rewriting |
 //! | [`synth`] | seeded synthetic scenarios as traffic |
-//! | [`flow`] | the flow's topic names and keys (a checked copy of `services::topics`) |
+//! | [`flow`] | the flow's topics and keys (`codecs::topics`) and which key a record gets |
 //!
 //! Owns: send schedules, latency recording and reports.
 //! Must never: measure from the actual send time alone (a stalled system would

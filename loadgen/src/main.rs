@@ -122,6 +122,10 @@ struct SynthArgs {
     /// Highest limit price, minor units.
     #[arg(long, default_value_t = 50_000)]
     price_max: i64,
+    /// Number orders 1, 2, 3, … instead of deriving their ids as the services
+    /// do (readable, but not what the Order service would assign).
+    #[arg(long)]
+    sequential_order_ids: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -216,18 +220,31 @@ fn synth_command(args: SynthArgs, verbosity: Verbosity) -> anyhow::Result<()> {
         price_min: args.price_min,
         price_max: args.price_max,
     };
-    // Until the services' `order_id_for` can be linked here, order ids are 1, 2, 3, …
-    let scenario = synth::generate(&config, SequentialOrderIds::default())
-        .context("generating the scenario")?;
+    if args.sequential_order_ids {
+        let scenario = synth::generate(&config, SequentialOrderIds::default())
+            .context("generating the scenario")?;
+        write_scenario(scenario, &args.out, verbosity)
+    } else {
+        let scenario = synth::generate(&config, codecs::ids::order_id_for)
+            .context("generating the scenario")?;
+        write_scenario(scenario, &args.out, verbosity)
+    }
+}
+
+fn write_scenario<O: synth::OrderIds>(
+    scenario: synth::Scenario<O>,
+    out_path: &std::path::Path,
+    verbosity: Verbosity,
+) -> anyhow::Result<()> {
     let expected = scenario.expected();
     let mut header = Header::new(std::env::args().collect::<Vec<_>>().join(" "));
     header.records = Some(scenario.len());
-    let to_stdout = args.out.as_os_str() == "-";
+    let to_stdout = out_path.as_os_str() == "-";
     let out: Box<dyn Write> = if to_stdout {
         Box::new(std::io::stdout().lock())
     } else {
         Box::new(
-            File::create(&args.out).with_context(|| format!("creating {}", args.out.display()))?,
+            File::create(out_path).with_context(|| format!("creating {}", out_path.display()))?,
         )
     };
     let progress = if to_stdout {
@@ -248,7 +265,7 @@ fn synth_command(args: SynthArgs, verbosity: Verbosity) -> anyhow::Result<()> {
     if !to_stdout {
         println!(
             "{}: {written} records ({} fundings, {} replenishments, {} orders of which {} bound to fail for funds and {} for stock, {} amends, {} cancels)",
-            args.out.display(),
+            out_path.display(),
             expected.fundings,
             expected.replenishments,
             expected.orders,

@@ -25,9 +25,10 @@
 //!
 //! # Ids
 //! Event ids are `run_id << 64 | sequence` (unique per run). Order ids come from
-//! an [`OrderIds`] hook: the services derive them as
-//! `order_id_for(account, client_order_id)` (pass that function here once it
-//! lands); until then [`SequentialOrderIds`] hands out 1, 2, 3, …
+//! an [`OrderIds`] hook; pass `codecs::ids::order_id_for` (the services' own
+//! derivation from account and client order id, which makes creates
+//! idempotent) for traffic the services will accept as their own, or
+//! [`SequentialOrderIds`] (1, 2, 3, …) where readable ids help more.
 //!
 //! Must never: read a clock or any source of randomness but the seed, touch
 //! Kafka, or hold the whole scenario in memory.
@@ -154,8 +155,8 @@ impl<F: FnMut(AccountId, &ClientOrderId) -> OrderId> OrderIds for F {
     }
 }
 
-/// Unique non-zero order ids 1, 2, 3, … — the stand-in until the services'
-/// `order_id_for` is available.
+/// Unique non-zero order ids 1, 2, 3, … (readable, but not what the services
+/// derive: prefer `codecs::ids::order_id_for` for traffic they will check).
 #[derive(Debug, Clone, Default)]
 pub struct SequentialOrderIds {
     last: u64,
@@ -833,10 +834,8 @@ mod tests {
     }
 
     #[test]
-    fn the_order_id_hook_is_used() -> Result<(), SynthError> {
-        let derived = |account: AccountId, client: &ClientOrderId| {
-            OrderId(fmix64(account.0 ^ fmix64(client.as_str().len() as u64 + 7)) | 1 << 63)
-        };
+    fn the_services_order_id_rule_plugs_into_the_hook() -> Result<(), SynthError> {
+        let derived = codecs::ids::order_id_for;
         let config = SynthConfig {
             orders: 100,
             ..small()

@@ -100,8 +100,8 @@ impl Schedule {
     }
 }
 
-/// The services' rule for an order's id, `order_id_for(account, client_order_id)`,
-/// when order ids are derived rather than assigned.
+/// A rule for an order's id from its account and client order id, such as the
+/// services' `codecs::ids::order_id_for`.
 pub type OrderIdFn = fn(AccountId, &ClientOrderId) -> OrderId;
 
 /// How a replay rewrites order ids.
@@ -109,10 +109,12 @@ pub type OrderIdFn = fn(AccountId, &ClientOrderId) -> OrderId;
 pub enum OrderIdRule {
     /// A keyed bijection of the original id (constant memory).
     Mixed,
-    /// The services' derivation from the account and the rewritten client
-    /// order id. `order.created` learns the new id; later events of the same
-    /// order look it up (memory: one entry per order created in the replay).
-    /// Orders created before the recording began fall back to `Mixed`.
+    /// A derivation from the account and the rewritten client order id (the
+    /// services' `codecs::ids::order_id_for`, so a replayed create carries the
+    /// id the Order service would give it). `order.created` learns the new
+    /// id; later events of the same order look it up (memory: one entry per
+    /// order created in the replay). Orders created before the recording
+    /// began fall back to `Mixed`.
     Derived(OrderIdFn),
 }
 
@@ -134,6 +136,12 @@ impl IdRewriter {
     /// A rewriter for replay run `run_id`, order ids mixed.
     pub fn new(run_id: u64) -> IdRewriter {
         IdRewriter::with_order_rule(run_id, OrderIdRule::Mixed)
+    }
+
+    /// A rewriter for replay run `run_id` whose new order ids are the services'
+    /// own (`codecs::ids::order_id_for` of the account and new client order id).
+    pub fn with_services_order_ids(run_id: u64) -> IdRewriter {
+        IdRewriter::with_order_rule(run_id, OrderIdRule::Derived(codecs::ids::order_id_for))
     }
 
     pub fn with_order_rule(run_id: u64, order_rule: OrderIdRule) -> IdRewriter {
