@@ -140,6 +140,23 @@ fn topic_partitions(list: &TopicPartitionList) -> Vec<(String, i32)> {
         .collect()
 }
 
+/// A client context for readers that run to the end of partitions: reaching
+/// the end is how they know they are done, not an error worth a log line.
+struct EndAwareContext;
+
+impl ClientContext for EndAwareContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        // librdkafka reports it both as a message error and as a global one.
+        let end_of_partition = matches!(error, KafkaError::PartitionEOF(_))
+            || error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF);
+        if !end_of_partition {
+            warn!(%error, reason, "librdkafka");
+        }
+    }
+}
+
+impl ConsumerContext for EndAwareContext {}
+
 /// Forwards rebalances from librdkafka's callback (inside `poll`) to the port.
 struct ShardConsumerContext {
     notes: Sender<RebalanceNote>,
@@ -194,7 +211,7 @@ pub struct RdKafkaPort {
     settings: KafkaSettings,
     consumer: BaseConsumer<ShardConsumerContext>,
     producer: BaseProducer<ShardProducerContext>,
-    restorer: BaseConsumer,
+    restorer: BaseConsumer<EndAwareContext>,
     inputs: Vec<String>,
     notes: Receiver<RebalanceNote>,
     changes: VecDeque<Polled<'static>>,
@@ -261,7 +278,7 @@ impl RdKafkaPort {
             })
             .map_err(|e| kafka_error("creating the producer", e))?;
 
-        let restorer: BaseConsumer = settings
+        let restorer: BaseConsumer<EndAwareContext> = settings
             .base()
             .set("group.id", format!("{}-restore", settings.application_id))
             .set("enable.auto.commit", "false")
@@ -272,7 +289,7 @@ impl RdKafkaPort {
             // large fetches amortise each broker round trip.
             .set("max.partition.fetch.bytes", RESTORE_FETCH_BYTES.to_string())
             .set("fetch.max.bytes", RESTORE_FETCH_BYTES.to_string())
-            .create()
+            .create_with_context(EndAwareContext)
             .map_err(|e| kafka_error("creating the changelog reader", e))?;
 
         let mut port = RdKafkaPort {
@@ -857,13 +874,13 @@ pub fn read_to_end(
     for (key, value) in client_properties {
         config.set(key, value);
     }
-    let reader: BaseConsumer = config
+    let reader: BaseConsumer<EndAwareContext> = config
         .set("group.id", "tradeflow-reader")
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "true")
         .set("max.partition.fetch.bytes", RESTORE_FETCH_BYTES.to_string())
-        .create()
+        .create_with_context(EndAwareContext)
         .map_err(|e| kafka_error("creating a reader", e))?;
     let mut assignment = TopicPartitionList::new();
     let mut remaining = BTreeSet::new();

@@ -135,6 +135,10 @@ pub fn drive(
 ) -> Result<DriveReport, DriveError> {
     let reader = outcome_reader(config)?;
     let producer: BaseProducer = client(config)
+        // The engine places keys with Java's murmur2; librdkafka's default
+        // (CRC32) would put an account's events in other partitions than the
+        // ones its state lives in.
+        .set("partitioner", "murmur2_random")
         .set("acks", "all")
         .set("enable.idempotence", "true")
         .set("linger.ms", "0")

@@ -9,7 +9,6 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use engine::deployment::{plan_node, prepare_topics, FlowTopics, KafkaConnection};
 use engine::runtime::{stop_on_signals, Engine};
-use loadgen::ping::{self, PingConfig};
 use rdkafka::mocking::MockCluster;
 use services::flow::{ServiceSet, TradeFlow};
 use tuning::{Machine, NodeTuning};
@@ -24,6 +23,21 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Read every topic of the flow as a read_committed consumer and check the
+    /// invariants: one terminal outcome per accepted order, cash and stock
+    /// conserved, nothing negative, no duplicate outputs under exactly-once.
+    /// Exits non-zero on any violation.
+    Audit {
+        /// Kafka bootstrap servers.
+        #[arg(long, default_value = "127.0.0.1:19092")]
+        bootstrap: String,
+        /// The guarantee the run was made under.
+        #[arg(long, value_enum, default_value_t = GuaranteeArg::ExactlyOnce)]
+        guarantee: GuaranteeArg,
+        /// Extra librdkafka property, KEY=VALUE (repeatable).
+        #[arg(long = "property", value_parser = parse_property)]
+        properties: Vec<(String, String)>,
+    },
     /// Run the engine and the chosen services on this node, pinned as the core
     /// map says, until SIGINT or SIGTERM.
     Run {
@@ -60,10 +74,10 @@ enum Command {
     /// Needs nothing installed but Rust.
     Demo {
         /// Offered rate in records per second.
-        #[arg(long, default_value_t = 2000)]
+        #[arg(long, default_value_t = 1000)]
         rate: u64,
-        /// How long to send, in seconds.
-        #[arg(long, default_value_t = 3)]
+        /// How long to send orders, in seconds.
+        #[arg(long, default_value_t = 5)]
         duration_s: u64,
     },
 }
@@ -77,6 +91,18 @@ fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Demo { rate, duration_s } => demo(rate, duration_s),
+        Command::Audit {
+            bootstrap,
+            guarantee,
+            properties,
+        } => {
+            let report = audit_topics(&bootstrap, &properties, guarantee)?;
+            print!("{report}");
+            if !report.passed() {
+                anyhow::bail!("the audit found violations");
+            }
+            Ok(())
+        }
         Command::Run {
             config,
             bootstrap,
@@ -102,6 +128,40 @@ fn main() -> anyhow::Result<()> {
             )
         }
     }
+}
+
+/// `--guarantee` values, as Kafka Streams spells them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum GuaranteeArg {
+    ExactlyOnce,
+    AtLeastOnce,
+}
+
+/// Reads the flow's topics to their ends and audits what they hold.
+fn audit_topics(
+    bootstrap: &str,
+    properties: &[(String, String)],
+    guarantee: GuaranteeArg,
+) -> anyhow::Result<services::audit::AuditReport> {
+    let mut audit = services::audit::Audit::new(match guarantee {
+        GuaranteeArg::ExactlyOnce => services::audit::DeliveryGuarantee::ExactlyOnce,
+        GuaranteeArg::AtLeastOnce => services::audit::DeliveryGuarantee::AtLeastOnce,
+    });
+    let mut undecodable = 0u64;
+    let read = engine::kafka::read_to_end(
+        bootstrap,
+        properties,
+        &services::topics::ALL,
+        &mut |record| match record.payload.map(codecs::decode) {
+            Some(Ok(event)) => audit.record(record.topic, &event.to_event()),
+            // Bad input records sit in the input topics too; the stages sent
+            // them to dead-letter topics and they are no part of the flow.
+            _ => undecodable += 1,
+        },
+    )
+    .with_context(|| format!("reading the flow's topics from {bootstrap}"))?;
+    println!("read {read} records ({undecodable} undecodable, dead-lettered by the stages)");
+    Ok(audit.finish())
 }
 
 fn parse_property(text: &str) -> Result<(String, String), String> {
@@ -199,36 +259,138 @@ fn run(
 }
 
 fn demo(rate: u64, duration_s: u64) -> anyhow::Result<()> {
+    const PARTITIONS: i32 = 4;
+    const APPLICATION: &str = "tradeflow-demo";
     let cluster = MockCluster::new(1).context("starting librdkafka's in-process mock cluster")?;
     let bootstrap = cluster.bootstrap_servers();
-    cluster
-        .create_topic("demo.ping", 4, 1)
-        .context("creating demo.ping on the mock cluster")?;
     println!("tradeflow demo: in-process Kafka (librdkafka mock cluster) at {bootstrap}");
-    println!(
-        "sending {rate} records/s for {duration_s} s, open loop, through topic demo.ping (4 partitions)"
+
+    // The mock answers no CreateTopics, so every topic is made here.
+    let flow = TradeFlow::new(ServiceSet::ALL);
+    let mut topics: Vec<String> = services::topics::ALL
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+    topics.extend(
+        engine::Stage::input_topics(&flow)
+            .iter()
+            .map(|t| engine::topics::dead_letter_topic(t)),
     );
-    let report = ping::run(&PingConfig {
-        bootstrap,
-        topic: "demo.ping".into(),
-        partitions: 4,
-        replication: 1,
-        rate_per_s: rate,
-        duration: Duration::from_secs(duration_s),
+    topics.extend(
+        flow.store_names()
+            .iter()
+            .map(|s| engine::topics::changelog_topic(APPLICATION, s)),
+    );
+    for topic in &topics {
+        cluster
+            .create_topic(topic, PARTITIONS, 1)
+            .with_context(|| format!("creating {topic} on the mock cluster"))?;
+    }
+
+    let settings = engine::kafka::KafkaSettings {
+        bootstrap: bootstrap.clone(),
+        application_id: APPLICATION.into(),
+        guarantee: engine::kafka::Guarantee::ExactlyOnce,
         client_properties: Vec::new(),
-    })
-    .context("demo round trip")?;
-    println!(
-        "sent {} received {} offered {:.0}/s achieved {:.0}/s",
-        report.sent, report.received, report.offered_rate_per_s, report.achieved_rate_per_s
-    );
-    println!("produce → consume latency (measured from the intended send time, and from the actual one):");
-    print!("{}", report.latency.table());
+        linger_ms: 0,
+        fetch_wait_max_ms: 5,
+    };
+    let cores = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(2);
+    let plans: Vec<_> = (0..cores)
+        .map(|core| engine::runtime::ShardPlan {
+            shard: engine::ShardId(core as u16),
+            core: Some(core),
+            ownership: engine::kafka::Ownership::Static(
+                (0..PARTITIONS)
+                    .filter(|p| *p as usize % cores == core)
+                    .map(engine::PartitionId)
+                    .collect(),
+            ),
+            transactional_id: format!("{APPLICATION}-demo-{core}"),
+        })
+        .collect();
+    let engine = Engine::start(
+        settings,
+        plans,
+        engine::runtime::RuntimeKnobs::default(),
+        PARTITIONS,
+        |_| TradeFlow::new(ServiceSet::ALL),
+    )?;
     anyhow::ensure!(
-        report.received == report.sent,
-        "{} records were lost",
-        report.sent - report.received
+        engine.wait_running(Duration::from_secs(60)),
+        "the engine did not start: {:?}",
+        engine.statuses()
     );
-    println!("all records came back. The trade flow (order → payment → inventory) joins this demo as the engine and services land.");
+    println!(
+        "engine: {cores} shard(s) pinned to cores, order + payment + inventory, exactly-once, {PARTITIONS} partitions"
+    );
+
+    let config = loadgen::synth::SynthConfig {
+        accounts: 200,
+        instruments: 20,
+        orders: rate.saturating_mul(duration_s),
+        rate_per_s: rate,
+        ..loadgen::synth::SynthConfig::default()
+    };
+    let scenario = loadgen::synth::generate(&config, codecs::ids::order_id_for)?;
+    let expected = scenario.expected();
+    let mut schedule = Vec::new();
+    for record in scenario {
+        let record = record?;
+        let Some(event) = record.event().cloned() else {
+            continue;
+        };
+        let Some(topic) = services::topics::ALL.iter().find(|t| **t == record.topic) else {
+            continue;
+        };
+        schedule.push(loadgen::drive::ScheduledEvent {
+            at_ns: record.t_ns,
+            topic,
+            key: record.key.clone().unwrap_or_default(),
+            event,
+        });
+    }
+    println!(
+        "load: {} accounts funded, {} instruments stocked, then orders (with amends, cancels, \
+         some bound to fail for funds or stock), {} records at {rate}/s, open loop",
+        config.accounts,
+        config.instruments,
+        schedule.len()
+    );
+    let report = loadgen::drive::drive(
+        &loadgen::drive::DriveConfig {
+            bootstrap: bootstrap.clone(),
+            client_properties: Vec::new(),
+            drain_timeout: Duration::from_secs(30),
+        },
+        schedule,
+    )?;
+    println!(
+        "orders: {} sent, {} outcomes ({} filled, {} rejected for funds, {} rejected for stock and refunded), {} missing",
+        report.orders_sent, report.outcomes, report.filled, report.rejected_funds, report.refunded, report.missing
+    );
+    println!(
+        "throughput: {:.0} orders/s reached an outcome ({} records sent in {:.1} s)",
+        report.achieved_orders_per_s(),
+        report.events_sent,
+        report.send_elapsed.as_secs_f64()
+    );
+    println!("end-to-end latency, order sent -> outcome visible to a read_committed consumer:");
+    print!("{}", report.latency.table());
+    let _ = expected;
+    let stats = engine.shutdown()?;
+    let records_in: u64 = stats.iter().map(|(_, s)| s.records_in).sum();
+    println!("engine: {records_in} records processed, then committed and closed");
+
+    let audit = audit_topics(&bootstrap, &[], GuaranteeArg::ExactlyOnce)?;
+    print!("{audit}");
+    anyhow::ensure!(audit.passed(), "the audit found violations");
+    anyhow::ensure!(
+        report.missing == 0,
+        "{} orders never reached an outcome",
+        report.missing
+    );
     Ok(())
 }
