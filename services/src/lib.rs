@@ -1,9 +1,13 @@
-//! tradeflow's services: Order, Payment and Inventory as engine stages, and the
-//! `tradeflow` binary that runs them.
+//! tradeflow's services: Order, Payment and Inventory as engine stages, the
+//! Order API (REST and gRPC) in front of them, and the `tradeflow` binary
+//! that runs them.
 //!
 //! Owns: the trade-flow rules and the process entry points.
-//! Must never: see rdkafka or glommio types directly; those stay in the engine.
+//! Must never: see rdkafka or glommio types directly; those stay in the
+//! engine. The one exception is the Order API's producer (`api`'s `kafka`
+//! module), which runs on the API's own threads, outside every shard.
 
+pub mod api;
 pub mod audit;
 pub mod flow;
 /// Deterministic ids live with the wire format; re-exported here.
