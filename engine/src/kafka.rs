@@ -970,3 +970,88 @@ pub fn read_to_end(
     }
     Ok(count)
 }
+
+/// Sends `records` with an idempotent `acks=all` producer and waits until every
+/// one is acknowledged. For tools (dead-letter replay), never for shards.
+pub fn publish_and_wait(
+    bootstrap: &str,
+    client_properties: &[(String, String)],
+    records: &[OutRecord<'_>],
+) -> Result<u64, PortError> {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap);
+    for (key, value) in client_properties {
+        config.set(key, value);
+    }
+    let failures = Arc::new(AtomicU64::new(0));
+    let (reason_tx, reasons) = crossbeam_channel::bounded(16);
+    let producer: BaseProducer<ShardProducerContext> = config
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .create_with_context(ShardProducerContext {
+            failures: Arc::clone(&failures),
+            last_failure: reason_tx,
+        })
+        .map_err(|e| kafka_error("creating a publisher", e))?;
+    for record in records {
+        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+        for (key, value) in record.headers {
+            headers = headers.insert(Header {
+                key,
+                value: Some(*value),
+            });
+        }
+        let mut base: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(record.topic)
+            .partition(record.partition.0)
+            .headers(headers);
+        if let Some(key) = record.key {
+            base = base.key(key);
+        }
+        if let Some(payload) = record.payload {
+            base = base.payload(payload);
+        }
+        producer
+            .send(base)
+            .map_err(|(e, _)| kafka_error("publishing", e))?;
+        producer.poll(Duration::ZERO);
+    }
+    producer
+        .flush(Duration::from_millis(KAFKA_CALL_TIMEOUT_MS))
+        .map_err(|e| kafka_error("flushing", e))?;
+    let failed = failures.load(Ordering::Acquire);
+    if failed > 0 {
+        return Err(PortError::Kafka {
+            op: "publishing",
+            message: format!(
+                "{failed} record(s) not delivered, e.g. {}",
+                reasons.try_recv().unwrap_or_default()
+            ),
+            retryable: true,
+        });
+    }
+    Ok(records.len() as u64)
+}
+
+/// The partition count of `topic`, from the cluster's metadata.
+pub fn partition_count(
+    bootstrap: &str,
+    client_properties: &[(String, String)],
+    topic: &str,
+) -> Result<i32, PortError> {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap);
+    for (key, value) in client_properties {
+        config.set(key, value);
+    }
+    let probe: BaseConsumer = config
+        .create()
+        .map_err(|e| kafka_error("creating a metadata reader", e))?;
+    let metadata = probe
+        .fetch_metadata(Some(topic), Duration::from_millis(KAFKA_CALL_TIMEOUT_MS))
+        .map_err(|e| kafka_error("reading metadata", e))?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .map(|t| t.partitions().len() as i32)
+        .sum())
+}

@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod dlq;
 pub mod flow;
 /// Deterministic ids live with the wire format; re-exported here.
 pub use codecs::ids;
