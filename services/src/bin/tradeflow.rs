@@ -68,6 +68,20 @@ enum Command {
         /// Consumer fetch.wait.max.ms: the latency an idle fetch may add.
         #[arg(long, default_value_t = 5)]
         fetch_wait_max_ms: u32,
+        /// Where the Order API's REST server listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        rest_addr: std::net::SocketAddr,
+        /// Where the Order API's gRPC server listens.
+        #[arg(long, default_value = "127.0.0.1:50051")]
+        grpc_addr: std::net::SocketAddr,
+        /// Run no API on this node (processing only).
+        #[arg(long)]
+        no_api: bool,
+    },
+    /// Inspect or replay dead-lettered records.
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
     },
     /// Run the embedded quick-start: an in-process Kafka (librdkafka's mock
     /// cluster) with a few seconds of open-loop load, then a latency report.
@@ -112,8 +126,12 @@ fn main() -> anyhow::Result<()> {
             properties,
             linger_ms,
             fetch_wait_max_ms,
+            rest_addr,
+            grpc_addr,
+            no_api,
         } => {
             let application_id = application_id.unwrap_or_else(|| default_application_id(services));
+            let api = (!no_api).then_some((rest_addr, grpc_addr));
             run(
                 &config,
                 services,
@@ -125,9 +143,44 @@ fn main() -> anyhow::Result<()> {
                     fetch_wait_max_ms,
                 },
                 replication,
+                api,
             )
         }
+        Command::Dlq { action } => dlq_command(action),
     }
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqAction {
+    /// Show a topic's dead letters with their causes, decoded where possible.
+    List {
+        /// The source topic (or its `.dlq` topic).
+        topic: String,
+        #[arg(long, default_value = "127.0.0.1:19092")]
+        bootstrap: String,
+        /// One JSON object per record instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send chosen dead letters back to their source topic after a fix.
+    Replay {
+        /// The source topic (or its `.dlq` topic).
+        topic: String,
+        #[arg(long, default_value = "127.0.0.1:19092")]
+        bootstrap: String,
+        /// Only dead letters whose reason contains this text.
+        #[arg(long)]
+        reason_contains: Option<String>,
+        /// Only dead letters of this error class (user-data, external, internal).
+        #[arg(long)]
+        class: Option<String>,
+        /// Only these dead letters, as PARTITION:OFFSET (repeatable).
+        #[arg(long = "offset")]
+        offsets: Vec<String>,
+        /// Say what would be replayed, send nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 /// `--guarantee` values, as Kafka Streams spells them.
@@ -181,11 +234,71 @@ fn default_application_id(services: ServiceSet) -> String {
     }
 }
 
+fn dlq_command(action: DlqAction) -> anyhow::Result<()> {
+    match action {
+        DlqAction::List {
+            topic,
+            bootstrap,
+            json,
+        } => {
+            let letters = services::dlq::list(&bootstrap, &[], &topic)?;
+            for letter in &letters {
+                if json {
+                    println!("{}", letter.to_json());
+                } else {
+                    print!("{letter}");
+                }
+            }
+            if !json {
+                println!(
+                    "{} dead letter(s) in {}",
+                    letters.len(),
+                    services::dlq::dlq_topic_of(&topic)
+                );
+            }
+            Ok(())
+        }
+        DlqAction::Replay {
+            topic,
+            bootstrap,
+            reason_contains,
+            class,
+            offsets,
+            dry_run,
+        } => {
+            let filter = services::dlq::ReplayFilter {
+                reason_contains,
+                class,
+                offsets: offsets
+                    .iter()
+                    .map(|o| services::dlq::parse_offset(o))
+                    .collect::<Result<_, _>>()?,
+            };
+            let summary = services::dlq::replay(&bootstrap, &[], &topic, &filter, dry_run)?;
+            for (target, partition, dlq_partition, dlq_offset) in &summary.targets {
+                println!("{dlq_partition}:{dlq_offset} -> {target} partition {partition}");
+            }
+            println!(
+                "{} of {} dead letter(s) {}",
+                summary.targets.len(),
+                summary.considered,
+                if dry_run {
+                    "would be replayed (dry run)"
+                } else {
+                    "replayed"
+                }
+            );
+            Ok(())
+        }
+    }
+}
+
 fn run(
     config: &std::path::Path,
     services: ServiceSet,
     connection: KafkaConnection,
     replication: i32,
+    api: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
 ) -> anyhow::Result<()> {
     // Read the machine before anything is pinned (see Machine::detect).
     let machine = Machine::detect();
@@ -224,13 +337,30 @@ fn run(
         plan.partitions,
         plan.settings.guarantee,
     );
-    let engine = Engine::start(
+    let partitions = plan.partitions;
+    let engine = std::sync::Arc::new(Engine::start(
         plan.settings,
         plan.shards,
         plan.knobs,
         plan.partitions,
         move |_| TradeFlow::new(services),
-    )?;
+    )?);
+    // The API's threads inherit this (unpinned) thread's affinity.
+    let api = match api {
+        Some((rest, grpc)) => {
+            let mut config =
+                services::api::ApiConfig::new(rest, grpc, connection.bootstrap.clone(), partitions);
+            config.client_properties = connection.client_properties.clone();
+            let handle = services::api::spawn(config, engine.clone())?;
+            println!(
+                "tradeflow: Order API on http://{} (REST, /openapi.yaml) and {} (gRPC)",
+                handle.rest_addr(),
+                handle.grpc_addr()
+            );
+            Some(handle)
+        }
+        None => None,
+    };
     let stop = engine.stop_flag();
     stop_on_signals(&stop).context("installing signal handlers")?;
     while !stop.load(Ordering::Acquire) {
@@ -244,7 +374,12 @@ fn run(
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    println!("tradeflow: stopping (commit, then close)");
+    println!("tradeflow: stopping (API, then commit and close)");
+    if let Some(api) = api {
+        api.stop()?;
+    }
+    let engine = std::sync::Arc::try_unwrap(engine)
+        .map_err(|_| anyhow::anyhow!("the engine is still shared after the API stopped"))?;
     for (shard, stats) in engine.shutdown()? {
         println!(
             "  {shard}: {} records in, {} out, {} dead-lettered, {} commits, {} restored",
