@@ -179,6 +179,35 @@ impl KafkaCluster {
             .collect())
     }
 
+    /// Commits `group`'s offsets at the current end of every partition of
+    /// `topics`, so an application started under that group processes only
+    /// what is produced from now on (the flow's topics are shared by runs).
+    pub fn start_group_at_end(
+        &self,
+        group: &str,
+        topics: &[&str],
+        partitions: i32,
+    ) -> Result<(), HarnessError> {
+        let consumer: BaseConsumer = self
+            .client_config()
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()?;
+        let mut offsets = rdkafka::TopicPartitionList::new();
+        for topic in topics {
+            for partition in 0..partitions {
+                let (_, high) = consumer.fetch_watermarks(
+                    topic,
+                    partition,
+                    Duration::from_secs(ADMIN_TIMEOUT_S),
+                )?;
+                offsets.add_partition_offset(topic, partition, rdkafka::Offset::Offset(high))?;
+            }
+        }
+        consumer.commit(&offsets, rdkafka::consumer::CommitMode::Sync)?;
+        Ok(())
+    }
+
     /// `kill -9` one node of this cluster; it stays down until [`Self::start`].
     pub fn kill(&self, node: usize) -> Result<(), HarnessError> {
         let brokers = self.size.broker_count().to_string();

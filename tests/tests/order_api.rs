@@ -22,7 +22,7 @@ use engine::kafka::{Guarantee, KafkaSettings, Ownership};
 use engine::partitioner::partition_for;
 use engine::runtime::{ClientThreads, CommitPolicy, Engine, IdleStrategy, RuntimeKnobs, ShardPlan};
 use engine::{PartitionId, ShardId, Stage};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value};
@@ -95,7 +95,7 @@ fn start() -> anyhow::Result<Fixture> {
         partitions,
         1,
     )?;
-    start_at_the_end(&cluster, &application_id, &inputs, partitions)?;
+    cluster.start_group_at_end(&application_id, &inputs, partitions)?;
     let knobs = RuntimeKnobs {
         idle: IdleStrategy::Park(Duration::from_millis(1)),
         client_threads: ClientThreads::Unpinned,
@@ -130,34 +130,6 @@ fn start() -> anyhow::Result<Fixture> {
         _engine: engine,
         api,
     })
-}
-
-/// Commits the application's offsets at the current end of every input
-/// partition, so the engine processes only what this run produces.
-fn start_at_the_end(
-    cluster: &KafkaCluster,
-    application_id: &str,
-    inputs: &[&str],
-    partitions: i32,
-) -> anyhow::Result<()> {
-    let consumer: BaseConsumer = cluster
-        .client_config()
-        .set("group.id", application_id)
-        .set("enable.auto.commit", "false")
-        .create()?;
-    let mut offsets = TopicPartitionList::new();
-    for topic in inputs {
-        for partition in 0..partitions {
-            let (_, high) = consumer.fetch_watermarks(
-                topic,
-                partition,
-                Duration::from_secs(ADMIN_TIMEOUT_S),
-            )?;
-            offsets.add_partition_offset(topic, partition, Offset::Offset(high))?;
-        }
-    }
-    consumer.commit(&offsets, CommitMode::Sync)?;
-    Ok(())
 }
 
 /// An account id and an instrument no other test or run uses.
