@@ -38,6 +38,31 @@ pub struct ScheduledEvent {
     pub event: Event,
 }
 
+/// The events of a scenario or traffic file as a schedule: records that carry
+/// an event on one of the flow's topics, each at its intended time (raw or
+/// foreign records are left out: `drive` times orders of the flow).
+pub fn schedule<E>(
+    records: impl IntoIterator<Item = Result<crate::traffic::Record, E>>,
+) -> Result<Vec<ScheduledEvent>, E> {
+    let mut schedule = Vec::new();
+    for record in records {
+        let record = record?;
+        let (Some(event), Some(topic)) = (
+            record.event().cloned(),
+            codecs::topics::ALL.iter().find(|t| **t == record.topic),
+        ) else {
+            continue;
+        };
+        schedule.push(ScheduledEvent {
+            at_ns: record.t_ns,
+            topic,
+            key: record.key.clone().unwrap_or_default(),
+            event,
+        });
+    }
+    Ok(schedule)
+}
+
 /// Where to send and how long to wait for the end.
 #[derive(Clone, Debug)]
 pub struct DriveConfig {
@@ -199,7 +224,12 @@ pub fn drive(
         let Some(message) = reader.poll(Duration::from_millis(20)) else {
             continue;
         };
-        let message = message?;
+        let message = match message {
+            Ok(message) => message,
+            // TEMP (broker-loss investigation): transient broker errors.
+            Err(e) if matches!(e.rdkafka_error_code(), Some(RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::AllBrokersDown)) => continue,
+            Err(e) => return Err(e.into()),
+        };
         let now = wall_ns();
         let Some(Ok(event)) = message.payload().map(codecs::decode) else {
             continue;

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use loadgen::drive::{drive, DriveConfig, ScheduledEvent};
+use loadgen::drive::{drive, DriveConfig};
 use loadgen::synth::{generate, SynthConfig};
 use services::audit::{Audit, DeliveryGuarantee};
 use tradeflow_tests::KafkaCluster;
@@ -107,22 +107,7 @@ fn kill_nine_three_times_under_load_loses_and_doubles_nothing() -> anyhow::Resul
         },
         codecs::ids::order_id_for,
     )?;
-    let mut schedule = Vec::new();
-    for record in scenario {
-        let record = record?;
-        let (Some(event), Some(topic)) = (
-            record.event().cloned(),
-            codecs::topics::ALL.iter().find(|t| **t == record.topic),
-        ) else {
-            continue;
-        };
-        schedule.push(ScheduledEvent {
-            at_ns: record.t_ns,
-            topic,
-            key: record.key.clone().unwrap_or_default(),
-            event,
-        });
-    }
+    let schedule = loadgen::drive::schedule(scenario)?;
     let drive_config = DriveConfig {
         bootstrap: bootstrap.clone(),
         client_properties: vec![("broker.address.family".into(), "v4".into())],

@@ -470,23 +470,7 @@ fn demo(rate: u64, duration_s: u64) -> anyhow::Result<()> {
         ..loadgen::synth::SynthConfig::default()
     };
     let scenario = loadgen::synth::generate(&config, codecs::ids::order_id_for)?;
-    let expected = scenario.expected();
-    let mut schedule = Vec::new();
-    for record in scenario {
-        let record = record?;
-        let Some(event) = record.event().cloned() else {
-            continue;
-        };
-        let Some(topic) = services::topics::ALL.iter().find(|t| **t == record.topic) else {
-            continue;
-        };
-        schedule.push(loadgen::drive::ScheduledEvent {
-            at_ns: record.t_ns,
-            topic,
-            key: record.key.clone().unwrap_or_default(),
-            event,
-        });
-    }
+    let schedule = loadgen::drive::schedule(scenario)?;
     println!(
         "load: {} accounts funded, {} instruments stocked, then orders (with amends, cancels, \
          some bound to fail for funds or stock), {} records at {rate}/s, open loop",
@@ -514,7 +498,6 @@ fn demo(rate: u64, duration_s: u64) -> anyhow::Result<()> {
     );
     println!("end-to-end latency, order sent -> outcome visible to a read_committed consumer:");
     print!("{}", report.latency.table());
-    let _ = expected;
     let stats = engine.shutdown()?;
     let records_in: u64 = stats.iter().map(|(_, s)| s.records_in).sum();
     println!("engine: {records_in} records processed, then committed and closed");
