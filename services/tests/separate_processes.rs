@@ -145,7 +145,7 @@ fn each_service_in_its_own_process_carries_the_whole_flow() -> anyhow::Result<()
 
     // Through the order process's API: fund, stock, create, read back filled.
     let account = run_id % 1_000_000_000 + 7;
-    let sku = format!("S{:X}", run_id % 0xFFFF_FFF);
+    let sku = format!("S{:X}", run_id % 0x0FFF_FFFF);
     let funded = http(
         rest,
         "POST",
