@@ -430,7 +430,18 @@ where
                     .status
                     .store(ShardStatus::Restarting as u8, Ordering::Release);
                 context.restarts.fetch_add(1, Ordering::AcqRel);
-                std::thread::sleep(backoff);
+                // Wait in short steps so a shutdown during the backoff is
+                // honoured at once rather than after it.
+                let waiting = Instant::now();
+                while waiting.elapsed() < backoff && !context.stop.load(Ordering::Acquire) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                if context.stop.load(Ordering::Acquire) {
+                    context
+                        .status
+                        .store(ShardStatus::Stopped as u8, Ordering::Release);
+                    return Err(e);
+                }
                 backoff = (backoff * 2).min(Duration::from_millis(RESTART_BACKOFF_MS_MAX));
             }
         }
