@@ -38,8 +38,23 @@ use crate::store::ChangelogApply;
 /// How long a blocking Kafka call (flush, commit, transaction step) may take
 /// before it counts as failed.
 pub const KAFKA_CALL_TIMEOUT_MS: u64 = 30_000;
-/// Kafka Streams' default `transaction.timeout.ms` under exactly-once.
-pub const TRANSACTION_TIMEOUT_MS: u64 = 10_000;
+/// `transaction.timeout.ms` of shard producers (the Java producer's default).
+///
+/// It must outlast a partition leader's failover. A broker that dies without a
+/// controlled shutdown stays leader, and stays in the ISR of every partition it
+/// replicates, until the controller fences it after `broker.session.timeout.ms`
+/// (9 s by default); until then every `acks=all` write to those partitions,
+/// `__consumer_offsets` and `__transaction_state` included, waits. librdkafka
+/// requires `message.timeout.ms <= transaction.timeout.ms`, so Kafka Streams'
+/// 10 s left records no room to reach the new leader: they timed out locally
+/// ("requires epoch bump") and the transaction failed. A crashed shard's open
+/// transaction does not hold readers back for this long: its restart calls
+/// `init_transactions` with the same `transactional.id`, which aborts it.
+pub const TRANSACTION_TIMEOUT_MS: u64 = 60_000;
+/// `delivery.timeout.ms` of transactional records: several failovers long, and
+/// no longer than one blocking call, so a record that cannot be delivered fails
+/// the commit (and restarts the shard) rather than outliving it.
+pub const TRANSACTIONAL_DELIVERY_TIMEOUT_MS: u64 = KAFKA_CALL_TIMEOUT_MS;
 /// How long an at-least-once record may wait for acknowledgement, retries included.
 pub const DELIVERY_TIMEOUT_MS: u64 = 120_000;
 /// How long a restore may go without progress before it fails.
@@ -261,11 +276,15 @@ impl RdKafkaPort {
         match settings.guarantee {
             Guarantee::ExactlyOnce => {
                 // librdkafka requires message.timeout.ms <= transaction.timeout.ms:
-                // a record may not outlive the transaction that carries it.
+                // a record may not outlive the transaction that carries it. Both
+                // must outlast a leader failover (see TRANSACTION_TIMEOUT_MS).
                 producer_config
                     .set("transactional.id", transactional_id)
                     .set("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS.to_string())
-                    .set("delivery.timeout.ms", TRANSACTION_TIMEOUT_MS.to_string());
+                    .set(
+                        "delivery.timeout.ms",
+                        TRANSACTIONAL_DELIVERY_TIMEOUT_MS.to_string(),
+                    );
             }
             Guarantee::AtLeastOnce => {
                 producer_config.set("delivery.timeout.ms", DELIVERY_TIMEOUT_MS.to_string());
@@ -571,6 +590,10 @@ impl KafkaPort for RdKafkaPort {
                 if offsets.is_empty() && self.sent_since_commit == 0 {
                     return Ok(());
                 }
+                // A record already failed: the transaction cannot commit, so
+                // fail now (the shard restarts) rather than block in the
+                // transaction steps below.
+                self.check_deliveries()?;
                 if !offsets.is_empty() {
                     let list = self.offsets_list(offsets)?;
                     let group = self.consumer.group_metadata().ok_or(PortError::Kafka {
