@@ -226,8 +226,18 @@ pub fn drive(
         };
         let message = match message {
             Ok(message) => message,
-            // TEMP (broker-loss investigation): transient broker errors.
-            Err(e) if matches!(e.rdkafka_error_code(), Some(RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::AllBrokersDown)) => continue,
+            // librdkafka reports a lost broker connection here and reconnects by
+            // itself; a run that rides out a broker failure must not end on it.
+            Err(e)
+                if matches!(
+                    e.rdkafka_error_code(),
+                    Some(
+                        RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::AllBrokersDown
+                    )
+                ) =>
+            {
+                continue
+            }
             Err(e) => return Err(e.into()),
         };
         let now = wall_ns();
