@@ -666,28 +666,9 @@ impl KafkaPort for RdKafkaPort {
         partition: PartitionId,
         apply: &mut ChangelogApply<'_>,
     ) -> Result<RestoreStats, PortError> {
-        let timeout = Duration::from_millis(KAFKA_CALL_TIMEOUT_MS);
         // Right after a topic is created or a leader moves, the broker may not
         // lead the partition yet: retry such errors here rather than restart.
-        let started = Instant::now();
-        let (low, high) = loop {
-            match self
-                .restorer
-                .fetch_watermarks(changelog, partition.0, timeout)
-            {
-                Ok(watermarks) => break watermarks,
-                Err(e) => {
-                    let error = kafka_error("reading changelog watermarks", e);
-                    if !error.is_retryable()
-                        || started.elapsed() > Duration::from_millis(RESTORE_STALL_TIMEOUT_MS)
-                    {
-                        return Err(error);
-                    }
-                    warn!(%error, changelog, %partition, "retrying");
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            }
-        };
+        let (low, high) = watermarks_retrying(&self.restorer, changelog, partition.0)?;
         let mut stats = RestoreStats::default();
         if high <= low {
             return Ok(stats);
@@ -737,6 +718,36 @@ impl KafkaPort for RdKafkaPort {
             .unassign()
             .map_err(|e| kafka_error("releasing the changelog", e))?;
         Ok(stats)
+    }
+}
+
+/// Low and high watermarks of a partition, retrying the transient errors a
+/// freshly created topic or a moving leader gives (`NotLeaderForPartition`,
+/// `LeaderNotAvailable`) for up to [`RESTORE_STALL_TIMEOUT_MS`].
+fn watermarks_retrying<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+) -> Result<(i64, i64), PortError> {
+    let started = Instant::now();
+    loop {
+        match consumer.fetch_watermarks(
+            topic,
+            partition,
+            Duration::from_millis(KAFKA_CALL_TIMEOUT_MS),
+        ) {
+            Ok(watermarks) => return Ok(watermarks),
+            Err(e) => {
+                let error = kafka_error("reading watermarks", e);
+                if !error.is_retryable()
+                    || started.elapsed() > Duration::from_millis(RESTORE_STALL_TIMEOUT_MS)
+                {
+                    return Err(error);
+                }
+                warn!(%error, topic, partition, "retrying");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
     }
 }
 
@@ -913,9 +924,7 @@ pub fn read_to_end(
             .map_err(|e| kafka_error("reading metadata", e))?;
         for t in metadata.topics() {
             for p in t.partitions() {
-                let (low, high) = reader
-                    .fetch_watermarks(topic, p.id(), timeout)
-                    .map_err(|e| kafka_error("reading watermarks", e))?;
+                let (low, high) = watermarks_retrying(&reader, topic, p.id())?;
                 if high > low {
                     assignment
                         .add_partition_offset(topic, p.id(), KafkaOffset::Beginning)
@@ -946,9 +955,7 @@ pub fn read_to_end(
                         continue;
                     }
                     if let KafkaOffset::Offset(position) = element.offset() {
-                        let (_, high) = reader
-                            .fetch_watermarks(element.topic(), partition, timeout)
-                            .map_err(|e| kafka_error("reading watermarks", e))?;
+                        let (_, high) = watermarks_retrying(&reader, element.topic(), partition)?;
                         if position >= high {
                             remaining.remove(&(element.topic().to_string(), partition));
                         }

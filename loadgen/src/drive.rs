@@ -144,7 +144,17 @@ fn outcome_reader(config: &DriveConfig) -> Result<BaseConsumer, DriveError> {
         let metadata = reader.fetch_metadata(Some(topic), Duration::from_secs(10))?;
         for t in metadata.topics() {
             for p in t.partitions() {
-                let (_, high) = reader.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
+                // A just-created topic's leader may not answer yet: retry briefly.
+                let started = Instant::now();
+                let high = loop {
+                    match reader.fetch_watermarks(topic, p.id(), Duration::from_secs(10)) {
+                        Ok((_, high)) => break high,
+                        Err(_) if started.elapsed() < Duration::from_secs(30) => {
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                };
                 assignment.add_partition_offset(topic, p.id(), Offset::Offset(high))?;
             }
         }

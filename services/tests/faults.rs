@@ -19,9 +19,12 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use engine::deployment::{prepare_topics, FlowTopics};
+use engine::kafka::{Guarantee, KafkaSettings};
 use loadgen::drive::{drive, DriveConfig};
 use loadgen::synth::{generate, SynthConfig};
 use services::audit::{Audit, DeliveryGuarantee};
+use services::flow::{ServiceSet, TradeFlow};
 use tradeflow_tests::KafkaCluster;
 
 const RATE_PER_S: u64 = 300;
@@ -87,6 +90,27 @@ fn kill_nine_three_times_under_load_loses_and_doubles_nothing() -> anyhow::Resul
     let dir = std::env::temp_dir().join(format!("tradeflow-faults-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let config = core_map(&dir)?;
+    // Create the flow's topics before anything reads them: on a fresh cluster
+    // the driver would otherwise look for outcome topics the engine has not
+    // made yet.
+    let flow = TradeFlow::new(ServiceSet::ALL);
+    prepare_topics(
+        &KafkaSettings {
+            bootstrap: bootstrap.clone(),
+            application_id: "fault-eos".into(),
+            guarantee: Guarantee::ExactlyOnce,
+            client_properties: Vec::new(),
+            linger_ms: 0,
+            fetch_wait_max_ms: 5,
+        },
+        &FlowTopics {
+            inputs: engine::Stage::input_topics(&flow).to_vec(),
+            outputs: flow.output_topics(),
+            stores: flow.store_names(),
+        },
+        4,
+        3,
+    )?;
     let log = dir.join("engine.log");
     let mut engine = spawn_engine(&config, &bootstrap, &log)?;
 

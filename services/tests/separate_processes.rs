@@ -62,6 +62,25 @@ fn each_service_in_its_own_process_carries_the_whole_flow() -> anyhow::Result<()
             partitions - 1
         ),
     )?;
+    // The flow's topics exist before any process or reader looks for them.
+    let all = TradeFlow::new(ServiceSet::ALL);
+    engine::deployment::prepare_topics(
+        &engine::kafka::KafkaSettings {
+            bootstrap: cluster.bootstrap().to_string(),
+            application_id: "split".into(),
+            guarantee: engine::kafka::Guarantee::ExactlyOnce,
+            client_properties: Vec::new(),
+            linger_ms: 0,
+            fetch_wait_max_ms: 5,
+        },
+        &engine::deployment::FlowTopics {
+            inputs: engine::Stage::input_topics(&all).to_vec(),
+            outputs: all.output_topics(),
+            stores: Vec::new(),
+        },
+        partitions,
+        1,
+    )?;
     let rest = "127.0.0.1:18381";
     let mut nodes = Vec::new();
     for service in [Service::Payment, Service::Inventory, Service::Order] {

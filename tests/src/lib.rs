@@ -196,11 +196,22 @@ impl KafkaCluster {
         let mut offsets = rdkafka::TopicPartitionList::new();
         for topic in topics {
             for partition in 0..partitions {
-                let (_, high) = consumer.fetch_watermarks(
-                    topic,
-                    partition,
-                    Duration::from_secs(ADMIN_TIMEOUT_S),
-                )?;
+                // A just-created topic's leader may not answer yet: retry.
+                let started = Instant::now();
+                let high = loop {
+                    match consumer.fetch_watermarks(
+                        topic,
+                        partition,
+                        Duration::from_secs(ADMIN_TIMEOUT_S),
+                    ) {
+                        Ok((_, high)) => break high,
+                        Err(e) if started.elapsed() < Duration::from_secs(ADMIN_TIMEOUT_S) => {
+                            tracing::warn!(error = %e, topic, partition, "retrying");
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                };
                 offsets.add_partition_offset(topic, partition, rdkafka::Offset::Offset(high))?;
             }
         }
