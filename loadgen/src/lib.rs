@@ -12,14 +12,18 @@
 //! | [`traffic`] | the traffic file format, replay pacing and id rewriting |
 //! | [`synth`] | seeded synthetic scenarios as traffic |
 //! | [`flow`] | the flow's topics and keys (`codecs::topics`) and which key a record gets |
+//! | [`audit`] | the invariant audit: every figure re-derived from the events of every flow topic |
+//! | [`kafka`] | reading fixed offset ranges of topics (`read_committed`, outside any group) |
 //!
 //! Owns: send schedules, latency recording and reports.
 //! Must never: measure from the actual send time alone (a stalled system would
 //! hide its own stall), or block the schedule on a slow reply (open loop).
 
+pub mod audit;
 pub mod drive;
 pub mod flow;
 pub mod interval;
+pub mod kafka;
 pub mod latency;
 pub mod ping;
 pub mod progress;

@@ -269,6 +269,7 @@ impl FlowHarness {
 
     /// The stores of the running services, for the audit.
     pub fn snapshot(&self) -> crate::audit::StateSnapshot {
+        use crate::audit::StateSnapshotExt;
         use crate::flow::Service;
         let mut snapshot = crate::audit::StateSnapshot::default();
         let services = self.flow.services();

@@ -280,7 +280,7 @@ fn state_that_disagrees_with_the_events_is_found() {
     }
     if let Some(statuses) = snapshot.order_status.as_mut() {
         for status in statuses.values_mut() {
-            *status = services::order::OrderStatus::Accepted;
+            *status = services::audit::OrderState::Accepted;
         }
     }
     let mut audit = Audit::new(ExactlyOnce);

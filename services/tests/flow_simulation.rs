@@ -42,7 +42,7 @@ use codecs::{decode, encode_to_vec, Event};
 use engine::partitioner::partition_for;
 use engine::sim::{SimCluster, SimPort, SimRng};
 use engine::{PartitionId, Shard, ShardId, Stage, Step};
-use services::audit::{Audit, AuditReport, DeliveryGuarantee, StateSnapshot};
+use services::audit::{Audit, AuditReport, DeliveryGuarantee, StateSnapshot, StateSnapshotExt};
 use services::flow::{ServiceSet, TradeFlow, TradeFlowState};
 use services::inventory::{InventoryStage, StockLedger};
 use services::order::{OrderBook, OrderStage, ORDER_INPUTS};

@@ -1,0 +1,50 @@
+//! Reading a deployment's flow topics for the audit: every flow topic of a
+//! namespace, from its beginning to its end when the read begins, as a
+//! `read_committed` consumer, decoded and fed to an [`Audit`] under the
+//! topic's logical name.
+//!
+//! Owns: the namespace → topics → audit plumbing behind `loadgen audit` and
+//! the audit at the end of `loadgen run`/`replay`. Must never: judge an
+//! event itself (that is [`Audit`]'s), or read outside the namespace.
+
+use codecs::topics::TopicNamespace;
+use rdkafka::message::Message;
+
+use super::{Audit, AuditReport, DeliveryGuarantee};
+use crate::kafka::{self, ReadError, TimeBounds};
+
+/// An audit of what a namespace's topics hold.
+#[derive(Debug, Clone)]
+pub struct TopicAudit {
+    pub report: AuditReport,
+    /// Records read from the flow's topics.
+    pub records: u64,
+    /// Records that are not events (poison inputs the stages dead-lettered;
+    /// no part of the flow).
+    pub undecodable: u64,
+}
+
+/// Reads every flow topic of `namespace` and audits it under `guarantee`.
+pub fn audit_namespace(
+    bootstrap: &str,
+    client_properties: &[(String, String)],
+    namespace: &TopicNamespace,
+    guarantee: DeliveryGuarantee,
+) -> Result<TopicAudit, ReadError> {
+    let consumer = kafka::reader(bootstrap, client_properties)?;
+    let ranges = kafka::ranges(&consumer, &namespace.all(), TimeBounds::default())?;
+    let mut audit = Audit::new(guarantee);
+    let mut undecodable = 0u64;
+    let records = kafka::read_ranges(&consumer, &ranges, &mut |message| {
+        let decoded = message.payload().map(codecs::decode);
+        match (namespace.flow_topic(message.topic()), decoded) {
+            (Some(topic), Some(Ok(event))) => audit.record(topic, &event.to_event()),
+            _ => undecodable += 1,
+        }
+    })?;
+    Ok(TopicAudit {
+        report: audit.finish(),
+        records,
+        undecodable,
+    })
+}
