@@ -1,20 +1,37 @@
-//! Drives a running tradeflow with scheduled events and measures end-to-end
+//! Drives a running tradeflow with scheduled records and measures end-to-end
 //! latency: order accepted (its intended send time) → its terminal outcome
 //! visible to a `read_committed` consumer.
 //!
-//! Owns: the open-loop sender (every event goes at its intended time; a late
-//! sender sends at once and the lateness counts), the outcome reader that
-//! matches each terminal event to its order, and the latency recorders.
-//! Must never: wait for an outcome before sending the next event (closed
-//! loop), or time an order from when it was actually sent alone (that hides
-//! stalls: both figures are kept, corrected and uncorrected).
+//! Owns: the open-loop sender (every record goes at its intended time; a late
+//! sender sends at once and the lateness counts), the bound on orders awaiting
+//! their outcome, the outcome reader that matches each terminal event to its
+//! order, and the latency recording (whole run and per interval).
+//! Must never: wait for an outcome before sending the next record while fewer
+//! than [`DriveOptions::pending_orders_max`] orders are pending (closed loop),
+//! or time an order from when it was actually sent alone (that hides stalls:
+//! both figures are kept, corrected and uncorrected).
+//!
+//! # Corrected and uncorrected, and the pending-order bound
+//! Each outcome is timed twice: from the order's intended send time
+//! (corrected for coordinated omission) and from when it actually left
+//! (uncorrected). The two differ only when the sender is late. A real client
+//! has a bounded number of orders in flight (a gateway's pending-order table,
+//! wrk2's connections); so does this one: with `pending_orders_max` orders
+//! without an outcome, the sender waits for one to finish. When the flow
+//! stalls, the sender is held back, the orders it sends afterwards leave late,
+//! and only the corrected figure shows the stall to those orders — the
+//! uncorrected one is what a measurement that coordinates with the system
+//! under test would report. The default bound is far above any in-flight
+//! count a healthy flow reaches, so it only bites on a stall.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use codecs::topics::{PAYMENT_FAILED, PAYMENT_REFUNDED, STOCK_UPDATED};
-use codecs::{encode_to_vec, Event, EventKind, OrderId, TimestampNs};
-use crossbeam_channel::Sender;
+use codecs::topics::{TopicNamespace, ALL, PAYMENT_FAILED, PAYMENT_REFUNDED, STOCK_UPDATED};
+use codecs::{EventKind, OrderId, TimestampNs};
+use crossbeam_channel::{SendTimeoutError, Sender};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -22,43 +39,57 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
+use crate::interval::{IntervalError, IntervalLog, IntervalRecorder, INTERVAL_MS_DEFAULT};
 use crate::latency::{LatencyError, LatencyRecorder};
+use crate::progress::{Progress, PROGRESS_UPDATE_MS};
+use crate::traffic::replay::stamp_created_at;
+use crate::traffic::Payload;
 
 /// Topics whose events end an order: filled, rejected for funds, refunded.
 pub const OUTCOME_TOPICS: [&str; 3] = [STOCK_UPDATED, PAYMENT_FAILED, PAYMENT_REFUNDED];
 /// How long the reader waits for outstanding outcomes after the last send.
 pub const DRAIN_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+/// Orders without an outcome before the sender waits (see the module doc).
+pub const PENDING_ORDERS_MAX_DEFAULT: usize = 100_000;
 
-/// One event of a schedule: when to send it (ns after the start), where, and what.
+/// One record of a schedule: when to send it (ns after the start), to which
+/// of the flow's (logical) topics, with what key and value.
 #[derive(Clone, Debug)]
-pub struct ScheduledEvent {
+pub struct ScheduledRecord {
     pub at_ns: u64,
     pub topic: &'static str,
     pub key: Vec<u8>,
-    pub event: Event,
+    /// An event (encoded at send time, stamped with its intended time) or
+    /// raw bytes sent as they are (poison records stay poison).
+    pub payload: Payload,
 }
 
-/// The events of a scenario or traffic file as a schedule: records that carry
-/// an event on one of the flow's topics, each at its intended time (raw or
-/// foreign records are left out: `drive` times orders of the flow).
+impl ScheduledRecord {
+    /// The record of a traffic file at intended time `at_ns`, if its topic is
+    /// one of the flow's (logical names).
+    pub fn from_traffic(at_ns: u64, record: crate::traffic::Record) -> Option<ScheduledRecord> {
+        let topic = ALL.iter().copied().find(|t| *t == record.topic)?;
+        Some(ScheduledRecord {
+            at_ns,
+            topic,
+            key: record.key.unwrap_or_default(),
+            payload: record.payload,
+        })
+    }
+}
+
+/// The records of a scenario or traffic file as a schedule, each at its
+/// recorded time: records on one of the flow's topics (records on other
+/// topics are left out: `drive` sends into the flow).
 pub fn schedule<E>(
     records: impl IntoIterator<Item = Result<crate::traffic::Record, E>>,
-) -> Result<Vec<ScheduledEvent>, E> {
+) -> Result<Vec<ScheduledRecord>, E> {
     let mut schedule = Vec::new();
     for record in records {
         let record = record?;
-        let (Some(event), Some(topic)) = (
-            record.event().cloned(),
-            codecs::topics::ALL.iter().find(|t| **t == record.topic),
-        ) else {
-            continue;
-        };
-        schedule.push(ScheduledEvent {
-            at_ns: record.t_ns,
-            topic,
-            key: record.key.clone().unwrap_or_default(),
-            event,
-        });
+        if let Some(scheduled) = ScheduledRecord::from_traffic(record.t_ns, record) {
+            schedule.push(scheduled);
+        }
     }
     Ok(schedule)
 }
@@ -69,6 +100,33 @@ pub struct DriveConfig {
     pub bootstrap: String,
     pub client_properties: Vec<(String, String)>,
     pub drain_timeout: Duration,
+}
+
+/// How a drive runs beyond where it sends ([`DriveConfig`]).
+#[derive(Clone, Debug)]
+pub struct DriveOptions {
+    /// The deployment's topic namespace: records go to, and outcomes are read
+    /// from, `<namespace>.<logical topic>`.
+    pub namespace: TopicNamespace,
+    /// Orders without an outcome before the sender waits for one (see the
+    /// module doc); at least 1.
+    pub pending_orders_max: usize,
+    /// Length of one interval of the interval log.
+    pub interval: Duration,
+    /// Counts records sent (set its total to the schedule's length if known);
+    /// its message counts outcomes.
+    pub progress: Progress,
+}
+
+impl Default for DriveOptions {
+    fn default() -> Self {
+        DriveOptions {
+            namespace: TopicNamespace::none(),
+            pending_orders_max: PENDING_ORDERS_MAX_DEFAULT,
+            interval: Duration::from_millis(INTERVAL_MS_DEFAULT),
+            progress: Progress::hidden(),
+        }
+    }
 }
 
 /// What a run measured.
@@ -84,14 +142,51 @@ pub struct DriveReport {
     pub missing: u64,
     /// Outcomes seen twice for the same order (read_committed: a bug).
     pub duplicate_outcomes: u64,
+    /// From the epoch to the last send.
     pub send_elapsed: Duration,
+    /// The whole run's histograms.
     pub latency: LatencyRecorder,
+    /// Per-interval histograms from the epoch (the schedule's time 0).
+    pub intervals: IntervalLog,
+    /// Wall-clock time of the epoch.
+    pub started: SystemTime,
+    /// From the epoch to the end of measuring (sending plus draining).
+    pub elapsed: Duration,
+    /// Intended time of the first and the last order, ns after the epoch.
+    pub orders_intended_ns: Option<(u64, u64)>,
+    /// When the last outcome was seen, ns after the epoch.
+    pub last_outcome_ns: u64,
+    /// Longest time the sender waited for a pending order to finish.
+    pub pending_wait_max: Duration,
 }
 
 impl DriveReport {
-    /// Orders per second that reached an outcome, over the sending time.
+    /// Orders per second that reached an outcome, over the whole sending
+    /// time (set-up records included).
     pub fn achieved_orders_per_s(&self) -> f64 {
         self.outcomes as f64 / self.send_elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// Orders per second the schedule offered: orders over the span of their
+    /// intended times.
+    pub fn offered_order_rate_per_s(&self) -> f64 {
+        match self.orders_intended_ns {
+            Some((first, last)) if last > first => {
+                (self.orders_sent.saturating_sub(1)) as f64 / ((last - first) as f64 / 1e9)
+            }
+            _ => self.orders_sent as f64,
+        }
+    }
+
+    /// Outcomes per second, from the first order's intended time to the last
+    /// outcome: comparable with [`Self::offered_order_rate_per_s`].
+    pub fn achieved_order_rate_per_s(&self) -> f64 {
+        let first = self.orders_intended_ns.map_or(0, |(first, _)| first);
+        let span_ns = self.last_outcome_ns.saturating_sub(first);
+        if span_ns == 0 {
+            return 0.0;
+        }
+        self.outcomes as f64 / (span_ns as f64 / 1e9)
     }
 }
 
@@ -100,6 +195,8 @@ impl DriveReport {
 pub enum DriveError {
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("topic {0} does not exist: is tradeflow running in this namespace?")]
+    NoSuchTopic(String),
     #[error("encoding {kind:?}: {source}")]
     Encode {
         kind: EventKind,
@@ -107,6 +204,12 @@ pub enum DriveError {
     },
     #[error(transparent)]
     Latency(#[from] LatencyError),
+    #[error(transparent)]
+    Interval(#[from] IntervalError),
+    #[error("the schedule: {0}")]
+    Schedule(String),
+    #[error("{pending} orders waited {waited:?} for an outcome: the flow stopped answering")]
+    Stalled { pending: usize, waited: Duration },
     #[error("the sender thread failed: {0}")]
     Sender(String),
 }
@@ -122,17 +225,15 @@ fn wall_ns() -> u64 {
 }
 
 fn client(config: &DriveConfig) -> ClientConfig {
-    let mut client = ClientConfig::new();
-    client.set("bootstrap.servers", &config.bootstrap);
-    for (key, value) in &config.client_properties {
-        client.set(key, value);
-    }
-    client
+    crate::kafka::client_config(&config.bootstrap, &config.client_properties)
 }
 
 /// A `read_committed` reader of the outcome topics, positioned at their
 /// current ends so it sees exactly this run's outcomes.
-fn outcome_reader(config: &DriveConfig) -> Result<BaseConsumer, DriveError> {
+fn outcome_reader(
+    config: &DriveConfig,
+    namespace: &TopicNamespace,
+) -> Result<BaseConsumer, DriveError> {
     let reader: BaseConsumer = client(config)
         .set("group.id", "loadgen-outcomes")
         .set("enable.auto.commit", "false")
@@ -140,35 +241,61 @@ fn outcome_reader(config: &DriveConfig) -> Result<BaseConsumer, DriveError> {
         .set("fetch.wait.max.ms", "5")
         .create()?;
     let mut assignment = TopicPartitionList::new();
-    for topic in OUTCOME_TOPICS {
-        let metadata = reader.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-        for t in metadata.topics() {
-            for p in t.partitions() {
-                // A just-created topic's leader may not answer yet: retry briefly.
-                let started = Instant::now();
-                let high = loop {
-                    match reader.fetch_watermarks(topic, p.id(), Duration::from_secs(10)) {
-                        Ok((_, high)) => break high,
-                        Err(_) if started.elapsed() < Duration::from_secs(30) => {
-                            std::thread::sleep(Duration::from_millis(100));
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
-                };
-                assignment.add_partition_offset(topic, p.id(), Offset::Offset(high))?;
+    for logical in OUTCOME_TOPICS {
+        let topic = namespace.physical(logical);
+        let partitions = match crate::kafka::partitions(&reader, &topic) {
+            Ok(partitions) => partitions,
+            Err(crate::kafka::ReadError::NoSuchTopic(topic)) => {
+                return Err(DriveError::NoSuchTopic(topic))
             }
+            Err(crate::kafka::ReadError::Kafka { source, .. }) => return Err(source.into()),
+            Err(other) => return Err(DriveError::Sender(other.to_string())),
+        };
+        for partition in partitions {
+            let (_, high) =
+                crate::kafka::watermarks(&reader, &topic, partition).map_err(|e| match e {
+                    crate::kafka::ReadError::Kafka { source, .. } => DriveError::Kafka(source),
+                    other => DriveError::Sender(other.to_string()),
+                })?;
+            assignment.add_partition_offset(&topic, partition, Offset::Offset(high))?;
         }
     }
     reader.assign(&assignment)?;
     Ok(reader)
 }
 
-/// Sends `schedule` open-loop and times every order's outcome.
+/// Sends `schedule` open-loop and times every order's outcome, in the
+/// default namespace with the default options.
 pub fn drive(
     config: &DriveConfig,
-    schedule: Vec<ScheduledEvent>,
+    schedule: Vec<ScheduledRecord>,
 ) -> Result<DriveReport, DriveError> {
-    let reader = outcome_reader(config)?;
+    drive_with(
+        config,
+        &DriveOptions::default(),
+        schedule.into_iter().map(Ok::<_, std::convert::Infallible>),
+    )
+}
+
+/// What the sender thread hands back: (records sent, orders sent, first and
+/// last order's intended ns, longest wait for a pending order).
+type SenderResult = Result<(u64, u64, Option<(u64, u64)>, Duration), DriveError>;
+
+/// Sends a streamed schedule (records in non-decreasing `at_ns`) open-loop,
+/// as `options` say, and times every order's outcome. A schedule error stops
+/// the sender and fails the run.
+pub fn drive_with<S, E>(
+    config: &DriveConfig,
+    options: &DriveOptions,
+    schedule: S,
+) -> Result<DriveReport, DriveError>
+where
+    S: IntoIterator<Item = Result<ScheduledRecord, E>>,
+    S::IntoIter: Send + 'static,
+    E: std::fmt::Display,
+{
+    let namespace = &options.namespace;
+    let reader = outcome_reader(config, namespace)?;
     let producer: BaseProducer = client(config)
         // The engine places keys with Java's murmur2; librdkafka's default
         // (CRC32) would put an account's events in other partitions than the
@@ -178,60 +305,87 @@ pub fn drive(
         .set("enable.idempotence", "true")
         .set("linger.ms", "0")
         .create()?;
-    // The sender tells the reader when each order actually left.
+    let topics: Vec<String> = ALL.iter().map(|t| namespace.physical(t)).collect();
+    // The sender tells the reader when each order actually left; the reader
+    // hands back a permit per outcome. Notes are bounded by the permits.
     let (sent_tx, sent_rx) = crossbeam_channel::unbounded::<SentOrder>();
+    let (permit_tx, permit_rx) =
+        crossbeam_channel::bounded::<()>(options.pending_orders_max.max(1));
+    let sent_records = Arc::new(AtomicU64::new(0));
+    let mut recorder = IntervalRecorder::new(options.interval)?;
+    let started = SystemTime::now();
     let start_wall_ns = wall_ns();
     let start = Instant::now();
-    let sender = std::thread::Builder::new()
-        .name("loadgen-send".into())
-        .spawn(move || send_schedule(producer, schedule, start, start_wall_ns, sent_tx))
-        .map_err(|e| DriveError::Sender(e.to_string()))?;
+    let sender = {
+        let sent_records = Arc::clone(&sent_records);
+        let drain_timeout = config.drain_timeout;
+        let schedule = schedule
+            .into_iter()
+            .map(|item| item.map_err(|e| DriveError::Schedule(e.to_string())));
+        std::thread::Builder::new()
+            .name("loadgen-send".into())
+            .spawn(move || {
+                send_schedule(SendContext {
+                    producer,
+                    topics,
+                    start,
+                    start_wall_ns,
+                    sent: sent_tx,
+                    permits: permit_tx,
+                    drain_timeout,
+                    sent_records,
+                    schedule,
+                })
+            })
+            .map_err(|e| DriveError::Sender(e.to_string()))?
+    };
 
-    let mut latency = LatencyRecorder::new()?;
+    let progress = &options.progress;
+    let mut progress_at_ns = 0u64;
     let mut actual_send_ns: HashMap<OrderId, u64> = HashMap::new();
     let mut done: HashMap<OrderId, EventKind> = HashMap::new();
-    let mut report = DriveReport {
-        events_sent: 0,
-        orders_sent: 0,
-        outcomes: 0,
-        filled: 0,
-        rejected_funds: 0,
-        refunded: 0,
-        missing: 0,
-        duplicate_outcomes: 0,
-        send_elapsed: Duration::ZERO,
-        latency: LatencyRecorder::new()?,
-    };
-    let mut sender_result = None;
+    let mut counts = Counts::default();
+    let mut last_outcome_ns = 0u64;
+    let mut sender_result: Option<SenderResult> = None;
     let mut sender = Some(sender);
     let mut drain_started: Option<Instant> = None;
+    let mut send_elapsed = Duration::ZERO;
     loop {
+        let now_ns = start.elapsed().as_nanos() as u64;
+        if now_ns >= progress_at_ns {
+            progress.set(sent_records.load(Ordering::Relaxed));
+            progress.message(format!("{} outcomes", counts.outcomes));
+            progress_at_ns = now_ns + PROGRESS_UPDATE_MS * 1_000_000;
+        }
         while let Ok((order, actual)) = sent_rx.try_recv() {
             actual_send_ns.insert(order, actual);
         }
         if sender.as_ref().is_some_and(|s| s.is_finished()) {
             if let Some(handle) = sender.take() {
-                sender_result = Some(
-                    handle
-                        .join()
-                        .map_err(|_| DriveError::Sender("panicked".into()))?,
-                );
+                let result = handle
+                    .join()
+                    .map_err(|_| DriveError::Sender("panicked".into()))?;
+                if let Err(e) = result {
+                    return Err(e);
+                }
+                sender_result = Some(result);
                 drain_started = Some(Instant::now());
-                report.send_elapsed = start.elapsed();
+                send_elapsed = start.elapsed();
                 while let Ok((order, actual)) = sent_rx.try_recv() {
                     actual_send_ns.insert(order, actual);
                 }
             }
         }
-        if let Some(Ok((events, _))) = &sender_result {
-            if done.len() >= actual_send_ns.len() && *events > 0 {
-                break;
-            }
+        if sender_result.is_some() && done.len() >= actual_send_ns.len() {
+            break;
         }
         if drain_started.is_some_and(|d| d.elapsed() > config.drain_timeout) {
             break;
         }
         let Some(message) = reader.poll(Duration::from_millis(20)) else {
+            // Nothing came back: still close finished intervals, so a stall
+            // shows as empty intervals.
+            recorder.tick(start.elapsed().as_nanos() as u64)?;
             continue;
         };
         let message = match message {
@@ -251,6 +405,7 @@ pub fn drive(
             Err(e) => return Err(e.into()),
         };
         let now = wall_ns();
+        let now_ns = start.elapsed().as_nanos() as u64;
         let Some(Ok(event)) = message.payload().map(codecs::decode) else {
             continue;
         };
@@ -265,57 +420,123 @@ pub fn drive(
             }
         }
         if done.insert(order, event.kind()).is_some() {
-            report.duplicate_outcomes += 1;
+            counts.duplicate_outcomes += 1;
             continue;
         }
-        report.outcomes += 1;
-        match event.kind() {
-            EventKind::StockUpdated => report.filled += 1,
-            EventKind::PaymentFailed => report.rejected_funds += 1,
-            EventKind::PaymentRefunded => report.refunded += 1,
-            _ => {}
-        }
+        // One order fewer pending: the sender may send another.
+        let _ = permit_rx.try_recv();
+        counts.outcome(event.kind());
+        last_outcome_ns = now_ns;
         // Outputs carry their order's created_at_ns: its intended send time.
         let intended = event.created_at_ns().0;
         let actual = actual_send_ns.get(&order).copied().unwrap_or(intended);
-        latency.record(now.saturating_sub(intended), now.saturating_sub(actual));
+        recorder.record(
+            now_ns,
+            now.saturating_sub(intended),
+            now.saturating_sub(actual),
+        )?;
     }
+    // Unblocks a sender still waiting for a permit (it then fails the run).
+    drop(permit_rx);
     if let Some(handle) = sender.take() {
-        sender_result = Some(
-            handle
-                .join()
-                .map_err(|_| DriveError::Sender("panicked".into()))?,
-        );
+        let result = handle
+            .join()
+            .map_err(|_| DriveError::Sender("panicked".into()))?;
+        sender_result = Some(result);
+        send_elapsed = start.elapsed();
     }
-    let (events, orders) = match sender_result {
-        Some(Ok(counts)) => counts,
-        Some(Err(e)) => return Err(e),
-        None => (0, 0),
+    let (events, orders, orders_intended_ns, pending_wait_max) = match sender_result {
+        Some(result) => result?,
+        None => (0, 0, None, Duration::ZERO),
     };
-    if report.send_elapsed.is_zero() {
-        report.send_elapsed = start.elapsed();
-    }
-    report.events_sent = events;
-    report.orders_sent = orders;
-    report.missing = actual_send_ns
-        .keys()
-        .filter(|o| !done.contains_key(o))
-        .count() as u64;
-    report.latency = latency;
-    Ok(report)
+    let elapsed = start.elapsed();
+    let recorded = recorder.finish(elapsed.as_nanos() as u64)?;
+    progress.set(events);
+    progress.message(format!("{} outcomes", counts.outcomes));
+    progress.finish();
+    Ok(DriveReport {
+        events_sent: events,
+        orders_sent: orders,
+        outcomes: counts.outcomes,
+        filled: counts.filled,
+        rejected_funds: counts.rejected_funds,
+        refunded: counts.refunded,
+        missing: actual_send_ns
+            .keys()
+            .filter(|o| !done.contains_key(o))
+            .count() as u64,
+        duplicate_outcomes: counts.duplicate_outcomes,
+        send_elapsed,
+        latency: recorded.total,
+        intervals: recorded.intervals,
+        started,
+        elapsed,
+        orders_intended_ns,
+        last_outcome_ns,
+        pending_wait_max,
+    })
 }
 
-/// The sender thread: returns (events sent, orders sent).
-fn send_schedule(
+/// Outcomes seen so far.
+#[derive(Debug, Default)]
+struct Counts {
+    outcomes: u64,
+    filled: u64,
+    rejected_funds: u64,
+    refunded: u64,
+    duplicate_outcomes: u64,
+}
+
+impl Counts {
+    fn outcome(&mut self, kind: EventKind) {
+        self.outcomes += 1;
+        match kind {
+            EventKind::StockUpdated => self.filled += 1,
+            EventKind::PaymentFailed => self.rejected_funds += 1,
+            EventKind::PaymentRefunded => self.refunded += 1,
+            _ => {}
+        }
+    }
+}
+
+/// Everything the sender thread owns.
+struct SendContext<I> {
     producer: BaseProducer,
-    schedule: Vec<ScheduledEvent>,
+    /// Physical topic of each of `codecs::topics::ALL`, in that order.
+    topics: Vec<String>,
     start: Instant,
     start_wall_ns: u64,
     sent: Sender<SentOrder>,
-) -> Result<(u64, u64), DriveError> {
+    permits: Sender<()>,
+    drain_timeout: Duration,
+    sent_records: Arc<AtomicU64>,
+    schedule: I,
+}
+
+/// The sender thread.
+fn send_schedule<I>(context: SendContext<I>) -> SenderResult
+where
+    I: Iterator<Item = Result<ScheduledRecord, DriveError>>,
+{
+    let SendContext {
+        producer,
+        topics,
+        start,
+        start_wall_ns,
+        sent,
+        permits,
+        drain_timeout,
+        sent_records,
+        schedule,
+    } = context;
     let mut events = 0u64;
     let mut orders = 0u64;
-    for mut item in schedule {
+    let mut orders_intended_ns: Option<(u64, u64)> = None;
+    let mut pending_wait_max = Duration::ZERO;
+    // One reused arena for every encoded event.
+    let mut encoder = codecs::Encoder::new();
+    for item in schedule {
+        let mut item = item?;
         loop {
             let now = start.elapsed().as_nanos() as u64;
             if now >= item.at_ns {
@@ -324,15 +545,54 @@ fn send_schedule(
             producer.poll(Duration::ZERO);
             std::thread::sleep(Duration::from_nanos((item.at_ns - now).min(200_000)));
         }
-        let is_order = item.event.kind() == EventKind::OrderCreated;
-        // Latency is measured from when the event was due, not when it left.
-        set_created_at(&mut item.event, TimestampNs(start_wall_ns + item.at_ns));
-        let payload = encode_to_vec(&item.event).map_err(|source| DriveError::Encode {
-            kind: item.event.kind(),
-            source,
-        })?;
+        let order = match &item.payload {
+            Payload::Event(event) if event.kind() == EventKind::OrderCreated => {
+                Some(event.header().order_id)
+            }
+            _ => None,
+        };
+        if order.is_some() {
+            // At most `pending_orders_max` orders without an outcome: wait for
+            // one to finish. The wait makes this order late, which its
+            // corrected latency shows and its uncorrected one does not.
+            let waiting = Instant::now();
+            loop {
+                match permits.send_timeout((), Duration::from_millis(1)) {
+                    Ok(()) => break,
+                    Err(SendTimeoutError::Timeout(())) => {
+                        producer.poll(Duration::ZERO);
+                        if waiting.elapsed() > drain_timeout {
+                            return Err(DriveError::Stalled {
+                                pending: permits.len(),
+                                waited: waiting.elapsed(),
+                            });
+                        }
+                    }
+                    Err(SendTimeoutError::Disconnected(())) => {
+                        return Err(DriveError::Sender(
+                            "the outcome reader stopped while orders were pending".into(),
+                        ))
+                    }
+                }
+            }
+            pending_wait_max = pending_wait_max.max(waiting.elapsed());
+        }
+        let topic = topic_index(item.topic)
+            .and_then(|i| topics.get(i))
+            .ok_or_else(|| DriveError::Schedule(format!("{} is not a flow topic", item.topic)))?;
+        let payload: &[u8] = match &mut item.payload {
+            Payload::Event(event) => {
+                // Latency is measured from when the event was due, not when it left.
+                stamp_created_at(event, TimestampNs(start_wall_ns + item.at_ns));
+                let kind = event.kind();
+                encoder
+                    .encode(event)
+                    .map_err(|source| DriveError::Encode { kind, source })?
+            }
+            Payload::Raw(bytes) => bytes,
+        };
         loop {
-            let record = BaseRecord::to(item.topic).key(&item.key).payload(&payload);
+            let record = BaseRecord::to(topic).key(&item.key).payload(payload);
             match producer.send(record) {
                 Ok(()) => break,
                 Err((e, _)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
@@ -341,29 +601,22 @@ fn send_schedule(
                 Err((e, _)) => return Err(e.into()),
             }
         }
-        if is_order {
+        if let Some(order) = order {
             orders += 1;
-            let _ = sent.send((item.event.header().order_id, wall_ns()));
+            orders_intended_ns = Some(match orders_intended_ns {
+                None => (item.at_ns, item.at_ns),
+                Some((first, _)) => (first, item.at_ns),
+            });
+            let _ = sent.send((order, wall_ns()));
         }
         events += 1;
+        sent_records.store(events, Ordering::Relaxed);
         producer.poll(Duration::ZERO);
     }
     producer.flush(Duration::from_secs(60))?;
-    Ok((events, orders))
+    Ok((events, orders, orders_intended_ns, pending_wait_max))
 }
 
-fn set_created_at(event: &mut Event, at: TimestampNs) {
-    let header = match event {
-        Event::OrderCreated(e) => &mut e.header,
-        Event::OrderAmended(e) => &mut e.header,
-        Event::OrderCancelled(e) => &mut e.header,
-        Event::PaymentCompleted(e) => &mut e.header,
-        Event::PaymentFailed(e) => &mut e.header,
-        Event::PaymentRefunded(e) => &mut e.header,
-        Event::StockUpdated(e) => &mut e.header,
-        Event::StockRejected(e) => &mut e.header,
-        Event::AccountFunded(e) => &mut e.header,
-        Event::StockReplenished(e) => &mut e.header,
-    };
-    header.created_at_ns = at;
+fn topic_index(topic: &str) -> Option<usize> {
+    ALL.iter().position(|t| *t == topic)
 }

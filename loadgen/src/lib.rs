@@ -14,6 +14,8 @@
 //! | [`flow`] | the flow's topics and keys (`codecs::topics`) and which key a record gets |
 //! | [`audit`] | the invariant audit: every figure re-derived from the events of every flow topic |
 //! | [`kafka`] | reading fixed offset ranges of topics (`read_committed`, outside any group) |
+//! | [`record`] | capturing a range of topics into a traffic file |
+//! | [`session`] | `run`/`replay`: drive a schedule, write the report, audit |
 //!
 //! Owns: send schedules, latency recording and reports.
 //! Must never: measure from the actual send time alone (a stalled system would
@@ -27,6 +29,8 @@ pub mod kafka;
 pub mod latency;
 pub mod ping;
 pub mod progress;
+pub mod record;
 pub mod report;
+pub mod session;
 pub mod synth;
 pub mod traffic;

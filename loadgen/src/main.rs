@@ -1,9 +1,11 @@
-//! The `loadgen` command line: drives a tradeflow deployment or a bare Kafka
-//! cluster with open-loop load, writes HDR latency reports, and generates
-//! synthetic traffic files for replay.
+//! The `loadgen` command line: drives a tradeflow deployment (`run`,
+//! `replay`) or a bare Kafka cluster (`ping`) with open-loop load, writes HDR
+//! latency reports, captures and generates traffic files (`record`, `synth`)
+//! and audits a deployment's topics (`audit`).
 //!
-//! Owns: argument parsing, the run's metadata (command line, commit, host) and
-//! where files go. Must never: hold measuring logic — that lives in the library.
+//! Owns: argument parsing, what reaches the terminal, where files go and the
+//! exit status. Must never: hold measuring, reading or auditing logic — that
+//! lives in the library (`loadgen::session` is what `run` and `replay` call).
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -11,13 +13,23 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use codecs::topics::TopicNamespace;
+use loadgen::audit::read::audit_namespace;
+use loadgen::audit::DeliveryGuarantee;
+use loadgen::drive::{
+    DriveConfig, DriveOptions, DRAIN_TIMEOUT_MS_DEFAULT, PENDING_ORDERS_MAX_DEFAULT,
+};
 use loadgen::interval::INTERVAL_MS_DEFAULT;
+use loadgen::kafka::TimeBounds;
 use loadgen::ping::{self, PingConfig, PingOptions};
 use loadgen::progress::{Progress, Verbosity};
+use loadgen::record::{RecordConfig, INPUT_TOPICS};
 use loadgen::report::{Report, RunInfo};
+use loadgen::session::{self, RunLabel, SessionConfig, SessionOutcome};
 use loadgen::synth::{self, SequentialOrderIds, SynthConfig};
-use loadgen::traffic::{Header, TrafficWriter};
+use loadgen::traffic::replay::{plan_replay, IdRewriter, Pace, Schedule};
+use loadgen::traffic::{Header, TrafficReader, TrafficWriter};
 
 /// Directory under which reports go unless `--report-dir` says otherwise.
 const REPORTS_DIR_DEFAULT: &str = "reports";
@@ -43,14 +55,186 @@ enum Command {
     /// Write a seeded synthetic scenario (accounts funded, instruments stocked,
     /// a Zipf-skewed order flow) as a traffic file for replay.
     Synth(SynthArgs),
+    /// Drive a synthetic scenario open-loop into a running tradeflow, time
+    /// every order to its read_committed outcome, write the report, then audit
+    /// every flow topic of the namespace (exit non-zero on a violation).
+    Run(RunArgs),
+    /// Capture a range of topics (by default the flow's inputs) into a traffic
+    /// file, each record at its Kafka timestamp.
+    Record(RecordArgs),
+    /// Send a traffic file into a running tradeflow at its original pace, sped
+    /// up, or at a fixed rate, with ids rewritten so it never collides with
+    /// earlier data; report and audit as `run` does.
+    Replay(ReplayArgs),
+    /// Read every flow topic of a namespace (read_committed) and check the
+    /// invariants; exit non-zero on a violation.
+    Audit(AuditArgs),
+}
+
+/// Where the cluster is and which deployment's topics to use.
+#[derive(Debug, Args)]
+struct ClusterArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long, default_value = "127.0.0.1:19092")]
+    bootstrap: String,
+    /// Topic namespace of the deployment: topics are `<NAME>.<logical name>`
+    /// [default: none, the plain names].
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "",
+        hide_default_value = true
+    )]
+    namespace: String,
+    /// Extra librdkafka property for every client, KEY=VALUE (repeatable).
+    #[arg(long = "property", value_parser = parse_property)]
+    properties: Vec<(String, String)>,
+}
+
+impl ClusterArgs {
+    fn namespace(&self) -> anyhow::Result<TopicNamespace> {
+        TopicNamespace::new(&self.namespace).context("--namespace")
+    }
+}
+
+/// `--guarantee` values, as Kafka Streams spells them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum GuaranteeArg {
+    ExactlyOnce,
+    AtLeastOnce,
+}
+
+impl From<GuaranteeArg> for DeliveryGuarantee {
+    fn from(arg: GuaranteeArg) -> Self {
+        match arg {
+            GuaranteeArg::ExactlyOnce => DeliveryGuarantee::ExactlyOnce,
+            GuaranteeArg::AtLeastOnce => DeliveryGuarantee::AtLeastOnce,
+        }
+    }
+}
+
+/// How a run against the flow is measured, reported and audited.
+#[derive(Debug, Args)]
+struct SessionArgs {
+    /// Directory for the report files [default: reports/<command>-<UTC timestamp>].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Skip the invariant audit at the end.
+    #[arg(long)]
+    no_audit: bool,
+    /// The guarantee the flow runs under (what the audit holds it to).
+    #[arg(long, value_enum, default_value_t = GuaranteeArg::ExactlyOnce)]
+    guarantee: GuaranteeArg,
+    /// How long to wait for outstanding outcomes after the last send, seconds.
+    #[arg(long, default_value_t = DRAIN_TIMEOUT_MS_DEFAULT / 1_000)]
+    drain_timeout_s: u64,
+    /// Orders awaiting their outcome before the sender waits for one (a
+    /// client's bounded pending orders; the wait counts in corrected latency).
+    #[arg(long, default_value_t = PENDING_ORDERS_MAX_DEFAULT)]
+    pending_max: usize,
+    /// Length of one interval of the interval log, in milliseconds.
+    #[arg(long, default_value_t = INTERVAL_MS_DEFAULT)]
+    interval_ms: u64,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    #[command(flatten)]
+    session: SessionArgs,
+    /// Offered rate of every record (set-up, then orders, amends, cancels), per second.
+    #[arg(long, default_value_t = 500)]
+    rate: u64,
+    /// How long the order flow lasts after the set-up, seconds (orders = rate × duration).
+    #[arg(long, default_value_t = 10)]
+    duration_s: u64,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// High 64 bits of every event id [default: from the clock, so runs never collide].
+    #[arg(long)]
+    run_id: Option<u64>,
+    /// Accounts, each funded once.
+    #[arg(long, default_value_t = 1_000)]
+    accounts: u64,
+    /// Instruments (SYM0001, …), each stocked once.
+    #[arg(long, default_value_t = 100)]
+    instruments: u64,
+    /// Zipf exponent of account choice (0 uniform).
+    #[arg(long, default_value_t = 1.0)]
+    account_skew: f64,
+    /// Zipf exponent of instrument choice (0 uniform).
+    #[arg(long, default_value_t = 1.0)]
+    instrument_skew: f64,
+    /// Share of order-flow records that amend a recent order.
+    #[arg(long, default_value_t = 0.05)]
+    amend_share: f64,
+    /// Share of order-flow records that cancel a recent order.
+    #[arg(long, default_value_t = 0.05)]
+    cancel_share: f64,
+    /// Share of new orders bound to fail for funds.
+    #[arg(long, default_value_t = 0.02)]
+    fail_funds_share: f64,
+    /// Share of new orders bound to fail for stock.
+    #[arg(long, default_value_t = 0.02)]
+    fail_stock_share: f64,
+}
+
+#[derive(Debug, Args)]
+struct RecordArgs {
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// Traffic file to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// Logical topic to capture (repeatable) [default: the flow's inputs:
+    /// account.funded, stock.replenished, order.created, order.updated].
+    #[arg(long = "topic")]
+    topics: Vec<String>,
+    /// Only records with a timestamp at or after this, Unix milliseconds
+    /// [default: each partition's beginning].
+    #[arg(long)]
+    since_unix_ms: Option<i64>,
+    /// Only records with a timestamp before this, Unix milliseconds
+    /// [default: each partition's end when the capture starts].
+    #[arg(long)]
+    until_unix_ms: Option<i64>,
+}
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("pace").args(["speedup", "rate"]))]
+struct ReplayArgs {
+    /// The traffic file.
+    file: PathBuf,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    #[command(flatten)]
+    session: SessionArgs,
+    /// Replay this many times faster than recorded.
+    #[arg(long)]
+    speedup: Option<f64>,
+    /// Ignore recorded times: a fixed rate, records per second.
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Key of the id rewriting [default: from the clock, so replays never collide].
+    #[arg(long)]
+    run_id: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+struct AuditArgs {
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// The guarantee the flow ran under.
+    #[arg(long, value_enum, default_value_t = GuaranteeArg::ExactlyOnce)]
+    guarantee: GuaranteeArg,
 }
 
 #[derive(Debug, Args)]
 struct PingArgs {
-    /// Kafka bootstrap servers.
-    #[arg(long, default_value = "127.0.0.1:19092")]
-    bootstrap: String,
-    /// Topic to ping through (created if missing).
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// Topic to ping through, in the namespace (created if missing).
     #[arg(long, default_value = "loadgen.ping")]
     topic: String,
     /// Partitions when the topic is created.
@@ -69,7 +253,7 @@ struct PingArgs {
     #[arg(long, default_value_t = INTERVAL_MS_DEFAULT)]
     interval_ms: u64,
     /// Where to write the report [default: reports/ping-<UTC timestamp>].
-    #[arg(long)]
+    #[arg(long, visible_alias = "out")]
     report_dir: Option<PathBuf>,
 }
 
@@ -144,37 +328,43 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Ping(args) => ping_command(args, verbosity),
         Command::Synth(args) => synth_command(args, verbosity),
+        Command::Run(args) => run_command(args, verbosity),
+        Command::Record(args) => record_command(args),
+        Command::Replay(args) => replay_command(args, verbosity),
+        Command::Audit(args) => audit_command(args),
     }
 }
 
 fn ping_command(args: PingArgs, verbosity: Verbosity) -> anyhow::Result<()> {
-    let report_dir = args.report_dir.clone().unwrap_or_else(|| {
-        PathBuf::from(REPORTS_DIR_DEFAULT).join(format!("ping-{}", utc_stamp(SystemTime::now())))
-    });
+    let report_dir = args
+        .report_dir
+        .clone()
+        .unwrap_or_else(|| default_report_dir("ping"));
+    let bootstrap = args.cluster.bootstrap.clone();
     let options = PingOptions {
         interval: Duration::from_millis(args.interval_ms),
         progress: Progress::new(0, "replies", verbosity),
     };
     let report = ping::run_with(
         &PingConfig {
-            bootstrap: args.bootstrap.clone(),
-            topic: args.topic,
+            bootstrap: bootstrap.clone(),
+            topic: args.cluster.namespace()?.physical(&args.topic),
             partitions: args.partitions,
             replication: args.replication,
             rate_per_s: args.rate,
             duration: Duration::from_secs(args.duration_s),
-            client_properties: Vec::new(),
+            client_properties: args.cluster.properties.clone(),
         },
         &options,
     )
-    .with_context(|| format!("ping against {}", args.bootstrap))?;
+    .with_context(|| format!("ping against {bootstrap}"))?;
     options.progress.clear();
     let run = RunInfo {
         tool: "loadgen ping".into(),
         command_line: std::env::args().collect(),
         version: env!("CARGO_PKG_VERSION").into(),
-        commit: commit(),
-        host: host(),
+        commit: session::commit(),
+        host: session::host(),
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
         started: report.started,
         duration: report.elapsed,
@@ -187,6 +377,7 @@ fn ping_command(args: PingArgs, verbosity: Verbosity) -> anyhow::Result<()> {
         run: &run,
         total: &report.latency,
         intervals: &report.intervals,
+        flow: None,
     };
     print!("{}", written.table());
     written
@@ -278,27 +469,219 @@ fn write_scenario<O: synth::OrderIds>(
     Ok(())
 }
 
-/// The source commit: `TRADEFLOW_COMMIT` if set, else `git describe` of the
-/// working directory, else `unknown`.
-fn commit() -> String {
-    if let Ok(commit) = std::env::var("TRADEFLOW_COMMIT") {
-        return commit;
-    }
-    std::process::Command::new("git")
-        .args(["describe", "--always", "--dirty", "--abbrev=12"])
-        .output()
-        .ok()
-        .filter(|out| out.status.success())
-        .and_then(|out| String::from_utf8(out.stdout).ok())
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "unknown".into())
+fn default_report_dir(command: &str) -> PathBuf {
+    PathBuf::from(REPORTS_DIR_DEFAULT).join(format!("{command}-{}", utc_stamp(SystemTime::now())))
 }
 
-fn host() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into())
+fn parse_property(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_string(), value.trim().to_string()))
+        }
+        _ => Err(format!("expected KEY=VALUE, got '{text}'")),
+    }
+}
+
+/// A run id from the clock: distinct for every run, so ids never collide.
+fn clock_run_id() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        | 1
+}
+
+/// The session of `run` and `replay`: cluster, options, report directory, audit.
+fn session_config(
+    command: &str,
+    cluster: &ClusterArgs,
+    args: &SessionArgs,
+    progress: Progress,
+) -> anyhow::Result<SessionConfig> {
+    Ok(SessionConfig {
+        drive: DriveConfig {
+            bootstrap: cluster.bootstrap.clone(),
+            client_properties: cluster.properties.clone(),
+            drain_timeout: Duration::from_secs(args.drain_timeout_s),
+        },
+        options: DriveOptions {
+            namespace: cluster.namespace()?,
+            pending_orders_max: args.pending_max.max(1),
+            interval: Duration::from_millis(args.interval_ms),
+            progress,
+        },
+        out_dir: args
+            .out
+            .clone()
+            .unwrap_or_else(|| default_report_dir(command)),
+        audit: (!args.no_audit).then(|| args.guarantee.into()),
+        label: RunLabel::here(&format!("loadgen {command}")),
+    })
+}
+
+/// Prints a finished session and fails if an order went missing or the audit failed.
+fn finish_session(config: &SessionConfig, outcome: &SessionOutcome) -> anyhow::Result<()> {
+    config.options.progress.clear();
+    print!("{}", outcome.table);
+    println!("report: {}", config.out_dir.display());
+    match &outcome.audit {
+        Some(audit) => {
+            println!(
+                "audit of namespace {}: read {} records ({} undecodable, dead-lettered by the stages)",
+                config.options.namespace, audit.records, audit.undecodable
+            );
+            print!("{}", audit.report);
+        }
+        None => println!("audit: skipped (--no-audit)"),
+    }
+    let drive = &outcome.drive;
+    anyhow::ensure!(
+        drive.missing == 0,
+        "{} of {} orders never reached an outcome",
+        drive.missing,
+        drive.orders_sent
+    );
+    anyhow::ensure!(
+        drive.duplicate_outcomes == 0,
+        "{} orders saw a second outcome",
+        drive.duplicate_outcomes
+    );
+    anyhow::ensure!(outcome.passed(), "the audit found violations");
+    Ok(())
+}
+
+fn run_command(args: RunArgs, verbosity: Verbosity) -> anyhow::Result<()> {
+    let config = SynthConfig {
+        seed: args.seed,
+        run_id: Some(args.run_id.unwrap_or_else(clock_run_id)),
+        accounts: args.accounts,
+        instruments: args.instruments,
+        orders: args.rate.saturating_mul(args.duration_s),
+        rate_per_s: args.rate,
+        account_skew: args.account_skew,
+        instrument_skew: args.instrument_skew,
+        amend_share: args.amend_share,
+        cancel_share: args.cancel_share,
+        fail_funds_share: args.fail_funds_share,
+        fail_stock_share: args.fail_stock_share,
+        ..SynthConfig::default()
+    };
+    let (records, schedule) = session::synth_schedule(&config).context("the scenario")?;
+    let progress = Progress::new(records, "records", verbosity);
+    let session = session_config("run", &args.cluster, &args.session, progress)?;
+    let outcome = session::run_session(&session, schedule).with_context(|| {
+        format!(
+            "running against {} (namespace {})",
+            session.drive.bootstrap, session.options.namespace
+        )
+    })?;
+    finish_session(&session, &outcome)
+}
+
+fn record_command(args: RecordArgs) -> anyhow::Result<()> {
+    let namespace = args.cluster.namespace()?;
+    let topics = if args.topics.is_empty() {
+        INPUT_TOPICS.map(String::from).to_vec()
+    } else {
+        args.topics.clone()
+    };
+    let config = RecordConfig {
+        bootstrap: args.cluster.bootstrap.clone(),
+        client_properties: args.cluster.properties.clone(),
+        source: format!(
+            "loadgen record: {} namespace {namespace} topics {} since {} until {}",
+            args.cluster.bootstrap,
+            topics.join(","),
+            args.since_unix_ms
+                .map_or_else(|| "the beginning".to_string(), |ms| format!("{ms} ms")),
+            args.until_unix_ms
+                .map_or_else(|| "the end".to_string(), |ms| format!("{ms} ms")),
+        ),
+        namespace,
+        topics,
+        bounds: TimeBounds {
+            since_unix_ms: args.since_unix_ms,
+            until_unix_ms: args.until_unix_ms,
+        },
+    };
+    let file =
+        File::create(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let (captured, out) = loadgen::record::capture(&config, BufWriter::new(file))
+        .with_context(|| format!("capturing from {}", config.bootstrap))?;
+    out.into_inner()
+        .map_err(|e| e.into_error())
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    let per_topic: Vec<String> = captured
+        .per_topic
+        .iter()
+        .map(|(topic, n)| format!("{n} {topic}"))
+        .collect();
+    println!(
+        "{}: {} records over {:.3} s ({}; {} not events, kept raw)",
+        args.out.display(),
+        captured.records,
+        captured.span_ns as f64 / 1e9,
+        per_topic.join(", "),
+        captured.raw
+    );
+    Ok(())
+}
+
+fn replay_command(args: ReplayArgs, verbosity: Verbosity) -> anyhow::Result<()> {
+    let pace = match (args.speedup, args.rate) {
+        (Some(factor), _) => Pace::Speedup(factor),
+        (None, Some(rate)) => Pace::Rate(rate),
+        (None, None) => Pace::Original,
+    };
+    let schedule = Schedule::new(pace)?;
+    let file =
+        File::open(&args.file).with_context(|| format!("opening {}", args.file.display()))?;
+    let reader = TrafficReader::new(std::io::BufReader::new(file))
+        .with_context(|| format!("reading {}", args.file.display()))?;
+    let records = reader.header().records.unwrap_or(0);
+    let run_id = args.run_id.unwrap_or_else(clock_run_id);
+    let planned = plan_replay(
+        reader,
+        schedule,
+        IdRewriter::with_services_order_ids(run_id),
+    );
+    let progress = Progress::new(records, "records", verbosity);
+    let session = session_config("replay", &args.cluster, &args.session, progress)?;
+    println!(
+        "replaying {} ({pace:?}, ids rewritten under run id {run_id:#x}) into namespace {}",
+        args.file.display(),
+        session.options.namespace
+    );
+    let outcome = session::run_session(&session, planned).with_context(|| {
+        format!(
+            "replaying into {} (namespace {})",
+            session.drive.bootstrap, session.options.namespace
+        )
+    })?;
+    finish_session(&session, &outcome)
+}
+
+fn audit_command(args: AuditArgs) -> anyhow::Result<()> {
+    let namespace = args.cluster.namespace()?;
+    let audit = audit_namespace(
+        &args.cluster.bootstrap,
+        &args.cluster.properties,
+        &namespace,
+        args.guarantee.into(),
+    )
+    .with_context(|| {
+        format!(
+            "reading namespace {namespace} from {}",
+            args.cluster.bootstrap
+        )
+    })?;
+    println!(
+        "read {} records of namespace {namespace} ({} undecodable, dead-lettered by the stages)",
+        audit.records, audit.undecodable
+    );
+    print!("{}", audit.report);
+    anyhow::ensure!(audit.report.passed(), "the audit found violations");
+    Ok(())
 }
 
 /// `YYYYMMDDTHHMMSSZ` for `time` in UTC (days-to-civil after Howard Hinnant).
@@ -344,6 +727,72 @@ mod tests {
             Ok(Cli {
                 quiet: true,
                 command: Command::Synth(SynthArgs { seed: 3, .. })
+            })
+        ));
+        let cli = Cli::try_parse_from([
+            "loadgen",
+            "run",
+            "--namespace",
+            "lg-1",
+            "--rate",
+            "200",
+            "--out",
+            "r",
+            "--no-audit",
+        ]);
+        let Ok(Cli {
+            command: Command::Run(run),
+            ..
+        }) = cli
+        else {
+            panic!("run did not parse: {cli:?}");
+        };
+        assert_eq!(run.cluster.namespace, "lg-1");
+        assert!(run.session.no_audit);
+        assert_eq!(run.rate, 200);
+        let cli = Cli::try_parse_from(["loadgen", "replay", "t.jsonl", "--speedup", "2"]);
+        assert!(matches!(
+            cli,
+            Ok(Cli {
+                command: Command::Replay(ReplayArgs {
+                    speedup: Some(_),
+                    rate: None,
+                    ..
+                }),
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_replay_takes_one_pace_and_a_namespace_must_be_a_topic_prefix() {
+        assert!(
+            Cli::try_parse_from(["loadgen", "replay", "t", "--speedup", "2", "--rate", "9"])
+                .is_err()
+        );
+        let cli = Cli::try_parse_from(["loadgen", "audit", "--namespace", "a b"]);
+        let Ok(Cli {
+            command: Command::Audit(audit),
+            ..
+        }) = cli
+        else {
+            panic!("audit did not parse: {cli:?}");
+        };
+        assert!(audit.cluster.namespace().is_err());
+        assert!(matches!(
+            Cli::try_parse_from([
+                "loadgen",
+                "record",
+                "--out",
+                "x",
+                "--topic",
+                "t",
+                "--property",
+                "a=b"
+            ]),
+            Ok(Cli {
+                command: Command::Record(RecordArgs { .. }),
+                ..
             })
         ));
     }

@@ -104,6 +104,7 @@ fn a_report_directory_reads_back() -> TestResult {
         run: &run,
         total: &recorded.total,
         intervals: &recorded.intervals,
+        flow: None,
     };
     let dir = std::env::temp_dir().join(format!(
         "loadgen-report-test-{}-{}",
@@ -222,6 +223,7 @@ fn the_table_shows_offered_and_achieved() -> TestResult {
         run: &run,
         total: &recorded.total,
         intervals: &recorded.intervals,
+        flow: None,
     }
     .table();
     assert!(table.starts_with("loadgen test: offered 1000/s, achieved 800/s over 5.0 s (sent 4000, received 4000, lost 0)\n"));

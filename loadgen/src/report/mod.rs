@@ -8,7 +8,7 @@
 //! | `latency.hlog` | interval log (V2 deflate histograms in ns, one per interval; corrected untagged, uncorrected tagged `uncorrected`), readable by HistogramLogAnalyzer |
 //! | `latency-percentiles.svg` | latency by percentile, log-scaled percentile axis |
 //! | `throughput-latency.svg` | per-interval throughput and p99 over time |
-//! | `summary.json` | every figure above, for scripts ([`Summary`]) |
+//! | `summary.json` | every figure above, for scripts ([`Summary`]); for runs against the flow also the outcomes and the audit ([`FlowSummary`]) |
 //!
 //! Owns: turning a finished recording (whole-run histograms and an
 //! [`IntervalLog`], as [`crate::interval::Recorded`] holds them) plus what the run was
@@ -171,6 +171,46 @@ pub struct Summary {
     pub intervals: Vec<IntervalSummary>,
     /// The files of the report, relative to its directory.
     pub files: Vec<String>,
+    /// Runs against the flow (`loadgen run`, `replay`): what happened to the
+    /// orders, and the audit. Absent for `ping`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow: Option<FlowSummary>,
+}
+
+/// What a run against the flow did to its orders (`sent`/`received` of
+/// [`LoadSummary`] count orders and their outcomes there).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlowSummary {
+    /// The topic namespace driven (empty: the default one).
+    pub namespace: String,
+    /// Every record sent: set-up, orders, amends, cancels, raw records.
+    pub records_sent: u64,
+    pub orders_sent: u64,
+    pub filled: u64,
+    pub rejected_funds: u64,
+    pub rejected_stock_refunded: u64,
+    /// Orders without an outcome when the run ended.
+    pub missing: u64,
+    /// Outcomes seen twice for one order.
+    pub duplicate_outcomes: u64,
+    /// Bound on orders awaiting an outcome before the sender waits.
+    pub pending_orders_max: u64,
+    /// Longest wait of the sender for that bound, ms (0: never bound).
+    pub pending_wait_max_ms: f64,
+    /// The audit of every flow topic of the namespace; absent when turned off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<AuditSummary>,
+}
+
+/// The audit's verdict, for scripts (the full report is printed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditSummary {
+    pub passed: bool,
+    /// `exactly-once` or `at-least-once`.
+    pub guarantee: String,
+    pub records: u64,
+    pub orders_accepted: u64,
+    pub violations: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -211,6 +251,8 @@ pub struct Report<'a> {
     /// The whole run's histograms.
     pub total: &'a LatencyRecorder,
     pub intervals: &'a IntervalLog,
+    /// For runs against the flow.
+    pub flow: Option<&'a FlowSummary>,
 }
 
 impl Report<'_> {
@@ -271,6 +313,7 @@ impl Report<'_> {
             ]
             .map(String::from)
             .to_vec(),
+            flow: self.flow.cloned(),
         })
     }
 
@@ -289,6 +332,20 @@ impl Report<'_> {
             run.received,
             run.sent.saturating_sub(run.received)
         );
+        if let Some(flow) = self.flow {
+            let _ = writeln!(
+                out,
+                "orders: {} sent ({} records): {} filled, {} rejected for funds, {} rejected for \
+                 stock and refunded, {} missing, {} duplicate outcomes",
+                flow.orders_sent,
+                flow.records_sent,
+                flow.filled,
+                flow.rejected_funds,
+                flow.rejected_stock_refunded,
+                flow.missing,
+                flow.duplicate_outcomes
+            );
+        }
         out.push_str(&self.total.table());
         out
     }

@@ -226,6 +226,52 @@ impl IdRewriter {
     }
 }
 
+/// Why a record of a replay could not be planned.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error(transparent)]
+    Traffic(#[from] super::TrafficError),
+    #[error("record {index}: rewriting its ids: {source}")]
+    Ids {
+        index: u64,
+        #[source]
+        source: ValueError,
+    },
+    #[error(
+        "record {index}: topic {topic:?} is not one of the flow's (a replay sends into the flow)"
+    )]
+    NotAFlowTopic { index: u64, topic: String },
+}
+
+/// A replay's schedule, streamed: each record of `records` at its intended
+/// time under `schedule`'s pace, its ids rewritten by `rewriter` (the order's
+/// `created_at_ns` is stamped by the sender, at its intended time).
+pub fn plan_replay<I, E>(
+    records: I,
+    schedule: Schedule,
+    mut rewriter: IdRewriter,
+) -> impl Iterator<Item = Result<crate::drive::ScheduledRecord, ReplayError>>
+where
+    I: IntoIterator<Item = Result<super::Record, E>>,
+    ReplayError: From<E>,
+{
+    schedule
+        .plan(records)
+        .enumerate()
+        .map(move |(index, planned)| {
+            let index = index as u64;
+            let (at_ns, mut record) = planned?;
+            if let super::Payload::Event(event) = &mut record.payload {
+                rewriter
+                    .rewrite(event)
+                    .map_err(|source| ReplayError::Ids { index, source })?;
+            }
+            let topic = record.topic.clone();
+            crate::drive::ScheduledRecord::from_traffic(at_ns, record)
+                .ok_or(ReplayError::NotAFlowTopic { index, topic })
+        })
+}
+
 /// Sets `created_at_ns`, which the end-to-end latency is measured from; the
 /// sender stamps it with the intended send time as wall-clock time.
 pub fn stamp_created_at(event: &mut Event, at: TimestampNs) {
