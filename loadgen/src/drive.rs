@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use codecs::topics::{PAYMENT_FAILED, PAYMENT_REFUNDED, STOCK_UPDATED};
+use codecs::topics::{TopicNamespace, PAYMENT_FAILED, PAYMENT_REFUNDED, STOCK_UPDATED};
 use codecs::{encode_to_vec, Event, EventKind, OrderId, TimestampNs};
 use crossbeam_channel::Sender;
 use rdkafka::config::ClientConfig;
@@ -69,6 +69,8 @@ pub struct DriveConfig {
     pub bootstrap: String,
     pub client_properties: Vec<(String, String)>,
     pub drain_timeout: Duration,
+    /// The deployment's topic namespace: schedules name topics logically.
+    pub namespace: TopicNamespace,
 }
 
 /// What a run measured.
@@ -141,6 +143,8 @@ fn outcome_reader(config: &DriveConfig) -> Result<BaseConsumer, DriveError> {
         .create()?;
     let mut assignment = TopicPartitionList::new();
     for topic in OUTCOME_TOPICS {
+        let topic = config.namespace.physical(topic);
+        let topic = topic.as_str();
         let metadata = reader.fetch_metadata(Some(topic), Duration::from_secs(10))?;
         for t in metadata.topics() {
             for p in t.partitions() {
@@ -180,11 +184,21 @@ pub fn drive(
         .create()?;
     // The sender tells the reader when each order actually left.
     let (sent_tx, sent_rx) = crossbeam_channel::unbounded::<SentOrder>();
+    let namespace = config.namespace.clone();
     let start_wall_ns = wall_ns();
     let start = Instant::now();
     let sender = std::thread::Builder::new()
         .name("loadgen-send".into())
-        .spawn(move || send_schedule(producer, schedule, start, start_wall_ns, sent_tx))
+        .spawn(move || {
+            send_schedule(
+                producer,
+                &namespace,
+                schedule,
+                start,
+                start_wall_ns,
+                sent_tx,
+            )
+        })
         .map_err(|e| DriveError::Sender(e.to_string()))?;
 
     let mut latency = LatencyRecorder::new()?;
@@ -308,6 +322,7 @@ pub fn drive(
 /// The sender thread: returns (events sent, orders sent).
 fn send_schedule(
     producer: BaseProducer,
+    namespace: &TopicNamespace,
     schedule: Vec<ScheduledEvent>,
     start: Instant,
     start_wall_ns: u64,
@@ -315,7 +330,16 @@ fn send_schedule(
 ) -> Result<(u64, u64), DriveError> {
     let mut events = 0u64;
     let mut orders = 0u64;
+    // Built once: the send loop must not allocate a topic name per event.
+    let physical: Vec<(&str, String)> = codecs::topics::ALL
+        .iter()
+        .map(|t| (*t, namespace.physical(t)))
+        .collect();
     for mut item in schedule {
+        let topic = physical
+            .iter()
+            .find(|(logical, _)| *logical == item.topic)
+            .map_or(item.topic, |(_, physical)| physical.as_str());
         loop {
             let now = start.elapsed().as_nanos() as u64;
             if now >= item.at_ns {
@@ -332,7 +356,7 @@ fn send_schedule(
             source,
         })?;
         loop {
-            let record = BaseRecord::to(item.topic).key(&item.key).payload(&payload);
+            let record = BaseRecord::to(topic).key(&item.key).payload(&payload);
             match producer.send(record) {
                 Ok(()) => break,
                 Err((e, _)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
