@@ -109,6 +109,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         client_properties: vec![("broker.address.family".into(), "v4".into())],
         linger_ms: 5,
         fetch_wait_max_ms: 10,
+        namespace: codecs::topics::TopicNamespace::none(),
     };
     let topic = format!("{}-balances-changelog", settings.application_id);
     if let Err(e) = ensure_topics(&settings, &[TopicSpec::changelog(&topic, 1, 1)]) {

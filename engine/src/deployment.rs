@@ -13,6 +13,8 @@ use tuning::{
 
 use crate::ids::ShardId;
 use crate::kafka::{ensure_topics, Guarantee, KafkaSettings, Ownership, TopicError, TopicSpec};
+use codecs::topics::TopicNamespace;
+
 use crate::runtime::{ClientThreads, CommitPolicy, IdleStrategy, RuntimeKnobs, ShardPlan};
 use crate::topics::{changelog_topic, dead_letter_topic};
 
@@ -25,6 +27,8 @@ pub struct KafkaConnection {
     pub client_properties: Vec<(String, String)>,
     pub linger_ms: u32,
     pub fetch_wait_max_ms: u32,
+    /// Prefix of the flow's topics, so deployments can share a cluster.
+    pub namespace: TopicNamespace,
 }
 
 /// Everything `runtime::Engine::start` needs for one node.
@@ -108,6 +112,7 @@ pub fn plan_node(
         client_properties: connection.client_properties.clone(),
         linger_ms: connection.linger_ms,
         fetch_wait_max_ms: connection.fetch_wait_max_ms,
+        namespace: connection.namespace.clone(),
     };
     Ok(NodePlan {
         settings,
@@ -117,7 +122,8 @@ pub fn plan_node(
     })
 }
 
-/// The topics a set of stages reads and writes.
+/// The topics a set of stages reads and writes, by logical name:
+/// [`prepare_topics`] puts the settings' namespace in front.
 #[derive(Clone, Debug, Default)]
 pub struct FlowTopics<'a> {
     pub inputs: Vec<&'a str>,
@@ -141,12 +147,17 @@ pub fn prepare_topics(
             specs.push(spec);
         }
     };
+    let namespace = &settings.namespace;
     for topic in flow.inputs.iter().chain(&flow.outputs) {
-        add(TopicSpec::stream(*topic, partitions, replication));
+        add(TopicSpec::stream(
+            namespace.physical(topic),
+            partitions,
+            replication,
+        ));
     }
     for topic in &flow.inputs {
         add(TopicSpec::stream(
-            dead_letter_topic(topic),
+            dead_letter_topic(&namespace.physical(topic)),
             partitions,
             replication,
         ));
@@ -173,6 +184,7 @@ mod tests {
             client_properties: Vec::new(),
             linger_ms: 0,
             fetch_wait_max_ms: 5,
+            namespace: TopicNamespace::none(),
         }
     }
 

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use codecs::topics::TopicNamespace;
 use crossbeam_channel::{Receiver, Sender};
 use futures_executor::block_on;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -97,6 +98,10 @@ pub struct KafkaSettings {
     pub linger_ms: u32,
     /// `fetch.wait.max.ms` of shard consumers: the latency an idle fetch may add.
     pub fetch_wait_max_ms: u32,
+    /// Prefix of every flow topic this deployment reads and writes (not of
+    /// its changelogs, which `application_id` already makes its own). Stages
+    /// name topics logically; only this port translates.
+    pub namespace: TopicNamespace,
 }
 
 impl KafkaSettings {
@@ -227,7 +232,11 @@ pub struct RdKafkaPort {
     consumer: BaseConsumer<ShardConsumerContext>,
     producer: BaseProducer<ShardProducerContext>,
     restorer: BaseConsumer<EndAwareContext>,
+    /// Physical names of the stage's inputs, in the stage's order.
     inputs: Vec<String>,
+    /// (logical, physical) for the output topics seen so far; empty under the
+    /// default namespace, where names pass through unchanged.
+    outputs: Vec<(String, String)>,
     notes: Receiver<RebalanceNote>,
     changes: VecDeque<Polled<'static>>,
     stashed: Option<OwnedMessage>,
@@ -316,7 +325,11 @@ impl RdKafkaPort {
             consumer,
             producer,
             restorer,
-            inputs: inputs.iter().map(|s| s.to_string()).collect(),
+            inputs: inputs
+                .iter()
+                .map(|s| settings.namespace.physical(s))
+                .collect(),
+            outputs: Vec::new(),
             notes,
             changes: VecDeque::new(),
             stashed: None,
@@ -539,8 +552,25 @@ impl KafkaPort for RdKafkaPort {
                 value: Some(*value),
             });
         }
+        let topic: &str = if self.settings.namespace.is_default() {
+            record.topic
+        } else {
+            // A handful of output topics per stage: a scan beats hashing, and
+            // each physical name is built once per port, not once per record.
+            let index = match self.outputs.iter().position(|(l, _)| l == record.topic) {
+                Some(index) => index,
+                None => {
+                    self.outputs.push((
+                        record.topic.to_string(),
+                        self.settings.namespace.physical(record.topic),
+                    ));
+                    self.outputs.len() - 1
+                }
+            };
+            &self.outputs[index].1
+        };
         let mut base: BaseRecord<'_, [u8], [u8]> =
-            BaseRecord::to(record.topic).partition(record.partition.0);
+            BaseRecord::to(topic).partition(record.partition.0);
         if let Some(key) = record.key {
             base = base.key(key);
         }

@@ -171,6 +171,7 @@ fn failed_transactions_restart_the_shard_and_lose_or_double_nothing(
         client_properties: Vec::new(),
         linger_ms: 1,
         fetch_wait_max_ms: 10,
+        namespace: codecs::topics::TopicNamespace::none(),
     };
     let knobs = RuntimeKnobs {
         idle: IdleStrategy::Park(Duration::from_millis(1)),

@@ -100,14 +100,14 @@ pub struct DriveConfig {
     pub bootstrap: String,
     pub client_properties: Vec<(String, String)>,
     pub drain_timeout: Duration,
+    /// The deployment's topic namespace: schedules name topics logically;
+    /// records go to, and outcomes are read from, `<namespace>.<logical>`.
+    pub namespace: TopicNamespace,
 }
 
 /// How a drive runs beyond where it sends ([`DriveConfig`]).
 #[derive(Clone, Debug)]
 pub struct DriveOptions {
-    /// The deployment's topic namespace: records go to, and outcomes are read
-    /// from, `<namespace>.<logical topic>`.
-    pub namespace: TopicNamespace,
     /// Orders without an outcome before the sender waits for one (see the
     /// module doc); at least 1.
     pub pending_orders_max: usize,
@@ -121,7 +121,6 @@ pub struct DriveOptions {
 impl Default for DriveOptions {
     fn default() -> Self {
         DriveOptions {
-            namespace: TopicNamespace::none(),
             pending_orders_max: PENDING_ORDERS_MAX_DEFAULT,
             interval: Duration::from_millis(INTERVAL_MS_DEFAULT),
             progress: Progress::hidden(),
@@ -230,10 +229,8 @@ fn client(config: &DriveConfig) -> ClientConfig {
 
 /// A `read_committed` reader of the outcome topics, positioned at their
 /// current ends so it sees exactly this run's outcomes.
-fn outcome_reader(
-    config: &DriveConfig,
-    namespace: &TopicNamespace,
-) -> Result<BaseConsumer, DriveError> {
+fn outcome_reader(config: &DriveConfig) -> Result<BaseConsumer, DriveError> {
+    let namespace = &config.namespace;
     let reader: BaseConsumer = client(config)
         .set("group.id", "loadgen-outcomes")
         .set("enable.auto.commit", "false")
@@ -264,8 +261,8 @@ fn outcome_reader(
     Ok(reader)
 }
 
-/// Sends `schedule` open-loop and times every order's outcome, in the
-/// default namespace with the default options.
+/// Sends `schedule` open-loop and times every order's outcome, with the
+/// default options.
 pub fn drive(
     config: &DriveConfig,
     schedule: Vec<ScheduledRecord>,
@@ -294,8 +291,8 @@ where
     S::IntoIter: Send + 'static,
     E: std::fmt::Display,
 {
-    let namespace = &options.namespace;
-    let reader = outcome_reader(config, namespace)?;
+    let namespace = &config.namespace;
+    let reader = outcome_reader(config)?;
     let producer: BaseProducer = client(config)
         // The engine places keys with Java's murmur2; librdkafka's default
         // (CRC32) would put an account's events in other partitions than the

@@ -502,9 +502,9 @@ fn session_config(
             bootstrap: cluster.bootstrap.clone(),
             client_properties: cluster.properties.clone(),
             drain_timeout: Duration::from_secs(args.drain_timeout_s),
+            namespace: cluster.namespace()?,
         },
         options: DriveOptions {
-            namespace: cluster.namespace()?,
             pending_orders_max: args.pending_max.max(1),
             interval: Duration::from_millis(args.interval_ms),
             progress,
@@ -527,7 +527,7 @@ fn finish_session(config: &SessionConfig, outcome: &SessionOutcome) -> anyhow::R
         Some(audit) => {
             println!(
                 "audit of namespace {}: read {} records ({} undecodable, dead-lettered by the stages)",
-                config.options.namespace, audit.records, audit.undecodable
+                config.drive.namespace, audit.records, audit.undecodable
             );
             print!("{}", audit.report);
         }
@@ -571,7 +571,7 @@ fn run_command(args: RunArgs, verbosity: Verbosity) -> anyhow::Result<()> {
     let outcome = session::run_session(&session, schedule).with_context(|| {
         format!(
             "running against {} (namespace {})",
-            session.drive.bootstrap, session.options.namespace
+            session.drive.bootstrap, session.drive.namespace
         )
     })?;
     finish_session(&session, &outcome)
@@ -650,12 +650,12 @@ fn replay_command(args: ReplayArgs, verbosity: Verbosity) -> anyhow::Result<()> 
     println!(
         "replaying {} ({pace:?}, ids rewritten under run id {run_id:#x}) into namespace {}",
         args.file.display(),
-        session.options.namespace
+        session.drive.namespace
     );
     let outcome = session::run_session(&session, planned).with_context(|| {
         format!(
             "replaying into {} (namespace {})",
-            session.drive.bootstrap, session.options.namespace
+            session.drive.bootstrap, session.drive.namespace
         )
     })?;
     finish_session(&session, &outcome)

@@ -130,13 +130,13 @@ where
         Some(guarantee) => Some(audit_namespace(
             &config.drive.bootstrap,
             &config.drive.client_properties,
-            &config.options.namespace,
+            &config.drive.namespace,
             guarantee,
         )?),
         None => None,
     };
     let flow = FlowSummary {
-        namespace: config.options.namespace.name().to_string(),
+        namespace: config.drive.namespace.name().to_string(),
         records_sent: drive.events_sent,
         orders_sent: drive.orders_sent,
         filled: drive.filled,

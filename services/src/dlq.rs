@@ -33,6 +33,16 @@ pub enum DlqError {
     },
     #[error("--offset {0}: expected PARTITION:OFFSET")]
     BadOffset(String),
+    #[error(
+        "dead letter {dlq}/{partition}/{offset} names {header:?} as its source, which \
+         {dlq} does not dead-letter for; it was not written by this deployment"
+    )]
+    ForeignSource {
+        dlq: String,
+        partition: i32,
+        offset: i64,
+        header: String,
+    },
 }
 
 /// One record of a dead-letter topic, with its cause.
@@ -53,6 +63,38 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
+    /// The Kafka topic this dead letter came from, to send it back to. The
+    /// header holds the name the stage saw (logical, without the
+    /// deployment's topic namespace); the dead-letter topic `<source>.dlq`
+    /// holds the physical one, so the source is that, checked against the
+    /// header.
+    pub fn source_topic(&self) -> Result<String, DlqError> {
+        if self.original_topic.is_empty() {
+            return Err(DlqError::MissingHeader {
+                dlq: self.dlq_topic.clone(),
+                partition: self.partition,
+                offset: self.offset,
+                header: dlq_headers::TOPIC,
+            });
+        }
+        match self.dlq_topic.strip_suffix(".dlq") {
+            Some(source)
+                if source == self.original_topic
+                    || source
+                        .strip_suffix(self.original_topic.as_str())
+                        .is_some_and(|namespace| namespace.ends_with('.')) =>
+            {
+                Ok(source.to_string())
+            }
+            _ => Err(DlqError::ForeignSource {
+                dlq: self.dlq_topic.clone(),
+                partition: self.partition,
+                offset: self.offset,
+                header: self.original_topic.clone(),
+            }),
+        }
+    }
+
     fn from_record(record: &ReadRecord<'_>) -> DeadLetter {
         let header = |name: &str| {
             record
@@ -219,33 +261,23 @@ pub fn replay(
     };
     let mut chosen = Vec::new();
     for letter in letters.iter().filter(|l| filter.matches(l)) {
-        if letter.original_topic.is_empty() {
-            return Err(DlqError::MissingHeader {
-                dlq: letter.dlq_topic.clone(),
-                partition: letter.partition,
-                offset: letter.offset,
-                header: dlq_headers::TOPIC,
-            });
-        }
-        let partitions = partition_count(bootstrap, client_properties, &letter.original_topic)?;
+        let source = letter.source_topic()?;
+        let partitions = partition_count(bootstrap, client_properties, &source)?;
         let partition = match (&letter.key, partitions > 0) {
             (Some(key), true) => partition_for(key, partitions).0,
             _ => letter.original_partition.parse().unwrap_or(0),
         };
-        summary.targets.push((
-            letter.original_topic.clone(),
-            partition,
-            letter.partition,
-            letter.offset,
-        ));
-        chosen.push((letter, partition));
+        summary
+            .targets
+            .push((source.clone(), partition, letter.partition, letter.offset));
+        chosen.push((letter, source, partition));
     }
     if dry_run || chosen.is_empty() {
         return Ok(summary);
     }
     let origins: Vec<String> = chosen
         .iter()
-        .map(|(l, _)| format!("{}/{}/{}", l.dlq_topic, l.partition, l.offset))
+        .map(|(l, _, _)| format!("{}/{}/{}", l.dlq_topic, l.partition, l.offset))
         .collect();
     let headers: Vec<[(&str, &[u8]); 1]> = origins
         .iter()
@@ -254,8 +286,8 @@ pub fn replay(
     let records: Vec<OutRecord<'_>> = chosen
         .iter()
         .zip(&headers)
-        .map(|((letter, partition), headers)| OutRecord {
-            topic: &letter.original_topic,
+        .map(|((letter, source, partition), headers)| OutRecord {
+            topic: source,
             partition: PartitionId(*partition),
             key: letter.key.as_deref(),
             payload: letter.payload.as_deref(),
@@ -285,6 +317,33 @@ mod tests {
             service: "payment".into(),
             attempts: "1".into(),
         }
+    }
+
+    #[test]
+    fn a_dead_letter_goes_back_to_its_namespaced_source() {
+        let plain = letter("r", "user-data", 0, 1);
+        assert_eq!(plain.source_topic().ok().as_deref(), Some("t"));
+        let namespaced = DeadLetter {
+            dlq_topic: "desk-a.t.dlq".into(),
+            ..plain.clone()
+        };
+        assert_eq!(namespaced.source_topic().ok().as_deref(), Some("desk-a.t"));
+        let foreign = DeadLetter {
+            dlq_topic: "desk-at.dlq".into(),
+            ..plain.clone()
+        };
+        assert!(matches!(
+            foreign.source_topic(),
+            Err(DlqError::ForeignSource { .. })
+        ));
+        let headerless = DeadLetter {
+            original_topic: String::new(),
+            ..plain
+        };
+        assert!(matches!(
+            headerless.source_topic(),
+            Err(DlqError::MissingHeader { .. })
+        ));
     }
 
     #[test]

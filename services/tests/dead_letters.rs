@@ -94,6 +94,7 @@ fn poison_records_are_dead_lettered_with_reasons_and_a_replay_is_processed_once(
         client_properties: vec![("broker.address.family".into(), "v4".into())],
         linger_ms: 0,
         fetch_wait_max_ms: 10,
+        namespace: codecs::topics::TopicNamespace::none(),
     };
     let flow = TradeFlow::new(ServiceSet::ALL);
     let inputs = engine::Stage::input_topics(&flow).to_vec();

@@ -102,6 +102,7 @@ fn kill_nine_three_times_under_load_loses_and_doubles_nothing() -> anyhow::Resul
             client_properties: Vec::new(),
             linger_ms: 0,
             fetch_wait_max_ms: 5,
+            namespace: codecs::topics::TopicNamespace::none(),
         },
         &FlowTopics {
             inputs: engine::Stage::input_topics(&flow).to_vec(),
@@ -136,6 +137,7 @@ fn kill_nine_three_times_under_load_loses_and_doubles_nothing() -> anyhow::Resul
         bootstrap: bootstrap.clone(),
         client_properties: vec![("broker.address.family".into(), "v4".into())],
         drain_timeout: Duration::from_secs(90),
+        namespace: codecs::topics::TopicNamespace::none(),
     };
     let driver = std::thread::spawn(move || drive(&drive_config, schedule));
 

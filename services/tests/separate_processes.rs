@@ -72,6 +72,7 @@ fn each_service_in_its_own_process_carries_the_whole_flow() -> anyhow::Result<()
             client_properties: Vec::new(),
             linger_ms: 0,
             fetch_wait_max_ms: 5,
+            namespace: codecs::topics::TopicNamespace::none(),
         },
         &engine::deployment::FlowTopics {
             inputs: engine::Stage::input_topics(&all).to_vec(),
@@ -143,6 +144,7 @@ fn each_service_in_its_own_process_carries_the_whole_flow() -> anyhow::Result<()
             bootstrap: cluster.bootstrap().to_string(),
             client_properties: vec![("broker.address.family".into(), "v4".into())],
             drain_timeout: WAIT,
+            namespace: codecs::topics::TopicNamespace::none(),
         },
         schedule(scenario)?,
     )?;

@@ -73,6 +73,7 @@ impl Deployment {
             ],
             linger_ms: 1,
             fetch_wait_max_ms: 10,
+            namespace: codecs::topics::TopicNamespace::none(),
         }
     }
 

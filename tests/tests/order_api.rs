@@ -82,6 +82,7 @@ fn start() -> anyhow::Result<Fixture> {
         client_properties: vec![("broker.address.family".into(), "v4".into())],
         linger_ms: 0,
         fetch_wait_max_ms: 10,
+        namespace: codecs::topics::TopicNamespace::none(),
     };
     let flow = TradeFlow::new(ServiceSet::ALL);
     let inputs = flow.input_topics().to_vec();

@@ -13,6 +13,7 @@
 
 use std::time::Duration;
 
+use codecs::topics::TopicNamespace;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
@@ -25,11 +26,19 @@ use super::DELIVERY_TIMEOUT_MS;
 #[derive(Clone)]
 pub struct KafkaPublisher {
     producer: FutureProducer,
+    /// The deployment's topic namespace: records carry logical topic names
+    /// up to here, the edge that talks to Kafka.
+    namespace: TopicNamespace,
 }
 
 impl KafkaPublisher {
-    /// A producer for `bootstrap` with `properties` (security, tuning).
-    pub fn new(bootstrap: &str, properties: &[(String, String)]) -> Result<Self, ApiError> {
+    /// A producer for `bootstrap` with `properties` (security, tuning) that
+    /// writes the flow's topics of `namespace`.
+    pub fn new(
+        bootstrap: &str,
+        properties: &[(String, String)],
+        namespace: TopicNamespace,
+    ) -> Result<Self, ApiError> {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", bootstrap);
         for (key, value) in properties {
@@ -47,7 +56,10 @@ impl KafkaPublisher {
         let producer = config
             .create()
             .map_err(|e| ApiError::Producer(e.to_string()))?;
-        Ok(KafkaPublisher { producer })
+        Ok(KafkaPublisher {
+            producer,
+            namespace,
+        })
     }
 }
 
@@ -57,7 +69,8 @@ impl Publisher for KafkaPublisher {
             // The partition is chosen by the API (murmur2, as the Java
             // clients and the engine do), not by librdkafka's default
             // partitioner, whose hash differs.
-            let to_send = FutureRecord::to(record.topic)
+            let topic = self.namespace.physical(record.topic);
+            let to_send = FutureRecord::to(&topic)
                 .partition(record.partition.0)
                 .key(&record.key)
                 .payload(&record.payload);

@@ -116,6 +116,8 @@ pub struct ApiConfig {
     pub client_properties: Vec<(String, String)>,
     /// Partitions of the flow's topics (`ownership.partitions`).
     pub partitions: i32,
+    /// The deployment's topic namespace (see `codecs::topics::TopicNamespace`).
+    pub namespace: codecs::topics::TopicNamespace,
     pub instruments: InstrumentPolicy,
     /// Worker threads of the API's runtime.
     pub worker_threads: usize,
@@ -135,6 +137,7 @@ impl ApiConfig {
             bootstrap: bootstrap.into(),
             client_properties: Vec::new(),
             partitions,
+            namespace: codecs::topics::TopicNamespace::none(),
             instruments: InstrumentPolicy::default(),
             worker_threads: API_WORKER_THREADS,
         }
@@ -180,7 +183,11 @@ impl ApiHandle {
 /// as the state source (`Arc<Engine>` coerces to `Arc<dyn StateSource>`),
 /// stop the API before shutting the engine down.
 pub fn spawn(config: ApiConfig, source: Arc<dyn StateSource>) -> Result<ApiHandle, ApiError> {
-    let publisher = KafkaPublisher::new(&config.bootstrap, &config.client_properties)?;
+    let publisher = KafkaPublisher::new(
+        &config.bootstrap,
+        &config.client_properties,
+        config.namespace.clone(),
+    )?;
     spawn_with(config, source, Arc::new(publisher))
 }
 

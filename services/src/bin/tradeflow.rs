@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use codecs::topics::TopicNamespace;
 use engine::deployment::{plan_node, prepare_topics, FlowTopics, KafkaConnection};
 use engine::runtime::{stop_on_signals, Engine};
 use rdkafka::mocking::MockCluster;
@@ -34,6 +35,9 @@ enum Command {
         /// The guarantee the run was made under.
         #[arg(long, value_enum, default_value_t = GuaranteeArg::ExactlyOnce)]
         guarantee: GuaranteeArg,
+        /// The deployment's topic namespace (as given to `run`).
+        #[arg(long, default_value = "", value_parser = parse_namespace)]
+        namespace: TopicNamespace,
         /// Extra librdkafka property, KEY=VALUE (repeatable).
         #[arg(long = "property", value_parser = parse_property)]
         properties: Vec<(String, String)>,
@@ -50,8 +54,14 @@ enum Command {
         /// Services this process runs: any of order, payment, inventory.
         #[arg(long, default_value = "order,payment,inventory")]
         services: ServiceSet,
+        /// Topic namespace: every flow topic is `<NAMESPACE>.<name>`, so
+        /// several deployments (or test runs) share a cluster apart. Empty:
+        /// the seed's topic names.
+        #[arg(long, default_value = "", value_parser = parse_namespace)]
+        namespace: TopicNamespace,
         /// Kafka Streams' application.id: consumer group, changelog and
-        /// transactional-id prefix. Defaults to "tradeflow", or
+        /// transactional-id prefix. Defaults to "<NAMESPACE>-" (when one is
+        /// given) followed by "tradeflow", or
         /// "tradeflow-<services>" when not all three run here.
         #[arg(long)]
         application_id: Option<String>,
@@ -108,9 +118,10 @@ fn main() -> anyhow::Result<()> {
         Command::Audit {
             bootstrap,
             guarantee,
+            namespace,
             properties,
         } => {
-            let report = audit_topics(&bootstrap, &properties, guarantee)?;
+            let report = audit_topics(&bootstrap, &properties, &namespace, guarantee)?;
             print!("{report}");
             if !report.passed() {
                 anyhow::bail!("the audit found violations");
@@ -121,6 +132,7 @@ fn main() -> anyhow::Result<()> {
             config,
             bootstrap,
             services,
+            namespace,
             application_id,
             replication,
             properties,
@@ -130,7 +142,8 @@ fn main() -> anyhow::Result<()> {
             grpc_addr,
             no_api,
         } => {
-            let application_id = application_id.unwrap_or_else(|| default_application_id(services));
+            let application_id =
+                application_id.unwrap_or_else(|| default_application_id(&namespace, services));
             let api = (!no_api).then_some((rest_addr, grpc_addr));
             run(
                 &config,
@@ -141,6 +154,7 @@ fn main() -> anyhow::Result<()> {
                     client_properties: properties,
                     linger_ms,
                     fetch_wait_max_ms,
+                    namespace,
                 },
                 replication,
                 api,
@@ -194,6 +208,7 @@ enum GuaranteeArg {
 fn audit_topics(
     bootstrap: &str,
     properties: &[(String, String)],
+    namespace: &TopicNamespace,
     guarantee: GuaranteeArg,
 ) -> anyhow::Result<services::audit::AuditReport> {
     let mut audit = services::audit::Audit::new(match guarantee {
@@ -201,17 +216,17 @@ fn audit_topics(
         GuaranteeArg::AtLeastOnce => services::audit::DeliveryGuarantee::AtLeastOnce,
     });
     let mut undecodable = 0u64;
-    let read = engine::kafka::read_to_end(
-        bootstrap,
-        properties,
-        &services::topics::ALL,
-        &mut |record| match record.payload.map(codecs::decode) {
-            Some(Ok(event)) => audit.record(record.topic, &event.to_event()),
-            // Bad input records sit in the input topics too; the stages sent
-            // them to dead-letter topics and they are no part of the flow.
-            _ => undecodable += 1,
-        },
-    )
+    let topics = namespace.all();
+    let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let read = engine::kafka::read_to_end(bootstrap, properties, &topics, &mut |record| match (
+        namespace.flow_topic(record.topic),
+        record.payload.map(codecs::decode),
+    ) {
+        (Some(topic), Some(Ok(event))) => audit.record(topic, &event.to_event()),
+        // Bad input records sit in the input topics too; the stages sent
+        // them to dead-letter topics and they are no part of the flow.
+        _ => undecodable += 1,
+    })
     .with_context(|| format!("reading the flow's topics from {bootstrap}"))?;
     println!("read {read} records ({undecodable} undecodable, dead-lettered by the stages)");
     Ok(audit.finish())
@@ -226,11 +241,21 @@ fn parse_property(text: &str) -> Result<(String, String), String> {
     }
 }
 
-fn default_application_id(services: ServiceSet) -> String {
-    if services == ServiceSet::ALL {
+fn parse_namespace(text: &str) -> Result<TopicNamespace, String> {
+    TopicNamespace::new(text).map_err(|e| e.to_string())
+}
+
+fn default_application_id(namespace: &TopicNamespace, services: ServiceSet) -> String {
+    let base = if services == ServiceSet::ALL {
         "tradeflow".to_string()
     } else {
         format!("tradeflow-{}", services.to_string().replace(',', "-"))
+    };
+    // Groups, changelogs and transactional ids are per deployment too.
+    if namespace.is_default() {
+        base
+    } else {
+        format!("{}-{base}", namespace.name())
     }
 }
 
@@ -330,9 +355,10 @@ fn run(
         );
     }
     println!(
-        "tradeflow: node {} running {services} as {} with {} shard(s) on {} partitions ({:?})",
+        "tradeflow: node {} running {services} as {} (topics: {}) with {} shard(s) on {} partitions ({:?})",
         tuning.node().name.as_str(),
         plan.settings.application_id,
+        plan.settings.namespace,
         plan.shards.len(),
         plan.partitions,
         plan.settings.guarantee,
@@ -351,6 +377,7 @@ fn run(
             let mut config =
                 services::api::ApiConfig::new(rest, grpc, connection.bootstrap.clone(), partitions);
             config.client_properties = connection.client_properties.clone();
+            config.namespace = connection.namespace.clone();
             if !services.contains(services::flow::Service::Inventory) {
                 // Inventory's state lives in another process: this one cannot
                 // tell an unknown instrument, so Inventory rejects it and
@@ -435,6 +462,7 @@ fn demo(rate: u64, duration_s: u64) -> anyhow::Result<()> {
         client_properties: Vec::new(),
         linger_ms: 0,
         fetch_wait_max_ms: 5,
+        namespace: TopicNamespace::none(),
     };
     let cores = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
@@ -489,6 +517,7 @@ fn demo(rate: u64, duration_s: u64) -> anyhow::Result<()> {
             bootstrap: bootstrap.clone(),
             client_properties: Vec::new(),
             drain_timeout: Duration::from_secs(30),
+            namespace: TopicNamespace::none(),
         },
         schedule,
     )?;
@@ -508,7 +537,12 @@ fn demo(rate: u64, duration_s: u64) -> anyhow::Result<()> {
     let records_in: u64 = stats.iter().map(|(_, s)| s.records_in).sum();
     println!("engine: {records_in} records processed, then committed and closed");
 
-    let audit = audit_topics(&bootstrap, &[], GuaranteeArg::ExactlyOnce)?;
+    let audit = audit_topics(
+        &bootstrap,
+        &[],
+        &TopicNamespace::none(),
+        GuaranteeArg::ExactlyOnce,
+    )?;
     print!("{audit}");
     anyhow::ensure!(audit.passed(), "the audit found violations");
     anyhow::ensure!(
