@@ -12,10 +12,12 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 /// Timeout of one metadata or offsets request.
@@ -78,20 +80,45 @@ pub struct TimeBounds {
     pub until_unix_ms: Option<i64>,
 }
 
+/// A reader's client context: the end of a partition is how a range read
+/// knows it is done, not an error worth a log line.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EndAware;
+
+impl ClientContext for EndAware {
+    fn error(&self, error: KafkaError, reason: &str) {
+        // librdkafka reports an end of partition both on the message queue
+        // and as a global error.
+        let end_of_partition = matches!(error, KafkaError::PartitionEOF(_))
+            || error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF);
+        if !end_of_partition {
+            tracing::warn!(%error, reason, "librdkafka");
+        }
+    }
+}
+
+impl ConsumerContext for EndAware {}
+
+/// A range reader.
+pub type Reader = BaseConsumer<EndAware>;
+
 /// A `read_committed` reader outside any group (it never commits).
-pub fn reader(bootstrap: &str, properties: &[(String, String)]) -> Result<BaseConsumer, ReadError> {
+pub fn reader(bootstrap: &str, properties: &[(String, String)]) -> Result<Reader, ReadError> {
     client_config(bootstrap, properties)
         .set("group.id", "loadgen-reader")
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "true")
         .set("max.partition.fetch.bytes", READ_FETCH_BYTES.to_string())
-        .create()
+        .create_with_context(EndAware)
         .map_err(kafka("creating a reader"))
 }
 
 /// The partitions of `topic`; a topic that does not exist is an error.
-pub fn partitions(consumer: &BaseConsumer, topic: &str) -> Result<Vec<i32>, ReadError> {
+pub fn partitions<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+) -> Result<Vec<i32>, ReadError> {
     let metadata = consumer
         .fetch_metadata(Some(topic), Duration::from_millis(KAFKA_CALL_TIMEOUT_MS))
         .map_err(kafka("reading metadata"))?;
@@ -109,8 +136,8 @@ pub fn partitions(consumer: &BaseConsumer, topic: &str) -> Result<Vec<i32>, Read
 
 /// Low and high watermarks, retrying while a just-created topic's leader
 /// does not answer yet.
-pub fn watermarks(
-    consumer: &BaseConsumer,
+pub fn watermarks<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
     topic: &str,
     partition: i32,
 ) -> Result<(i64, i64), ReadError> {
@@ -133,7 +160,7 @@ pub fn watermarks(
 /// The ranges of every partition of `topics` within `bounds`, as the topics
 /// are now. Empty ranges are left out.
 pub fn ranges(
-    consumer: &BaseConsumer,
+    consumer: &Reader,
     topics: &[String],
     bounds: TimeBounds,
 ) -> Result<Vec<PartitionRange>, ReadError> {
@@ -179,7 +206,7 @@ pub fn ranges(
 /// `visit` (records of aborted transactions are never seen). Returns the
 /// number of records visited.
 pub fn read_ranges(
-    consumer: &BaseConsumer,
+    consumer: &Reader,
     ranges: &[PartitionRange],
     visit: &mut dyn FnMut(&BorrowedMessage<'_>),
 ) -> Result<u64, ReadError> {

@@ -24,7 +24,8 @@
 //! audit can compare with the outcomes.
 //!
 //! # Ids
-//! Event ids are `run_id << 64 | sequence` (unique per run). Order ids come from
+//! Event ids are `run_id << 64 | sequence` and client order ids
+//! `s<run_id in hex>-<n>` (unique per run). Order ids come from
 //! an [`OrderIds`] hook; pass `codecs::ids::order_id_for` (the services' own
 //! derivation from account and client order id, which makes creates
 //! idempotent) for traffic the services will accept as their own, or
@@ -574,10 +575,10 @@ impl<O: OrderIds> Scenario<O> {
                 fate,
             } => {
                 self.created += 1;
-                let client_order_id = ClientOrderId::new(&format!(
-                    "s{:08x}-{}",
-                    self.config.seed as u32, self.created
-                ))?;
+                // The run id, not the seed: two runs of one scenario into
+                // one deployment must not look like a client resubmitting.
+                let client_order_id =
+                    ClientOrderId::new(&format!("s{:016x}-{}", self.run_id, self.created))?;
                 let account_id = AccountId(account);
                 order_id = self.order_ids.order_id(account_id, &client_order_id);
                 let funding = self.budgets.funding[(account - 1) as usize];
