@@ -11,6 +11,16 @@
 //! or time an order from when it was actually sent alone (that hides stalls:
 //! both figures are kept, corrected and uncorrected).
 //!
+//! # Per-stage latencies
+//! Beside the outcome topics the reader follows the intermediate decisions
+//! (`payment.completed`, `stock.rejected`), and splits each order's path at
+//! the Kafka timestamps the engine's producer stamped (`CreateTime`,
+//! milliseconds, the same machine's clock): order due → Payment decided →
+//! Inventory decided → refunded → outcome visible to a `read_committed`
+//! reader ([`StageLatencies`]). A stage's time includes the hand-over before
+//! it (the previous stage's commit, the fetch), which is where a flow's time
+//! goes.
+//!
 //! # Corrected and uncorrected, and the pending-order bound
 //! Each outcome is timed twice: from the order's intended send time
 //! (corrected for coordinated omission) and from when it actually left
@@ -29,24 +39,32 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use codecs::topics::{TopicNamespace, ALL, PAYMENT_FAILED, PAYMENT_REFUNDED, STOCK_UPDATED};
+use codecs::topics::{
+    TopicNamespace, ALL, PAYMENT_COMPLETED, PAYMENT_FAILED, PAYMENT_REFUNDED, STOCK_REJECTED,
+    STOCK_UPDATED,
+};
 use codecs::{EventKind, OrderId, TimestampNs};
 use crossbeam_channel::{SendTimeoutError, Sender};
+use hdrhistogram::Histogram;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
+use rdkafka::message::{Message, Timestamp};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::interval::{IntervalError, IntervalLog, IntervalRecorder, INTERVAL_MS_DEFAULT};
-use crate::latency::{LatencyError, LatencyRecorder};
+use crate::latency::{LatencyError, LatencyRecorder, HISTOGRAM_SIGFIG, LATENCY_NS_MAX};
 use crate::progress::{Progress, PROGRESS_UPDATE_MS};
 use crate::traffic::replay::stamp_created_at;
 use crate::traffic::Payload;
 
 /// Topics whose events end an order: filled, rejected for funds, refunded.
 pub const OUTCOME_TOPICS: [&str; 3] = [STOCK_UPDATED, PAYMENT_FAILED, PAYMENT_REFUNDED];
+/// Intermediate decisions the reader also follows, for per-stage latencies.
+pub const DECISION_TOPICS: [&str; 2] = [PAYMENT_COMPLETED, STOCK_REJECTED];
+/// Nanoseconds per millisecond (Kafka timestamps are milliseconds).
+const NS_PER_MS: u64 = 1_000_000;
 /// How long the reader waits for outstanding outcomes after the last send.
 pub const DRAIN_TIMEOUT_MS_DEFAULT: u64 = 30_000;
 /// Orders without an outcome before the sender waits (see the module doc).
@@ -128,6 +146,85 @@ impl Default for DriveOptions {
     }
 }
 
+/// Where each order's time went, stage by stage (see the module doc), in
+/// nanoseconds at millisecond resolution.
+#[derive(Debug, Clone)]
+pub struct StageLatencies {
+    /// Order due → Payment's decision produced (`payment.completed`/`failed`).
+    pub payment: Histogram<u64>,
+    /// Payment's `payment.completed` → Inventory's decision produced
+    /// (`stock.updated`/`rejected`).
+    pub inventory: Histogram<u64>,
+    /// `stock.rejected` → Payment's `payment.refunded` produced.
+    pub refund: Histogram<u64>,
+    /// Terminal outcome produced → seen by a `read_committed` reader.
+    pub visible: Histogram<u64>,
+}
+
+impl StageLatencies {
+    fn new() -> Result<Self, LatencyError> {
+        let histogram = || Histogram::new_with_bounds(1, LATENCY_NS_MAX, HISTOGRAM_SIGFIG);
+        Ok(StageLatencies {
+            payment: histogram()?,
+            inventory: histogram()?,
+            refund: histogram()?,
+            visible: histogram()?,
+        })
+    }
+
+    /// The stages with what they span, in flow order.
+    pub fn named(&self) -> [(&'static str, &'static str, &Histogram<u64>); 4] {
+        [
+            ("payment", "order due → payment decided", &self.payment),
+            (
+                "inventory",
+                "payment.completed → stock decided",
+                &self.inventory,
+            ),
+            ("refund", "stock.rejected → payment.refunded", &self.refund),
+            (
+                "visible",
+                "outcome produced → read_committed visible",
+                &self.visible,
+            ),
+        ]
+    }
+}
+
+/// The Kafka timestamps of one order's steps, gathered as they are read
+/// (topics arrive in any order) and split into stages at the end.
+#[derive(Debug, Clone, Copy, Default)]
+struct OrderSteps {
+    /// The order's intended send time (its `created_at_ns`), wall-clock ns.
+    intended_ns: u64,
+    payment_ms: Option<i64>,
+    inventory_ms: Option<i64>,
+    refund_ms: Option<i64>,
+    /// The terminal outcome's timestamp, and when the reader saw it (wall ns).
+    outcome: Option<(i64, u64)>,
+}
+
+impl OrderSteps {
+    fn record_into(&self, stages: &mut StageLatencies) {
+        let ns = |ms: i64| u64::try_from(ms).unwrap_or(0).saturating_mul(NS_PER_MS);
+        let record = |h: &mut Histogram<u64>, from_ns: u64, to_ns: u64| {
+            h.saturating_record(to_ns.saturating_sub(from_ns).max(1));
+        };
+        if let Some(payment) = self.payment_ms {
+            record(&mut stages.payment, self.intended_ns, ns(payment));
+            if let Some(inventory) = self.inventory_ms {
+                record(&mut stages.inventory, ns(payment), ns(inventory));
+                if let Some(refund) = self.refund_ms {
+                    record(&mut stages.refund, ns(inventory), ns(refund));
+                }
+            }
+        }
+        if let Some((produced, seen_ns)) = self.outcome {
+            record(&mut stages.visible, ns(produced), seen_ns);
+        }
+    }
+}
+
 /// What a run measured.
 #[derive(Debug)]
 pub struct DriveReport {
@@ -157,6 +254,8 @@ pub struct DriveReport {
     pub last_outcome_ns: u64,
     /// Longest time the sender waited for a pending order to finish.
     pub pending_wait_max: Duration,
+    /// Where the orders' time went, stage by stage.
+    pub stages: StageLatencies,
 }
 
 impl DriveReport {
@@ -227,8 +326,8 @@ fn client(config: &DriveConfig) -> ClientConfig {
     crate::kafka::client_config(&config.bootstrap, &config.client_properties)
 }
 
-/// A `read_committed` reader of the outcome topics, positioned at their
-/// current ends so it sees exactly this run's outcomes.
+/// A `read_committed` reader of the outcome and decision topics, positioned
+/// at their current ends so it sees exactly this run's outcomes.
 fn outcome_reader(config: &DriveConfig) -> Result<BaseConsumer, DriveError> {
     let namespace = &config.namespace;
     let reader: BaseConsumer = client(config)
@@ -238,7 +337,7 @@ fn outcome_reader(config: &DriveConfig) -> Result<BaseConsumer, DriveError> {
         .set("fetch.wait.max.ms", "5")
         .create()?;
     let mut assignment = TopicPartitionList::new();
-    for logical in OUTCOME_TOPICS {
+    for logical in OUTCOME_TOPICS.iter().chain(&DECISION_TOPICS) {
         let topic = namespace.physical(logical);
         let partitions = match crate::kafka::partitions(&reader, &topic) {
             Ok(partitions) => partitions,
@@ -341,6 +440,7 @@ where
     let mut progress_at_ns = 0u64;
     let mut actual_send_ns: HashMap<OrderId, u64> = HashMap::new();
     let mut done: HashMap<OrderId, EventKind> = HashMap::new();
+    let mut steps: HashMap<OrderId, OrderSteps> = HashMap::new();
     let mut counts = Counts::default();
     let mut last_outcome_ns = 0u64;
     let mut sender_result: Option<SenderResult> = None;
@@ -416,6 +516,35 @@ where
                 continue;
             }
         }
+        let produced_ms = match message.timestamp() {
+            Timestamp::CreateTime(ms) | Timestamp::LogAppendTime(ms) => Some(ms),
+            Timestamp::NotAvailable => None,
+        };
+        let order_steps = steps.entry(order).or_default();
+        order_steps.intended_ns = event.created_at_ns().0;
+        match event.kind() {
+            EventKind::PaymentCompleted => {
+                order_steps.payment_ms = order_steps.payment_ms.or(produced_ms);
+                continue;
+            }
+            EventKind::StockRejected => {
+                order_steps.inventory_ms = order_steps.inventory_ms.or(produced_ms);
+                continue;
+            }
+            EventKind::PaymentFailed => {
+                order_steps.payment_ms = order_steps.payment_ms.or(produced_ms)
+            }
+            EventKind::StockUpdated => {
+                order_steps.inventory_ms = order_steps.inventory_ms.or(produced_ms)
+            }
+            EventKind::PaymentRefunded => {
+                order_steps.refund_ms = order_steps.refund_ms.or(produced_ms)
+            }
+            _ => continue,
+        }
+        if order_steps.outcome.is_none() {
+            order_steps.outcome = produced_ms.map(|ms| (ms, now));
+        }
         if done.insert(order, event.kind()).is_some() {
             counts.duplicate_outcomes += 1;
             continue;
@@ -448,6 +577,10 @@ where
     };
     let elapsed = start.elapsed();
     let recorded = recorder.finish(elapsed.as_nanos() as u64)?;
+    let mut stages = StageLatencies::new()?;
+    for order_steps in steps.values() {
+        order_steps.record_into(&mut stages);
+    }
     progress.set(events);
     progress.message(format!("{} outcomes", counts.outcomes));
     progress.finish();
@@ -471,6 +604,7 @@ where
         orders_intended_ns,
         last_outcome_ns,
         pending_wait_max,
+        stages,
     })
 }
 

@@ -17,7 +17,9 @@ use crate::drive::{
     drive_with, DriveConfig, DriveError, DriveOptions, DriveReport, ScheduledRecord,
 };
 use crate::kafka::ReadError;
-use crate::report::{AuditSummary, FlowSummary, Report, ReportError, RunInfo, Summary};
+use crate::report::{
+    AuditSummary, FlowSummary, Percentiles, Report, ReportError, RunInfo, StageSummary, Summary,
+};
 use crate::synth::{self, SynthConfig, SynthError};
 
 /// What a session is, for the report: the tool and where it ran.
@@ -146,6 +148,16 @@ where
         duplicate_outcomes: drive.duplicate_outcomes,
         pending_orders_max: config.options.pending_orders_max as u64,
         pending_wait_max_ms: drive.pending_wait_max.as_secs_f64() * 1e3,
+        stages: drive
+            .stages
+            .named()
+            .iter()
+            .map(|(stage, span, histogram)| StageSummary {
+                stage: stage.to_string(),
+                span: span.to_string(),
+                latency_us: Percentiles::of(histogram),
+            })
+            .collect(),
         audit: audit.as_ref().map(|a| AuditSummary {
             passed: a.report.passed(),
             guarantee: match a.report.guarantee {

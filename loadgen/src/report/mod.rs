@@ -197,9 +197,24 @@ pub struct FlowSummary {
     pub pending_orders_max: u64,
     /// Longest wait of the sender for that bound, ms (0: never bound).
     pub pending_wait_max_ms: f64,
+    /// Where the orders' time went, stage by stage (Kafka timestamps, ms
+    /// resolution), in flow order.
+    #[serde(default)]
+    pub stages: Vec<StageSummary>,
     /// The audit of every flow topic of the namespace; absent when turned off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit: Option<AuditSummary>,
+}
+
+/// One stage of the flow's path.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageSummary {
+    /// `payment`, `inventory`, `refund`, `visible`.
+    pub stage: String,
+    /// What it spans.
+    pub span: String,
+    /// Microseconds.
+    pub latency_us: Percentiles,
 }
 
 /// The audit's verdict, for scripts (the full report is printed).
@@ -347,6 +362,26 @@ impl Report<'_> {
             );
         }
         out.push_str(&self.total.table());
+        if let Some(flow) = self.flow.filter(|f| !f.stages.is_empty()) {
+            let _ = writeln!(
+                out,
+                "{:>10} {:>10} {:>10} {:>10} {:>10}  per stage, ms (Kafka timestamps)",
+                "stage", "p50", "p99", "max", "count"
+            );
+            for stage in &flow.stages {
+                let l = &stage.latency_us;
+                let _ = writeln!(
+                    out,
+                    "{:>10} {:>10.1} {:>10.1} {:>10.1} {:>10}  {}",
+                    stage.stage,
+                    l.p50 / 1e3,
+                    l.p99 / 1e3,
+                    l.max / 1e3,
+                    l.count,
+                    stage.span
+                );
+            }
+        }
         out
     }
 
