@@ -98,9 +98,9 @@ pub struct KafkaSettings {
     pub linger_ms: u32,
     /// `fetch.wait.max.ms` of shard consumers: the latency an idle fetch may add.
     pub fetch_wait_max_ms: u32,
-    /// Prefix of every flow topic this deployment reads and writes (not of
-    /// its changelogs, which `application_id` already makes its own). Stages
-    /// name topics logically; only this port translates.
+    /// Prefix of every topic this deployment reads and writes: inputs,
+    /// outputs, dead letters and changelogs. Stages and shards name topics
+    /// logically; only this port (and `prepare_topics`) translates.
     pub namespace: TopicNamespace,
 }
 
@@ -696,6 +696,8 @@ impl KafkaPort for RdKafkaPort {
         partition: PartitionId,
         apply: &mut ChangelogApply<'_>,
     ) -> Result<RestoreStats, PortError> {
+        let changelog = self.settings.namespace.physical(changelog);
+        let changelog = changelog.as_str();
         // Right after a topic is created or a leader moves, the broker may not
         // lead the partition yet: retry such errors here rather than restart.
         let (low, high) = watermarks_retrying(&self.restorer, changelog, partition.0)?;
