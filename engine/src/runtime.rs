@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use glommio::{LocalExecutorBuilder, Placement};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::ids::{PartitionId, ShardId};
 use crate::kafka::{Guarantee, KafkaSettings, Ownership, RdKafkaPort};
@@ -33,6 +33,8 @@ use crate::store::StoreEntries;
 pub const EXECUTOR_IO_MEMORY_BYTES: usize = 512 * 1024;
 /// Records a shard processes before it checks commit timing and commands.
 pub const BATCH_RECORDS_MAX: usize = 512;
+/// A commit slower than this is logged as a warning: outputs wait for it.
+const SLOW_COMMIT: Duration = Duration::from_millis(1000);
 /// Commands queued for one shard before senders are told it is busy.
 pub const COMMAND_QUEUE_DEPTH: usize = 16;
 /// First and last wait between restarts of a failing shard.
@@ -601,8 +603,15 @@ where
                 || (drained && context.knobs.commit.on_drain)
                 || shard.wants_commit())
         {
+            let started = Instant::now();
             shard.commit()?;
             last_commit = Instant::now();
+            let took = last_commit - started;
+            if took >= SLOW_COMMIT {
+                warn!(%id, took_ms = took.as_millis() as u64, handled, "slow commit");
+            } else {
+                debug!(%id, took_ms = took.as_millis() as u64, handled, "committed");
+            }
         }
         if handled == 0 {
             match context.knobs.idle {
