@@ -1,5 +1,5 @@
-//! Fault tests against the real three-broker cluster (replication 3,
-//! `min.insync.replicas` 2): the `tradeflow` binary runs all three services
+//! Fault tests against real Kafka, most on the three-broker cluster
+//! (replication 3, `min.insync.replicas` 2): the `tradeflow` binary runs all three services
 //! as its own process(es) under steady open-loop load while something breaks,
 //! and afterwards every order must have reached exactly one outcome and the
 //! audit of every topic (read_committed) must pass.
@@ -9,7 +9,9 @@
 //! - a second engine process joining the consumer group and leaving it
 //!   (rebalance, exactly-once);
 //! - `kill -9` three times in at-least-once mode: no order lost, duplicates
-//!   allowed but each one byte-identical to the first (the audit checks).
+//!   allowed but each one byte-identical to the first (the audit checks);
+//! - the single broker stopped for several seconds under load and started
+//!   again: the engine rides it out by restarting with backoff (exactly-once).
 //!
 //! Each run has its own topic namespace and application id, so runs never
 //! read each other's history. They share the cluster, and one of them kills a
@@ -64,8 +66,16 @@ impl FaultRun {
         guarantee: Guarantee,
         ownership: Ownership,
     ) -> anyhow::Result<Self> {
+        Self::on(KafkaCluster::three()?, label, guarantee, ownership)
+    }
+
+    fn on(
+        cluster: KafkaCluster,
+        label: &'static str,
+        guarantee: Guarantee,
+        ownership: Ownership,
+    ) -> anyhow::Result<Self> {
         tradeflow_tests::init_logging();
-        let cluster = KafkaCluster::three()?;
         let name = unique_topic(label);
         let namespace = TopicNamespace::new(&name)?;
         let dir = std::env::temp_dir().join(&name);
@@ -92,7 +102,7 @@ impl FaultRun {
                 stores: flow.store_names(),
             },
             PARTITIONS,
-            3,
+            run.replication(),
         )?;
         println!(
             "{label}: namespace {}, logs in {}",
@@ -100,6 +110,10 @@ impl FaultRun {
             run.dir.display()
         );
         Ok(run)
+    }
+
+    fn replication(&self) -> i32 {
+        self.cluster.size().broker_count() as i32
     }
 
     fn settings(&self) -> KafkaSettings {
@@ -169,7 +183,7 @@ guarantee = "{guarantee}"
             .args(["run", "--no-api", "--config"])
             .arg(config)
             .args(["--bootstrap", self.cluster.bootstrap()])
-            .args(["--replication", "3"])
+            .args(["--replication", &self.replication().to_string()])
             .args(["--namespace", self.namespace.name()])
             .args(["--application-id", &self.application_id]);
         if self.ownership == Ownership::Group {
@@ -384,4 +398,35 @@ fn kill_nine_three_times_at_least_once_loses_nothing_and_repeats_itself_exactly(
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let run = FaultRun::new("kill9-alos", Guarantee::AtLeastOnce, Ownership::CoreMap)?;
     kill_nine_under_load(&run, 9_000, 3)
+}
+
+#[test]
+fn the_broker_stopped_under_load_is_ridden_out_with_retries() -> anyhow::Result<()> {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let run = FaultRun::on(
+        KafkaCluster::single()?,
+        "broker-stop",
+        Guarantee::ExactlyOnce,
+        Ownership::CoreMap,
+    )?;
+    let engine = run.spawn("fault")?;
+    let load = run.start_load(6_000)?;
+    std::thread::sleep(Duration::from_secs(6));
+    let killing = run.cluster.kill(1);
+    println!(
+        "{}: the broker stopped at {:.1} s",
+        run.label,
+        run.since_start()
+    );
+    std::thread::sleep(Duration::from_secs(6));
+    // Start it again whatever happened: the next tests share it.
+    let starting = run.cluster.start(1);
+    println!(
+        "{}: the broker back at {:.1} s",
+        run.label,
+        run.since_start()
+    );
+    killing?;
+    starting?;
+    run.finish(load, vec![("fault", engine)])
 }
