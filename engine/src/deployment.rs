@@ -164,7 +164,7 @@ pub fn prepare_topics(
     }
     for store in &flow.stores {
         add(TopicSpec::changelog(
-            changelog_topic(&settings.application_id, store),
+            namespace.physical(&changelog_topic(&settings.application_id, store)),
             partitions,
             replication,
         ));

@@ -98,9 +98,9 @@ pub struct KafkaSettings {
     pub linger_ms: u32,
     /// `fetch.wait.max.ms` of shard consumers: the latency an idle fetch may add.
     pub fetch_wait_max_ms: u32,
-    /// Prefix of every flow topic this deployment reads and writes (not of
-    /// its changelogs, which `application_id` already makes its own). Stages
-    /// name topics logically; only this port translates.
+    /// Prefix of every topic this deployment reads and writes: inputs,
+    /// outputs, dead letters and changelogs. Stages and shards name topics
+    /// logically; only this port (and `prepare_topics`) translates.
     pub namespace: TopicNamespace,
 }
 
@@ -231,6 +231,11 @@ pub struct RdKafkaPort {
     settings: KafkaSettings,
     consumer: BaseConsumer<ShardConsumerContext>,
     producer: BaseProducer<ShardProducerContext>,
+    /// At-least-once only: a transactional producer (`<transactional id>-state`)
+    /// for changelog writes, so each commit's state lands atomically (see
+    /// [`KafkaPort::checkpoint`]). Under exactly-once `producer` carries them.
+    state_producer: Option<BaseProducer<ShardProducerContext>>,
+    state_in_transaction: bool,
     restorer: BaseConsumer<EndAwareContext>,
     /// Physical names of the stage's inputs, in the stage's order.
     inputs: Vec<String>,
@@ -302,9 +307,36 @@ impl RdKafkaPort {
         let producer: BaseProducer<ShardProducerContext> = producer_config
             .create_with_context(ShardProducerContext {
                 failures: Arc::clone(&failures),
-                last_failure: reason_tx,
+                last_failure: reason_tx.clone(),
             })
             .map_err(|e| kafka_error("creating the producer", e))?;
+        let state_producer = match settings.guarantee {
+            Guarantee::ExactlyOnce => None,
+            Guarantee::AtLeastOnce => {
+                let producer: BaseProducer<ShardProducerContext> = settings
+                    .base()
+                    .set("acks", "all")
+                    .set("enable.idempotence", "true")
+                    .set("linger.ms", settings.linger_ms.to_string())
+                    // Its own id: a restarted shard fences its zombie's
+                    // half-written checkpoint (init_transactions aborts it).
+                    .set("transactional.id", format!("{transactional_id}-state"))
+                    .set("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS.to_string())
+                    .set(
+                        "delivery.timeout.ms",
+                        TRANSACTIONAL_DELIVERY_TIMEOUT_MS.to_string(),
+                    )
+                    .create_with_context(ShardProducerContext {
+                        failures: Arc::clone(&failures),
+                        last_failure: reason_tx.clone(),
+                    })
+                    .map_err(|e| kafka_error("creating the state producer", e))?;
+                producer
+                    .init_transactions(Duration::from_millis(KAFKA_CALL_TIMEOUT_MS))
+                    .map_err(|e| kafka_error("init_transactions (state)", e))?;
+                Some(producer)
+            }
+        };
 
         let restorer: BaseConsumer<EndAwareContext> = settings
             .base()
@@ -324,6 +356,8 @@ impl RdKafkaPort {
             settings: settings.clone(),
             consumer,
             producer,
+            state_producer,
+            state_in_transaction: false,
             restorer,
             inputs: inputs
                 .iter()
@@ -467,6 +501,9 @@ impl RdKafkaPort {
 
     /// Leaves the group and closes the clients (the last step of shutdown).
     pub fn close(self) {
+        if let (Some(state), true) = (&self.state_producer, self.state_in_transaction) {
+            let _ = state.abort_transaction(Duration::from_millis(KAFKA_CALL_TIMEOUT_MS));
+        }
         if self.in_transaction {
             let _ = self
                 .producer
@@ -476,6 +513,72 @@ impl RdKafkaPort {
         let _ = self
             .producer
             .flush(Duration::from_millis(KAFKA_CALL_TIMEOUT_MS));
+    }
+}
+
+/// The Kafka topic of logical `topic`: itself under the default namespace,
+/// else its namespaced name, built once per port (a handful of output topics
+/// per stage: a scan beats hashing) rather than once per record.
+fn physical_topic<'a>(
+    namespace: &TopicNamespace,
+    names: &'a mut Vec<(String, String)>,
+    topic: &'a str,
+) -> &'a str {
+    if namespace.is_default() {
+        return topic;
+    }
+    let index = match names.iter().position(|(logical, _)| logical == topic) {
+        Some(index) => index,
+        None => {
+            names.push((topic.to_string(), namespace.physical(topic)));
+            names.len() - 1
+        }
+    };
+    &names[index].1
+}
+
+/// A producer record for `record`, sent to `topic`.
+fn base_record<'a>(topic: &'a str, record: &OutRecord<'a>) -> BaseRecord<'a, [u8], [u8]> {
+    let mut base = BaseRecord::to(topic).partition(record.partition.0);
+    if let Some(key) = record.key {
+        base = base.key(key);
+    }
+    if let Some(payload) = record.payload {
+        base = base.payload(payload);
+    }
+    if !record.headers.is_empty() {
+        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+        for (key, value) in record.headers {
+            headers = headers.insert(Header {
+                key,
+                value: Some(*value),
+            });
+        }
+        base = base.headers(headers);
+    }
+    base
+}
+
+/// Queues `base` on `producer`, waiting (up to SEND_QUEUE_FULL_TIMEOUT_MS) for
+/// deliveries to make room when librdkafka's queue is full.
+fn send_with_backpressure<C: ProducerContext>(
+    producer: &BaseProducer<C>,
+    mut base: BaseRecord<'_, [u8], [u8], C::DeliveryOpaque>,
+) -> Result<(), PortError> {
+    let started = Instant::now();
+    loop {
+        match producer.send(base) {
+            Ok(()) => return Ok(()),
+            Err((e, back))
+                if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull)
+                    && started.elapsed() < Duration::from_millis(SEND_QUEUE_FULL_TIMEOUT_MS) =>
+            {
+                // Backpressure: let deliveries drain the queue, then resend.
+                producer.poll(Duration::from_millis(1));
+                base = back;
+            }
+            Err((e, _)) => return Err(kafka_error("sending", e)),
+        }
     }
 }
 
@@ -545,60 +648,42 @@ impl KafkaPort for RdKafkaPort {
     }
 
     fn send(&mut self, record: &OutRecord<'_>) -> Result<(), PortError> {
-        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
-        for (key, value) in record.headers {
-            headers = headers.insert(Header {
-                key,
-                value: Some(*value),
-            });
-        }
-        let topic: &str = if self.settings.namespace.is_default() {
-            record.topic
-        } else {
-            // A handful of output topics per stage: a scan beats hashing, and
-            // each physical name is built once per port, not once per record.
-            let index = match self.outputs.iter().position(|(l, _)| l == record.topic) {
-                Some(index) => index,
-                None => {
-                    self.outputs.push((
-                        record.topic.to_string(),
-                        self.settings.namespace.physical(record.topic),
-                    ));
-                    self.outputs.len() - 1
-                }
-            };
-            &self.outputs[index].1
+        let topic = physical_topic(&self.settings.namespace, &mut self.outputs, record.topic);
+        send_with_backpressure(&self.producer, base_record(topic, record))?;
+        self.sent_since_commit += 1;
+        Ok(())
+    }
+
+    fn send_changelog(&mut self, record: &OutRecord<'_>) -> Result<(), PortError> {
+        let Some(state) = &self.state_producer else {
+            return self.send(record);
         };
-        let mut base: BaseRecord<'_, [u8], [u8]> =
-            BaseRecord::to(topic).partition(record.partition.0);
-        if let Some(key) = record.key {
-            base = base.key(key);
+        if !self.state_in_transaction {
+            state
+                .begin_transaction()
+                .map_err(|e| kafka_error("begin_transaction (state)", e))?;
+            self.state_in_transaction = true;
         }
-        if let Some(payload) = record.payload {
-            base = base.payload(payload);
+        let topic = physical_topic(&self.settings.namespace, &mut self.outputs, record.topic);
+        send_with_backpressure(state, base_record(topic, record))
+    }
+
+    fn checkpoint(&mut self) -> Result<(), PortError> {
+        if self.state_producer.is_none() || !self.state_in_transaction {
+            return Ok(());
         }
-        if !record.headers.is_empty() {
-            base = base.headers(headers);
-        }
-        let started = Instant::now();
-        loop {
-            match self.producer.send(base) {
-                Ok(()) => {
-                    self.sent_since_commit += 1;
-                    return Ok(());
-                }
-                Err((e, back))
-                    if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull)
-                        && started.elapsed()
-                            < Duration::from_millis(SEND_QUEUE_FULL_TIMEOUT_MS) =>
-                {
-                    // Backpressure: let deliveries drain the queue, then resend.
-                    self.producer.poll(Duration::from_millis(1));
-                    base = back;
-                }
-                Err((e, _)) => return Err(kafka_error("sending", e)),
-            }
-        }
+        self.check_deliveries()?;
+        let Some(state) = &self.state_producer else {
+            return Ok(());
+        };
+        // Any error here is fatal for this producer (see the module notes on
+        // KIP-890): the shard restarts, and the new producer's
+        // init_transactions aborts whatever this one left open.
+        state
+            .commit_transaction(Duration::from_millis(KAFKA_CALL_TIMEOUT_MS))
+            .map_err(|e| kafka_error("commit_transaction (state)", e))?;
+        self.state_in_transaction = false;
+        Ok(())
     }
 
     fn commit(&mut self, offsets: &[InputOffset]) -> Result<(), PortError> {
@@ -696,6 +781,8 @@ impl KafkaPort for RdKafkaPort {
         partition: PartitionId,
         apply: &mut ChangelogApply<'_>,
     ) -> Result<RestoreStats, PortError> {
+        let changelog = self.settings.namespace.physical(changelog);
+        let changelog = changelog.as_str();
         // Right after a topic is created or a leader moves, the broker may not
         // lead the partition yet: retry such errors here rather than restart.
         let (low, high) = watermarks_retrying(&self.restorer, changelog, partition.0)?;

@@ -117,6 +117,22 @@ pub trait KafkaPort {
     /// Queues a record for sending (not yet durable).
     fn send(&mut self, record: &OutRecord<'_>) -> Result<(), PortError>;
 
+    /// Queues a changelog record. Changelog writes of one commit must become
+    /// visible all together or not at all (see [`KafkaPort::checkpoint`]).
+    fn send_changelog(&mut self, record: &OutRecord<'_>) -> Result<(), PortError> {
+        self.send(record)
+    }
+
+    /// Makes the changelog records sent since the last checkpoint durable as
+    /// one atomic unit, before any output of the same commit is sent. Under
+    /// exactly-once they travel in the commit's transaction and this does
+    /// nothing; under at-least-once it commits them in a transaction of their
+    /// own, so a crash never leaves a partially written state behind (one
+    /// store ahead of another) for a restore to trip over.
+    fn checkpoint(&mut self) -> Result<(), PortError> {
+        Ok(())
+    }
+
     /// Makes every record sent so far durable, then commits `offsets`. Under
     /// exactly-once both happen in one transaction. On error nothing may be
     /// assumed committed.

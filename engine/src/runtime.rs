@@ -12,14 +12,14 @@
 //! (pinned to the shard's core).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use glommio::{LocalExecutorBuilder, Placement};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::ids::{PartitionId, ShardId};
 use crate::kafka::{Guarantee, KafkaSettings, Ownership, RdKafkaPort};
@@ -33,11 +33,15 @@ use crate::store::StoreEntries;
 pub const EXECUTOR_IO_MEMORY_BYTES: usize = 512 * 1024;
 /// Records a shard processes before it checks commit timing and commands.
 pub const BATCH_RECORDS_MAX: usize = 512;
+/// A commit slower than this is logged as a warning: outputs wait for it.
+const SLOW_COMMIT: Duration = Duration::from_millis(1000);
 /// Commands queued for one shard before senders are told it is busy.
 pub const COMMAND_QUEUE_DEPTH: usize = 16;
-/// First and last wait between restarts of a failing shard.
+/// Defaults of [`RetryPolicy`].
 pub const RESTART_BACKOFF_MS_MIN: u64 = 100;
 pub const RESTART_BACKOFF_MS_MAX: u64 = 10_000;
+pub const RESTART_ATTEMPTS_MAX: u32 = 10;
+pub const RESTART_DEADLINE_MS: u64 = 120_000;
 
 /// How a shard waits when it has nothing to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,14 +75,61 @@ pub struct CommitPolicy {
     pub on_drain: bool,
 }
 
+/// How a failing shard is retried. A retry is a restart from the last
+/// commit with fresh clients and state restored from the changelog: a failed
+/// transactional producer cannot be reused (librdkafka lacks KIP-890, so an
+/// ambiguous commit or abort is fatal for it), and a restart never skips or
+/// doubles a record. Failures in a row are one streak; a restarted shard
+/// that commits again ends it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Restarts in one streak before the engine gives up on the shard.
+    pub attempts_max: u32,
+    /// How long one streak may last before the engine gives up on the shard.
+    pub deadline: Duration,
+    /// The first wait; it doubles at each restart of a streak, up to `backoff_max`.
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts_max: RESTART_ATTEMPTS_MAX,
+            deadline: Duration::from_millis(RESTART_DEADLINE_MS),
+            backoff_min: Duration::from_millis(RESTART_BACKOFF_MS_MIN),
+            backoff_max: Duration::from_millis(RESTART_BACKOFF_MS_MAX),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before restart number `attempt` (1-based) of a streak:
+    /// exponential, capped, with ±25 % jitter from `seed` so shards that
+    /// failed together (a broker went away) do not come back in lockstep.
+    pub fn backoff(&self, attempt: u32, seed: u64) -> Duration {
+        let doublings = attempt.saturating_sub(1).min(20);
+        let base = self
+            .backoff_min
+            .saturating_mul(1u32 << doublings)
+            .min(self.backoff_max);
+        // splitmix64: a cheap, well-spread hash of the seed.
+        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        let permille = 750 + (z % 501); // 0.75 ..= 1.25
+        base.mul_f64(permille as f64 / 1000.0)
+    }
+}
+
 /// What the runtime needs to know about every shard.
 #[derive(Clone, Debug)]
 pub struct RuntimeKnobs {
     pub idle: IdleStrategy,
     pub client_threads: ClientThreads,
     pub commit: CommitPolicy,
-    /// Restarts of a failing shard before the engine gives up on it.
-    pub restart_attempts_max: u32,
+    pub retry: RetryPolicy,
 }
 
 impl Default for RuntimeKnobs {
@@ -90,7 +141,7 @@ impl Default for RuntimeKnobs {
                 interval: Duration::from_millis(100),
                 on_drain: true,
             },
-            restart_attempts_max: 5,
+            retry: RetryPolicy::default(),
         }
     }
 }
@@ -211,6 +262,7 @@ impl Engine {
             let restarts = Arc::new(AtomicU32::new(0));
             let context = SupervisorContext {
                 restarts: Arc::clone(&restarts),
+                commits: Arc::new(AtomicU64::new(0)),
                 settings: settings.clone(),
                 plan: plan.clone(),
                 knobs: knobs.clone(),
@@ -378,6 +430,9 @@ impl Engine {
 
 struct SupervisorContext {
     restarts: Arc<AtomicU32>,
+    /// Commits made by this shard's current run: a failed run that made
+    /// any ends its failure streak.
+    commits: Arc<AtomicU64>,
     settings: KafkaSettings,
     plan: ShardPlan,
     knobs: RuntimeKnobs,
@@ -395,9 +450,11 @@ where
     F: Fn(ShardId) -> S + Send + Clone + 'static,
 {
     let shard = context.plan.shard;
+    let retry = context.knobs.retry;
     let mut attempts = 0u32;
-    let mut backoff = Duration::from_millis(RESTART_BACKOFF_MS_MIN);
+    let mut streak_started = Instant::now();
     loop {
+        context.commits.store(0, Ordering::Release);
         match run_once(&context, make_stage.clone()) {
             Ok(stats) => {
                 context
@@ -411,10 +468,25 @@ where
                     .store(ShardStatus::Failed as u8, Ordering::Release);
                 return Err(e);
             }
+            Err(e) if is_permanent(&e) => {
+                // A restart would meet it again: configuration or corrupt
+                // data, for an operator to fix. Fail loudly, skip nothing.
+                error!(%shard, error = %e, "shard failed and cannot recover by restarting");
+                context
+                    .status
+                    .store(ShardStatus::Failed as u8, Ordering::Release);
+                return Err(e);
+            }
             Err(e) => {
+                if context.commits.load(Ordering::Acquire) > 0 {
+                    // It had recovered since the last failure: a new streak.
+                    attempts = 0;
+                    streak_started = Instant::now();
+                }
                 attempts += 1;
-                if attempts > context.knobs.restart_attempts_max {
-                    error!(%shard, error = %e, attempts, "shard failed for good");
+                if attempts > retry.attempts_max || streak_started.elapsed() > retry.deadline {
+                    error!(%shard, error = %e, attempts, streak_s = streak_started.elapsed().as_secs(),
+                           "shard failed for good");
                     context
                         .status
                         .store(ShardStatus::Failed as u8, Ordering::Release);
@@ -424,8 +496,12 @@ where
                         last: e.to_string(),
                     });
                 }
+                let seed = u64::from(shard.0) << 32
+                    ^ u64::from(attempts)
+                    ^ streak_started.elapsed().as_nanos() as u64;
+                let backoff = retry.backoff(attempts, seed);
                 warn!(%shard, error = %e, attempt = attempts, backoff_ms = backoff.as_millis() as u64,
-                      "shard failed; restarting from its last commit");
+                      retryable = is_retryable(&e), "shard failed; restarting from its last commit");
                 context
                     .status
                     .store(ShardStatus::Restarting as u8, Ordering::Release);
@@ -442,10 +518,37 @@ where
                         .store(ShardStatus::Stopped as u8, Ordering::Release);
                     return Err(e);
                 }
-                backoff = (backoff * 2).min(Duration::from_millis(RESTART_BACKOFF_MS_MAX));
             }
         }
     }
+}
+
+/// The port error behind `e`, if any.
+fn port_error(e: &EngineError) -> Option<&PortError> {
+    match e {
+        EngineError::Port { source, .. } | EngineError::Shard(ShardError::Port { source, .. }) => {
+            Some(source)
+        }
+        _ => None,
+    }
+}
+
+/// Failures a restart cannot cure: the shard's configuration or its data.
+fn is_permanent(e: &EngineError) -> bool {
+    match e {
+        EngineError::Executor { .. }
+        | EngineError::LockedMemory { .. }
+        | EngineError::Shard(ShardError::TooManyInputs { .. }) => true,
+        _ => matches!(
+            port_error(e),
+            Some(PortError::CorruptChangelog { .. } | PortError::NotCoPartitioned { .. })
+        ),
+    }
+}
+
+/// Transient by Kafka's own account (a broker away, a timeout, a full queue).
+fn is_retryable(e: &EngineError) -> bool {
+    port_error(e).is_some_and(PortError::is_retryable)
 }
 
 fn new_port<S: Stage>(context: &SupervisorContext, stage: &S) -> Result<RdKafkaPort, EngineError> {
@@ -498,6 +601,7 @@ where
         stop: Arc::clone(&context.stop),
         status: Arc::clone(&context.status),
         commands: context.commands.clone(),
+        commits: Arc::clone(&context.commits),
     };
     let handle = LocalExecutorBuilder::new(placement)
         .name(&format!("{shard_id}"))
@@ -521,6 +625,8 @@ struct LoopContext {
     stop: Arc<AtomicBool>,
     status: Arc<AtomicU8>,
     commands: Receiver<ShardCommand>,
+    /// Counted per commit, read by the supervisor (see SupervisorContext).
+    commits: Arc<AtomicU64>,
 }
 
 async fn shard_loop<S, F>(
@@ -601,8 +707,16 @@ where
                 || (drained && context.knobs.commit.on_drain)
                 || shard.wants_commit())
         {
+            let started = Instant::now();
             shard.commit()?;
+            context.commits.fetch_add(1, Ordering::AcqRel);
             last_commit = Instant::now();
+            let took = last_commit - started;
+            if took >= SLOW_COMMIT {
+                warn!(%id, took_ms = took.as_millis() as u64, handled, "slow commit");
+            } else {
+                debug!(%id, took_ms = took.as_millis() as u64, handled, "committed");
+            }
         }
         if handled == 0 {
             match context.knobs.idle {
@@ -652,4 +766,63 @@ pub fn stop_on_signals(stop: &Arc<AtomicBool>) -> std::io::Result<()> {
     signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(stop))?;
     signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(stop))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod retry_tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_caps_and_jitters_within_a_quarter() {
+        let policy = RetryPolicy::default();
+        for attempt in 1..=12u32 {
+            let base = policy
+                .backoff_min
+                .saturating_mul(1 << (attempt - 1).min(20))
+                .min(policy.backoff_max);
+            let mut seen = std::collections::BTreeSet::new();
+            for seed in 0..64u64 {
+                let wait = policy.backoff(attempt, seed);
+                assert!(
+                    wait >= base.mul_f64(0.75) && wait <= base.mul_f64(1.25),
+                    "{attempt} {wait:?}"
+                );
+                seen.insert(wait);
+            }
+            assert!(seen.len() > 8, "jitter spreads the waits: {seen:?}");
+        }
+    }
+
+    #[test]
+    fn configuration_and_corrupt_data_are_permanent_kafka_trouble_is_not() {
+        let shard = ShardId(0);
+        let corrupt = EngineError::Shard(ShardError::Port {
+            shard,
+            source: PortError::NotCoPartitioned {
+                topic: "t".into(),
+                partition: crate::PartitionId(0),
+                missing: "u".into(),
+            },
+        });
+        assert!(is_permanent(&corrupt));
+        let away = EngineError::Port {
+            shard,
+            source: PortError::Kafka {
+                op: "commit_transaction",
+                message: "timed out".into(),
+                retryable: true,
+            },
+        };
+        assert!(!is_permanent(&away) && is_retryable(&away));
+        let fenced = EngineError::Port {
+            shard,
+            source: PortError::Kafka {
+                op: "commit_transaction",
+                message: "fenced".into(),
+                retryable: false,
+            },
+        };
+        // A fenced or fatal producer is cured by a new one: restart.
+        assert!(!is_permanent(&fenced) && !is_retryable(&fenced));
+    }
 }

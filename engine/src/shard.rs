@@ -386,9 +386,11 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
     /// offsets whose effects those writes contain (the port makes the writes
     /// durable first).
     pub fn commit(&mut self) -> Result<(), ShardError> {
-        // Held outputs go first, then the changelog writes; the port makes all
-        // of them durable before (or with) the offsets.
-        self.flush_outbox()?;
+        // State first, as one atomic checkpoint; then the held outputs; then
+        // the offsets. A crash before the checkpoint loses the state changes
+        // and sent no output of them, so the replay decides afresh; a crash
+        // after it finds every decision recorded, so the replay re-emits the
+        // recorded outputs byte for byte instead of deciding again.
         let id = self.id;
         let mut failure = None;
         let mut changelog_records = 0u64;
@@ -412,7 +414,7 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
                         headers: &[],
                     };
                     changelog_records += 1;
-                    if let Err(e) = port.send(&record) {
+                    if let Err(e) = port.send_changelog(&record) {
                         failure = Some(e);
                     }
                 });
@@ -432,6 +434,10 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
         if let Some(source) = failure {
             return Err(ShardError::Port { shard: id, source });
         }
+        self.port
+            .checkpoint()
+            .map_err(|source| ShardError::Port { shard: id, source })?;
+        self.flush_outbox()?;
         self.port
             .commit(&offsets)
             .map_err(|source| ShardError::Port { shard: id, source })?;

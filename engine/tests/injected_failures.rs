@@ -180,7 +180,10 @@ fn failed_transactions_restart_the_shard_and_lose_or_double_nothing(
             interval: Duration::from_millis(50),
             on_drain: false,
         },
-        restart_attempts_max: 10,
+        retry: engine::runtime::RetryPolicy {
+            attempts_max: 10,
+            ..Default::default()
+        },
     };
     let plan = ShardPlan {
         shard: ShardId(0),

@@ -93,7 +93,10 @@ impl Deployment {
             idle: IdleStrategy::Park(Duration::from_millis(1)),
             client_threads: ClientThreads::Unpinned,
             commit,
-            restart_attempts_max: 3,
+            retry: engine::runtime::RetryPolicy {
+                attempts_max: 3,
+                ..Default::default()
+            },
         };
         Ok(Engine::start(
             self.settings(),

@@ -104,7 +104,10 @@ fn start() -> anyhow::Result<Fixture> {
             interval: Duration::from_millis(100),
             on_drain: true,
         },
-        restart_attempts_max: 3,
+        retry: engine::runtime::RetryPolicy {
+            attempts_max: 3,
+            ..Default::default()
+        },
     };
     let plan = ShardPlan {
         shard: ShardId(0),
