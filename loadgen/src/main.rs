@@ -157,6 +157,9 @@ struct RunArgs {
     /// Accounts, each funded once.
     #[arg(long, default_value_t = 1_000)]
     accounts: u64,
+    /// Account ids start after this (disjoint accounts for runs sharing a deployment).
+    #[arg(long, default_value_t = 0)]
+    account_base: u64,
     /// Instruments (SYM0001, …), each stocked once.
     #[arg(long, default_value_t = 100)]
     instruments: u64,
@@ -270,6 +273,9 @@ struct SynthArgs {
     /// Accounts, each funded once.
     #[arg(long, default_value_t = 1_000)]
     accounts: u64,
+    /// Account ids start after this (disjoint accounts for runs sharing a deployment).
+    #[arg(long, default_value_t = 0)]
+    account_base: u64,
     /// Instruments (SYM0001, …), each stocked once.
     #[arg(long, default_value_t = 100)]
     instruments: u64,
@@ -398,6 +404,7 @@ fn synth_command(args: SynthArgs, verbosity: Verbosity) -> anyhow::Result<()> {
         seed: args.seed,
         run_id: args.run_id,
         accounts: args.accounts,
+        account_base: args.account_base,
         instruments: args.instruments,
         orders: args.orders,
         rate_per_s: args.rate,
@@ -554,6 +561,7 @@ fn run_command(args: RunArgs, verbosity: Verbosity) -> anyhow::Result<()> {
         seed: args.seed,
         run_id: Some(args.run_id.unwrap_or_else(clock_run_id)),
         accounts: args.accounts,
+        account_base: args.account_base,
         instruments: args.instruments,
         orders: args.rate.saturating_mul(args.duration_s),
         rate_per_s: args.rate,

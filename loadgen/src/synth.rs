@@ -68,8 +68,13 @@ pub struct SynthConfig {
     pub seed: u64,
     /// High 64 bits of every event id; `None` derives it from the seed.
     pub run_id: Option<u64>,
-    /// Accounts `1..=accounts`, each funded once.
+    /// How many accounts, each funded once: ids `account_base + 1 ..=
+    /// account_base + accounts`.
     pub accounts: u64,
+    /// Offset of the account ids, so several runs into one deployment can
+    /// use disjoint accounts (an account's leftover cash from an earlier run
+    /// would pay for an order meant to fail for funds).
+    pub account_base: u64,
     /// Instruments `SYM0001..`, each stocked once.
     pub instruments: u64,
     /// Order-flow records after the set-up: creates, amends and cancels.
@@ -101,6 +106,7 @@ impl Default for SynthConfig {
             seed: 1,
             run_id: None,
             accounts: 1_000,
+            account_base: 0,
             instruments: 100,
             orders: 10_000,
             rate_per_s: 1_000,
@@ -331,6 +337,12 @@ fn validate(config: &SynthConfig) -> Result<(), SynthError> {
     if config.accounts == 0 {
         return invalid("accounts", "must be at least 1");
     }
+    if config.account_base.checked_add(config.accounts).is_none() {
+        return invalid(
+            "account_base",
+            "account_base + accounts must fit an account id",
+        );
+    }
     if config.instruments == 0 || config.instruments > INSTRUMENTS_MAX {
         return invalid("instruments", "must be in 1..=9999999999999");
     }
@@ -539,7 +551,8 @@ impl<O: OrderIds> Scenario<O> {
 
     /// Cash account `account` is funded with, minor units.
     pub fn funding(&self, account: AccountId) -> Option<Money> {
-        let index = usize::try_from(account.0.checked_sub(1)?).ok()?;
+        let rank = account.0.checked_sub(self.config.account_base)?;
+        let index = usize::try_from(rank.checked_sub(1)?).ok()?;
         self.budgets.funding.get(index).copied().map(Money)
     }
 
@@ -547,6 +560,11 @@ impl<O: OrderIds> Scenario<O> {
     pub fn stock(&self, n: u64) -> Option<Quantity> {
         let index = usize::try_from(n.checked_sub(1)?).ok()?;
         self.budgets.stock.get(index).copied().map(Quantity)
+    }
+
+    /// The id of the account drawn as `rank` (1-based).
+    fn account_id(&self, rank: u64) -> AccountId {
+        AccountId(self.config.account_base + rank)
     }
 
     fn header(&self, order_id: OrderId, t_ns: u64) -> EventHeader {
@@ -579,7 +597,7 @@ impl<O: OrderIds> Scenario<O> {
                 // one deployment must not look like a client resubmitting.
                 let client_order_id =
                     ClientOrderId::new(&format!("s{:016x}-{}", self.run_id, self.created))?;
-                let account_id = AccountId(account);
+                let account_id = self.account_id(account);
                 order_id = self.order_ids.order_id(account_id, &client_order_id);
                 let funding = self.budgets.funding[(account - 1) as usize];
                 let quantity = match fate {
@@ -608,7 +626,7 @@ impl<O: OrderIds> Scenario<O> {
                 let open = self.recent[slot];
                 Event::OrderAmended(OrderAmended {
                     header: self.header(open.order_id, t_ns),
-                    account: AccountId(open.account),
+                    account: self.account_id(open.account),
                     sku: self.sku(open.instrument),
                     quantity: Quantity(quantity),
                     limit_price: Money(price),
@@ -618,7 +636,7 @@ impl<O: OrderIds> Scenario<O> {
                 let open = self.recent[slot];
                 Event::OrderCancelled(OrderCancelled {
                     header: self.header(open.order_id, t_ns),
-                    account: AccountId(open.account),
+                    account: self.account_id(open.account),
                     sku: self.sku(open.instrument),
                 })
             }
@@ -642,7 +660,7 @@ impl<O: OrderIds> Iterator for Scenario<O> {
         let accounts = self.config.accounts;
         let instruments = self.config.instruments;
         let event = if index < accounts {
-            let account = AccountId(index + 1);
+            let account = self.account_id(index + 1);
             Event::AccountFunded(AccountFunded {
                 header: self.header(OrderId::NONE, t_ns),
                 account,
@@ -732,6 +750,40 @@ mod tests {
             .map(|e| e.header().event_id)
             .collect();
         assert_eq!(ids.len(), records.len(), "event ids are unique");
+        Ok(())
+    }
+
+    #[test]
+    fn an_account_base_shifts_every_account_id_and_nothing_else() -> Result<(), SynthError> {
+        let config = small();
+        let shifted = SynthConfig {
+            account_base: 1_000,
+            ..config.clone()
+        };
+        let plain = events(&config)?;
+        let moved = events(&shifted)?;
+        assert_eq!(plain.len(), moved.len());
+        for (a, b) in plain.iter().zip(&moved) {
+            let (Some(a), Some(b)) = (a.event(), b.event()) else {
+                panic!("synth makes events only");
+            };
+            assert_eq!(a.kind(), b.kind());
+            match (a.account(), b.account()) {
+                (Some(x), Some(y)) => assert_eq!(x.0 + 1_000, y.0),
+                (x, y) => assert_eq!(x, y),
+            }
+        }
+        let scenario = generate(&shifted, SequentialOrderIds::default())?;
+        assert_eq!(scenario.funding(AccountId(1)), None);
+        assert!(scenario.funding(AccountId(1_001)).is_some());
+        assert!(generate(
+            &SynthConfig {
+                account_base: u64::MAX,
+                ..config
+            },
+            SequentialOrderIds::default()
+        )
+        .is_err());
         Ok(())
     }
 
