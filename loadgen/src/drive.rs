@@ -295,6 +295,8 @@ pub enum DriveError {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("topic {0} does not exist: is tradeflow running in this namespace?")]
     NoSuchTopic(String),
+    #[error(transparent)]
+    Read(#[from] crate::kafka::ReadError),
     #[error("encoding {kind:?}: {source}")]
     Encode {
         kind: EventKind,
@@ -340,19 +342,13 @@ fn outcome_reader(config: &DriveConfig) -> Result<BaseConsumer, DriveError> {
     for logical in OUTCOME_TOPICS.iter().chain(&DECISION_TOPICS) {
         let topic = namespace.physical(logical);
         let partitions = match crate::kafka::partitions(&reader, &topic) {
-            Ok(partitions) => partitions,
             Err(crate::kafka::ReadError::NoSuchTopic(topic)) => {
                 return Err(DriveError::NoSuchTopic(topic))
             }
-            Err(crate::kafka::ReadError::Kafka { source, .. }) => return Err(source.into()),
-            Err(other) => return Err(DriveError::Sender(other.to_string())),
+            found => found?,
         };
         for partition in partitions {
-            let (_, high) =
-                crate::kafka::watermarks(&reader, &topic, partition).map_err(|e| match e {
-                    crate::kafka::ReadError::Kafka { source, .. } => DriveError::Kafka(source),
-                    other => DriveError::Sender(other.to_string()),
-                })?;
+            let (_, high) = crate::kafka::watermarks(&reader, &topic, partition)?;
             assignment.add_partition_offset(&topic, partition, Offset::Offset(high))?;
         }
     }

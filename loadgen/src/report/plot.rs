@@ -179,7 +179,7 @@ pub fn throughput_latency_svg(
             .map_err(plot_error(FILE))?;
         top.configure_mesh()
             .x_desc("time (s)")
-            .y_desc("records/s")
+            .y_desc("replies/s")
             .y_label_formatter(&|y| format!("{y:.0}"))
             .label_style((FONT, 13))
             .draw()

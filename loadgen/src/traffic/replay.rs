@@ -457,4 +457,54 @@ mod tests {
         assert_eq!(event.header().created_at_ns, TimestampNs(77));
         Ok(())
     }
+
+    #[test]
+    fn a_replay_plan_paces_rewrites_and_refuses_foreign_topics(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        use crate::traffic::{Payload, Record};
+        let record = |t_ns: u64, topic: &str, payload: Payload| -> Result<Record, ReplayError> {
+            Ok(Record {
+                t_ns,
+                topic: topic.to_string(),
+                partition: None,
+                key: Some(vec![0, 0, 0, 0, 0, 0, 0, 3]),
+                payload,
+            })
+        };
+        let order = created(9, 40, "c-1")?;
+        let records = vec![
+            record(0, codecs::topics::ORDER_CREATED, Payload::Event(order)),
+            record(
+                2_000,
+                codecs::topics::ORDER_CREATED,
+                Payload::Raw(vec![0xff]),
+            ),
+            record(4_000, "somebody.else", Payload::Raw(vec![1])),
+        ];
+        let planned: Vec<_> = plan_replay(
+            records,
+            Schedule::new(Pace::Speedup(2.0))?,
+            IdRewriter::with_services_order_ids(5),
+        )
+        .collect();
+        let [Ok(first), Ok(raw), Err(foreign)] = &planned[..] else {
+            panic!("{planned:?}");
+        };
+        assert_eq!((first.at_ns, raw.at_ns), (0, 1_000));
+        let Payload::Event(Event::OrderCreated(rewritten)) = &first.payload else {
+            panic!("{first:?}");
+        };
+        assert_ne!(rewritten.header.event_id, order.header().event_id);
+        assert_eq!(
+            rewritten.header.order_id,
+            codecs::ids::order_id_for(rewritten.account, &rewritten.client_order_id),
+            "the services' own id for the new client order id"
+        );
+        assert_eq!(raw.payload, Payload::Raw(vec![0xff]), "poison stays poison");
+        assert!(matches!(
+            foreign,
+            ReplayError::NotAFlowTopic { index: 2, .. }
+        ));
+        Ok(())
+    }
 }
