@@ -103,6 +103,15 @@ enum Command {
         /// How long to send orders, in seconds.
         #[arg(long, default_value_t = 5)]
         duration_s: u64,
+        /// Processing guarantee.
+        #[arg(long, value_enum, default_value_t = GuaranteeArg::ExactlyOnce)]
+        guarantee: GuaranteeArg,
+        /// Kafka Streams' commit.interval.ms.
+        #[arg(long, default_value_t = 100)]
+        commit_interval_ms: u64,
+        /// Also commit as soon as a shard drains its input.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        commit_on_drain: bool,
     },
 }
 
@@ -114,7 +123,21 @@ fn main() -> anyhow::Result<()> {
         )
         .init();
     match Cli::parse().command {
-        Command::Demo { rate, duration_s } => demo(rate, duration_s),
+        Command::Demo {
+            rate,
+            duration_s,
+            guarantee,
+            commit_interval_ms,
+            commit_on_drain,
+        } => demo(
+            rate,
+            duration_s,
+            guarantee,
+            engine::runtime::CommitPolicy {
+                interval: Duration::from_millis(commit_interval_ms),
+                on_drain: commit_on_drain,
+            },
+        ),
         Command::Audit {
             bootstrap,
             guarantee,
@@ -426,7 +449,12 @@ fn run(
     Ok(())
 }
 
-fn demo(rate: u64, duration_s: u64) -> anyhow::Result<()> {
+fn demo(
+    rate: u64,
+    duration_s: u64,
+    guarantee: GuaranteeArg,
+    commit: engine::runtime::CommitPolicy,
+) -> anyhow::Result<()> {
     const PARTITIONS: i32 = 4;
     const APPLICATION: &str = "tradeflow-demo";
     let cluster = MockCluster::new(1).context("starting librdkafka's in-process mock cluster")?;
@@ -458,7 +486,10 @@ fn demo(rate: u64, duration_s: u64) -> anyhow::Result<()> {
     let settings = engine::kafka::KafkaSettings {
         bootstrap: bootstrap.clone(),
         application_id: APPLICATION.into(),
-        guarantee: engine::kafka::Guarantee::ExactlyOnce,
+        guarantee: match guarantee {
+            GuaranteeArg::ExactlyOnce => engine::kafka::Guarantee::ExactlyOnce,
+            GuaranteeArg::AtLeastOnce => engine::kafka::Guarantee::AtLeastOnce,
+        },
         client_properties: Vec::new(),
         linger_ms: 0,
         fetch_wait_max_ms: 5,
@@ -483,7 +514,10 @@ fn demo(rate: u64, duration_s: u64) -> anyhow::Result<()> {
     let engine = Engine::start(
         settings,
         plans,
-        engine::runtime::RuntimeKnobs::default(),
+        engine::runtime::RuntimeKnobs {
+            commit,
+            ..engine::runtime::RuntimeKnobs::default()
+        },
         PARTITIONS,
         |_| TradeFlow::new(ServiceSet::ALL),
     )?;
@@ -493,7 +527,8 @@ fn demo(rate: u64, duration_s: u64) -> anyhow::Result<()> {
         engine.statuses()
     );
     println!(
-        "engine: {cores} shard(s) pinned to cores, order + payment + inventory, exactly-once, {PARTITIONS} partitions"
+        "engine: {cores} shard(s) pinned to cores, order + payment + inventory, {guarantee:?}, {PARTITIONS} partitions, commit every {:?} (on drain: {})",
+        commit.interval, commit.on_drain
     );
 
     let config = loadgen::synth::SynthConfig {
@@ -537,12 +572,7 @@ fn demo(rate: u64, duration_s: u64) -> anyhow::Result<()> {
     let records_in: u64 = stats.iter().map(|(_, s)| s.records_in).sum();
     println!("engine: {records_in} records processed, then committed and closed");
 
-    let audit = audit_topics(
-        &bootstrap,
-        &[],
-        &TopicNamespace::none(),
-        GuaranteeArg::ExactlyOnce,
-    )?;
+    let audit = audit_topics(&bootstrap, &[], &TopicNamespace::none(), guarantee)?;
     print!("{audit}");
     anyhow::ensure!(audit.passed(), "the audit found violations");
     anyhow::ensure!(
