@@ -30,8 +30,7 @@ use crate::shard::{OutputTiming, Shard, ShardError, ShardStats, Step};
 use crate::stage::Stage;
 use crate::store::StoreEntries;
 use crate::telemetry::{
-    ReportChannel, ShardGauges, ShardTelemetry, Telemetry, FINAL_REPORT_TIMEOUT_MS,
-    PUBLISH_INTERVAL_MS,
+    ReportChannel, ShardGauges, Telemetry, FINAL_REPORT_TIMEOUT_MS, PUBLISH_INTERVAL_MS,
 };
 
 pub use crate::telemetry::ShardStatus;
@@ -548,7 +547,6 @@ where
     // Every log line of this shard carries its id and service (JSON logs
     // show them as span fields).
     let span = info_span!("shard", shard = %id, service = stage.name(), core = ?context.plan.core);
-    let telemetry = ShardTelemetry::new().with_spares(context.reports.spares.clone());
     let shard = Shard::new(
         id,
         &context.settings.application_id,
@@ -557,7 +555,8 @@ where
         context.partitions,
     )?
     .with_output_timing(output_timing)
-    .with_telemetry(telemetry, Arc::clone(&context.gauges));
+    .with_gauges(Arc::clone(&context.gauges))
+    .with_spare_histograms(context.reports.spares.clone());
     run_shard(shard, context).instrument(span).await
 }
 

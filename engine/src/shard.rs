@@ -28,6 +28,7 @@ use crate::telemetry::{
     PartitionLag, ReportBody, ShardGauges, ShardReport, ShardTelemetry, StoreSize, Timing,
 };
 use crate::topics::{changelog_topic, dead_letter_topic};
+use hdrhistogram::Histogram;
 
 /// Why a shard stopped.
 #[derive(Debug, thiserror::Error)]
@@ -183,6 +184,7 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
             .map(|store| changelog_topic(application_id, store))
             .collect();
         let dead_letters = inputs.iter().map(|t| dead_letter_topic(t)).collect();
+        let telemetry = ShardTelemetry::new(&inputs);
         Ok(Shard {
             id,
             stage,
@@ -197,17 +199,25 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
             stats: ShardStats::default(),
             uncommitted: false,
             output_timing: OutputTiming::Immediate,
-            telemetry: ShardTelemetry::new(),
+            telemetry,
             gauges: Arc::new(ShardGauges::default()),
             positions: Vec::new(),
         })
     }
 
-    /// Records into `telemetry` and keeps `gauges` (restore progress,
-    /// assignment) current, for the runtime to publish and others to read.
-    pub fn with_telemetry(mut self, telemetry: ShardTelemetry, gauges: Arc<ShardGauges>) -> Self {
-        self.telemetry = telemetry;
+    /// Keeps `gauges` (restore progress, assignment) current for other
+    /// threads to read.
+    pub fn with_gauges(mut self, gauges: Arc<ShardGauges>) -> Self {
         self.gauges = gauges;
+        self
+    }
+
+    /// Reuses the histograms the telemetry hub empties after each report.
+    pub fn with_spare_histograms(
+        mut self,
+        spares: crossbeam_channel::Receiver<Histogram<u64>>,
+    ) -> Self {
+        self.telemetry = ShardTelemetry::new(&self.topics.inputs).with_spares(spares);
         self
     }
 
@@ -385,7 +395,8 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
                     let step = process_record(
                         id, stage, owned, outbox, topics, telemetry, started, &record,
                     );
-                    processed_at = telemetry.record_since(Timing::Process, started);
+                    processed_at =
+                        telemetry.record_since(Timing::Process, record.topic.0 as usize, started);
                     Action::Processed(step)
                 }
             })
@@ -408,7 +419,7 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
                 }
                 if self.output_timing == OutputTiming::Immediate && !self.outbox.is_empty() {
                     self.flush_outbox()?;
-                    self.telemetry.record_since(Timing::Send, processed_at);
+                    self.telemetry.record_since(Timing::Send, 0, processed_at);
                 }
                 Ok(step)
             }
@@ -499,7 +510,7 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
                     source,
                 });
             }
-            self.telemetry.record_since(Timing::Restore, started);
+            self.telemetry.record_since(Timing::Restore, 0, started);
             self.stats.restores += 1;
             self.owned.insert(
                 partition,
@@ -558,7 +569,7 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
         let started = self.telemetry.ticks();
         if !self.outbox.is_empty() {
             self.flush_outbox()?;
-            self.telemetry.record_since(Timing::Send, started);
+            self.telemetry.record_since(Timing::Send, 0, started);
         }
         let id = self.id;
         let mut failure = None;
@@ -614,7 +625,7 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
         self.stats.commits += 1;
         self.stats.changelog_records += changelog_records;
         self.uncommitted = false;
-        self.telemetry.record_since(Timing::Commit, started);
+        self.telemetry.record_since(Timing::Commit, 0, started);
         Ok(())
     }
 
@@ -683,7 +694,7 @@ fn process_record<S: Stage>(
         )),
         Some(Err(e)) => Err((ErrorClass::UserData, e.reason(), e.to_string())),
         Some(Ok(event)) => {
-            telemetry.record_end_to_end(started, event.created_at_ns().0);
+            telemetry.record_end_to_end(topic, started, event.created_at_ns().0);
             let mark = outbox.mark();
             stage
                 .process(&input, event, &mut partition.state, outbox)

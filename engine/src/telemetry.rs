@@ -52,18 +52,23 @@ pub const SPARE_HISTOGRAMS_MAX: usize = 2 * Timing::COUNT;
 /// How long a stopping shard waits for room to publish its final report.
 pub const FINAL_REPORT_TIMEOUT_MS: u64 = 1_000;
 
-/// What a shard times, each into its own histogram, in nanoseconds.
+/// What a shard times, each into its own histogram, in nanoseconds. The
+/// per-record timings (`Process`, `EndToEnd`) keep one histogram per input
+/// topic: each input topic is one hop of the flow (`order.created` at
+/// Payment, `payment.completed` at Inventory, ...), so they show where along
+/// the flow time goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Timing {
     /// One record: in-place decode, the stage's logic and encoding its
-    /// outputs into the outbox.
+    /// outputs into the outbox. Per input topic.
     Process,
     /// One hand-over of the outbox to the producer: per record under
     /// exactly-once, per commit under at-least-once (outputs wait for it).
     Send,
     /// From the creation of the event that started a flow (`created_at_ns`,
     /// which every output inherits from its cause) to this stage processing a
-    /// record of that flow: end-to-end latency up to this stage.
+    /// record of that flow: end-to-end latency up to this stage. Per input
+    /// topic.
     EndToEnd,
     /// One commit: held outputs, changelog writes, then offsets (and the
     /// transaction's commit under exactly-once).
@@ -93,9 +98,62 @@ impl Timing {
         }
     }
 
-    const fn index(self) -> usize {
-        self as usize
+    /// Whether this timing keeps one histogram per input topic.
+    pub const fn per_input(self) -> bool {
+        matches!(self, Timing::Process | Timing::EndToEnd)
     }
+}
+
+/// Which histogram: a timing, and for per-record timings the input topic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TimingKey {
+    pub timing: Timing,
+    pub input: Option<&'static str>,
+}
+
+/// Slots of the per-shard timings; per-input ones follow, two per input.
+const SLOT_SEND: usize = 0;
+const SLOT_COMMIT: usize = 1;
+const SLOT_RESTORE: usize = 2;
+const SLOTS_PER_SHARD: usize = 3;
+
+/// The histogram slot of `timing` (for `input`, when it is per input).
+#[inline]
+fn slot(timing: Timing, input: usize) -> usize {
+    match timing {
+        Timing::Send => SLOT_SEND,
+        Timing::Commit => SLOT_COMMIT,
+        Timing::Restore => SLOT_RESTORE,
+        Timing::Process => SLOTS_PER_SHARD + 2 * input,
+        Timing::EndToEnd => SLOTS_PER_SHARD + 2 * input + 1,
+    }
+}
+
+/// The key of every slot of a recorder reading `inputs`, in slot order.
+fn slot_keys(inputs: &[&'static str]) -> Vec<TimingKey> {
+    let mut keys = vec![
+        TimingKey {
+            timing: Timing::Send,
+            input: None,
+        },
+        TimingKey {
+            timing: Timing::Commit,
+            input: None,
+        },
+        TimingKey {
+            timing: Timing::Restore,
+            input: None,
+        },
+    ];
+    for input in inputs {
+        for timing in [Timing::Process, Timing::EndToEnd] {
+            keys.push(TimingKey {
+                timing,
+                input: Some(input),
+            });
+        }
+    }
+    keys
 }
 
 /// Why a record went to a dead-letter topic: a bounded set, fit for a metric
@@ -156,27 +214,27 @@ pub struct ShardTelemetry {
     /// latency needs a tick read, not a system call.
     base_wall_ns: u64,
     base_ticks: u64,
-    histograms: [Histogram<u64>; Timing::COUNT],
+    /// One histogram per slot (see `slot`), keyed by `keys`.
+    histograms: Vec<Histogram<u64>>,
+    keys: Vec<TimingKey>,
     dead_letters: DeadLetterCounts,
     published_stats: ShardStats,
     published_dead_letters: DeadLetterCounts,
     spares: Option<Receiver<Histogram<u64>>>,
 }
 
-impl Default for ShardTelemetry {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl ShardTelemetry {
-    pub fn new() -> Self {
+    /// A recorder for a stage reading `inputs` (its input topics, in
+    /// `Stage::input_topics` order; per-record timings are kept per input).
+    pub fn new(inputs: &[&'static str]) -> Self {
         let clock = quanta::Clock::new();
+        let keys = slot_keys(inputs);
         let mut telemetry = ShardTelemetry {
             clock,
             base_wall_ns: 0,
             base_ticks: 0,
-            histograms: std::array::from_fn(|_| new_histogram()),
+            histograms: keys.iter().map(|_| new_histogram()).collect(),
+            keys,
             dead_letters: [[0; DEAD_LETTER_REASONS.len()]; DEAD_LETTER_CLASSES.len()],
             published_stats: ShardStats::default(),
             published_dead_letters: [[0; DEAD_LETTER_REASONS.len()]; DEAD_LETTER_CLASSES.len()],
@@ -209,32 +267,35 @@ impl ShardTelemetry {
     }
 
     /// Records the time from `start` (a [`Self::ticks`] reading) to now, and
-    /// returns now so consecutive timings share one clock read.
+    /// returns now so consecutive timings share one clock read. `input` is
+    /// the record's input topic index for per-input timings (else ignored).
     #[inline]
-    pub fn record_since(&mut self, timing: Timing, start: u64) -> u64 {
+    pub fn record_since(&mut self, timing: Timing, input: usize, start: u64) -> u64 {
         let now = self.clock.raw();
-        self.record_ns(timing, self.clock.delta_as_nanos(start, now));
+        self.record_ns(timing, input, self.clock.delta_as_nanos(start, now));
         now
     }
 
-    /// Records one duration in nanoseconds.
+    /// Records one duration in nanoseconds (see [`Self::record_since`]).
     #[inline]
-    pub fn record_ns(&mut self, timing: Timing, ns: u64) {
-        self.histograms[timing.index()].saturating_record(ns.max(1));
+    pub fn record_ns(&mut self, timing: Timing, input: usize, ns: u64) {
+        if let Some(histogram) = self.histograms.get_mut(slot(timing, input)) {
+            histogram.saturating_record(ns.max(1));
+        }
     }
 
-    /// Records the end-to-end latency of a record processed at `now` (ticks)
-    /// whose flow began at `created_at_ns` (Unix nanoseconds). Events without
-    /// a creation time (0), or stamped ahead of this host's clock, are skipped
-    /// rather than recorded as nonsense.
+    /// Records the end-to-end latency of a record of `input` processed at
+    /// `now` (ticks) whose flow began at `created_at_ns` (Unix nanoseconds).
+    /// Events without a creation time (0), or stamped ahead of this host's
+    /// clock, are skipped rather than recorded as nonsense.
     #[inline]
-    pub fn record_end_to_end(&mut self, now: u64, created_at_ns: u64) {
+    pub fn record_end_to_end(&mut self, input: usize, now: u64, created_at_ns: u64) {
         if created_at_ns == 0 {
             return;
         }
         let wall_ns = self.base_wall_ns + self.clock.delta_as_nanos(self.base_ticks, now);
         if let Some(age) = wall_ns.checked_sub(created_at_ns) {
-            self.record_ns(Timing::EndToEnd, age);
+            self.record_ns(Timing::EndToEnd, input, age);
         }
     }
 
@@ -244,23 +305,22 @@ impl ShardTelemetry {
     }
 
     /// The histogram of one timing since the last publish (tests, benches).
-    pub fn histogram(&self, timing: Timing) -> &Histogram<u64> {
-        &self.histograms[timing.index()]
+    pub fn histogram(&self, timing: Timing, input: usize) -> Option<&Histogram<u64>> {
+        self.histograms.get(slot(timing, input))
     }
 
     /// Counter deltas and interval histograms since the last publish; the
     /// recorder carries on with empty histograms. Hand the report back with
     /// [`Self::restore`] if it could not be delivered.
     pub fn take(&mut self, stats: ShardStats) -> ReportBody {
-        let mut histograms = Vec::with_capacity(Timing::COUNT);
-        for timing in Timing::ALL {
+        let mut histograms = Vec::with_capacity(self.keys.len());
+        for (key, live) in self.keys.iter().zip(self.histograms.iter_mut()) {
             let spare = self
                 .spares
                 .as_ref()
                 .and_then(|s| s.try_recv().ok())
                 .unwrap_or_else(new_histogram);
-            let full = std::mem::replace(&mut self.histograms[timing.index()], spare);
-            histograms.push((timing, full));
+            histograms.push((*key, std::mem::replace(live, spare)));
         }
         let counters = stats.minus(&self.published_stats);
         let mut dead_letters = self.dead_letters;
@@ -292,10 +352,12 @@ impl ShardTelemetry {
                 *count -= back;
             }
         }
-        for (timing, histogram) in body.histograms {
-            // Same bounds on both sides, so adding cannot fail; a failure
-            // would only lose these samples.
-            let _ = self.histograms[timing.index()].add(&histogram);
+        for (key, histogram) in body.histograms {
+            if let Some(i) = self.keys.iter().position(|k| *k == key) {
+                // Same bounds on both sides, so adding cannot fail; a failure
+                // would only lose these samples.
+                let _ = self.histograms[i].add(&histogram);
+            }
         }
     }
 }
@@ -305,7 +367,7 @@ impl ShardTelemetry {
 pub struct ReportBody {
     pub counters: ShardStats,
     pub dead_letters: DeadLetterCounts,
-    pub histograms: Vec<(Timing, Histogram<u64>)>,
+    pub histograms: Vec<(TimingKey, Histogram<u64>)>,
 }
 
 /// Lag of one input partition, as the shard saw it at publish time.
@@ -530,8 +592,8 @@ pub struct ShardMetrics {
     pub counters: ShardStats,
     pub dead_letters: DeadLetterCounts,
     pub send_retries: u64,
-    /// Cumulative histograms, one per [`Timing`], in `Timing::ALL` order.
-    pub histograms: Vec<(Timing, Histogram<u64>)>,
+    /// Cumulative histograms, one per [`TimingKey`] reported so far.
+    pub histograms: Vec<(TimingKey, Histogram<u64>)>,
     pub lag: Vec<PartitionLag>,
     pub stores: Vec<StoreSize>,
     pub owned: Vec<PartitionId>,
@@ -546,18 +608,23 @@ impl ShardMetrics {
             counters: ShardStats::default(),
             dead_letters: [[0; DEAD_LETTER_REASONS.len()]; DEAD_LETTER_CLASSES.len()],
             send_retries: 0,
-            histograms: Timing::ALL.iter().map(|t| (*t, new_histogram())).collect(),
+            histograms: Vec::new(),
             lag: Vec::new(),
             stores: Vec::new(),
             owned: Vec::new(),
         }
     }
 
-    pub fn histogram(&self, timing: Timing) -> Option<&Histogram<u64>> {
-        self.histograms
-            .iter()
-            .find(|(t, _)| *t == timing)
-            .map(|(_, h)| h)
+    /// One timing of this shard, merged over its inputs.
+    pub fn histogram(&self, timing: Timing) -> Histogram<u64> {
+        let mut merged = new_histogram();
+        for (key, h) in &self.histograms {
+            if key.timing == timing {
+                // Same bounds everywhere: adding cannot fail.
+                let _ = merged.add(h);
+            }
+        }
+        merged
     }
 }
 
@@ -572,10 +639,7 @@ impl MetricsSnapshot {
     pub fn merged(&self, timing: Timing) -> Histogram<u64> {
         let mut merged = new_histogram();
         for shard in &self.shards {
-            if let Some(h) = shard.histogram(timing) {
-                // Same bounds everywhere: adding cannot fail.
-                let _ = merged.add(h);
-            }
+            let _ = merged.add(shard.histogram(timing));
         }
         merged
     }
@@ -762,9 +826,12 @@ impl Hub {
             .iter()
             .find(|(id, _)| *id == report.shard)
             .map(|(_, s)| s);
-        for (timing, mut interval) in report.body.histograms {
-            if let Some((_, total)) = metrics.histograms.iter_mut().find(|(t, _)| *t == timing) {
-                let _ = total.add(&interval);
+        for (key, mut interval) in report.body.histograms {
+            match metrics.histograms.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, total)) => {
+                    let _ = total.add(&interval);
+                }
+                None => metrics.histograms.push((key, interval.clone())),
             }
             interval.reset();
             if let Some(spare) = spare {
@@ -781,8 +848,8 @@ mod tests {
 
     #[test]
     fn a_report_carries_deltas_and_an_undelivered_one_is_sent_again() {
-        let mut telemetry = ShardTelemetry::new();
-        telemetry.record_ns(Timing::Process, 1_000);
+        let mut telemetry = ShardTelemetry::new(&["in"]);
+        telemetry.record_ns(Timing::Process, 0, 1_000);
         telemetry.dead_letter(ErrorClass::UserData, "wrong_magic");
         let stats = ShardStats {
             records_in: 10,
@@ -791,19 +858,27 @@ mod tests {
         let first = telemetry.take(stats);
         assert_eq!(first.counters.records_in, 10);
         assert_eq!(first.dead_letters[0][reason_index("wrong_magic")], 1);
-        assert_eq!(first.histograms[0].1.len(), 1);
-        assert!(telemetry.histogram(Timing::Process).is_empty());
+        let process = |body: &ReportBody| {
+            body.histograms
+                .iter()
+                .find(|(k, _)| k.timing == Timing::Process)
+                .map_or(0, |(_, h)| h.len())
+        };
+        assert_eq!(process(&first), 1);
+        assert!(telemetry
+            .histogram(Timing::Process, 0)
+            .is_some_and(Histogram::is_empty));
 
         // Not delivered: it comes back, and the next report includes it.
         telemetry.restore(first);
-        telemetry.record_ns(Timing::Process, 2_000);
+        telemetry.record_ns(Timing::Process, 0, 2_000);
         let second = telemetry.take(ShardStats {
             records_in: 15,
             ..ShardStats::default()
         });
         assert_eq!(second.counters.records_in, 15);
         assert_eq!(second.dead_letters[0][reason_index("wrong_magic")], 1);
-        assert_eq!(second.histograms[0].1.len(), 2);
+        assert_eq!(process(&second), 2);
 
         let third = telemetry.take(ShardStats {
             records_in: 16,
@@ -825,9 +900,9 @@ mod tests {
         let (telemetry, channels) = Telemetry::start(vec![(ShardId(0), Arc::clone(&gauges))])
             .map_err(|_| TelemetryError::Stopped)?;
         let channel = &channels[0];
-        let mut recorder = ShardTelemetry::new().with_spares(channel.spares.clone());
+        let mut recorder = ShardTelemetry::new(&["t"]).with_spares(channel.spares.clone());
         for round in 1..=3u64 {
-            recorder.record_ns(Timing::Commit, 5_000 * round);
+            recorder.record_ns(Timing::Commit, 0, 5_000 * round);
             let body = recorder.take(ShardStats {
                 commits: round,
                 ..ShardStats::default()
@@ -892,13 +967,14 @@ mod tests {
 
     #[test]
     fn end_to_end_skips_events_without_a_creation_time() {
-        let mut telemetry = ShardTelemetry::new();
+        let mut telemetry = ShardTelemetry::new(&["in"]);
         let now = telemetry.ticks();
-        telemetry.record_end_to_end(now, 0);
-        assert!(telemetry.histogram(Timing::EndToEnd).is_empty());
+        telemetry.record_end_to_end(0, now, 0);
+        let end_to_end = |t: &ShardTelemetry| t.histogram(Timing::EndToEnd, 0).map(Histogram::max);
+        assert_eq!(end_to_end(&telemetry), Some(0));
         let a_second_ago = telemetry.base_wall_ns - 1_000_000_000;
-        telemetry.record_end_to_end(now, a_second_ago);
-        let recorded = telemetry.histogram(Timing::EndToEnd).max();
+        telemetry.record_end_to_end(0, now, a_second_ago);
+        let recorded = end_to_end(&telemetry).unwrap_or_default();
         assert!(recorded >= 999_000_000, "recorded {recorded} ns");
     }
 }
