@@ -472,6 +472,9 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
             if self.owned.contains_key(&partition) {
                 continue;
             }
+            // Log lines of the restore carry the partition (and, through the
+            // runtime's span, the shard and service).
+            let _span = tracing::info_span!("restore", %partition).entered();
             let mut state = S::State::default();
             let mut failure = None;
             let mut store_index = 0;

@@ -166,7 +166,7 @@ async fn call(
         request = request.header("content-type", content_type);
     }
     let request = request.body(body.into()).expect("request");
-    let response = rest::router(Arc::clone(&fixture.api))
+    let response = rest::router(Arc::clone(&fixture.api), None)
         .oneshot(request)
         .await
         .expect("infallible router");
