@@ -288,7 +288,7 @@ async fn serve_bound(
     };
     let grpc_server = async {
         tonic::transport::Server::builder()
-            .add_service(grpc::service(Arc::clone(&api)))
+            .add_service(grpc::service(Arc::clone(&api), observability.clone()))
             .serve_with_incoming_shutdown(
                 tonic::transport::server::TcpIncoming::from(grpc),
                 signal(),

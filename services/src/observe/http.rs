@@ -69,7 +69,7 @@ async fn track(State(obs): State<Observability>, request: Request, next: Next) -
     obs.observe_request(
         &route,
         &method,
-        response.status().as_u16(),
+        response.status().as_str(),
         started.elapsed().as_secs_f64(),
     );
     response

@@ -89,14 +89,15 @@ impl Observability {
         let requests = IntCounterVec::new(
             Opts::new(
                 "tradeflow_api_requests_total",
-                "HTTP requests served, by route template, method and status code.",
+                "API requests served: REST by route template, method and HTTP status; gRPC by \
+                 /<service>/<Method>, method gRPC and the code's name.",
             ),
             &["route", "method", "status"],
         )?;
         let durations = HistogramVec::new(
             HistogramOpts::new(
                 "tradeflow_api_request_duration_seconds",
-                "Time to answer an HTTP request, by route template and method.",
+                "Time to answer an API request (REST or gRPC), by route and method.",
             )
             .buckets(REQUEST_BUCKETS_S.to_vec()),
             &["route", "method"],
@@ -147,11 +148,11 @@ impl Observability {
 
     /// Counts one answered request. `route` is the route's template (never
     /// the raw path, whose values are unbounded).
-    pub fn observe_request(&self, route: &str, method: &str, status: u16, seconds: f64) {
-        let status = status.to_string();
+    /// `status` is the HTTP status code, or the gRPC code's name.
+    pub fn observe_request(&self, route: &str, method: &str, status: &str, seconds: f64) {
         self.inner
             .requests
-            .with_label_values(&[route, method, status.as_str()])
+            .with_label_values(&[route, method, status])
             .inc();
         self.inner
             .durations
