@@ -12,6 +12,7 @@
 //! the creating thread's affinity allows (see `runtime`).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::ffi::CString;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,9 +33,11 @@ use tracing::{info, warn};
 use crate::ids::{Offset, PartitionId, TopicIdx};
 use crate::port::Rewind;
 use crate::port::{
-    InputOffset, InputRecord, KafkaPort, OutRecord, Polled, PortError, RestoreStats,
+    InputOffset, InputPosition, InputRecord, KafkaPort, OutRecord, Polled, PortCounters, PortError,
+    RestoreStats,
 };
 use crate::store::ChangelogApply;
+use crate::telemetry::ShardGauges;
 
 /// How long a blocking Kafka call (flush, commit, transaction step) may take
 /// before it counts as failed.
@@ -64,6 +67,8 @@ pub const RESTORE_STALL_TIMEOUT_MS: u64 = 60_000;
 pub const RESTORE_FETCH_BYTES: usize = 16 * 1024 * 1024;
 /// How long `send` waits for room in a full producer queue.
 pub const SEND_QUEUE_FULL_TIMEOUT_MS: u64 = 10_000;
+/// Changelog records a restore applies between updates of its progress gauge.
+pub const RESTORE_PROGRESS_EVERY_RECORDS: u64 = 1_024;
 
 /// Kafka Streams' `processing.guarantee`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -250,6 +255,11 @@ pub struct RdKafkaPort {
     failures_seen: u64,
     in_transaction: bool,
     sent_since_commit: u64,
+    /// Input topic names for librdkafka's C API (watermark reads).
+    input_names: Vec<CString>,
+    counters: PortCounters,
+    /// Where a restore reports how much is left, when the runtime asked.
+    gauges: Option<std::sync::Arc<ShardGauges>>,
 }
 
 impl RdKafkaPort {
@@ -372,6 +382,12 @@ impl RdKafkaPort {
             failures_seen: 0,
             in_transaction: false,
             sent_since_commit: 0,
+            input_names: inputs
+                .iter()
+                .filter_map(|t| CString::new(*t).ok())
+                .collect(),
+            counters: PortCounters::default(),
+            gauges: None,
         };
         if settings.guarantee == Guarantee::ExactlyOnce {
             port.producer
@@ -389,6 +405,34 @@ impl RdKafkaPort {
             }
         }
         Ok(port)
+    }
+
+    /// Reports restore progress (offsets left) into the shard's gauges.
+    pub fn with_gauges(mut self, gauges: std::sync::Arc<ShardGauges>) -> Self {
+        self.gauges = Some(gauges);
+        self
+    }
+
+    /// The high watermark librdkafka cached from its last fetch response for
+    /// an input partition: no broker request, unlike `fetch_watermarks`.
+    fn cached_end(&self, topic: TopicIdx, partition: PartitionId) -> Option<Offset> {
+        let name = self.input_names.get(topic.0 as usize)?;
+        let (mut low, mut high) = (-1i64, -1i64);
+        // SAFETY: the consumer's handle outlives the call, `name` is a
+        // NUL-terminated string that outlives it, and librdkafka only writes
+        // the two i64s it is given; the call takes its own locks and never
+        // blocks on the network.
+        let err = unsafe {
+            rdkafka::bindings::rd_kafka_get_watermark_offsets(
+                self.consumer.client().native_ptr(),
+                name.as_ptr(),
+                partition.0,
+                &mut low,
+                &mut high,
+            )
+        };
+        (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+            .then_some(Offset(high))
     }
 
     fn assign_static(&mut self, partitions: &[PartitionId]) -> Result<(), PortError> {
@@ -560,20 +604,23 @@ fn base_record<'a>(topic: &'a str, record: &OutRecord<'a>) -> BaseRecord<'a, [u8
 }
 
 /// Queues `base` on `producer`, waiting (up to SEND_QUEUE_FULL_TIMEOUT_MS) for
-/// deliveries to make room when librdkafka's queue is full.
+/// deliveries to make room when librdkafka's queue is full. Returns how many
+/// times it had to wait.
 fn send_with_backpressure<C: ProducerContext>(
     producer: &BaseProducer<C>,
     mut base: BaseRecord<'_, [u8], [u8], C::DeliveryOpaque>,
-) -> Result<(), PortError> {
+) -> Result<u64, PortError> {
     let started = Instant::now();
+    let mut retries = 0;
     loop {
         match producer.send(base) {
-            Ok(()) => return Ok(()),
+            Ok(()) => return Ok(retries),
             Err((e, back))
                 if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull)
                     && started.elapsed() < Duration::from_millis(SEND_QUEUE_FULL_TIMEOUT_MS) =>
             {
                 // Backpressure: let deliveries drain the queue, then resend.
+                retries += 1;
                 producer.poll(Duration::from_millis(1));
                 base = back;
             }
@@ -649,7 +696,8 @@ impl KafkaPort for RdKafkaPort {
 
     fn send(&mut self, record: &OutRecord<'_>) -> Result<(), PortError> {
         let topic = physical_topic(&self.settings.namespace, &mut self.outputs, record.topic);
-        send_with_backpressure(&self.producer, base_record(topic, record))?;
+        let retries = send_with_backpressure(&self.producer, base_record(topic, record))?;
+        self.counters.send_retries += retries;
         self.sent_since_commit += 1;
         Ok(())
     }
@@ -665,7 +713,9 @@ impl KafkaPort for RdKafkaPort {
             self.state_in_transaction = true;
         }
         let topic = physical_topic(&self.settings.namespace, &mut self.outputs, record.topic);
-        send_with_backpressure(state, base_record(topic, record))
+        let retries = send_with_backpressure(state, base_record(topic, record))?;
+        self.counters.send_retries += retries;
+        Ok(())
     }
 
     fn checkpoint(&mut self) -> Result<(), PortError> {
@@ -738,6 +788,7 @@ impl KafkaPort for RdKafkaPort {
         // nothing was sent since the last one; only the positions move back.
         if self.settings.guarantee == Guarantee::ExactlyOnce && self.in_transaction {
             self.in_transaction = false;
+            self.counters.transaction_aborts += 1;
             self.producer
                 .abort_transaction(timeout)
                 .map_err(|e| kafka_error("abort_transaction", e))?;
@@ -810,6 +861,11 @@ impl KafkaPort for RdKafkaPort {
                 Some(Ok(message)) => {
                     position = message.offset() + 1;
                     last_progress = Instant::now();
+                    if stats.records % RESTORE_PROGRESS_EVERY_RECORDS == 0 {
+                        if let Some(gauges) = &self.gauges {
+                            gauges.set_restore_remaining((high - position).max(0) as u64);
+                        }
+                    }
                     let key = message.key().unwrap_or_default();
                     let value = message.payload();
                     apply(key, value).map_err(|source| PortError::CorruptChangelog {
@@ -835,6 +891,34 @@ impl KafkaPort for RdKafkaPort {
             .unassign()
             .map_err(|e| kafka_error("releasing the changelog", e))?;
         Ok(stats)
+    }
+
+    fn positions(&mut self, out: &mut Vec<InputPosition>) {
+        // `position()` reads the consumer's local state, like the cached
+        // watermarks: no broker round trip on the shard's thread.
+        let Ok(assigned) = self.consumer.position() else {
+            return;
+        };
+        for element in assigned.elements() {
+            let Some(topic) = self.input_index(element.topic()) else {
+                continue;
+            };
+            let partition = PartitionId(element.partition());
+            let position = match element.offset() {
+                KafkaOffset::Offset(o) => Some(Offset(o)),
+                _ => None,
+            };
+            out.push(InputPosition {
+                topic,
+                partition,
+                position,
+                end: self.cached_end(topic, partition),
+            });
+        }
+    }
+
+    fn counters(&self) -> PortCounters {
+        self.counters
     }
 }
 

@@ -16,6 +16,7 @@ pub mod shard;
 pub mod sim;
 pub mod stage;
 pub mod store;
+pub mod telemetry;
 pub mod topics;
 
 pub use ids::{Offset, PartitionId, ShardId, TopicIdx};
@@ -23,3 +24,4 @@ pub use port::{InputOffset, InputRecord, KafkaPort, OutRecord, Polled, PortError
 pub use shard::{Shard, ShardError, ShardStats, Step};
 pub use stage::{ErrorClass, Input, Outbox, Rejection, Stage};
 pub use store::{ChangelogStore, PartitionStores, Store, StoreKey, StoreValue};
+pub use telemetry::{MetricsSnapshot, Telemetry, Timing};

@@ -59,6 +59,27 @@ pub struct RestoreStats {
     pub bytes: u64,
 }
 
+/// Where the consumer stands in one assigned input partition, from what the
+/// client already knows (no broker request).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InputPosition {
+    pub topic: TopicIdx,
+    pub partition: PartitionId,
+    /// The next offset the consumer hands to the shard, once it has fetched.
+    pub position: Option<Offset>,
+    /// The partition's high watermark as of the last fetch response.
+    pub end: Option<Offset>,
+}
+
+/// Counts a port keeps about its clients, since they were created.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortCounters {
+    /// Sends that waited for room in a full producer queue and went again.
+    pub send_retries: u64,
+    /// Transactions aborted to discard uncommitted work (revocations).
+    pub transaction_aborts: u64,
+}
+
 /// A failure at the Kafka boundary, classified so the caller knows whether a
 /// retry can help.
 #[derive(Debug, thiserror::Error)]
@@ -152,4 +173,16 @@ pub trait KafkaPort {
         partition: PartitionId,
         apply: &mut ChangelogApply<'_>,
     ) -> Result<RestoreStats, PortError>;
+
+    /// Appends the position and end of every assigned input partition to
+    /// `out`, from the client's cache (for consumer lag; called about once a
+    /// second, never per record). Ports that cannot tell append nothing.
+    fn positions(&mut self, out: &mut Vec<InputPosition>) {
+        let _ = out;
+    }
+
+    /// What the port counted since its clients were created.
+    fn counters(&self) -> PortCounters {
+        PortCounters::default()
+    }
 }

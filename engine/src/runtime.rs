@@ -3,8 +3,10 @@
 //! restarts from its last commit.
 //!
 //! Owns: executors and their placement, where librdkafka's threads run, the
-//! idle strategy (busy-poll or park), commit timing, the shutdown sequence, and
-//! the control channels (dumps, stats, stop) into each shard.
+//! idle strategy (busy-poll or park), commit timing, the shutdown sequence,
+//! the control channels (dumps, stats, stop) into each shard, and when each
+//! shard publishes its telemetry report (about once a second, between
+//! batches, and once more when it stops).
 //! Must never: share a lock with a shard; everything crossing into a shard goes
 //! through a bounded crossbeam channel or an atomic.
 //!
@@ -12,14 +14,14 @@
 //! (pinned to the shard's core).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use glommio::{LocalExecutorBuilder, Placement};
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info, info_span, warn, Instrument};
 
 use crate::ids::{PartitionId, ShardId};
 use crate::kafka::{Guarantee, KafkaSettings, Ownership, RdKafkaPort};
@@ -27,6 +29,11 @@ use crate::port::PortError;
 use crate::shard::{OutputTiming, Shard, ShardError, ShardStats, Step};
 use crate::stage::Stage;
 use crate::store::StoreEntries;
+use crate::telemetry::{
+    ReportChannel, ShardGauges, Telemetry, FINAL_REPORT_TIMEOUT_MS, PUBLISH_INTERVAL_MS,
+};
+
+pub use crate::telemetry::ShardStatus;
 
 /// io_uring buffer memory per executor. glommio's default (10 MiB) exceeds the
 /// 8 MiB locked-memory limit common on VMs; shards do no DMA file I/O.
@@ -182,30 +189,6 @@ pub enum EngineError {
     LockedMemory { limit_bytes: u64, needed_bytes: u64 },
 }
 
-/// A shard's lifecycle, as other threads see it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum ShardStatus {
-    Starting = 0,
-    /// Owns partitions and has restored them (or owns none yet in group mode).
-    Running = 1,
-    Restarting = 2,
-    Stopped = 3,
-    Failed = 4,
-}
-
-impl ShardStatus {
-    fn from_u8(v: u8) -> ShardStatus {
-        match v {
-            1 => ShardStatus::Running,
-            2 => ShardStatus::Restarting,
-            3 => ShardStatus::Stopped,
-            4 => ShardStatus::Failed,
-            _ => ShardStatus::Starting,
-        }
-    }
-}
-
 /// Every store of every partition of one shard, in changelog byte form.
 pub type ShardDump = BTreeMap<(PartitionId, &'static str), StoreEntries>;
 
@@ -228,15 +211,16 @@ pub enum ShardCommand {
 struct ShardHandle {
     id: ShardId,
     commands: Sender<ShardCommand>,
-    status: Arc<AtomicU8>,
-    restarts: Arc<AtomicU32>,
+    gauges: Arc<ShardGauges>,
     supervisor: JoinHandle<Result<ShardStats, EngineError>>,
 }
 
-/// A running node: its shards, and the switch that stops them.
+/// A running node: its shards, the switch that stops them, and the handle
+/// on their merged telemetry.
 pub struct Engine {
     shards: Vec<ShardHandle>,
     stop: Arc<AtomicBool>,
+    telemetry: Telemetry,
 }
 
 impl Engine {
@@ -255,21 +239,28 @@ impl Engine {
     {
         check_locked_memory(plans.len())?;
         let stop = Arc::new(AtomicBool::new(false));
+        let gauges: Vec<(ShardId, Arc<ShardGauges>)> = plans
+            .iter()
+            .map(|plan| (plan.shard, Arc::new(ShardGauges::default())))
+            .collect();
+        let (telemetry, channels) =
+            Telemetry::start(gauges.clone()).map_err(|e| EngineError::Executor {
+                shard: plans.first().map_or(ShardId(0), |p| p.shard),
+                reason: format!("starting the telemetry hub: {e}"),
+            })?;
         let mut shards = Vec::with_capacity(plans.len());
-        for plan in plans {
+        for ((plan, (_, gauges)), reports) in plans.into_iter().zip(gauges).zip(channels) {
             let (commands_tx, commands_rx) = crossbeam_channel::bounded(COMMAND_QUEUE_DEPTH);
-            let status = Arc::new(AtomicU8::new(ShardStatus::Starting as u8));
-            let restarts = Arc::new(AtomicU32::new(0));
             let context = SupervisorContext {
-                restarts: Arc::clone(&restarts),
                 commits: Arc::new(AtomicU64::new(0)),
                 settings: settings.clone(),
                 plan: plan.clone(),
                 knobs: knobs.clone(),
                 partitions,
                 stop: Arc::clone(&stop),
-                status: Arc::clone(&status),
+                gauges: Arc::clone(&gauges),
                 commands: commands_rx,
+                reports,
             };
             let make_stage = make_stage.clone();
             let supervisor = std::thread::Builder::new()
@@ -282,12 +273,21 @@ impl Engine {
             shards.push(ShardHandle {
                 id: plan.shard,
                 commands: commands_tx,
-                status,
-                restarts,
+                gauges,
                 supervisor,
             });
         }
-        Ok(Engine { shards, stop })
+        Ok(Engine {
+            shards,
+            stop,
+            telemetry,
+        })
+    }
+
+    /// The handle on every shard's metrics, gauges and readiness. It outlives
+    /// the engine, so a shutdown's final reports can still be read.
+    pub fn telemetry(&self) -> Telemetry {
+        self.telemetry.clone()
     }
 
     /// The switch that stops every shard (for signal handlers).
@@ -298,7 +298,7 @@ impl Engine {
     pub fn statuses(&self) -> Vec<(ShardId, ShardStatus)> {
         self.shards
             .iter()
-            .map(|s| (s.id, ShardStatus::from_u8(s.status.load(Ordering::Acquire))))
+            .map(|s| (s.id, s.gauges.status()))
             .collect()
     }
 
@@ -306,7 +306,7 @@ impl Engine {
     pub fn restarts(&self) -> Vec<(ShardId, u32)> {
         self.shards
             .iter()
-            .map(|s| (s.id, s.restarts.load(Ordering::Acquire)))
+            .map(|s| (s.id, s.gauges.restarts()))
             .collect()
     }
 
@@ -429,7 +429,6 @@ impl Engine {
 }
 
 struct SupervisorContext {
-    restarts: Arc<AtomicU32>,
     /// Commits made by this shard's current run: a failed run that made
     /// any ends its failure streak.
     commits: Arc<AtomicU64>,
@@ -438,8 +437,9 @@ struct SupervisorContext {
     knobs: RuntimeKnobs,
     partitions: i32,
     stop: Arc<AtomicBool>,
-    status: Arc<AtomicU8>,
+    gauges: Arc<ShardGauges>,
     commands: Receiver<ShardCommand>,
+    reports: ReportChannel,
 }
 
 /// Runs a shard until it stops cleanly, restarting it from its last commit
@@ -455,26 +455,22 @@ where
     let mut streak_started = Instant::now();
     loop {
         context.commits.store(0, Ordering::Release);
+        // A new incarnation is not ready until it has restored and polled.
+        context.gauges.reset_readiness();
         match run_once(&context, make_stage.clone()) {
             Ok(stats) => {
-                context
-                    .status
-                    .store(ShardStatus::Stopped as u8, Ordering::Release);
+                context.gauges.set_status(ShardStatus::Stopped);
                 return Ok(stats);
             }
             Err(e) if context.stop.load(Ordering::Acquire) => {
-                context
-                    .status
-                    .store(ShardStatus::Failed as u8, Ordering::Release);
+                context.gauges.set_status(ShardStatus::Failed);
                 return Err(e);
             }
             Err(e) if is_permanent(&e) => {
                 // A restart would meet it again: configuration or corrupt
                 // data, for an operator to fix. Fail loudly, skip nothing.
                 error!(%shard, error = %e, "shard failed and cannot recover by restarting");
-                context
-                    .status
-                    .store(ShardStatus::Failed as u8, Ordering::Release);
+                context.gauges.set_status(ShardStatus::Failed);
                 return Err(e);
             }
             Err(e) => {
@@ -487,9 +483,7 @@ where
                 if attempts > retry.attempts_max || streak_started.elapsed() > retry.deadline {
                     error!(%shard, error = %e, attempts, streak_s = streak_started.elapsed().as_secs(),
                            "shard failed for good");
-                    context
-                        .status
-                        .store(ShardStatus::Failed as u8, Ordering::Release);
+                    context.gauges.set_status(ShardStatus::Failed);
                     return Err(EngineError::GaveUp {
                         shard,
                         attempts,
@@ -502,10 +496,8 @@ where
                 let backoff = retry.backoff(attempts, seed);
                 warn!(%shard, error = %e, attempt = attempts, backoff_ms = backoff.as_millis() as u64,
                       retryable = is_retryable(&e), "shard failed; restarting from its last commit");
-                context
-                    .status
-                    .store(ShardStatus::Restarting as u8, Ordering::Release);
-                context.restarts.fetch_add(1, Ordering::AcqRel);
+                context.gauges.set_status(ShardStatus::Restarting);
+                context.gauges.count_restart();
                 // Wait in short steps so a shutdown during the backoff is
                 // honoured at once rather than after it.
                 let waiting = Instant::now();
@@ -513,9 +505,7 @@ where
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 if context.stop.load(Ordering::Acquire) {
-                    context
-                        .status
-                        .store(ShardStatus::Stopped as u8, Ordering::Release);
+                    context.gauges.set_status(ShardStatus::Stopped);
                     return Err(e);
                 }
             }
@@ -558,6 +548,7 @@ fn new_port<S: Stage>(context: &SupervisorContext, stage: &S) -> Result<RdKafkaP
         &context.plan.ownership,
         &context.plan.transactional_id,
     )
+    .map(|port| port.with_gauges(Arc::clone(&context.gauges)))
     .map_err(|source| EngineError::Port {
         shard: context.plan.shard,
         source,
@@ -599,9 +590,10 @@ where
         knobs: context.knobs.clone(),
         partitions: context.partitions,
         stop: Arc::clone(&context.stop),
-        status: Arc::clone(&context.status),
+        gauges: Arc::clone(&context.gauges),
         commands: context.commands.clone(),
         commits: Arc::clone(&context.commits),
+        reports: context.reports.clone(),
     };
     let handle = LocalExecutorBuilder::new(placement)
         .name(&format!("{shard_id}"))
@@ -623,10 +615,11 @@ struct LoopContext {
     knobs: RuntimeKnobs,
     partitions: i32,
     stop: Arc<AtomicBool>,
-    status: Arc<AtomicU8>,
+    gauges: Arc<ShardGauges>,
     commands: Receiver<ShardCommand>,
     /// Counted per commit, read by the supervisor (see SupervisorContext).
     commits: Arc<AtomicU64>,
+    reports: ReportChannel,
 }
 
 async fn shard_loop<S, F>(
@@ -648,27 +641,51 @@ where
             &context.plan.ownership,
             &context.plan.transactional_id,
         )
+        .map(|port| port.with_gauges(Arc::clone(&context.gauges)))
         .map_err(|source| EngineError::Port { shard: id, source })?,
     };
     let output_timing = match context.settings.guarantee {
         Guarantee::ExactlyOnce => OutputTiming::Immediate,
         Guarantee::AtLeastOnce => OutputTiming::AtCommit,
     };
-    let mut shard = Shard::new(
+    // Every log line of this shard carries its id and service (JSON logs
+    // show them as span fields).
+    let span = info_span!("shard", shard = %id, service = stage.name(), core = ?context.plan.core);
+    let shard = Shard::new(
         id,
         &context.settings.application_id,
         stage,
         port,
         context.partitions,
     )?
-    .with_output_timing(output_timing);
-    info!(%id, core = ?context.plan.core, ownership = ?context.plan.ownership, "shard started");
-    if matches!(context.plan.ownership, Ownership::Group { .. }) {
-        // A group member owns nothing until the group assigns; that is running.
-        context
-            .status
-            .store(ShardStatus::Running as u8, Ordering::Release);
+    .with_output_timing(output_timing)
+    .with_gauges(Arc::clone(&context.gauges))
+    .with_spare_histograms(context.reports.spares.clone());
+    run_shard(shard, context).instrument(span).await
+}
+
+/// Hands the shard's report to the hub; a full queue leaves the data on the
+/// shard for the next report, so nothing measured is lost and nothing blocks.
+fn publish<S: Stage>(shard: &mut Shard<S, RdKafkaPort>, reports: &ReportChannel) {
+    let report = shard.report();
+    if let Err(e) = reports.reports.try_send(report) {
+        shard.take_back(e.into_inner());
     }
+}
+
+async fn run_shard<S: Stage>(
+    mut shard: Shard<S, RdKafkaPort>,
+    context: LoopContext,
+) -> Result<ShardStats, EngineError> {
+    let id = shard.id();
+    info!(core = ?context.plan.core, ownership = ?context.plan.ownership, "shard started");
+    if matches!(context.plan.ownership, Ownership::Group { .. }) {
+        // A group member owns nothing until the group assigns; that is running
+        // (readiness waits for the assignment too).
+        context.gauges.set_status(ShardStatus::Running);
+    }
+    let publish_every = Duration::from_millis(PUBLISH_INTERVAL_MS);
+    let mut last_publish = Instant::now();
     let mut last_commit = Instant::now();
     while !context.stop.load(Ordering::Acquire) {
         while let Ok(command) = context.commands.try_recv() {
@@ -693,14 +710,13 @@ where
             match shard.step()? {
                 Step::Idle => break,
                 Step::Rebalanced => {
-                    context
-                        .status
-                        .store(ShardStatus::Running as u8, Ordering::Release);
+                    context.gauges.set_status(ShardStatus::Running);
                     handled += 1;
                 }
                 Step::Processed | Step::DeadLettered => handled += 1,
             }
         }
+        context.gauges.set_polling();
         let drained = handled < BATCH_RECORDS_MAX;
         if shard.has_uncommitted()
             && (last_commit.elapsed() >= context.knobs.commit.interval
@@ -718,6 +734,10 @@ where
                 debug!(%id, took_ms = took.as_millis() as u64, handled, "committed");
             }
         }
+        if last_publish.elapsed() >= publish_every {
+            publish(&mut shard, &context.reports);
+            last_publish = Instant::now();
+        }
         if handled == 0 {
             match context.knobs.idle {
                 IdleStrategy::BusyPoll => {
@@ -731,11 +751,29 @@ where
         }
     }
     // Shutdown: polling has stopped and the last batch is done; commit flushes
-    // and commits what it processed, then the clients close.
+    // and commits what it processed, the final report goes to the hub (it
+    // waits for room: this report is what a shutdown's HDR report reads), then
+    // the clients close.
+    if shard.has_uncommitted() {
+        shard.commit()?;
+    }
     let stats = shard.stats();
+    let report = shard.report();
+    if context
+        .reports
+        .reports
+        .send_timeout(report, Duration::from_millis(FINAL_REPORT_TIMEOUT_MS))
+        .is_err()
+    {
+        warn!(%id, "the telemetry hub took no final report");
+    }
     let port = shard.shutdown()?;
     port.close();
-    info!(%id, records_in = stats.records_in, commits = stats.commits, "shard stopped");
+    info!(
+        records_in = stats.records_in,
+        commits = stats.commits,
+        "shard stopped"
+    );
     Ok(stats)
 }
 

@@ -7,19 +7,28 @@
 //! partition before its stores are restored, or commit an offset before the
 //! state change it caused was handed to the port in the same commit.
 //!
-//! Lives on: one core; nothing in it is shared with another shard.
+//! Lives on: one core; nothing in it is shared with another shard. Its
+//! telemetry is recorded in place (`telemetry::ShardTelemetry`) and leaves
+//! the core only as a report the runtime publishes between batches.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use codecs::decode;
 use hashbrown::HashMap;
 use tracing::{debug, info, warn};
 
 use crate::ids::{Offset, PartitionId, ShardId, TopicIdx, INPUT_TOPICS_MAX};
-use crate::port::{InputOffset, InputRecord, KafkaPort, OutRecord, Polled, PortError, Rewind};
+use crate::port::{
+    InputOffset, InputPosition, InputRecord, KafkaPort, OutRecord, Polled, PortError, Rewind,
+};
 use crate::stage::{ErrorClass, Input, Outbox, Stage};
 use crate::store::{PartitionStores, StoreEntries};
+use crate::telemetry::{
+    PartitionLag, ReportBody, ShardGauges, ShardReport, ShardTelemetry, StoreSize, Timing,
+};
 use crate::topics::{changelog_topic, dead_letter_topic};
+use hdrhistogram::Histogram;
 
 /// Why a shard stopped.
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +73,7 @@ pub enum Step {
     Idle,
 }
 
-/// Counters a shard keeps for itself; read by the runtime for metrics.
+/// Counters a shard keeps for itself; published as metrics (see `telemetry`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ShardStats {
     pub records_in: u64,
@@ -74,6 +83,39 @@ pub struct ShardStats {
     pub changelog_records: u64,
     pub restored_records: u64,
     pub restored_bytes: u64,
+    /// Partition restores completed (one per partition per assignment).
+    pub restores: u64,
+    /// From the port: transactions aborted to discard uncommitted work.
+    pub transaction_aborts: u64,
+    /// From the port: sends retried after waiting for a full producer queue.
+    pub send_retries: u64,
+}
+
+impl ShardStats {
+    /// Field-wise `self - earlier` (counters only grow, so never negative).
+    pub fn minus(&self, earlier: &ShardStats) -> ShardStats {
+        self.zip(earlier, u64::saturating_sub)
+    }
+
+    /// Field-wise sum.
+    pub fn plus(&self, other: &ShardStats) -> ShardStats {
+        self.zip(other, u64::saturating_add)
+    }
+
+    fn zip(&self, o: &ShardStats, f: fn(u64, u64) -> u64) -> ShardStats {
+        ShardStats {
+            records_in: f(self.records_in, o.records_in),
+            records_out: f(self.records_out, o.records_out),
+            dead_lettered: f(self.dead_lettered, o.dead_lettered),
+            commits: f(self.commits, o.commits),
+            changelog_records: f(self.changelog_records, o.changelog_records),
+            restored_records: f(self.restored_records, o.restored_records),
+            restored_bytes: f(self.restored_bytes, o.restored_bytes),
+            restores: f(self.restores, o.restores),
+            transaction_aborts: f(self.transaction_aborts, o.transaction_aborts),
+            send_retries: f(self.send_retries, o.send_retries),
+        }
+    }
 }
 
 /// What a poll asked the shard to do once the record's borrow has ended.
@@ -90,6 +132,9 @@ struct OwnedPartition<St> {
     next: [Option<Offset>; INPUT_TOPICS_MAX],
     /// Next offset to read as of the last successful commit, per input topic.
     committed: [Option<Offset>; INPUT_TOPICS_MAX],
+    /// The first offset processed since the partition was assigned: where
+    /// the group's committed offset stood then (for lag before a commit).
+    resumed_from: [Option<Offset>; INPUT_TOPICS_MAX],
 }
 
 /// Names a shard writes to, computed once.
@@ -110,6 +155,10 @@ pub struct Shard<S: Stage, P: KafkaPort> {
     stats: ShardStats,
     uncommitted: bool,
     output_timing: OutputTiming,
+    telemetry: ShardTelemetry,
+    gauges: Arc<ShardGauges>,
+    /// Reused by each report's lag reading.
+    positions: Vec<InputPosition>,
 }
 
 impl<S: Stage, P: KafkaPort> Shard<S, P> {
@@ -135,6 +184,7 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
             .map(|store| changelog_topic(application_id, store))
             .collect();
         let dead_letters = inputs.iter().map(|t| dead_letter_topic(t)).collect();
+        let telemetry = ShardTelemetry::new(&inputs);
         Ok(Shard {
             id,
             stage,
@@ -149,7 +199,31 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
             stats: ShardStats::default(),
             uncommitted: false,
             output_timing: OutputTiming::Immediate,
+            telemetry,
+            gauges: Arc::new(ShardGauges::default()),
+            positions: Vec::new(),
         })
+    }
+
+    /// Keeps `gauges` (restore progress, assignment) current for other
+    /// threads to read.
+    pub fn with_gauges(mut self, gauges: Arc<ShardGauges>) -> Self {
+        self.gauges = gauges;
+        self
+    }
+
+    /// Reuses the histograms the telemetry hub empties after each report.
+    pub fn with_spare_histograms(
+        mut self,
+        spares: crossbeam_channel::Receiver<Histogram<u64>>,
+    ) -> Self {
+        self.telemetry = ShardTelemetry::new(&self.topics.inputs).with_spares(spares);
+        self
+    }
+
+    /// The shard's recorder (tests and benches read its histograms).
+    pub fn telemetry(&self) -> &ShardTelemetry {
+        &self.telemetry
     }
 
     /// Chooses when outputs go to the producer (default: immediately).
@@ -169,7 +243,90 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
     }
 
     pub fn stats(&self) -> ShardStats {
-        self.stats
+        let port = self.port.counters();
+        ShardStats {
+            transaction_aborts: port.transaction_aborts,
+            send_retries: port.send_retries,
+            ..self.stats
+        }
+    }
+
+    /// Everything measured since the last report, and the current lag, store
+    /// sizes and owned partitions; the recorder carries on empty. Give it
+    /// back with [`Self::take_back`] if it could not be delivered.
+    pub fn report(&mut self) -> ShardReport {
+        let body = self.telemetry.take(self.stats());
+        let mut positions = std::mem::take(&mut self.positions);
+        positions.clear();
+        self.port.positions(&mut positions);
+        let mut lag = Vec::with_capacity(positions.len());
+        for input in &positions {
+            let Some(owned) = self.owned.get(&input.partition) else {
+                continue;
+            };
+            let topic = input.topic.0 as usize;
+            let Some(end) = input.end else { continue };
+            // The offset the group resumes from: the last commit, or where
+            // the consumer started before anything was processed.
+            let committed = match (owned.committed[topic], input.position) {
+                // A transactional producer ends each transaction with a
+                // marker the shard never sees as a record; when everything
+                // read is committed and the consumer stands at the end, the
+                // partition is caught up even though the committed offset
+                // stops before the marker.
+                (Some(c), Some(p)) if owned.next[topic] == Some(c) && p >= end => end,
+                (Some(c), _) => c,
+                // Nothing committed since the assignment: the group's offset
+                // is where processing resumed, or where the consumer stands.
+                (None, position) => match owned.resumed_from[topic].or(position) {
+                    Some(offset) => offset,
+                    None => continue,
+                },
+            };
+            lag.push(PartitionLag {
+                topic: self.topics.inputs[topic],
+                partition: input.partition,
+                committed,
+                end,
+            });
+        }
+        self.positions = positions;
+        let mut stores: Vec<StoreSize> = S::State::store_names()
+            .into_iter()
+            .map(|store| StoreSize {
+                store,
+                ..StoreSize::default()
+            })
+            .collect();
+        for owned in self.owned.values_mut() {
+            let mut index = 0;
+            owned.state.for_each_store(&mut |store| {
+                if let Some(size) = stores.get_mut(index) {
+                    size.entries += store.len() as u64;
+                    size.bytes += store.table_bytes() as u64;
+                }
+                index += 1;
+            });
+        }
+        ShardReport {
+            shard: self.id,
+            service: self.stage.name(),
+            body,
+            lag,
+            stores,
+            owned: self.owned_partitions(),
+            send_retries: self.port.counters().send_retries,
+        }
+    }
+
+    /// Takes back a report that could not be delivered (see [`Self::report`]).
+    pub fn take_back(&mut self, report: ShardReport) {
+        self.telemetry.restore(report.body);
+    }
+
+    /// The recorder's part of a report alone (tests).
+    pub fn take_report_body(&mut self) -> ReportBody {
+        self.telemetry.take(self.stats())
     }
 
     pub fn port_mut(&mut self) -> &mut P {
@@ -225,6 +382,8 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
         let owned = &mut self.owned;
         let outbox = &mut self.outbox;
         let topics = &self.topics;
+        let telemetry = &mut self.telemetry;
+        let mut processed_at = 0;
         let action = self
             .port
             .poll(|polled| match polled {
@@ -232,7 +391,13 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
                 Polled::Assigned(partitions) => Action::Assign(partitions),
                 Polled::Revoked(partitions) => Action::Revoke(partitions),
                 Polled::Record(record) => {
-                    Action::Processed(process_record(id, stage, owned, outbox, topics, &record))
+                    let started = telemetry.ticks();
+                    let step = process_record(
+                        id, stage, owned, outbox, topics, telemetry, started, &record,
+                    );
+                    processed_at =
+                        telemetry.record_since(Timing::Process, record.topic.0 as usize, started);
+                    Action::Processed(step)
                 }
             })
             .map_err(|source| ShardError::Port { shard: id, source })?;
@@ -252,8 +417,9 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
                 if step == Step::DeadLettered {
                     self.stats.dead_lettered += 1;
                 }
-                if self.output_timing == OutputTiming::Immediate {
+                if self.output_timing == OutputTiming::Immediate && !self.outbox.is_empty() {
                     self.flush_outbox()?;
+                    self.telemetry.record_since(Timing::Send, 0, processed_at);
                 }
                 Ok(step)
             }
@@ -306,19 +472,29 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
             if self.owned.contains_key(&partition) {
                 continue;
             }
+            // Log lines of the restore carry the partition (and, through the
+            // runtime's span, the shard and service).
+            let _span = tracing::info_span!("restore", %partition).entered();
             let mut state = S::State::default();
             let mut failure = None;
             let mut store_index = 0;
             let port = &mut self.port;
             let changelogs = &self.topics.changelogs;
             let stats = &mut self.stats;
+            let gauges = &self.gauges;
+            let started = self.telemetry.ticks();
+            gauges.restore_started();
             state.for_each_store(&mut |store| {
                 if failure.is_some() {
                     return;
                 }
                 let changelog = &changelogs[store_index];
                 store_index += 1;
-                match port.restore(changelog, partition, &mut |k, v| store.apply(k, v)) {
+                let mut apply = |k: &[u8], v: Option<&[u8]>| {
+                    gauges.restored((k.len() + v.map_or(0, <[u8]>::len)) as u64);
+                    store.apply(k, v)
+                };
+                match port.restore(changelog, partition, &mut apply) {
                     Ok(restored) => {
                         stats.restored_records += restored.records;
                         stats.restored_bytes += restored.bytes;
@@ -330,22 +506,27 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
                     Err(e) => failure = Some(e),
                 }
             });
+            self.gauges.restore_finished();
             if let Some(source) = failure {
                 return Err(ShardError::Port {
                     shard: self.id,
                     source,
                 });
             }
+            self.telemetry.record_since(Timing::Restore, 0, started);
+            self.stats.restores += 1;
             self.owned.insert(
                 partition,
                 OwnedPartition {
                     state,
                     next: [None; INPUT_TOPICS_MAX],
                     committed: [None; INPUT_TOPICS_MAX],
+                    resumed_from: [None; INPUT_TOPICS_MAX],
                 },
             );
             debug!(shard = %self.id, %partition, "partition assigned and restored");
         }
+        self.gauges.set_assigned();
         Ok(())
     }
 
@@ -382,15 +563,16 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
         Ok(())
     }
 
-    /// Writes every changed store entry to its changelog, then commits the input
-    /// offsets whose effects those writes contain (the port makes the writes
-    /// durable first).
+    /// Writes every changed store entry to its changelog (one atomic
+    /// checkpoint), sends the held outputs, then commits the input offsets
+    /// whose effects those writes contain.
     pub fn commit(&mut self) -> Result<(), ShardError> {
         // State first, as one atomic checkpoint; then the held outputs; then
         // the offsets. A crash before the checkpoint loses the state changes
         // and sent no output of them, so the replay decides afresh; a crash
         // after it finds every decision recorded, so the replay re-emits the
         // recorded outputs byte for byte instead of deciding again.
+        let started = self.telemetry.ticks();
         let id = self.id;
         let mut failure = None;
         let mut changelog_records = 0u64;
@@ -437,7 +619,11 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
         self.port
             .checkpoint()
             .map_err(|source| ShardError::Port { shard: id, source })?;
-        self.flush_outbox()?;
+        if !self.outbox.is_empty() {
+            let sending = self.telemetry.ticks();
+            self.flush_outbox()?;
+            self.telemetry.record_since(Timing::Send, 0, sending);
+        }
         self.port
             .commit(&offsets)
             .map_err(|source| ShardError::Port { shard: id, source })?;
@@ -449,6 +635,7 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
         self.stats.commits += 1;
         self.stats.changelog_records += changelog_records;
         self.uncommitted = false;
+        self.telemetry.record_since(Timing::Commit, 0, started);
         Ok(())
     }
 
@@ -467,12 +654,15 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
     }
 }
 
+#[allow(clippy::too_many_arguments)] // the split borrows of one shard
 fn process_record<S: Stage>(
     shard: ShardId,
     stage: &mut S,
     owned: &mut HashMap<PartitionId, OwnedPartition<S::State>>,
     outbox: &mut Outbox,
     topics: &TopicNames,
+    telemetry: &mut ShardTelemetry,
+    started: u64,
     record: &InputRecord<'_>,
 ) -> Step {
     let Some(partition) = owned.get_mut(&record.partition) else {
@@ -484,6 +674,9 @@ fn process_record<S: Stage>(
         );
     };
     let topic = record.topic.0 as usize;
+    if partition.next[topic].is_none() {
+        partition.resumed_from[topic] = Some(record.offset);
+    }
     if let Some(next) = partition.next[topic] {
         assert!(
             record.offset >= next,
@@ -504,21 +697,27 @@ fn process_record<S: Stage>(
         timestamp_ms: record.timestamp_ms,
     };
     let verdict = match record.payload.map(decode) {
-        None => Err((ErrorClass::UserData, "record has no value".to_string())),
-        Some(Err(e)) => Err((ErrorClass::UserData, e.to_string())),
+        None => Err((
+            ErrorClass::UserData,
+            "missing_value",
+            "record has no value".to_string(),
+        )),
+        Some(Err(e)) => Err((ErrorClass::UserData, e.reason(), e.to_string())),
         Some(Ok(event)) => {
+            telemetry.record_end_to_end(topic, started, event.created_at_ns().0);
             let mark = outbox.mark();
             stage
                 .process(&input, event, &mut partition.state, outbox)
                 .map_err(|rejection| {
                     outbox.truncate(mark);
-                    (rejection.class, rejection.reason)
+                    (rejection.class, "rejected", rejection.reason)
                 })
         }
     };
     match verdict {
         Ok(()) => Step::Processed,
-        Err((class, reason)) => {
+        Err((class, code, reason)) => {
+            telemetry.dead_letter(class, code);
             warn!(
                 %shard, topic = input.topic_name, partition = %record.partition,
                 offset = record.offset.0, class = class.as_str(), %reason,

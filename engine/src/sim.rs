@@ -261,6 +261,21 @@ impl KafkaPort for SimPort {
         }
         Ok(stats)
     }
+
+    fn positions(&mut self, out: &mut Vec<crate::port::InputPosition>) {
+        let cluster = self.cluster.borrow();
+        for (&(topic, partition), &position) in &self.positions {
+            let end = cluster
+                .log(&self.inputs[topic as usize], PartitionId(partition))
+                .len() as i64;
+            out.push(crate::port::InputPosition {
+                topic: TopicIdx(topic),
+                partition: PartitionId(partition),
+                position: Some(Offset(position)),
+                end: Some(Offset(end)),
+            });
+        }
+    }
 }
 
 /// A reference stage for engine tests: sums `account.funded` amounts per account.

@@ -161,6 +161,11 @@ pub trait ChangelogStore {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// Bytes of the store's table (keys, values and the map's control
+    /// bytes), not what values own on the heap; for metrics.
+    fn table_bytes(&self) -> usize {
+        0
+    }
     /// Every entry in changelog byte form, sorted by key: for comparing state
     /// across restarts and against a reference in tests.
     fn dump(&self) -> StoreEntries;
@@ -219,6 +224,10 @@ impl<K: StoreKey, V: StoreValue> ChangelogStore for Store<K, V> {
 
     fn len(&self) -> usize {
         self.map.len()
+    }
+
+    fn table_bytes(&self) -> usize {
+        self.map.allocation_size() + self.dirty.capacity() * std::mem::size_of::<K>()
     }
 
     fn dump(&self) -> StoreEntries {

@@ -2,7 +2,8 @@
 //! Order API (REST and gRPC) in front of them, and the `tradeflow` binary
 //! that runs them.
 //!
-//! Owns: the trade-flow rules and the process entry points.
+//! Owns: the trade-flow rules, the process entry points, and what a process
+//! shows operators (`observe`: metrics, health, HDR reports, logs).
 //! Must never: see rdkafka or glommio types directly; those stay in the
 //! engine. The one exception is the Order API's producer (`api`'s `kafka`
 //! module), which runs on the API's own threads, outside every shard.
@@ -14,6 +15,7 @@ pub mod flow;
 /// Deterministic ids live with the wire format; re-exported here.
 pub use codecs::ids;
 pub mod inventory;
+pub mod observe;
 pub mod order;
 pub mod payment;
 mod routing;

@@ -180,7 +180,8 @@ guarantee = "{guarantee}"
             .open(self.log(node))?;
         let mut command = Command::new(env!("CARGO_BIN_EXE_tradeflow"));
         command
-            .args(["run", "--no-api", "--config"])
+            // Metrics and health listen on any free port: runs overlap.
+            .args(["run", "--no-api", "--rest-addr", "127.0.0.1:0", "--config"])
             .arg(config)
             .args(["--bootstrap", self.cluster.bootstrap()])
             .args(["--replication", &self.replication().to_string()])

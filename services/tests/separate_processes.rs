@@ -108,7 +108,8 @@ fn each_service_in_its_own_process_carries_the_whole_flow() -> anyhow::Result<()
         if service == Service::Order {
             command.args(["--rest-addr", rest, "--grpc-addr", "127.0.0.1:0"]);
         } else {
-            command.arg("--no-api");
+            // Metrics and health still listen: on any free port.
+            command.args(["--no-api", "--rest-addr", "127.0.0.1:0"]);
         }
         nodes.push(Node(command.spawn()?));
     }

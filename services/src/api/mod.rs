@@ -59,6 +59,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::observe::Observability;
+
 pub use error::{ApiError, ErrorCode, Reject};
 pub use grpc::{ERROR_CODE_KEY, ERROR_FIELD_KEY, PARTITION_KEY};
 pub use kafka::KafkaPublisher;
@@ -121,6 +123,9 @@ pub struct ApiConfig {
     pub instruments: InstrumentPolicy,
     /// Worker threads of the API's runtime.
     pub worker_threads: usize,
+    /// When set, the REST server also serves `/metrics`, `/health/ready`
+    /// and `/reports/hdr`, and counts every request (see `observe`).
+    pub observability: Option<Observability>,
 }
 
 impl ApiConfig {
@@ -140,6 +145,7 @@ impl ApiConfig {
             namespace: codecs::topics::TopicNamespace::none(),
             instruments: InstrumentPolicy::default(),
             worker_threads: API_WORKER_THREADS,
+            observability: None,
         }
     }
 }
@@ -212,10 +218,11 @@ pub fn spawn_with(
         let _ = stopped.wait_for(|stop| *stop).await;
     };
     let api = OrderApi::new(&config, source, publisher);
+    let observability = config.observability.clone();
     let thread = std::thread::Builder::new()
         .name("tradeflow-api".into())
         .spawn(move || {
-            let result = runtime.block_on(serve_bound(api, rest, grpc, shutdown));
+            let result = runtime.block_on(serve_bound(api, observability, rest, grpc, shutdown));
             runtime.shutdown_timeout(Duration::from_millis(SHUTDOWN_GRACE_MS));
             result
         })
@@ -239,7 +246,7 @@ pub async fn serve(
 ) -> Result<(), ApiError> {
     let (rest, grpc) = bind(&config).await?;
     let api = OrderApi::new(&config, source, publisher);
-    serve_bound(api, rest, grpc, shutdown).await
+    serve_bound(api, config.observability.clone(), rest, grpc, shutdown).await
 }
 
 async fn bind(config: &ApiConfig) -> Result<(TcpListener, TcpListener), ApiError> {
@@ -262,6 +269,7 @@ async fn bind(config: &ApiConfig) -> Result<(TcpListener, TcpListener), ApiError
 
 async fn serve_bound(
     api: OrderApi,
+    observability: Option<Observability>,
     rest: TcpListener,
     grpc: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -280,14 +288,14 @@ async fn serve_bound(
     };
     let api = Arc::new(api);
     let rest_server = async {
-        axum::serve(rest, rest::router(Arc::clone(&api)))
+        axum::serve(rest, rest::router(Arc::clone(&api), observability.as_ref()))
             .with_graceful_shutdown(signal())
             .await
             .map_err(ApiError::Rest)
     };
     let grpc_server = async {
         tonic::transport::Server::builder()
-            .add_service(grpc::service(Arc::clone(&api)))
+            .add_service(grpc::service(Arc::clone(&api), observability.clone()))
             .serve_with_incoming_shutdown(
                 tonic::transport::server::TcpIncoming::from(grpc),
                 signal(),

@@ -29,6 +29,7 @@ use super::validate::{
 };
 use super::view::OrderView;
 use super::REQUEST_BODY_BYTES_MAX;
+use crate::observe::Observability;
 
 /// The OpenAPI 3 document of this server.
 pub const OPENAPI_YAML: &str = include_str!("../../../docs/openapi.yaml");
@@ -38,9 +39,11 @@ const RETRY_AFTER_S: &str = "1";
 
 type ApiState = State<Arc<OrderApi>>;
 
-/// Every route, the body limit and the JSON fallbacks.
-pub(crate) fn router(api: Arc<OrderApi>) -> Router {
-    Router::new()
+/// Every route, the body limit and the JSON fallbacks; with `observability`,
+/// also `/metrics`, `/health/*` and `/reports/hdr` and every request counted
+/// (see `observe::http`), else just `/health/live`.
+pub(crate) fn router(api: Arc<OrderApi>, observability: Option<&Observability>) -> Router {
+    let router = Router::new()
         .route("/v1/orders", post(create_order))
         .route("/v1/accounts/{account}", get(get_account))
         .route("/v1/accounts/{account}/fundings", post(fund))
@@ -56,11 +59,14 @@ pub(crate) fn router(api: Arc<OrderApi>) -> Router {
         .route("/v1/instruments/{sku}", get(get_instrument))
         .route("/v1/instruments/{sku}/replenishments", post(replenish))
         .route("/openapi.yaml", get(openapi))
-        .route("/health/live", get(live))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))
-        .with_state(api)
+        .with_state(api);
+    match observability {
+        Some(observability) => crate::observe::with_observability(router, observability),
+        None => router.route("/health/live", get(live)),
+    }
 }
 
 impl IntoResponse for Reject {

@@ -166,7 +166,7 @@ async fn call(
         request = request.header("content-type", content_type);
     }
     let request = request.body(body.into()).expect("request");
-    let response = rest::router(Arc::clone(&fixture.api))
+    let response = rest::router(Arc::clone(&fixture.api), None)
         .oneshot(request)
         .await
         .expect("infallible router");
@@ -969,4 +969,58 @@ fn a_spawned_api_answers_on_its_ports_and_stops() -> Result<(), Box<dyn std::err
     assert!(handle.is_running());
     handle.stop()?;
     Ok(())
+}
+
+#[tokio::test]
+async fn requests_are_counted_by_route_template_and_status_on_both_servers() {
+    let f = fixture();
+    let observability = crate::observe::Observability::new(None).expect("registry");
+    let router = rest::router(Arc::clone(&f.api), Some(&observability));
+    for uri in [
+        "/v1/accounts/7",
+        "/v1/accounts/8",
+        "/no/such/route",
+        "/health/ready",
+    ] {
+        let request = Request::builder()
+            .uri(uri)
+            .body(Body::empty())
+            .expect("request");
+        router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("infallible router");
+    }
+    let grpc = GrpcApi::new(Arc::clone(&f.api)).with_observability(Some(observability.clone()));
+    let _ = grpc
+        .create_order(tonic::Request::new(CreateOrderRequest {
+            account: Some(7),
+            sku: Some("AAPL".into()),
+            quantity: Some(3),
+            limit_price: None,
+            client_order_id: Some("c-1".into()),
+        }))
+        .await;
+    let text = observability.render().expect("render");
+    let count = |needle: &str| {
+        text.lines()
+            .find(|l| l.starts_with("tradeflow_api_requests_total{") && l.contains(needle))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    // Two accounts, one route template: one series, no account ids.
+    assert_eq!(count("route=\"/v1/accounts/{account}\""), Some(2), "{text}");
+    assert_eq!(count("route=\"unmatched\""), Some(1), "{text}");
+    assert_eq!(
+        count("route=\"/health/ready\",status=\"200\""),
+        Some(1),
+        "{text}"
+    );
+    assert_eq!(
+        count("method=\"gRPC\",route=\"/tradeflow.order.v1.OrderApi/CreateOrder\",status=\"invalid_argument\""),
+        Some(1),
+        "{text}"
+    );
+    assert!(text.contains("tradeflow_api_request_duration_seconds_bucket"));
 }

@@ -12,12 +12,17 @@ use engine::deployment::{plan_node, prepare_topics, FlowTopics, KafkaConnection}
 use engine::runtime::{stop_on_signals, Engine};
 use rdkafka::mocking::MockCluster;
 use services::flow::{ServiceSet, TradeFlow};
+use services::observe::{self, logging, logging::LogFormat, Observability};
 use tuning::{Machine, NodeTuning};
 
 /// A low-latency, thread-per-core trade-flow engine on Apache Kafka.
 #[derive(Debug, Parser)]
 #[command(name = "tradeflow", version, about, long_about = None)]
 struct Cli {
+    /// Log lines as text, or as JSON objects for central aggregation
+    /// (Fluentd, Elastic); RUST_LOG picks what is logged.
+    #[arg(long, global = true, default_value = "text", value_parser = parse_log_format)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -78,15 +83,22 @@ enum Command {
         /// Consumer fetch.wait.max.ms: the latency an idle fetch may add.
         #[arg(long, default_value_t = 5)]
         fetch_wait_max_ms: u32,
-        /// Where the Order API's REST server listens.
+        /// Where the REST server listens: the Order API, /metrics,
+        /// /health/live, /health/ready and /reports/hdr (with --no-api, the
+        /// observability routes alone).
         #[arg(long, default_value = "127.0.0.1:8080")]
         rest_addr: std::net::SocketAddr,
         /// Where the Order API's gRPC server listens.
         #[arg(long, default_value = "127.0.0.1:50051")]
         grpc_addr: std::net::SocketAddr,
-        /// Run no API on this node (processing only).
+        /// Run no API on this node (processing only; /metrics and /health/*
+        /// are still served on --rest-addr).
         #[arg(long)]
         no_api: bool,
+        /// Where the engine's HDR latency report (percentile table and .hgrm
+        /// files) is written at shutdown; default reports/engine/<unix time>.
+        #[arg(long)]
+        report_dir: Option<PathBuf>,
     },
     /// Inspect or replay dead-lettered records.
     Dlq {
@@ -103,18 +115,37 @@ enum Command {
         /// How long to send orders, in seconds.
         #[arg(long, default_value_t = 5)]
         duration_s: u64,
+        /// Processing guarantee.
+        #[arg(long, value_enum, default_value_t = GuaranteeArg::ExactlyOnce)]
+        guarantee: GuaranteeArg,
+        /// Kafka Streams' commit.interval.ms.
+        #[arg(long, default_value_t = 100)]
+        commit_interval_ms: u64,
+        /// Also commit as soon as a shard drains its input.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        commit_on_drain: bool,
     },
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
-    match Cli::parse().command {
-        Command::Demo { rate, duration_s } => demo(rate, duration_s),
+    let cli = Cli::parse();
+    logging::init(cli.log_format, "warn");
+    match cli.command {
+        Command::Demo {
+            rate,
+            duration_s,
+            guarantee,
+            commit_interval_ms,
+            commit_on_drain,
+        } => demo(
+            rate,
+            duration_s,
+            guarantee,
+            engine::runtime::CommitPolicy {
+                interval: Duration::from_millis(commit_interval_ms),
+                on_drain: commit_on_drain,
+            },
+        ),
         Command::Audit {
             bootstrap,
             guarantee,
@@ -141,10 +172,12 @@ fn main() -> anyhow::Result<()> {
             rest_addr,
             grpc_addr,
             no_api,
+            report_dir,
         } => {
             let application_id =
                 application_id.unwrap_or_else(|| default_application_id(&namespace, services));
-            let api = (!no_api).then_some((rest_addr, grpc_addr));
+            let api = (!no_api).then_some(grpc_addr);
+            let report_dir = report_dir.unwrap_or_else(default_report_dir);
             run(
                 &config,
                 services,
@@ -157,7 +190,9 @@ fn main() -> anyhow::Result<()> {
                     namespace,
                 },
                 replication,
+                rest_addr,
                 api,
+                &report_dir,
             )
         }
         Command::Dlq { action } => dlq_command(action),
@@ -230,6 +265,17 @@ fn audit_topics(
     .with_context(|| format!("reading the flow's topics from {bootstrap}"))?;
     println!("read {read} records ({undecodable} undecodable, dead-lettered by the stages)");
     Ok(audit.finish())
+}
+
+fn parse_log_format(text: &str) -> Result<LogFormat, String> {
+    text.parse()
+}
+
+fn default_report_dir() -> PathBuf {
+    let unix_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    PathBuf::from("reports/engine").join(unix_s.to_string())
 }
 
 fn parse_property(text: &str) -> Result<(String, String), String> {
@@ -323,7 +369,9 @@ fn run(
     services: ServiceSet,
     connection: KafkaConnection,
     replication: i32,
-    api: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
+    rest_addr: std::net::SocketAddr,
+    api: Option<std::net::SocketAddr>,
+    report_dir: &std::path::Path,
 ) -> anyhow::Result<()> {
     // Read the machine before anything is pinned (see Machine::detect).
     let machine = Machine::detect();
@@ -371,13 +419,21 @@ fn run(
         plan.partitions,
         move |_| TradeFlow::new(services),
     )?);
+    let telemetry = engine.telemetry();
+    let observability = Observability::new(Some(telemetry.clone()))?;
     // The API's threads inherit this (unpinned) thread's affinity.
+    let mut observe_server = None;
     let api = match api {
-        Some((rest, grpc)) => {
-            let mut config =
-                services::api::ApiConfig::new(rest, grpc, connection.bootstrap.clone(), partitions);
+        Some(grpc) => {
+            let mut config = services::api::ApiConfig::new(
+                rest_addr,
+                grpc,
+                connection.bootstrap.clone(),
+                partitions,
+            );
             config.client_properties = connection.client_properties.clone();
             config.namespace = connection.namespace.clone();
+            config.observability = Some(observability.clone());
             if !services.contains(services::flow::Service::Inventory) {
                 // Inventory's state lives in another process: this one cannot
                 // tell an unknown instrument, so Inventory rejects it and
@@ -390,9 +446,23 @@ fn run(
                 handle.rest_addr(),
                 handle.grpc_addr()
             );
+            println!(
+                "tradeflow: metrics on http://{0}/metrics, health on /health/live and \
+                 /health/ready, HDR report on /reports/hdr",
+                handle.rest_addr()
+            );
             Some(handle)
         }
-        None => None,
+        None => {
+            let server = observe::spawn(rest_addr, observability.clone())?;
+            println!(
+                "tradeflow: metrics on http://{0}/metrics, health on /health/live and \
+                 /health/ready, HDR report on /reports/hdr",
+                server.addr()
+            );
+            observe_server = Some(server);
+            None
+        }
     };
     let stop = engine.stop_flag();
     stop_on_signals(&stop).context("installing signal handlers")?;
@@ -411,6 +481,9 @@ fn run(
     if let Some(api) = api {
         api.stop()?;
     }
+    if let Some(server) = observe_server {
+        server.stop()?;
+    }
     let engine = std::sync::Arc::try_unwrap(engine)
         .map_err(|_| anyhow::anyhow!("the engine is still shared after the API stopped"))?;
     for (shard, stats) in engine.shutdown()? {
@@ -423,10 +496,25 @@ fn run(
             stats.restored_records
         );
     }
+    // Every shard published its final report before it stopped.
+    let snapshot = telemetry.snapshot(Duration::from_secs(5))?;
+    print!("{}", observe::report::table(&snapshot));
+    let written = observe::report::write_to(&snapshot, report_dir)
+        .with_context(|| format!("writing the HDR report to {}", report_dir.display()))?;
+    println!(
+        "tradeflow: HDR report ({} files) in {}",
+        written.len(),
+        report_dir.display()
+    );
     Ok(())
 }
 
-fn demo(rate: u64, duration_s: u64) -> anyhow::Result<()> {
+fn demo(
+    rate: u64,
+    duration_s: u64,
+    guarantee: GuaranteeArg,
+    commit: engine::runtime::CommitPolicy,
+) -> anyhow::Result<()> {
     const PARTITIONS: i32 = 4;
     const APPLICATION: &str = "tradeflow-demo";
     let cluster = MockCluster::new(1).context("starting librdkafka's in-process mock cluster")?;
@@ -458,7 +546,10 @@ fn demo(rate: u64, duration_s: u64) -> anyhow::Result<()> {
     let settings = engine::kafka::KafkaSettings {
         bootstrap: bootstrap.clone(),
         application_id: APPLICATION.into(),
-        guarantee: engine::kafka::Guarantee::ExactlyOnce,
+        guarantee: match guarantee {
+            GuaranteeArg::ExactlyOnce => engine::kafka::Guarantee::ExactlyOnce,
+            GuaranteeArg::AtLeastOnce => engine::kafka::Guarantee::AtLeastOnce,
+        },
         client_properties: Vec::new(),
         linger_ms: 0,
         fetch_wait_max_ms: 5,
@@ -483,7 +574,10 @@ fn demo(rate: u64, duration_s: u64) -> anyhow::Result<()> {
     let engine = Engine::start(
         settings,
         plans,
-        engine::runtime::RuntimeKnobs::default(),
+        engine::runtime::RuntimeKnobs {
+            commit,
+            ..engine::runtime::RuntimeKnobs::default()
+        },
         PARTITIONS,
         |_| TradeFlow::new(ServiceSet::ALL),
     )?;
@@ -493,7 +587,8 @@ fn demo(rate: u64, duration_s: u64) -> anyhow::Result<()> {
         engine.statuses()
     );
     println!(
-        "engine: {cores} shard(s) pinned to cores, order + payment + inventory, exactly-once, {PARTITIONS} partitions"
+        "engine: {cores} shard(s) pinned to cores, order + payment + inventory, {guarantee:?}, {PARTITIONS} partitions, commit every {:?} (on drain: {})",
+        commit.interval, commit.on_drain
     );
 
     let config = loadgen::synth::SynthConfig {
@@ -533,16 +628,17 @@ fn demo(rate: u64, duration_s: u64) -> anyhow::Result<()> {
     );
     println!("end-to-end latency, order sent -> outcome visible to a read_committed consumer:");
     print!("{}", report.latency.table());
+    let telemetry = engine.telemetry();
     let stats = engine.shutdown()?;
     let records_in: u64 = stats.iter().map(|(_, s)| s.records_in).sum();
     println!("engine: {records_in} records processed, then committed and closed");
+    // Where the time went inside the engine, per hop (input topic).
+    print!(
+        "{}",
+        observe::report::table(&telemetry.snapshot(Duration::from_secs(5))?)
+    );
 
-    let audit = audit_topics(
-        &bootstrap,
-        &[],
-        &TopicNamespace::none(),
-        GuaranteeArg::ExactlyOnce,
-    )?;
+    let audit = audit_topics(&bootstrap, &[], &TopicNamespace::none(), guarantee)?;
     print!("{audit}");
     anyhow::ensure!(audit.passed(), "the audit found violations");
     anyhow::ensure!(
