@@ -129,8 +129,11 @@ impl Deployment {
         let log = dir.join("engine.log");
         let out = std::fs::File::create(&log)?;
         let child = Command::new(env!("CARGO_BIN_EXE_tradeflow"))
-            .args(["run", "--no-api", "--config"])
+            // Any free port for /metrics and /health: tests run side by side.
+            .args(["run", "--no-api", "--rest-addr", "127.0.0.1:0", "--config"])
             .arg(&config)
+            .arg("--report-dir")
+            .arg(dir.join("engine-report"))
             .args(["--bootstrap", cluster.bootstrap(), "--replication", "1"])
             .args(["--namespace", namespace.name()])
             .args(["--application-id", &application_id])
