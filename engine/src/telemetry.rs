@@ -647,8 +647,11 @@ pub struct ShardMetrics {
     pub counters: ShardStats,
     pub dead_letters: DeadLetterCounts,
     pub send_retries: u64,
-    /// Cumulative histograms, one per [`TimingKey`] reported so far.
-    pub histograms: Vec<(TimingKey, Histogram<u64>)>,
+    /// Cumulative histograms, one per [`TimingKey`] reported so far. Shared
+    /// with the hub: a snapshot costs a reference count per histogram, not a
+    /// copy of ~270 KiB (the hub copies on its next merge only while a
+    /// snapshot still holds one).
+    pub histograms: Vec<(TimingKey, Arc<Histogram<u64>>)>,
     pub lag: Vec<PartitionLag>,
     pub stores: Vec<StoreSize>,
     pub owned: Vec<PartitionId>,
@@ -676,7 +679,7 @@ impl ShardMetrics {
         for (key, h) in &self.histograms {
             if key.timing == timing {
                 // Same bounds everywhere: adding cannot fail.
-                let _ = merged.add(h);
+                let _ = merged.add(&**h);
             }
         }
         merged
@@ -884,9 +887,9 @@ impl Hub {
         for (key, mut interval) in report.body.histograms {
             match metrics.histograms.iter_mut().find(|(k, _)| *k == key) {
                 Some((_, total)) => {
-                    let _ = total.add(&interval);
+                    let _ = Arc::make_mut(total).add(&interval);
                 }
-                None => metrics.histograms.push((key, interval.clone())),
+                None => metrics.histograms.push((key, Arc::new(interval.clone()))),
             }
             interval.reset();
             if let Some(spare) = spare {

@@ -53,7 +53,7 @@ pub fn rows(snapshot: &MetricsSnapshot) -> Vec<ReportRow> {
                 for (key, h) in &shard.histograms {
                     if key.timing == timing && key.input == Some(input) {
                         // Same bounds everywhere: adding cannot fail.
-                        let _ = merged.add(h);
+                        let _ = merged.add(&**h);
                     }
                 }
             }
