@@ -159,8 +159,11 @@ pub enum ProcessingGuarantee {
     /// `"exactly-once"`: outputs, changelog writes and input offsets commit in
     /// one Kafka transaction per shard per commit.
     ExactlyOnce,
-    /// `"at-least-once"`: outputs are sent at once and offsets committed after
-    /// their changelog writes; a crash replays up to one commit interval.
+    /// `"at-least-once"`: a shard holds its outputs until the commit. Each
+    /// commit first writes its state changes to the changelogs atomically (in
+    /// a Kafka transaction of their own), then sends the held outputs, then
+    /// commits the input offsets. A crash replays up to one commit interval,
+    /// and the replay re-emits the recorded outputs byte for byte.
     AtLeastOnce,
 }
 
