@@ -177,7 +177,7 @@ pub enum EngineError {
     },
     #[error("{shard}: starting its executor: {reason}")]
     Executor { shard: ShardId, reason: String },
-    #[error("{shard}: gave up after {attempts} restarts; last error: {last}")]
+    #[error("{shard}: gave up after {attempts} failures in a row; last error: {last}")]
     GaveUp {
         shard: ShardId,
         attempts: u32,
