@@ -15,8 +15,20 @@ use crate::ids::ShardId;
 use crate::kafka::{ensure_topics, Guarantee, KafkaSettings, Ownership, TopicError, TopicSpec};
 use codecs::topics::TopicNamespace;
 
-use crate::runtime::{ClientThreads, CommitPolicy, IdleStrategy, RuntimeKnobs, ShardPlan};
+use crate::runtime::{
+    ClientThreads, CommitPolicy, IdleStrategy, RetryPolicy, RuntimeKnobs, ShardPlan,
+    RESTART_ATTEMPTS_MAX, RESTART_BACKOFF_MS_MAX, RESTART_BACKOFF_MS_MIN, RESTART_DEADLINE_MS,
+};
 use crate::topics::{changelog_topic, dead_letter_topic};
+
+// A core map without a [retry] section restarts shards exactly as the
+// runtime's own defaults do: the two crates name one policy.
+const _: () = assert!(tuning::limits::RETRY_ATTEMPTS_MAX_DEFAULT == RESTART_ATTEMPTS_MAX);
+const _: () = assert!(tuning::limits::RETRY_DEADLINE_MS_DEFAULT as u64 == RESTART_DEADLINE_MS);
+const _: () =
+    assert!(tuning::limits::RETRY_BACKOFF_MIN_MS_DEFAULT as u64 == RESTART_BACKOFF_MS_MIN);
+const _: () =
+    assert!(tuning::limits::RETRY_BACKOFF_MAX_MS_DEFAULT as u64 == RESTART_BACKOFF_MS_MAX);
 
 /// How this node reaches Kafka; everything else comes from the core map.
 #[derive(Clone, Debug)]
@@ -82,6 +94,7 @@ pub fn plan_node(
         })
         .collect();
     let commit = tuning.commit();
+    let retry = tuning.retry();
     let knobs = RuntimeKnobs {
         idle: match tuning.runtime().idle {
             TunedIdle::BusyPoll => IdleStrategy::BusyPoll,
@@ -100,7 +113,12 @@ pub fn plan_node(
             interval: commit.interval(),
             on_drain: commit.on_drain,
         },
-        ..RuntimeKnobs::default()
+        retry: RetryPolicy {
+            attempts_max: retry.attempts_max,
+            deadline: retry.deadline(),
+            backoff_min: retry.backoff_min(),
+            backoff_max: retry.backoff_max(),
+        },
     };
     let settings = KafkaSettings {
         bootstrap: connection.bootstrap.clone(),
@@ -176,6 +194,7 @@ pub fn prepare_topics(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn connection() -> KafkaConnection {
         KafkaConnection {
@@ -263,6 +282,69 @@ mod tests {
             }
         );
         assert_eq!(plan.settings.guarantee, Guarantee::AtLeastOnce);
+        Ok(())
+    }
+
+    #[test]
+    fn the_retry_section_becomes_the_runtime_retry_policy() -> Result<(), DeploymentError> {
+        let tuning = NodeTuning::from_toml_str(
+            r#"
+            [node]
+            name = "node-a"
+            [ownership]
+            mode = "consumer-group"
+            partitions = 2
+            [[shard]]
+            core = 0
+            [retry]
+            attempts_max = 3
+            deadline_ms = 45000
+            backoff_min_ms = 250
+            backoff_max_ms = 4000
+            "#,
+        )?;
+        let plan = plan_node(&tuning, &Machine::with_cores(1), &connection())?;
+        assert_eq!(
+            plan.knobs.retry,
+            RetryPolicy {
+                attempts_max: 3,
+                deadline: Duration::from_secs(45),
+                backoff_min: Duration::from_millis(250),
+                backoff_max: Duration::from_secs(4),
+            }
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_map_without_a_retry_section_keeps_the_runtime_defaults() -> Result<(), DeploymentError> {
+        let tuning = NodeTuning::from_toml_str(
+            r#"
+            [node]
+            name = "node-a"
+            [ownership]
+            mode = "consumer-group"
+            partitions = 2
+            [[shard]]
+            core = 0
+            "#,
+        )?;
+        let plan = plan_node(&tuning, &Machine::with_cores(1), &connection())?;
+        // The tuning crate's defaults and the runtime's are one policy.
+        assert_eq!(plan.knobs.retry, RetryPolicy::default());
+        assert_eq!(plan.knobs.retry.attempts_max, RESTART_ATTEMPTS_MAX);
+        assert_eq!(
+            plan.knobs.retry.deadline,
+            Duration::from_millis(RESTART_DEADLINE_MS)
+        );
+        assert_eq!(
+            plan.knobs.retry.backoff_min,
+            Duration::from_millis(RESTART_BACKOFF_MS_MIN)
+        );
+        assert_eq!(
+            plan.knobs.retry.backoff_max,
+            Duration::from_millis(RESTART_BACKOFF_MS_MAX)
+        );
         Ok(())
     }
 }

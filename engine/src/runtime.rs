@@ -177,7 +177,7 @@ pub enum EngineError {
     },
     #[error("{shard}: starting its executor: {reason}")]
     Executor { shard: ShardId, reason: String },
-    #[error("{shard}: gave up after {attempts} restarts; last error: {last}")]
+    #[error("{shard}: gave up after {attempts} failures in a row; last error: {last}")]
     GaveUp {
         shard: ShardId,
         attempts: u32,
@@ -687,6 +687,7 @@ async fn run_shard<S: Stage>(
     let publish_every = Duration::from_millis(PUBLISH_INTERVAL_MS);
     let mut last_publish = Instant::now();
     let mut last_commit = Instant::now();
+    let mut last_commit_took = Duration::ZERO;
     while !context.stop.load(Ordering::Acquire) {
         while let Ok(command) = context.commands.try_recv() {
             match command {
@@ -718,9 +719,17 @@ async fn run_shard<S: Stage>(
         }
         context.gauges.set_polling();
         let drained = handled < BATCH_RECORDS_MAX;
+        // A drain commit waits at least as long as the last commit took, so
+        // committing never takes more than half the shard's time. Without
+        // this, a consumer whose prefetch queue empties between fetches looks
+        // drained after every batch, and when a commit costs hundreds of
+        // milliseconds (a loaded three-broker cluster) the shard spent nearly
+        // all its time committing small batches while a backlog grew.
+        let drain_commit =
+            drained && context.knobs.commit.on_drain && last_commit.elapsed() >= last_commit_took;
         if shard.has_uncommitted()
             && (last_commit.elapsed() >= context.knobs.commit.interval
-                || (drained && context.knobs.commit.on_drain)
+                || drain_commit
                 || shard.wants_commit())
         {
             let started = Instant::now();
@@ -728,6 +737,7 @@ async fn run_shard<S: Stage>(
             context.commits.fetch_add(1, Ordering::AcqRel);
             last_commit = Instant::now();
             let took = last_commit - started;
+            last_commit_took = took;
             if took >= SLOW_COMMIT {
                 warn!(%id, took_ms = took.as_millis() as u64, handled, "slow commit");
             } else {

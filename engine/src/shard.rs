@@ -212,12 +212,19 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
         self
     }
 
+    /// Times one record in `every` (a power of two; 1 times them all) instead
+    /// of [`RECORD_TIMING_SAMPLE_EVERY`](crate::telemetry::RECORD_TIMING_SAMPLE_EVERY).
+    pub fn with_timing_sample_every(mut self, every: u64) -> Self {
+        self.telemetry.sample_every(every);
+        self
+    }
+
     /// Reuses the histograms the telemetry hub empties after each report.
     pub fn with_spare_histograms(
         mut self,
         spares: crossbeam_channel::Receiver<Histogram<u64>>,
     ) -> Self {
-        self.telemetry = ShardTelemetry::new(&self.topics.inputs).with_spares(spares);
+        self.telemetry.set_spares(spares);
         self
     }
 
@@ -383,7 +390,7 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
         let outbox = &mut self.outbox;
         let topics = &self.topics;
         let telemetry = &mut self.telemetry;
-        let mut processed_at = 0;
+        let mut processed_at = None;
         let action = self
             .port
             .poll(|polled| match polled {
@@ -391,18 +398,27 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
                 Polled::Assigned(partitions) => Action::Assign(partitions),
                 Polled::Revoked(partitions) => Action::Revoke(partitions),
                 Polled::Record(record) => {
-                    let started = telemetry.ticks();
-                    let step = process_record(
-                        id, stage, owned, outbox, topics, telemetry, started, &record,
-                    );
-                    processed_at =
-                        telemetry.record_since(Timing::Process, record.topic.0 as usize, started);
+                    // A sampled record is timed; every record gets its
+                    // end-to-end latency against a recent clock reading.
+                    let sampled = telemetry.start_record();
+                    let step = process_record(id, stage, owned, outbox, topics, telemetry, &record);
+                    if let Some(started) = sampled {
+                        processed_at = Some(telemetry.record_since(
+                            Timing::Process,
+                            record.topic.0 as usize,
+                            started,
+                        ));
+                    }
                     Action::Processed(step)
                 }
             })
             .map_err(|source| ShardError::Port { shard: id, source })?;
         match action {
-            Action::Idle => Ok(Step::Idle),
+            Action::Idle => {
+                // Time passes while idle: the next record reads the clock.
+                self.telemetry.clock_went_stale();
+                Ok(Step::Idle)
+            }
             Action::Assign(partitions) => {
                 self.assign(&partitions)?;
                 Ok(Step::Rebalanced)
@@ -419,7 +435,9 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
                 }
                 if self.output_timing == OutputTiming::Immediate && !self.outbox.is_empty() {
                     self.flush_outbox()?;
-                    self.telemetry.record_since(Timing::Send, 0, processed_at);
+                    if let Some(processed_at) = processed_at {
+                        self.telemetry.record_since(Timing::Send, 0, processed_at);
+                    }
                 }
                 Ok(step)
             }
@@ -636,6 +654,7 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
         self.stats.changelog_records += changelog_records;
         self.uncommitted = false;
         self.telemetry.record_since(Timing::Commit, 0, started);
+        self.telemetry.clock_went_stale();
         Ok(())
     }
 
@@ -662,7 +681,6 @@ fn process_record<S: Stage>(
     outbox: &mut Outbox,
     topics: &TopicNames,
     telemetry: &mut ShardTelemetry,
-    started: u64,
     record: &InputRecord<'_>,
 ) -> Step {
     let Some(partition) = owned.get_mut(&record.partition) else {
@@ -704,7 +722,7 @@ fn process_record<S: Stage>(
         )),
         Some(Err(e)) => Err((ErrorClass::UserData, e.reason(), e.to_string())),
         Some(Ok(event)) => {
-            telemetry.record_end_to_end(topic, started, event.created_at_ns().0);
+            telemetry.record_end_to_end(topic, event.created_at_ns().0);
             let mark = outbox.mark();
             stage
                 .process(&input, event, &mut partition.state, outbox)

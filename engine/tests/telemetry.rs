@@ -48,6 +48,7 @@ fn shard(
     )
     .expect("one input topic fits")
     .with_gauges(Arc::clone(gauges))
+    .with_timing_sample_every(1)
 }
 
 fn histogram(body: &ReportBody, timing: Timing) -> (Option<&'static str>, Histogram<u64>) {

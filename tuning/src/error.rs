@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 use crate::ids::{ranges_text, CoreId, NodeNameError, PartitionId};
 use crate::limits::{
     COMMIT_INTERVAL_MS_MAX, CORES_MAX, EXACTLY_ONCE_COMMIT_INTERVAL_MS_MAX, PARK_US_MAX,
-    PARTITIONS_MAX,
+    PARTITIONS_MAX, RETRY_ATTEMPTS_MAX_DEFAULT, RETRY_ATTEMPTS_MAX_LIMIT, RETRY_BACKOFF_MS_LIMIT,
+    RETRY_DEADLINE_MS_DEFAULT, RETRY_DEADLINE_MS_LIMIT,
 };
 
 /// A core map cannot be used as it is.
@@ -248,6 +249,27 @@ pub enum ProblemKind {
     CommitIntervalOutOfRange {
         value: i64,
         guarantee: crate::ProcessingGuarantee,
+    },
+
+    #[error("{value} is out of range; it must be 1-{RETRY_ATTEMPTS_MAX_LIMIT} (restarts per failure streak)")]
+    RetryAttemptsOutOfRange { value: i64 },
+
+    #[error("0 restarts means the engine gives up on a shard at its first failure, even one a restart would cure (a broker restart takes ~10-30 s); set it to 1 or more (the default is {RETRY_ATTEMPTS_MAX_DEFAULT})")]
+    RetryAttemptsZero,
+
+    #[error("{value} is out of range; it must be 1-{RETRY_DEADLINE_MS_LIMIT} (ms)")]
+    RetryDeadlineOutOfRange { value: i64 },
+
+    #[error("{value} is out of range; it must be 1-{RETRY_BACKOFF_MS_LIMIT} (ms)")]
+    RetryBackoffOutOfRange { value: i64 },
+
+    #[error("{min_ms} is longer than retry.backoff_max_ms = {max_ms}, the cap on every wait between restarts; lower retry.backoff_min_ms to at most {max_ms}, or raise retry.backoff_max_ms to at least {min_ms}")]
+    RetryBackoffMinAboveMax { min_ms: u32, max_ms: u32 },
+
+    #[error("{deadline_ms} is shorter than retry.backoff_min_ms = {backoff_min_ms}, the wait before a failed shard's first restart: the failure streak would be out of time by then, and the next failure would end it; raise retry.deadline_ms to at least {backoff_min_ms} (the default is {RETRY_DEADLINE_MS_DEFAULT}), or lower retry.backoff_min_ms")]
+    RetryDeadlineBeforeFirstRestart {
+        deadline_ms: u32,
+        backoff_min_ms: u32,
     },
 }
 

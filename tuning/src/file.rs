@@ -22,7 +22,7 @@ use crate::ids::{runs, CoreId, NodeName, PartitionId};
 use crate::limits::{CORES_MAX, PARK_US_DEFAULT, PARTITIONS_MAX};
 use crate::model::{
     ClientThreads, CommitPolicy, IdleStrategy, NodeSection, NodeTuning, Origin, Ownership,
-    OwnershipMode, ProcessingGuarantee, RuntimeKnobs, Sections, ShardPlacement,
+    OwnershipMode, ProcessingGuarantee, RetryPolicy, RuntimeKnobs, Sections, ShardPlacement,
 };
 
 #[derive(Deserialize)]
@@ -36,6 +36,8 @@ struct FileForm {
     runtime: FileRuntime,
     #[serde(default)]
     commit: FileCommit,
+    #[serde(default)]
+    retry: FileRetry,
 }
 
 #[derive(Deserialize)]
@@ -83,6 +85,15 @@ struct FileCommit {
     interval_ms: Option<i64>,
     on_drain: Option<bool>,
     guarantee: Option<ProcessingGuarantee>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRetry {
+    attempts_max: Option<i64>,
+    deadline_ms: Option<i64>,
+    backoff_min_ms: Option<i64>,
+    backoff_max_ms: Option<i64>,
 }
 
 /// One entry of a partition or core list: `5` or `"8-15"` (or `"5"`).
@@ -303,6 +314,8 @@ fn into_sections(form: FileForm) -> (Sections, Vec<Problem>) {
         }),
     };
 
+    let retry = read_retry(&form.retry, &mut problems);
+
     let sections = (
         NodeSection { name },
         Ownership {
@@ -321,8 +334,58 @@ fn into_sections(form: FileForm) -> (Sections, Vec<Problem>) {
             on_drain: form.commit.on_drain.unwrap_or(defaults.on_drain),
             guarantee,
         },
+        retry,
     );
     (sections, problems)
+}
+
+/// `[retry]`, each key defaulted when absent. A value no `u32` holds is
+/// reported here and stands in as 0, which every retry rule refuses on that
+/// key, so [`NodeTuning::build`] neither repeats it nor relates it to the
+/// other keys.
+fn read_retry(file: &FileRetry, problems: &mut Vec<Problem>) -> RetryPolicy {
+    let defaults = RetryPolicy::default();
+    let mut read = |name: &'static str,
+                    value: Option<i64>,
+                    default: u32,
+                    out_of_range: fn(i64) -> ProblemKind| {
+        match value {
+            None => default,
+            Some(value) => u32::try_from(value).unwrap_or_else(|_| {
+                problems.push(Problem::new(
+                    Key::at("retry").dot(name),
+                    out_of_range(value),
+                ));
+                0
+            }),
+        }
+    };
+    RetryPolicy {
+        attempts_max: read(
+            "attempts_max",
+            file.attempts_max,
+            defaults.attempts_max,
+            |value| ProblemKind::RetryAttemptsOutOfRange { value },
+        ),
+        deadline_ms: read(
+            "deadline_ms",
+            file.deadline_ms,
+            defaults.deadline_ms,
+            |value| ProblemKind::RetryDeadlineOutOfRange { value },
+        ),
+        backoff_min_ms: read(
+            "backoff_min_ms",
+            file.backoff_min_ms,
+            defaults.backoff_min_ms,
+            |value| ProblemKind::RetryBackoffOutOfRange { value },
+        ),
+        backoff_max_ms: read(
+            "backoff_max_ms",
+            file.backoff_max_ms,
+            defaults.backoff_max_ms,
+            |value| ProblemKind::RetryBackoffOutOfRange { value },
+        ),
+    }
 }
 
 /// Expands numbers and `"a-b"` ranges, keeping the order given. Numbers pass
@@ -420,6 +483,12 @@ pub(crate) fn write(tuning: &NodeTuning) -> String {
     let _ = writeln!(out, "interval_ms = {}", tuning.commit.interval_ms);
     let _ = writeln!(out, "on_drain = {}", tuning.commit.on_drain);
     let _ = writeln!(out, "guarantee = \"{}\"", tuning.commit.guarantee);
+    let _ = writeln!(out);
+    let _ = writeln!(out, "[retry]");
+    let _ = writeln!(out, "attempts_max = {}", tuning.retry.attempts_max);
+    let _ = writeln!(out, "deadline_ms = {}", tuning.retry.deadline_ms);
+    let _ = writeln!(out, "backoff_min_ms = {}", tuning.retry.backoff_min_ms);
+    let _ = writeln!(out, "backoff_max_ms = {}", tuning.retry.backoff_max_ms);
     out
 }
 
@@ -622,5 +691,39 @@ mod syntax_tests {
         let written = tuning.to_toml_string();
         let again = NodeTuning::from_toml_str(&written).expect("written maps are valid");
         assert_eq!(tuning, again, "{written}");
+    }
+
+    #[test]
+    fn the_retry_section_is_written_in_full_and_reads_back_equal() {
+        let tuning = NodeTuning::from_toml_str(&format!(
+            "{VALID}[retry]\nbackoff_max_ms = 2000\nattempts_max = 4\n"
+        ))
+        .expect("valid");
+        let written = tuning.to_toml_string();
+        assert!(
+            written.ends_with("\n[retry]\nattempts_max = 4\ndeadline_ms = 120000\nbackoff_min_ms = 100\nbackoff_max_ms = 2000\n"),
+            "{written}"
+        );
+        let again = NodeTuning::from_toml_str(&written).expect("written maps are valid");
+        assert_eq!(again.retry(), tuning.retry());
+        assert_eq!(again, tuning, "{written}");
+        // Maps differing only in their retry policy are different maps.
+        let default = NodeTuning::from_toml_str(VALID).expect("valid");
+        assert_ne!(default, tuning);
+    }
+
+    #[test]
+    fn unknown_retry_keys_and_wrong_types_are_refused() {
+        let (at, message) = syntax_error(&format!("{VALID}[retry]\nattempts = 3\n"));
+        assert_eq!(at.map(|at| at.line), Some(10), "{message}");
+        assert!(message.contains("attempts"), "{message}");
+        assert!(message.contains("attempts_max"), "{message}");
+        let (_, message) = syntax_error(&format!("{VALID}[retry]\nbackoff_ms = 100\n"));
+        assert!(message.contains("backoff_ms"), "{message}");
+        let (at, message) = syntax_error(&format!("{VALID}[retry]\ndeadline_ms = \"2m\"\n"));
+        assert_eq!(at.map(|at| at.line), Some(10), "{message}");
+        assert!(message.starts_with("retry.deadline_ms: "), "{message}");
+        let (_, message) = syntax_error(&format!("{VALID}[retry]\nbackoff_min_ms = 1.5\n"));
+        assert!(message.starts_with("retry.backoff_min_ms: "), "{message}");
     }
 }

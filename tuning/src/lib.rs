@@ -2,9 +2,9 @@
 //!
 //! Owns: parsing and validating which core's shard owns which partitions, how a
 //! shard waits for work (busy-poll or park), where librdkafka's client threads
-//! run, and the commit policy; and the questions the engine asks of that
-//! placement ([`NodeTuning::owner_of`], [`NodeTuning::partitions_of`],
-//! [`NodeTuning::unowned_partitions`]).
+//! run, the commit policy and how a failed shard is restarted; and the
+//! questions the engine asks of that placement ([`NodeTuning::owner_of`],
+//! [`NodeTuning::partitions_of`], [`NodeTuning::unowned_partitions`]).
 //! Must never: start threads, pin anything or talk to Kafka; it only describes
 //! a placement. The engine acts on it.
 //!
@@ -32,7 +32,9 @@
 //!
 //! # The file
 //! ```
-//! use tuning::{ClientThreads, CoreId, IdleStrategy, Machine, NodeTuning, PartitionId};
+//! use tuning::{
+//!     ClientThreads, CoreId, IdleStrategy, Machine, NodeTuning, PartitionId, RetryPolicy,
+//! };
 //!
 //! let tuning = NodeTuning::from_toml_str(r#"
 //!     [node]
@@ -59,6 +61,12 @@
 //!     interval_ms = 100
 //!     on_drain = true
 //!     guarantee = "exactly-once" # or "at-least-once"
+//!
+//!     [retry]                    # optional; these are the defaults
+//!     attempts_max = 10          # restarts per failure streak
+//!     deadline_ms = 120000       # longest failure streak
+//!     backoff_min_ms = 100       # first wait, doubling per restart
+//!     backoff_max_ms = 10000     # longest wait
 //! "#);
 //! // Partition 3 appears in both shards: refused, naming the key.
 //! let error = tuning.unwrap_err();
@@ -84,6 +92,7 @@
 //! assert!(tuning.unowned_partitions().is_empty());
 //! assert_eq!(tuning.runtime().idle, IdleStrategy::Park { park_us: 200 });
 //! assert_eq!(tuning.runtime().client_threads, ClientThreads::Unpinned);
+//! assert_eq!(tuning.retry(), RetryPolicy::default());
 //! assert!(tuning.validate_against(&Machine::with_cores(1)).is_err());
 //! # Ok::<(), tuning::TuningError>(())
 //! ```
@@ -113,5 +122,5 @@ pub use ids::{CoreId, NodeName, NodeNameError, PartitionId};
 pub use machine::Machine;
 pub use model::{
     ClientThreads, CommitPolicy, IdleStrategy, NodeSection, NodeTuning, Ownership, OwnershipMode,
-    ProcessingGuarantee, RuntimeKnobs, ShardPlacement,
+    ProcessingGuarantee, RetryPolicy, RuntimeKnobs, ShardPlacement,
 };

@@ -53,6 +53,38 @@ pub const EXACTLY_ONCE_COMMIT_INTERVAL_MS_MAX: u32 = 5_000;
 /// below depends on it here.
 pub const TRANSACTION_TIMEOUT_MS_DEFAULT: u32 = 10_000;
 
+/// Default `retry.attempts_max`: restarts of a failed shard in one failure
+/// streak before the engine gives up on it. With the default backoff the ten
+/// waits (0.1, 0.2, 0.4 ... 6.4, then 10 s three times) add up to about 43 s,
+/// which outlasts a broker restart (about 10-30 s).
+pub const RETRY_ATTEMPTS_MAX_DEFAULT: u32 = 10;
+
+/// Largest `retry.attempts_max`. More restarts than this in one streak is a
+/// crash loop, not a recovery; to ride out a long outage, raise
+/// `retry.deadline_ms` instead.
+pub const RETRY_ATTEMPTS_MAX_LIMIT: u32 = 1_000;
+
+/// Default `retry.deadline_ms`: the longest a failure streak may last before
+/// the engine gives up on the shard. Two minutes is a few broker restarts.
+pub const RETRY_DEADLINE_MS_DEFAULT: u32 = 120_000;
+
+/// Largest `retry.deadline_ms`. A shard that has not committed for an hour
+/// is not coming back by itself; an operator should hear about it.
+pub const RETRY_DEADLINE_MS_LIMIT: u32 = 3_600_000;
+
+/// Default `retry.backoff_min_ms`: the wait before a streak's first restart;
+/// it doubles at each restart of the streak.
+pub const RETRY_BACKOFF_MIN_MS_DEFAULT: u32 = 100;
+
+/// Default `retry.backoff_max_ms`: the cap on the doubling wait.
+pub const RETRY_BACKOFF_MAX_MS_DEFAULT: u32 = 10_000;
+
+/// Largest `retry.backoff_min_ms` and `retry.backoff_max_ms`. A failed shard
+/// processes nothing while it waits; ten minutes between restarts is already
+/// an outage. (Upper bounds of keys whose names end in `_max` are `_LIMIT`
+/// here, so that a bound is never `..._MAX_MAX`.)
+pub const RETRY_BACKOFF_MS_LIMIT: u32 = 600_000;
+
 // A partition number is an `i32` on the wire; every valid one must fit.
 const _: () = assert!(PARTITIONS_MAX as u64 <= i32::MAX as u64);
 const _: () = assert!(PARK_US_DEFAULT >= 1 && PARK_US_DEFAULT <= PARK_US_MAX);
@@ -64,3 +96,14 @@ const _: () = assert!(EXACTLY_ONCE_COMMIT_INTERVAL_MS_MAX <= COMMIT_INTERVAL_MS_
 const _: () = assert!(2 * EXACTLY_ONCE_COMMIT_INTERVAL_MS_MAX <= TRANSACTION_TIMEOUT_MS_DEFAULT);
 // A parked shard must wake at least once per default commit interval.
 const _: () = assert!(PARK_US_MAX as u64 <= COMMIT_INTERVAL_MS_DEFAULT as u64 * 1_000);
+// The retry defaults must pass the rules a file's [retry] section obeys:
+// each in range, at least one restart, the first wait no longer than the
+// longest, and a streak that outlasts its first wait.
+const _: () = assert!(RETRY_ATTEMPTS_MAX_DEFAULT >= 1);
+const _: () = assert!(RETRY_ATTEMPTS_MAX_DEFAULT <= RETRY_ATTEMPTS_MAX_LIMIT);
+const _: () = assert!(RETRY_DEADLINE_MS_DEFAULT >= 1);
+const _: () = assert!(RETRY_DEADLINE_MS_DEFAULT <= RETRY_DEADLINE_MS_LIMIT);
+const _: () = assert!(RETRY_BACKOFF_MIN_MS_DEFAULT >= 1);
+const _: () = assert!(RETRY_BACKOFF_MIN_MS_DEFAULT <= RETRY_BACKOFF_MAX_MS_DEFAULT);
+const _: () = assert!(RETRY_BACKOFF_MAX_MS_DEFAULT <= RETRY_BACKOFF_MS_LIMIT);
+const _: () = assert!(RETRY_BACKOFF_MIN_MS_DEFAULT <= RETRY_DEADLINE_MS_DEFAULT);

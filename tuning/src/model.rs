@@ -15,7 +15,10 @@ use serde::Deserialize;
 
 use crate::error::{Key, Location, Problem, TuningError};
 use crate::ids::{CoreId, NodeName, PartitionId};
-use crate::limits::{COMMIT_INTERVAL_MS_DEFAULT, PARK_US_DEFAULT};
+use crate::limits::{
+    COMMIT_INTERVAL_MS_DEFAULT, PARK_US_DEFAULT, RETRY_ATTEMPTS_MAX_DEFAULT,
+    RETRY_BACKOFF_MAX_MS_DEFAULT, RETRY_BACKOFF_MIN_MS_DEFAULT, RETRY_DEADLINE_MS_DEFAULT,
+};
 
 /// `[node]`: who this node is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -159,8 +162,11 @@ pub enum ProcessingGuarantee {
     /// `"exactly-once"`: outputs, changelog writes and input offsets commit in
     /// one Kafka transaction per shard per commit.
     ExactlyOnce,
-    /// `"at-least-once"`: outputs are sent at once and offsets committed after
-    /// their changelog writes; a crash replays up to one commit interval.
+    /// `"at-least-once"`: a shard holds its outputs until the commit. Each
+    /// commit first writes its state changes to the changelogs atomically (in
+    /// a Kafka transaction of their own), then sends the held outputs, then
+    /// commits the input offsets. A crash replays up to one commit interval,
+    /// and the replay re-emits the recorded outputs byte for byte.
     AtLeastOnce,
 }
 
@@ -173,6 +179,52 @@ impl fmt::Display for ProcessingGuarantee {
     }
 }
 
+/// `[retry]`: how the engine restarts a failed shard. A restart starts the
+/// shard afresh from its last commit (new clients, state restored from the
+/// changelogs), after a wait that starts at `backoff_min_ms`, doubles at each
+/// restart and is capped at `backoff_max_ms` (the engine adds ±25 % jitter).
+/// Failures in a row form a streak, which ends when a restarted shard commits
+/// again; the engine gives up on the shard when a streak needs more than
+/// `attempts_max` restarts or lasts longer than `deadline_ms`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Restarts in one streak before the engine gives up on the shard.
+    pub attempts_max: u32,
+    /// How long one streak may last before the engine gives up on the shard.
+    pub deadline_ms: u32,
+    /// The wait before a streak's first restart.
+    pub backoff_min_ms: u32,
+    /// The longest wait between two restarts.
+    pub backoff_max_ms: u32,
+}
+
+impl RetryPolicy {
+    pub fn deadline(&self) -> Duration {
+        Duration::from_millis(u64::from(self.deadline_ms))
+    }
+
+    pub fn backoff_min(&self) -> Duration {
+        Duration::from_millis(u64::from(self.backoff_min_ms))
+    }
+
+    pub fn backoff_max(&self) -> Duration {
+        Duration::from_millis(u64::from(self.backoff_max_ms))
+    }
+}
+
+impl Default for RetryPolicy {
+    /// Ten restarts or two minutes per streak, waits from 100 ms to 10 s:
+    /// enough to ride out a broker restart (see `limits.rs`).
+    fn default() -> Self {
+        RetryPolicy {
+            attempts_max: RETRY_ATTEMPTS_MAX_DEFAULT,
+            deadline_ms: RETRY_DEADLINE_MS_DEFAULT,
+            backoff_min_ms: RETRY_BACKOFF_MIN_MS_DEFAULT,
+            backoff_max_ms: RETRY_BACKOFF_MAX_MS_DEFAULT,
+        }
+    }
+}
+
 /// The sections of a map, in file order, before their combination is checked.
 pub(crate) type Sections = (
     NodeSection,
@@ -180,6 +232,7 @@ pub(crate) type Sections = (
     Vec<ShardPlacement>,
     RuntimeKnobs,
     CommitPolicy,
+    RetryPolicy,
 );
 
 /// A validated core map for one node. See the crate documentation for the
@@ -194,6 +247,7 @@ pub struct NodeTuning {
     pub(crate) shards: Vec<ShardPlacement>,
     pub(crate) runtime: RuntimeKnobs,
     pub(crate) commit: CommitPolicy,
+    pub(crate) retry: RetryPolicy,
     /// Owning core of each partition, indexed by partition number; derived
     /// from `shards` (all `None` in consumer-group mode) so `owner_of` is O(1).
     pub(crate) owners: Vec<Option<CoreId>>,
@@ -210,6 +264,7 @@ impl PartialEq for NodeTuning {
             && self.shards == other.shards
             && self.runtime == other.runtime
             && self.commit == other.commit
+            && self.retry == other.retry
     }
 }
 
@@ -268,6 +323,11 @@ impl NodeTuning {
 
     pub fn commit(&self) -> CommitPolicy {
         self.commit
+    }
+
+    /// How the engine restarts a failed shard (`[retry]`).
+    pub fn retry(&self) -> RetryPolicy {
+        self.retry
     }
 
     /// The file this map was loaded from, if it was.

@@ -14,12 +14,12 @@ use crate::error::{Key, Problem, ProblemKind, TuningError, Warning, WarningKind}
 use crate::ids::{CoreId, PartitionId};
 use crate::limits::{
     COMMIT_INTERVAL_MS_MAX, CORES_MAX, EXACTLY_ONCE_COMMIT_INTERVAL_MS_MAX, PARK_US_MAX,
-    PARTITIONS_MAX,
+    PARTITIONS_MAX, RETRY_ATTEMPTS_MAX_LIMIT, RETRY_BACKOFF_MS_LIMIT, RETRY_DEADLINE_MS_LIMIT,
 };
 use crate::machine::Machine;
 use crate::model::{
     ClientThreads, CommitPolicy, IdleStrategy, NodeSection, NodeTuning, Origin, Ownership,
-    OwnershipMode, ProcessingGuarantee, RuntimeKnobs, Sections, ShardPlacement,
+    OwnershipMode, ProcessingGuarantee, RetryPolicy, RuntimeKnobs, Sections, ShardPlacement,
 };
 
 impl NodeTuning {
@@ -34,8 +34,13 @@ impl NodeTuning {
         shards: Vec<ShardPlacement>,
         runtime: RuntimeKnobs,
         commit: CommitPolicy,
+        retry: RetryPolicy,
     ) -> Result<NodeTuning, TuningError> {
-        NodeTuning::build((node, ownership, shards, runtime, commit), Vec::new(), None)
+        NodeTuning::build(
+            (node, ownership, shards, runtime, commit, retry),
+            Vec::new(),
+            None,
+        )
     }
 
     /// Checks `sections` and builds the map. `read_problems` are what reading
@@ -46,11 +51,12 @@ impl NodeTuning {
         read_problems: Vec<Problem>,
         origin: Option<Origin>,
     ) -> Result<NodeTuning, TuningError> {
-        let (node, ownership, mut shards, mut runtime, commit) = sections;
+        let (node, ownership, mut shards, mut runtime, commit, retry) = sections;
         let mut found = Vec::new();
         check_ownership(ownership, &shards, &mut found);
         check_runtime(&runtime, &shards, &mut found);
         check_commit(commit, &mut found);
+        check_retry(retry, &mut found);
         let mut problems = read_problems;
         let already_reported: Vec<Key> = problems.iter().map(|p| p.key.clone()).collect();
         problems.extend(
@@ -81,6 +87,7 @@ impl NodeTuning {
             shards,
             runtime,
             commit,
+            retry,
             owners,
             origin,
         })
@@ -368,6 +375,75 @@ fn check_commit(commit: CommitPolicy, problems: &mut Vec<Problem>) {
     }
 }
 
+fn retry_key(name: &'static str) -> Key {
+    Key::at("retry").dot(name)
+}
+
+/// Each value in its range, then the rules between them. A relation is only
+/// checked between values that are in range themselves, so a bad value (or
+/// the stand-in for one that could not be read) is reported once, on its own
+/// key.
+fn check_retry(retry: RetryPolicy, problems: &mut Vec<Problem>) {
+    if retry.attempts_max == 0 {
+        problems.push(Problem::new(
+            retry_key("attempts_max"),
+            ProblemKind::RetryAttemptsZero,
+        ));
+    } else if retry.attempts_max > RETRY_ATTEMPTS_MAX_LIMIT {
+        problems.push(Problem::new(
+            retry_key("attempts_max"),
+            ProblemKind::RetryAttemptsOutOfRange {
+                value: i64::from(retry.attempts_max),
+            },
+        ));
+    }
+    let deadline_ok = (1..=RETRY_DEADLINE_MS_LIMIT).contains(&retry.deadline_ms);
+    if !deadline_ok {
+        problems.push(Problem::new(
+            retry_key("deadline_ms"),
+            ProblemKind::RetryDeadlineOutOfRange {
+                value: i64::from(retry.deadline_ms),
+            },
+        ));
+    }
+    let mut backoff_ok = |name, value: u32| {
+        let ok = (1..=RETRY_BACKOFF_MS_LIMIT).contains(&value);
+        if !ok {
+            problems.push(Problem::new(
+                retry_key(name),
+                ProblemKind::RetryBackoffOutOfRange {
+                    value: i64::from(value),
+                },
+            ));
+        }
+        ok
+    };
+    let min_ok = backoff_ok("backoff_min_ms", retry.backoff_min_ms);
+    let max_ok = backoff_ok("backoff_max_ms", retry.backoff_max_ms);
+
+    if min_ok && max_ok && retry.backoff_min_ms > retry.backoff_max_ms {
+        problems.push(Problem::new(
+            retry_key("backoff_min_ms"),
+            ProblemKind::RetryBackoffMinAboveMax {
+                min_ms: retry.backoff_min_ms,
+                max_ms: retry.backoff_max_ms,
+            },
+        ));
+    }
+    // The engine checks the deadline when a restarted shard fails again: a
+    // streak shorter than its first wait ends at the first failure after the
+    // first restart, which is hardly a retry policy.
+    if deadline_ok && min_ok && retry.deadline_ms < retry.backoff_min_ms {
+        problems.push(Problem::new(
+            retry_key("deadline_ms"),
+            ProblemKind::RetryDeadlineBeforeFirstRestart {
+                deadline_ms: retry.deadline_ms,
+                backoff_min_ms: retry.backoff_min_ms,
+            },
+        ));
+    }
+}
+
 /// The owning core of each partition, indexed by partition number. Called only
 /// on a validated placement, where every listed partition is in range.
 fn owners_by_partition(ownership: Ownership, shards: &[ShardPlacement]) -> Vec<Option<CoreId>> {
@@ -393,6 +469,7 @@ mod tests {
     use super::*;
     use crate::ids::NodeName;
     use crate::limits::PARK_US_DEFAULT;
+    use std::time::Duration;
 
     const HEAD: &str =
         "[node]\nname = \"node-a\"\n\n[ownership]\nmode = \"core-map\"\npartitions = 8\n";
@@ -791,6 +868,288 @@ mod tests {
         assert_eq!(tuning.commit(), CommitPolicy::default());
         assert_eq!(tuning.commit().guarantee, ProcessingGuarantee::ExactlyOnce);
         assert!(tuning.commit().on_drain);
+        assert_eq!(tuning.retry(), RetryPolicy::default());
+    }
+
+    #[test]
+    fn retry_defaults_are_the_documented_ones() {
+        let retry = parse(two_shards()).expect("valid").retry();
+        assert_eq!(
+            retry,
+            RetryPolicy {
+                attempts_max: 10,
+                deadline_ms: 120_000,
+                backoff_min_ms: 100,
+                backoff_max_ms: 10_000,
+            }
+        );
+        assert_eq!(retry.deadline(), Duration::from_secs(120));
+        assert_eq!(retry.backoff_min(), Duration::from_millis(100));
+        assert_eq!(retry.backoff_max(), Duration::from_secs(10));
+        // An empty section is the same as none.
+        let empty = parse(&format!("{}[retry]\n", two_shards())).expect("valid");
+        assert_eq!(empty.retry(), RetryPolicy::default());
+    }
+
+    #[test]
+    fn retry_keys_are_read_and_missing_ones_default() {
+        let tuning = parse(&format!(
+            "{}[retry]\nattempts_max = 3\ndeadline_ms = 30000\nbackoff_min_ms = 50\nbackoff_max_ms = 2000\n",
+            two_shards()
+        ))
+        .expect("valid");
+        assert_eq!(
+            tuning.retry(),
+            RetryPolicy {
+                attempts_max: 3,
+                deadline_ms: 30_000,
+                backoff_min_ms: 50,
+                backoff_max_ms: 2_000,
+            }
+        );
+        let tuning = parse(&format!("{}[retry]\nattempts_max = 1\n", two_shards())).expect("valid");
+        assert_eq!(
+            tuning.retry(),
+            RetryPolicy {
+                attempts_max: 1,
+                ..RetryPolicy::default()
+            }
+        );
+        // The bounds themselves are allowed; equal waits and a deadline of
+        // exactly the first wait too.
+        let tuning = parse(&format!(
+            "{}[retry]\nattempts_max = 1000\ndeadline_ms = 600000\nbackoff_min_ms = 600000\nbackoff_max_ms = 600000\n",
+            two_shards()
+        ))
+        .expect("limits are inclusive");
+        assert_eq!(tuning.retry().backoff_min_ms, tuning.retry().backoff_max_ms);
+        assert_eq!(tuning.retry().deadline_ms, tuning.retry().backoff_min_ms);
+        parse(&format!(
+            "{}[retry]\ndeadline_ms = 3600000\nbackoff_min_ms = 1\nbackoff_max_ms = 1\n",
+            two_shards()
+        ))
+        .expect("limits are inclusive");
+    }
+
+    #[test]
+    fn retry_values_out_of_range_name_the_key_and_the_range() {
+        let cases = [
+            (
+                "attempts_max",
+                "-1",
+                "it must be 1-1000 (restarts per failure streak)",
+            ),
+            ("attempts_max", "1001", "it must be 1-1000"),
+            ("attempts_max", "5000000000", "it must be 1-1000"),
+            ("deadline_ms", "0", "it must be 1-3600000 (ms)"),
+            ("deadline_ms", "-120000", "it must be 1-3600000 (ms)"),
+            ("deadline_ms", "3600001", "it must be 1-3600000 (ms)"),
+            ("backoff_min_ms", "0", "it must be 1-600000 (ms)"),
+            ("backoff_min_ms", "600001", "it must be 1-600000 (ms)"),
+            ("backoff_max_ms", "-3", "it must be 1-600000 (ms)"),
+            ("backoff_max_ms", "0", "it must be 1-600000 (ms)"),
+            ("backoff_max_ms", "600001", "it must be 1-600000 (ms)"),
+            (
+                "backoff_max_ms",
+                "9223372036854775807",
+                "it must be 1-600000 (ms)",
+            ),
+        ];
+        for (key, value, range) in cases {
+            let (problem, text) = only_problem(parse(&format!(
+                "{}[retry]\n{key} = {value}\n",
+                two_shards()
+            )));
+            assert_eq!(problem.key.to_string(), format!("retry.{key}"), "{text}");
+            assert!(
+                text.contains(&format!("retry.{key}: {value} is out of range; {range}")),
+                "{text}"
+            );
+            // Pointed at the value's line: HEAD has 6 lines, two_shards 7,
+            // then [retry].
+            assert_eq!(problem.at.map(|at| at.line), Some(15), "{text}");
+        }
+    }
+
+    #[test]
+    fn zero_attempts_is_refused_with_its_own_problem() {
+        let (problem, text) = only_problem(parse(&format!(
+            "{}[retry]\nattempts_max = 0\n",
+            two_shards()
+        )));
+        assert_eq!(problem.key.to_string(), "retry.attempts_max");
+        assert_eq!(problem.kind, ProblemKind::RetryAttemptsZero);
+        assert!(
+            text.contains("gives up on a shard at its first failure"),
+            "{text}"
+        );
+        assert!(
+            text.contains("set it to 1 or more (the default is 10)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_first_wait_longer_than_the_longest_is_refused() {
+        let (problem, text) = only_problem(parse(&format!(
+            "{}[retry]\nbackoff_min_ms = 5000\nbackoff_max_ms = 1000\n",
+            two_shards()
+        )));
+        assert_eq!(problem.key.to_string(), "retry.backoff_min_ms");
+        assert_eq!(
+            problem.kind,
+            ProblemKind::RetryBackoffMinAboveMax {
+                min_ms: 5_000,
+                max_ms: 1_000
+            }
+        );
+        assert!(
+            text.contains("retry.backoff_min_ms: 5000 is longer than retry.backoff_max_ms = 1000"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lower retry.backoff_min_ms to at most 1000, or raise retry.backoff_max_ms to at least 5000"),
+            "{text}"
+        );
+        // Against the default cap, too.
+        let (problem, _) = only_problem(parse(&format!(
+            "{}[retry]\nbackoff_min_ms = 20000\n",
+            two_shards()
+        )));
+        assert_eq!(
+            problem.kind,
+            ProblemKind::RetryBackoffMinAboveMax {
+                min_ms: 20_000,
+                max_ms: 10_000
+            }
+        );
+    }
+
+    #[test]
+    fn a_deadline_shorter_than_the_first_wait_is_refused() {
+        let (problem, text) = only_problem(parse(&format!(
+            "{}[retry]\ndeadline_ms = 50\nbackoff_min_ms = 200\n",
+            two_shards()
+        )));
+        assert_eq!(problem.key.to_string(), "retry.deadline_ms");
+        assert_eq!(
+            problem.kind,
+            ProblemKind::RetryDeadlineBeforeFirstRestart {
+                deadline_ms: 50,
+                backoff_min_ms: 200
+            }
+        );
+        assert!(
+            text.contains("retry.deadline_ms: 50 is shorter than retry.backoff_min_ms = 200"),
+            "{text}"
+        );
+        assert!(
+            text.contains("raise retry.deadline_ms to at least 200"),
+            "{text}"
+        );
+        // Against the default first wait, too.
+        let (problem, _) = only_problem(parse(&format!(
+            "{}[retry]\ndeadline_ms = 99\n",
+            two_shards()
+        )));
+        assert_eq!(problem.key.to_string(), "retry.deadline_ms");
+    }
+
+    #[test]
+    fn a_bad_retry_value_is_reported_once_and_not_related_to_the_others() {
+        // backoff_min_ms = 20000 is above any cap but the unreadable one; only
+        // the unreadable value is reported.
+        let (problem, _) = only_problem(parse(&format!(
+            "{}[retry]\nbackoff_min_ms = 20000\nbackoff_max_ms = -5\n",
+            two_shards()
+        )));
+        assert_eq!(problem.key.to_string(), "retry.backoff_max_ms");
+        let (problem, _) = only_problem(parse(&format!(
+            "{}[retry]\ndeadline_ms = 50\nbackoff_min_ms = 0\n",
+            two_shards()
+        )));
+        assert_eq!(problem.key.to_string(), "retry.backoff_min_ms");
+        let (problem, _) = only_problem(parse(&format!(
+            "{}[retry]\ndeadline_ms = -1\nbackoff_min_ms = 200\n",
+            two_shards()
+        )));
+        assert_eq!(problem.key.to_string(), "retry.deadline_ms");
+        assert_eq!(
+            problem.kind,
+            ProblemKind::RetryDeadlineOutOfRange { value: -1 }
+        );
+    }
+
+    #[test]
+    fn every_broken_retry_rule_is_reported_at_once() {
+        let error = parse(&format!(
+            "{}[retry]\nattempts_max = 0\ndeadline_ms = 10\nbackoff_min_ms = 5000\nbackoff_max_ms = 1000\n",
+            two_shards()
+        ))
+        .expect_err("refused");
+        let keys: Vec<String> = error.problems().iter().map(|p| p.key.to_string()).collect();
+        assert_eq!(
+            keys,
+            [
+                "retry.attempts_max",
+                "retry.deadline_ms",
+                "retry.backoff_min_ms"
+            ]
+        );
+    }
+
+    #[test]
+    fn retry_policies_built_in_code_obey_the_same_rules() {
+        let node = NodeSection {
+            name: NodeName::new("n").expect("valid name"),
+        };
+        let ownership = Ownership {
+            mode: OwnershipMode::ConsumerGroup,
+            partitions: 4,
+        };
+        let shards = vec![ShardPlacement {
+            core: CoreId(0),
+            partitions: Vec::new(),
+        }];
+        let build = |retry| {
+            NodeTuning::new(
+                node.clone(),
+                ownership,
+                shards.clone(),
+                RuntimeKnobs::default(),
+                CommitPolicy::default(),
+                retry,
+            )
+        };
+        let retry = RetryPolicy {
+            attempts_max: 2,
+            deadline_ms: 5_000,
+            backoff_min_ms: 10,
+            backoff_max_ms: 20,
+        };
+        assert_eq!(build(retry).expect("valid").retry(), retry);
+        let (problem, _) = only_problem(build(RetryPolicy {
+            backoff_min_ms: 0,
+            ..retry
+        }));
+        assert_eq!(problem.key.to_string(), "retry.backoff_min_ms");
+        assert_eq!(problem.at, None);
+        let (problem, _) = only_problem(build(RetryPolicy {
+            attempts_max: 0,
+            ..retry
+        }));
+        assert_eq!(problem.kind, ProblemKind::RetryAttemptsZero);
+        let (problem, _) = only_problem(build(RetryPolicy {
+            backoff_min_ms: 30,
+            ..retry
+        }));
+        assert_eq!(
+            problem.kind,
+            ProblemKind::RetryBackoffMinAboveMax {
+                min_ms: 30,
+                max_ms: 20
+            }
+        );
     }
 
     #[test]
@@ -836,6 +1195,7 @@ mod tests {
             shards.clone(),
             RuntimeKnobs::default(),
             CommitPolicy::default(),
+            RetryPolicy::default(),
         )
         .expect("valid");
         assert_eq!(tuning.partitions_of(CoreId(1)), &[1, 3].map(PartitionId));
@@ -849,6 +1209,7 @@ mod tests {
             overlapping,
             RuntimeKnobs::default(),
             CommitPolicy::default(),
+            RetryPolicy::default(),
         ));
         assert_eq!(problem.key.to_string(), "shard[1].partitions");
         assert_eq!(problem.at, None);

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use tuning::{
     ClientThreads, CoreId, IdleStrategy, Machine, NodeTuning, OwnershipMode, PartitionId,
-    ProcessingGuarantee, WarningKind,
+    ProcessingGuarantee, RetryPolicy, WarningKind,
 };
 
 fn example(name: &str) -> PathBuf {
@@ -127,6 +127,13 @@ fn dedicated_8_core_busy_polls_on_2_to_7_with_clients_on_0_and_1() {
     }
     assert!(tuning.unowned_partitions().is_empty());
     assert!(tuning.warnings(&machine).is_empty());
+    // Its [retry] section spells out the defaults, as its comments say.
+    let text = std::fs::read_to_string(example("dedicated-8-core.toml")).expect("readable");
+    assert!(
+        text.contains("\n[retry]\n"),
+        "the example shows the section"
+    );
+    assert_eq!(tuning.retry(), RetryPolicy::default());
     assert!(tuning.validate_against(&Machine::with_cores(4)).is_err());
     // Topics created with the wrong count are caught with the fix spelled out.
     let error = tuning

@@ -10,7 +10,8 @@ use std::collections::BTreeSet;
 use proptest::prelude::*;
 use tuning::{
     ClientThreads, CommitPolicy, CoreId, IdleStrategy, Machine, NodeName, NodeSection, NodeTuning,
-    Ownership, OwnershipMode, PartitionId, ProcessingGuarantee, RuntimeKnobs, ShardPlacement,
+    Ownership, OwnershipMode, PartitionId, ProcessingGuarantee, RetryPolicy, RuntimeKnobs,
+    ShardPlacement,
 };
 
 /// A valid placement: distinct shard cores and, in core-map mode, each
@@ -93,14 +94,47 @@ fn knobs() -> impl Strategy<Value = (RuntimeKnobs, CommitPolicy)> {
     )
 }
 
+/// A retry policy within its limits: the first wait no longer than the
+/// longest, and a deadline no shorter than the first wait.
+fn retry() -> impl Strategy<Value = RetryPolicy> {
+    (1u32..=1_000, 1u32..=600_000)
+        .prop_flat_map(|(attempts_max, backoff_min_ms)| {
+            (
+                Just(attempts_max),
+                Just(backoff_min_ms),
+                backoff_min_ms..=600_000,
+                backoff_min_ms..=3_600_000,
+            )
+        })
+        .prop_map(
+            |(attempts_max, backoff_min_ms, backoff_max_ms, deadline_ms)| RetryPolicy {
+                attempts_max,
+                deadline_ms,
+                backoff_min_ms,
+                backoff_max_ms,
+            },
+        )
+}
+
 fn valid_map() -> impl Strategy<Value = NodeTuning> {
-    ("[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?", placement(), knobs()).prop_map(
-        |(name, (ownership, shards), (runtime, commit))| {
-            let name = NodeName::new(name).unwrap_or_else(|e| panic!("generator: {e}"));
-            NodeTuning::new(NodeSection { name }, ownership, shards, runtime, commit)
-                .unwrap_or_else(|e| panic!("the generator made an invalid map: {e}"))
-        },
+    (
+        "[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?",
+        placement(),
+        knobs(),
+        retry(),
     )
+        .prop_map(|(name, (ownership, shards), (runtime, commit), retry)| {
+            let name = NodeName::new(name).unwrap_or_else(|e| panic!("generator: {e}"));
+            NodeTuning::new(
+                NodeSection { name },
+                ownership,
+                shards,
+                runtime,
+                commit,
+                retry,
+            )
+            .unwrap_or_else(|e| panic!("the generator made an invalid map: {e}"))
+        })
 }
 
 proptest! {

@@ -15,6 +15,13 @@ use services::flow::{ServiceSet, TradeFlow};
 use services::observe::{self, logging, logging::LogFormat, Observability};
 use tuning::{Machine, NodeTuning};
 
+/// Where REST (the Order API and the observability routes) listens by default.
+const DEFAULT_REST_ADDR: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080);
+/// Where a process without the API serves /metrics unless told: any free port.
+const ANY_LOOPBACK_PORT: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+
 /// A low-latency, thread-per-core trade-flow engine on Apache Kafka.
 #[derive(Debug, Parser)]
 #[command(name = "tradeflow", version, about, long_about = None)]
@@ -84,10 +91,12 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         fetch_wait_max_ms: u32,
         /// Where the REST server listens: the Order API, /metrics,
-        /// /health/live, /health/ready and /reports/hdr (with --no-api, the
-        /// observability routes alone).
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        rest_addr: std::net::SocketAddr,
+        /// /health/live, /health/ready and /reports/hdr [default:
+        /// 127.0.0.1:8080]. With --no-api it serves the observability routes
+        /// alone, on any free port unless given (several processes of one
+        /// host must not collide; the address is printed).
+        #[arg(long)]
+        rest_addr: Option<std::net::SocketAddr>,
         /// Where the Order API's gRPC server listens.
         #[arg(long, default_value = "127.0.0.1:50051")]
         grpc_addr: std::net::SocketAddr,
@@ -177,6 +186,11 @@ fn main() -> anyhow::Result<()> {
             let application_id =
                 application_id.unwrap_or_else(|| default_application_id(&namespace, services));
             let api = (!no_api).then_some(grpc_addr);
+            let rest_addr = rest_addr.unwrap_or(if no_api {
+                ANY_LOOPBACK_PORT
+            } else {
+                DEFAULT_REST_ADDR
+            });
             let report_dir = report_dir.unwrap_or_else(default_report_dir);
             run(
                 &config,

@@ -53,7 +53,7 @@ pub fn rows(snapshot: &MetricsSnapshot) -> Vec<ReportRow> {
                 for (key, h) in &shard.histograms {
                     if key.timing == timing && key.input == Some(input) {
                         // Same bounds everywhere: adding cannot fail.
-                        let _ = merged.add(h);
+                        let _ = merged.add(&**h);
                     }
                 }
             }
@@ -154,5 +154,18 @@ mod tests {
             hgrm_file(Timing::Process, Some("t")),
             "process--t.hgrm".to_string()
         );
+    }
+
+    #[test]
+    fn a_report_directory_holds_the_table_and_one_hgrm_per_row() -> std::io::Result<()> {
+        let dir = std::env::temp_dir().join(format!("tradeflow-report-{}", std::process::id()));
+        let written = write_to(&MetricsSnapshot::default(), &dir)?;
+        assert_eq!(written.len(), 1 + Timing::ALL.len(), "{written:?}");
+        for file in &written {
+            assert!(dir.join(file).is_file(), "{file} missing");
+        }
+        let table = std::fs::read_to_string(dir.join(TABLE_FILE))?;
+        assert!(table.contains("end_to_end"), "{table}");
+        std::fs::remove_dir_all(&dir)
     }
 }
