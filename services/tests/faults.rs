@@ -267,21 +267,7 @@ guarantee = "{guarantee}"
             exits.join(", "),
         );
 
-        let mut audit = Audit::new(match self.guarantee {
-            Guarantee::ExactlyOnce => DeliveryGuarantee::ExactlyOnce,
-            Guarantee::AtLeastOnce => DeliveryGuarantee::AtLeastOnce,
-        });
-        let topics = self.namespace.all();
-        let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
-        engine::kafka::read_to_end(self.cluster.bootstrap(), &[], &topics, &mut |record| {
-            if let (Some(topic), Some(Ok(event))) = (
-                self.namespace.flow_topic(record.topic),
-                record.payload.map(codecs::decode),
-            ) {
-                audit.record(topic, &event.to_event());
-            }
-        })?;
-        let audit = audit.finish();
+        let audit = self.audit()?;
         print!("{audit}");
         if !audit.passed() || report.missing > 0 {
             self.print_logs();
@@ -295,6 +281,45 @@ guarantee = "{guarantee}"
         }
         assert!(audit.passed(), "the audit found violations");
         Ok(())
+    }
+
+    /// Reads every topic of the run's namespace (read_committed) and audits
+    /// it. After a broker failover a transaction's commit marker can be held
+    /// up on a partition for a while (until the coordinator completes or
+    /// times it out, `transaction.timeout.ms`), and a read_committed reader
+    /// cannot pass it: such a stall is retried, not failed, up to three
+    /// reads, each of which gives up after a minute without progress.
+    fn audit(&self) -> anyhow::Result<services::audit::AuditReport> {
+        let topics = self.namespace.all();
+        let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut audit = Audit::new(match self.guarantee {
+                Guarantee::ExactlyOnce => DeliveryGuarantee::ExactlyOnce,
+                Guarantee::AtLeastOnce => DeliveryGuarantee::AtLeastOnce,
+            });
+            let read =
+                engine::kafka::read_to_end(self.cluster.bootstrap(), &[], &topics, &mut |record| {
+                    if let (Some(topic), Some(Ok(event))) = (
+                        self.namespace.flow_topic(record.topic),
+                        record.payload.map(codecs::decode),
+                    ) {
+                        audit.record(topic, &event.to_event());
+                    }
+                });
+            match read {
+                Ok(_) => return Ok(audit.finish()),
+                Err(e) if attempt < 3 && e.is_retryable() => {
+                    println!(
+                        "{}: the audit's read stalled at {:.1} s ({e}); reading again",
+                        self.label,
+                        self.since_start()
+                    );
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     fn print_logs(&self) {
