@@ -154,33 +154,8 @@ struct RunArgs {
     /// High 64 bits of every event id [default: from the clock, so runs never collide].
     #[arg(long)]
     run_id: Option<u64>,
-    /// Accounts, each funded once.
-    #[arg(long, default_value_t = 1_000)]
-    accounts: u64,
-    /// Account ids start after this (disjoint accounts for runs sharing a deployment).
-    #[arg(long, default_value_t = 0)]
-    account_base: u64,
-    /// Instruments (SYM0001, …), each stocked once.
-    #[arg(long, default_value_t = 100)]
-    instruments: u64,
-    /// Zipf exponent of account choice (0 uniform).
-    #[arg(long, default_value_t = 1.0)]
-    account_skew: f64,
-    /// Zipf exponent of instrument choice (0 uniform).
-    #[arg(long, default_value_t = 1.0)]
-    instrument_skew: f64,
-    /// Share of order-flow records that amend a recent order.
-    #[arg(long, default_value_t = 0.05)]
-    amend_share: f64,
-    /// Share of order-flow records that cancel a recent order.
-    #[arg(long, default_value_t = 0.05)]
-    cancel_share: f64,
-    /// Share of new orders bound to fail for funds.
-    #[arg(long, default_value_t = 0.02)]
-    fail_funds_share: f64,
-    /// Share of new orders bound to fail for stock.
-    #[arg(long, default_value_t = 0.02)]
-    fail_stock_share: f64,
+    #[command(flatten)]
+    mix: ScenarioMix,
 }
 
 #[derive(Debug, Args)]
@@ -260,16 +235,10 @@ struct PingArgs {
     report_dir: Option<PathBuf>,
 }
 
+/// Who trades what, and how orders behave: the part of a synthetic scenario
+/// that `synth` and `run` share.
 #[derive(Debug, Args)]
-struct SynthArgs {
-    /// Traffic file to write (`-` for stdout).
-    #[arg(long)]
-    out: PathBuf,
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
-    /// High 64 bits of every event id [default: derived from the seed].
-    #[arg(long)]
-    run_id: Option<u64>,
+struct ScenarioMix {
     /// Accounts, each funded once.
     #[arg(long, default_value_t = 1_000)]
     accounts: u64,
@@ -279,12 +248,6 @@ struct SynthArgs {
     /// Instruments (SYM0001, …), each stocked once.
     #[arg(long, default_value_t = 100)]
     instruments: u64,
-    /// Order-flow records after the set-up (creates, amends, cancels).
-    #[arg(long, default_value_t = 10_000)]
-    orders: u64,
-    /// Offered rate of all records, per second.
-    #[arg(long, default_value_t = 1_000)]
-    rate: u64,
     /// Zipf exponent of account choice (0 uniform).
     #[arg(long, default_value_t = 1.0)]
     account_skew: f64,
@@ -303,6 +266,44 @@ struct SynthArgs {
     /// Share of new orders bound to fail for stock.
     #[arg(long, default_value_t = 0.02)]
     fail_stock_share: f64,
+}
+
+impl ScenarioMix {
+    /// `base` with this mix.
+    fn apply(&self, base: SynthConfig) -> SynthConfig {
+        SynthConfig {
+            accounts: self.accounts,
+            account_base: self.account_base,
+            instruments: self.instruments,
+            account_skew: self.account_skew,
+            instrument_skew: self.instrument_skew,
+            amend_share: self.amend_share,
+            cancel_share: self.cancel_share,
+            fail_funds_share: self.fail_funds_share,
+            fail_stock_share: self.fail_stock_share,
+            ..base
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct SynthArgs {
+    /// Traffic file to write (`-` for stdout).
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// High 64 bits of every event id [default: derived from the seed].
+    #[arg(long)]
+    run_id: Option<u64>,
+    #[command(flatten)]
+    mix: ScenarioMix,
+    /// Order-flow records after the set-up (creates, amends, cancels).
+    #[arg(long, default_value_t = 10_000)]
+    orders: u64,
+    /// Offered rate of all records, per second.
+    #[arg(long, default_value_t = 1_000)]
+    rate: u64,
     /// Most units per order.
     #[arg(long, default_value_t = 100)]
     quantity_max: i64,
@@ -400,24 +401,16 @@ fn ping_command(args: PingArgs, verbosity: Verbosity) -> anyhow::Result<()> {
 }
 
 fn synth_command(args: SynthArgs, verbosity: Verbosity) -> anyhow::Result<()> {
-    let config = SynthConfig {
+    let config = args.mix.apply(SynthConfig {
         seed: args.seed,
         run_id: args.run_id,
-        accounts: args.accounts,
-        account_base: args.account_base,
-        instruments: args.instruments,
         orders: args.orders,
         rate_per_s: args.rate,
-        account_skew: args.account_skew,
-        instrument_skew: args.instrument_skew,
-        amend_share: args.amend_share,
-        cancel_share: args.cancel_share,
-        fail_funds_share: args.fail_funds_share,
-        fail_stock_share: args.fail_stock_share,
         quantity_max: args.quantity_max,
         price_min: args.price_min,
         price_max: args.price_max,
-    };
+        ..SynthConfig::default()
+    });
     if args.sequential_order_ids {
         let scenario = synth::generate(&config, SequentialOrderIds::default())
             .context("generating the scenario")?;
@@ -557,22 +550,13 @@ fn finish_session(config: &SessionConfig, outcome: &SessionOutcome) -> anyhow::R
 }
 
 fn run_command(args: RunArgs, verbosity: Verbosity) -> anyhow::Result<()> {
-    let config = SynthConfig {
+    let config = args.mix.apply(SynthConfig {
         seed: args.seed,
         run_id: Some(args.run_id.unwrap_or_else(clock_run_id)),
-        accounts: args.accounts,
-        account_base: args.account_base,
-        instruments: args.instruments,
         orders: args.rate.saturating_mul(args.duration_s),
         rate_per_s: args.rate,
-        account_skew: args.account_skew,
-        instrument_skew: args.instrument_skew,
-        amend_share: args.amend_share,
-        cancel_share: args.cancel_share,
-        fail_funds_share: args.fail_funds_share,
-        fail_stock_share: args.fail_stock_share,
         ..SynthConfig::default()
-    };
+    });
     let (records, schedule) = session::synth_schedule(&config).context("the scenario")?;
     let progress = Progress::new(records, "records", verbosity);
     let session = session_config("run", &args.cluster, &args.session, progress)?;
