@@ -6,9 +6,11 @@
 //! transactional ids) and the start-up topic checks.
 //! Must never: start threads or process records; `runtime` does that.
 
+use std::time::Duration;
+
 use tuning::{
-    ClientThreads as TunedClientThreads, IdleStrategy as TunedIdle, Machine, NodeTuning,
-    OwnershipMode, ProcessingGuarantee, TuningError,
+    ClientThreads as TunedClientThreads, CommitTiming, IdleStrategy as TunedIdle, Machine,
+    NodeTuning, OwnershipMode, ProcessingGuarantee, TuningError,
 };
 
 use crate::ids::ShardId;
@@ -16,8 +18,9 @@ use crate::kafka::{ensure_topics, Guarantee, KafkaSettings, Ownership, TopicErro
 use codecs::topics::TopicNamespace;
 
 use crate::runtime::{
-    ClientThreads, CommitPolicy, IdleStrategy, RetryPolicy, RuntimeKnobs, ShardPlan,
-    RESTART_ATTEMPTS_MAX, RESTART_BACKOFF_MS_MAX, RESTART_BACKOFF_MS_MIN, RESTART_DEADLINE_MS,
+    AdaptiveCommit, ClientThreads, CommitPolicy, IdleStrategy, RetryPolicy, RuntimeKnobs,
+    ShardPlan, RESTART_ATTEMPTS_MAX, RESTART_BACKOFF_MS_MAX, RESTART_BACKOFF_MS_MIN,
+    RESTART_DEADLINE_MS,
 };
 use crate::topics::{changelog_topic, dead_letter_topic};
 
@@ -63,6 +66,28 @@ pub enum DeploymentError {
     PartitionCount(u32),
 }
 
+/// The engine's commit policy for a core map's `[commit]` section on a node
+/// of `shards` shards: the node's commit-rate cap is shared evenly, so each
+/// shard keeps `shards / transactions_per_s_max` seconds between commits.
+pub fn commit_policy(commit: &tuning::CommitPolicy, shards: usize) -> CommitPolicy {
+    let adaptive = match commit.timing {
+        CommitTiming::Interval => None,
+        CommitTiming::Adaptive => Some(AdaptiveCommit {
+            target_latency: Duration::from_millis(u64::from(commit.target_latency_ms)),
+            min_interval: Duration::from_millis(u64::from(commit.min_interval_ms)),
+            busy_percent_max: commit.busy_percent_max,
+            rate_gap: Duration::from_secs_f64(
+                shards.max(1) as f64 / f64::from(commit.transactions_per_s_max.max(1)),
+            ),
+        }),
+    };
+    CommitPolicy {
+        interval: commit.interval(),
+        on_drain: commit.on_drain,
+        adaptive,
+    }
+}
+
 /// Turns a core map into shard plans for this machine, after validating it
 /// against the machine's cores.
 pub fn plan_node(
@@ -75,7 +100,7 @@ pub fn plan_node(
         .map_err(|_| DeploymentError::PartitionCount(tuning.ownership().partitions))?;
     let node = &tuning.node().name;
     let application_id = &connection.application_id;
-    let shards = tuning
+    let shards: Vec<ShardPlan> = tuning
         .shards()
         .iter()
         .enumerate()
@@ -109,10 +134,7 @@ pub fn plan_node(
                 ClientThreads::Cores(cores.iter().map(|c| c.0).collect())
             }
         },
-        commit: CommitPolicy {
-            interval: commit.interval(),
-            on_drain: commit.on_drain,
-        },
+        commit: commit_policy(&commit, shards.len()),
         retry: RetryPolicy {
             attempts_max: retry.attempts_max,
             deadline: retry.deadline(),

@@ -216,18 +216,122 @@ struct ShardProducerContext {
 
 impl ClientContext for ShardProducerContext {}
 
+impl ShardProducerContext {
+    fn note_failure(&self, topic: &str, partition: i32, error: &dyn std::fmt::Display) {
+        self.failures.fetch_add(1, Ordering::AcqRel);
+        let _ = self
+            .last_failure
+            .try_send(format!("{topic} partition {partition}: {error}"));
+    }
+}
+
 impl ProducerContext for ShardProducerContext {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, _opaque: ()) {
         if let Err((e, message)) = result {
-            self.failures.fetch_add(1, Ordering::AcqRel);
-            let _ = self.last_failure.try_send(format!(
-                "{} partition {}: {e}",
-                message.topic(),
-                message.partition()
-            ));
+            self.note_failure(message.topic(), message.partition(), e);
         }
+    }
+}
+
+/// Serves `producer`'s event queue (delivery reports, errors) until nothing
+/// it was handed is in flight, returning as soon as the last acknowledgement
+/// is served, or fails after `timeout`.
+///
+/// Why not `Producer::flush` (rdkafka 0.39): since rust-rdkafka PR #748,
+/// `BaseProducer::poll(t)` keeps serving events until `t` has passed, and
+/// `flush` polls in 100 ms slices while any delivery report is unserved, so
+/// every flush (and every `commit_transaction`, which flushes first) with a
+/// record in flight took at least 100 ms. Here the wait is librdkafka's own
+/// `rd_kafka_queue_poll` on the producer's main queue, which returns when the
+/// next event arrives: no fixed slice and no spinning.
+fn await_deliveries(
+    producer: &BaseProducer<ShardProducerContext>,
+    timeout: Duration,
+) -> Result<(), PortError> {
+    let started = Instant::now();
+    // SAFETY: the producer's handle is valid for the call. With the event
+    // API, rd_kafka_flush(rk, 0) does not serve the queue: it only marks the
+    // producer as flushing (linger.ms counts as elapsed) and wakes the broker
+    // threads so that queued batches go out now; it returns at once.
+    unsafe {
+        rdkafka::bindings::rd_kafka_flush(producer.client().native_ptr(), 0);
+    }
+    loop {
+        if producer.in_flight_count() == 0 {
+            return Ok(());
+        }
+        let Some(left) = timeout
+            .checked_sub(started.elapsed())
+            .filter(|d| !d.is_zero())
+        else {
+            return Err(PortError::Kafka {
+                op: "awaiting deliveries",
+                message: format!(
+                    "{} record(s) still in flight after {timeout:?}",
+                    producer.in_flight_count()
+                ),
+                retryable: true,
+            });
+        };
+        serve_next_event(producer, left);
+    }
+}
+
+/// Waits up to `wait` for the next event on `producer`'s main queue and
+/// serves it: a delivery report counts its failed records into the
+/// producer's context; an error is logged. Returns whether an event came.
+fn serve_next_event(producer: &BaseProducer<ShardProducerContext>, wait: Duration) -> bool {
+    use rdkafka::bindings as rd;
+    let wait_ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX).max(1);
+    // SAFETY: `rk` is the live handle of `producer`, which outlives this
+    // call. The queue reference taken from it is released before returning,
+    // and each event polled from it is destroyed exactly once after its
+    // messages (which it owns) were read; rdkafka's own `poll` serves the
+    // same queue, but never concurrently: both run on the shard's thread.
+    unsafe {
+        let rk = producer.client().native_ptr();
+        let queue = rd::rd_kafka_queue_get_main(rk);
+        if queue.is_null() {
+            return false;
+        }
+        let event = rd::rd_kafka_queue_poll(queue, wait_ms);
+        rd::rd_kafka_queue_destroy(queue);
+        if event.is_null() {
+            return false;
+        }
+        match rd::rd_kafka_event_type(event) {
+            rd::RD_KAFKA_EVENT_DR => loop {
+                let message = rd::rd_kafka_event_message_next(event);
+                if message.is_null() {
+                    break;
+                }
+                let err = (*message).err;
+                if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+                    let topic = if (*message).rkt.is_null() {
+                        std::borrow::Cow::Borrowed("?")
+                    } else {
+                        std::ffi::CStr::from_ptr(rd::rd_kafka_topic_name((*message).rkt))
+                            .to_string_lossy()
+                    };
+                    let reason =
+                        std::ffi::CStr::from_ptr(rd::rd_kafka_err2str(err)).to_string_lossy();
+                    producer
+                        .context()
+                        .note_failure(&topic, (*message).partition, &reason);
+                }
+            },
+            rd::RD_KAFKA_EVENT_ERROR => {
+                let reason = std::ffi::CStr::from_ptr(rd::rd_kafka_event_error_string(event))
+                    .to_string_lossy();
+                let fatal = rd::rd_kafka_event_error_is_fatal(event) != 0;
+                warn!(%reason, fatal, "producer error");
+            }
+            _ => {}
+        }
+        rd::rd_kafka_event_destroy(event);
+        true
     }
 }
 
@@ -554,9 +658,7 @@ impl RdKafkaPort {
                 .abort_transaction(Duration::from_millis(KAFKA_CALL_TIMEOUT_MS));
         }
         self.consumer.unsubscribe();
-        let _ = self
-            .producer
-            .flush(Duration::from_millis(KAFKA_CALL_TIMEOUT_MS));
+        let _ = await_deliveries(&self.producer, Duration::from_millis(KAFKA_CALL_TIMEOUT_MS));
     }
 }
 
@@ -606,9 +708,9 @@ fn base_record<'a>(topic: &'a str, record: &OutRecord<'a>) -> BaseRecord<'a, [u8
 /// Queues `base` on `producer`, waiting (up to SEND_QUEUE_FULL_TIMEOUT_MS) for
 /// deliveries to make room when librdkafka's queue is full. Returns how many
 /// times it had to wait.
-fn send_with_backpressure<C: ProducerContext>(
-    producer: &BaseProducer<C>,
-    mut base: BaseRecord<'_, [u8], [u8], C::DeliveryOpaque>,
+fn send_with_backpressure(
+    producer: &BaseProducer<ShardProducerContext>,
+    mut base: BaseRecord<'_, [u8], [u8]>,
 ) -> Result<u64, PortError> {
     let started = Instant::now();
     let mut retries = 0;
@@ -619,9 +721,11 @@ fn send_with_backpressure<C: ProducerContext>(
                 if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull)
                     && started.elapsed() < Duration::from_millis(SEND_QUEUE_FULL_TIMEOUT_MS) =>
             {
-                // Backpressure: let deliveries drain the queue, then resend.
+                // Backpressure: wait for the next delivery report to make
+                // room (served at once, not after a fixed poll slice), then
+                // resend.
                 retries += 1;
-                producer.poll(Duration::from_millis(1));
+                serve_next_event(producer, Duration::from_millis(SEND_QUEUE_FULL_TIMEOUT_MS));
                 base = back;
             }
             Err((e, _)) => return Err(kafka_error("sending", e)),
@@ -722,10 +826,16 @@ impl KafkaPort for RdKafkaPort {
         if self.state_producer.is_none() || !self.state_in_transaction {
             return Ok(());
         }
+        let Some(state) = &self.state_producer else {
+            return Ok(());
+        };
+        await_deliveries(state, Duration::from_millis(KAFKA_CALL_TIMEOUT_MS))?;
         self.check_deliveries()?;
         let Some(state) = &self.state_producer else {
             return Ok(());
         };
+        // Every record is acknowledged, so rdkafka's flush inside
+        // commit_transaction returns at once (see `await_deliveries`).
         // Any error here is fatal for this producer (see the module notes on
         // KIP-890): the shard restarts, and the new producer's
         // init_transactions aborts whatever this one left open.
@@ -740,9 +850,7 @@ impl KafkaPort for RdKafkaPort {
         let timeout = Duration::from_millis(KAFKA_CALL_TIMEOUT_MS);
         match self.settings.guarantee {
             Guarantee::AtLeastOnce => {
-                self.producer
-                    .flush(timeout)
-                    .map_err(|e| kafka_error("flushing before commit", e))?;
+                await_deliveries(&self.producer, timeout)?;
                 self.check_deliveries()?;
                 if !offsets.is_empty() {
                     let list = self.offsets_list(offsets)?;
@@ -755,9 +863,12 @@ impl KafkaPort for RdKafkaPort {
                 if offsets.is_empty() && self.sent_since_commit == 0 {
                     return Ok(());
                 }
-                // A record already failed: the transaction cannot commit, so
-                // fail now (the shard restarts) rather than block in the
-                // transaction steps below.
+                // Every record acknowledged first (rdkafka's own flush in
+                // commit_transaction would wait in 100 ms slices; see
+                // `await_deliveries`); and a record that failed means the
+                // transaction cannot commit, so fail now (the shard
+                // restarts) rather than block in the transaction steps below.
+                await_deliveries(&self.producer, timeout)?;
                 self.check_deliveries()?;
                 if !offsets.is_empty() {
                     let list = self.offsets_list(offsets)?;
@@ -1246,9 +1357,7 @@ pub fn publish_and_wait(
             .map_err(|(e, _)| kafka_error("publishing", e))?;
         producer.poll(Duration::ZERO);
     }
-    producer
-        .flush(Duration::from_millis(KAFKA_CALL_TIMEOUT_MS))
-        .map_err(|e| kafka_error("flushing", e))?;
+    await_deliveries(&producer, Duration::from_millis(KAFKA_CALL_TIMEOUT_MS))?;
     let failed = failures.load(Ordering::Acquire);
     if failed > 0 {
         return Err(PortError::Kafka {
@@ -1285,4 +1394,94 @@ pub fn partition_count(
         .iter()
         .map(|t| t.partitions().len() as i32)
         .sum())
+}
+
+#[cfg(test)]
+mod commit_latency_tests {
+    //! The guard against a commit that waits on a poll slice instead of on
+    //! its acknowledgements (see `await_deliveries`): on librdkafka's mock
+    //! cluster a transaction whose records are still in flight at commit
+    //! takes 1–3 ms; rdkafka 0.39's own flush made it ≥ 100 ms. The bound
+    //! (25 ms for the median) leaves a 10× margin for a noisy machine.
+
+    use super::*;
+    use rdkafka::mocking::MockCluster;
+
+    const TRANSACTIONS: usize = 50;
+    const RECORDS_PER_TRANSACTION: usize = 10;
+    const MEDIAN_COMMIT_MS_MAX: u128 = 25;
+    const INPUT: &str = "guard.input";
+    const OUTPUT: &str = "guard.output";
+
+    fn median_commit(guarantee: Guarantee) -> Duration {
+        let mock = MockCluster::new(1).expect("mock cluster");
+        for topic in [INPUT, OUTPUT] {
+            mock.create_topic(topic, 2, 1).expect("mock topic");
+        }
+        let settings = KafkaSettings {
+            bootstrap: mock.bootstrap_servers(),
+            application_id: format!("guard-{guarantee:?}"),
+            guarantee,
+            client_properties: Vec::new(),
+            linger_ms: 0,
+            fetch_wait_max_ms: 5,
+            namespace: TopicNamespace::default(),
+        };
+        let mut port = RdKafkaPort::new(
+            &settings,
+            &[INPUT],
+            &Ownership::Static(vec![PartitionId(0), PartitionId(1)]),
+            &format!("guard-{guarantee:?}-txn"),
+        )
+        .expect("port on the mock cluster");
+        let payload = [7u8; 64];
+        let mut took = Vec::with_capacity(TRANSACTIONS);
+        for transaction in 0..TRANSACTIONS {
+            for i in 0..RECORDS_PER_TRANSACTION {
+                let key = (transaction * RECORDS_PER_TRANSACTION + i).to_be_bytes();
+                let record = OutRecord {
+                    topic: OUTPUT,
+                    partition: PartitionId((i % 2) as i32),
+                    key: Some(&key),
+                    payload: Some(&payload),
+                    headers: &[],
+                };
+                // Changelog writes go first at a commit, as the shard sends them.
+                port.send_changelog(&record).expect("changelog write");
+                port.send(&record).expect("output");
+            }
+            let offsets = [InputOffset {
+                topic: TopicIdx(0),
+                partition: PartitionId(0),
+                next: Offset(transaction as i64 + 1),
+            }];
+            let started = Instant::now();
+            port.checkpoint().expect("checkpoint");
+            port.commit(&offsets).expect("commit");
+            took.push(started.elapsed());
+        }
+        port.close();
+        took.sort();
+        took[took.len() / 2]
+    }
+
+    #[test]
+    fn an_exactly_once_commit_with_records_in_flight_takes_milliseconds() {
+        let median = median_commit(Guarantee::ExactlyOnce);
+        println!("exactly-once: median commit {median:?} over {TRANSACTIONS} transactions");
+        assert!(
+            median.as_millis() < MEDIAN_COMMIT_MS_MAX,
+            "median commit {median:?}: something waits on a poll slice again"
+        );
+    }
+
+    #[test]
+    fn an_at_least_once_checkpoint_and_commit_take_milliseconds() {
+        let median = median_commit(Guarantee::AtLeastOnce);
+        println!("at-least-once: median checkpoint+commit {median:?} over {TRANSACTIONS} commits");
+        assert!(
+            median.as_millis() < MEDIAN_COMMIT_MS_MAX,
+            "median commit {median:?}: something waits on a poll slice again"
+        );
+    }
 }

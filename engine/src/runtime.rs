@@ -23,6 +23,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use glommio::{LocalExecutorBuilder, Placement};
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
+use crate::cadence::{BatchEnd, CommitCadence};
 use crate::ids::{PartitionId, ShardId};
 use crate::kafka::{Guarantee, KafkaSettings, Ownership, RdKafkaPort};
 use crate::port::PortError;
@@ -72,15 +73,7 @@ pub enum ClientThreads {
     Cores(Vec<usize>),
 }
 
-/// When a shard commits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CommitPolicy {
-    /// Kafka Streams' `commit.interval.ms`.
-    pub interval: Duration,
-    /// Also commit as soon as the input is drained, so low load does not pay
-    /// the full interval at every hop.
-    pub on_drain: bool,
-}
+pub use crate::cadence::{AdaptiveCommit, CommitPolicy};
 
 /// How a failing shard is retried. A retry is a restart from the last
 /// commit with fresh clients and state restored from the changelog: a failed
@@ -144,10 +137,7 @@ impl Default for RuntimeKnobs {
         RuntimeKnobs {
             idle: IdleStrategy::Park(Duration::from_micros(200)),
             client_threads: ClientThreads::Unpinned,
-            commit: CommitPolicy {
-                interval: Duration::from_millis(100),
-                on_drain: true,
-            },
+            commit: CommitPolicy::fixed(Duration::from_millis(100), true),
             retry: RetryPolicy::default(),
         }
     }
@@ -686,8 +676,7 @@ async fn run_shard<S: Stage>(
     }
     let publish_every = Duration::from_millis(PUBLISH_INTERVAL_MS);
     let mut last_publish = Instant::now();
-    let mut last_commit = Instant::now();
-    let mut last_commit_took = Duration::ZERO;
+    let mut cadence = CommitCadence::new(context.knobs.commit, Instant::now());
     while !context.stop.load(Ordering::Acquire) {
         while let Ok(command) = context.commands.try_recv() {
             match command {
@@ -718,26 +707,22 @@ async fn run_shard<S: Stage>(
             }
         }
         context.gauges.set_polling();
-        let drained = handled < BATCH_RECORDS_MAX;
-        // A drain commit waits at least as long as the last commit took, so
-        // committing never takes more than half the shard's time. Without
-        // this, a consumer whose prefetch queue empties between fetches looks
-        // drained after every batch, and when a commit costs hundreds of
-        // milliseconds (a loaded three-broker cluster) the shard spent nearly
-        // all its time committing small batches while a backlog grew.
-        let drain_commit =
-            drained && context.knobs.commit.on_drain && last_commit.elapsed() >= last_commit_took;
-        if shard.has_uncommitted()
-            && (last_commit.elapsed() >= context.knobs.commit.interval
-                || drain_commit
-                || shard.wants_commit())
-        {
+        let now = Instant::now();
+        if handled > 0 {
+            cadence.processed(now);
+        }
+        let batch = BatchEnd {
+            drained: handled < BATCH_RECORDS_MAX,
+            uncommitted: shard.has_uncommitted(),
+            outputs_full: shard.wants_commit(),
+        };
+        if cadence.due(now, batch) {
             let started = Instant::now();
             shard.commit()?;
             context.commits.fetch_add(1, Ordering::AcqRel);
-            last_commit = Instant::now();
-            let took = last_commit - started;
-            last_commit_took = took;
+            let ended = Instant::now();
+            cadence.committed(started, ended);
+            let took = ended - started;
             if took >= SLOW_COMMIT {
                 warn!(%id, took_ms = took.as_millis() as u64, handled, "slow commit");
             } else {

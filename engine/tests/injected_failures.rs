@@ -176,10 +176,7 @@ fn failed_transactions_restart_the_shard_and_lose_or_double_nothing(
     let knobs = RuntimeKnobs {
         idle: IdleStrategy::Park(Duration::from_millis(1)),
         client_threads: ClientThreads::Unpinned,
-        commit: CommitPolicy {
-            interval: Duration::from_millis(50),
-            on_drain: false,
-        },
+        commit: CommitPolicy::fixed(Duration::from_millis(50), false),
         retry: engine::runtime::RetryPolicy {
             attempts_max: 10,
             ..Default::default()

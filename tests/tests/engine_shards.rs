@@ -78,13 +78,7 @@ impl Deployment {
     }
 
     fn start(&self, plans: Vec<ShardPlan>) -> anyhow::Result<Engine> {
-        self.start_with(
-            plans,
-            CommitPolicy {
-                interval: Duration::from_millis(100),
-                on_drain: true,
-            },
-        )
+        self.start_with(plans, CommitPolicy::fixed(Duration::from_millis(100), true))
     }
 
     fn start_with(&self, plans: Vec<ShardPlan>, commit: CommitPolicy) -> anyhow::Result<Engine> {
@@ -369,10 +363,7 @@ fn exactly_once_outputs_stay_single_across_a_rebalance_mid_stream() -> anyhow::R
     // outputs in it.
     // (8 s: beyond the 3 s heartbeat that tells node-a of the rebalance, below
     // the 10 s transaction timeout.)
-    let slow_commits = CommitPolicy {
-        interval: Duration::from_secs(8),
-        on_drain: false,
-    };
+    let slow_commits = CommitPolicy::fixed(Duration::from_secs(8), false);
     let mut reference = deployment.fund(1, 2_000, 250)?;
     let first = deployment.start_with(vec![deployment.group_plan("node-a", 0)], slow_commits)?;
     let started = Instant::now();

@@ -51,10 +51,7 @@ fn knobs() -> RuntimeKnobs {
     RuntimeKnobs {
         idle: IdleStrategy::Park(Duration::from_millis(1)),
         client_threads: ClientThreads::Unpinned,
-        commit: CommitPolicy {
-            interval: Duration::from_millis(100),
-            on_drain: true,
-        },
+        commit: CommitPolicy::fixed(Duration::from_millis(100), true),
         retry: engine::runtime::RetryPolicy {
             attempts_max: 3,
             ..Default::default()

@@ -251,6 +251,13 @@ pub enum ProblemKind {
         guarantee: crate::ProcessingGuarantee,
     },
 
+    #[error("{value} is out of range; it must be {}-{} ({})", range.0, range.1, range.2)]
+    CommitKeyOutOfRange {
+        value: i64,
+        /// Smallest and largest value allowed, and the unit.
+        range: (i64, i64, &'static str),
+    },
+
     #[error("{value} is out of range; it must be 1-{RETRY_ATTEMPTS_MAX_LIMIT} (restarts per failure streak)")]
     RetryAttemptsOutOfRange { value: i64 },
 

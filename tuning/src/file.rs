@@ -21,8 +21,9 @@ use crate::error::{Key, KeyPart, Location, Problem, ProblemKind, TuningError};
 use crate::ids::{runs, CoreId, NodeName, PartitionId};
 use crate::limits::{CORES_MAX, PARK_US_DEFAULT, PARTITIONS_MAX};
 use crate::model::{
-    ClientThreads, CommitPolicy, IdleStrategy, NodeSection, NodeTuning, Origin, Ownership,
-    OwnershipMode, ProcessingGuarantee, RetryPolicy, RuntimeKnobs, Sections, ShardPlacement,
+    ClientThreads, CommitPolicy, CommitTiming, IdleStrategy, NodeSection, NodeTuning, Origin,
+    Ownership, OwnershipMode, ProcessingGuarantee, RetryPolicy, RuntimeKnobs, Sections,
+    ShardPlacement,
 };
 
 #[derive(Deserialize)]
@@ -85,6 +86,11 @@ struct FileCommit {
     interval_ms: Option<i64>,
     on_drain: Option<bool>,
     guarantee: Option<ProcessingGuarantee>,
+    policy: Option<CommitTiming>,
+    target_latency_ms: Option<i64>,
+    min_interval_ms: Option<i64>,
+    busy_percent_max: Option<i64>,
+    transactions_per_s_max: Option<i64>,
 }
 
 #[derive(Default, Deserialize)]
@@ -314,6 +320,43 @@ fn into_sections(form: FileForm) -> (Sections, Vec<Problem>) {
         }),
     };
 
+    // Out-of-range values of the adaptive keys are reported by the typed
+    // rules (validate.rs); one that does not even fit a u32 is reported here.
+    let mut adaptive_key = |name: &'static str, value: Option<i64>, default: u32| match value {
+        None => default,
+        Some(value) => u32::try_from(value).unwrap_or_else(|_| {
+            problems.push(Problem::new(
+                Key::at("commit").dot(name),
+                ProblemKind::CommitKeyOutOfRange {
+                    value,
+                    range: crate::validate::commit_key_range(name, interval_ms),
+                },
+            ));
+            default
+        }),
+    };
+    let target_latency_ms = adaptive_key(
+        "target_latency_ms",
+        form.commit.target_latency_ms,
+        // A short interval left at its default target commits that often anyway.
+        defaults.target_latency_ms.min(interval_ms).max(1),
+    );
+    let min_interval_ms = adaptive_key(
+        "min_interval_ms",
+        form.commit.min_interval_ms,
+        defaults.min_interval_ms.min(interval_ms),
+    );
+    let busy_percent_max = adaptive_key(
+        "busy_percent_max",
+        form.commit.busy_percent_max,
+        defaults.busy_percent_max,
+    );
+    let transactions_per_s_max = adaptive_key(
+        "transactions_per_s_max",
+        form.commit.transactions_per_s_max,
+        defaults.transactions_per_s_max,
+    );
+
     let retry = read_retry(&form.retry, &mut problems);
 
     let sections = (
@@ -333,6 +376,11 @@ fn into_sections(form: FileForm) -> (Sections, Vec<Problem>) {
             interval_ms,
             on_drain: form.commit.on_drain.unwrap_or(defaults.on_drain),
             guarantee,
+            timing: form.commit.policy.unwrap_or(defaults.timing),
+            target_latency_ms,
+            min_interval_ms,
+            busy_percent_max,
+            transactions_per_s_max,
         },
         retry,
     );
@@ -483,6 +531,19 @@ pub(crate) fn write(tuning: &NodeTuning) -> String {
     let _ = writeln!(out, "interval_ms = {}", tuning.commit.interval_ms);
     let _ = writeln!(out, "on_drain = {}", tuning.commit.on_drain);
     let _ = writeln!(out, "guarantee = \"{}\"", tuning.commit.guarantee);
+    let _ = writeln!(out, "policy = \"{}\"", tuning.commit.timing);
+    let _ = writeln!(
+        out,
+        "target_latency_ms = {}",
+        tuning.commit.target_latency_ms
+    );
+    let _ = writeln!(out, "min_interval_ms = {}", tuning.commit.min_interval_ms);
+    let _ = writeln!(out, "busy_percent_max = {}", tuning.commit.busy_percent_max);
+    let _ = writeln!(
+        out,
+        "transactions_per_s_max = {}",
+        tuning.commit.transactions_per_s_max
+    );
     let _ = writeln!(out);
     let _ = writeln!(out, "[retry]");
     let _ = writeln!(out, "attempts_max = {}", tuning.retry.attempts_max);

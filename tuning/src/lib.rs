@@ -121,6 +121,6 @@ pub use error::{Key, Location, Problem, ProblemKind, TuningError, Warning, Warni
 pub use ids::{CoreId, NodeName, NodeNameError, PartitionId};
 pub use machine::Machine;
 pub use model::{
-    ClientThreads, CommitPolicy, IdleStrategy, NodeSection, NodeTuning, Ownership, OwnershipMode,
-    ProcessingGuarantee, RetryPolicy, RuntimeKnobs, ShardPlacement,
+    ClientThreads, CommitPolicy, CommitTiming, IdleStrategy, NodeSection, NodeTuning, Ownership,
+    OwnershipMode, ProcessingGuarantee, RetryPolicy, RuntimeKnobs, ShardPlacement,
 };

@@ -39,6 +39,30 @@ pub const PARK_US_MAX: u32 = 100_000;
 /// keeps that replay, and the restart it slows, small.
 pub const COMMIT_INTERVAL_MS_DEFAULT: u32 = 100;
 
+/// Default `commit.target_latency_ms` (adaptive policy): a record's outputs
+/// are committed within about this long of its arrival even while input
+/// keeps coming. 5 ms is a few transaction commits on a loopback broker
+/// (1-3 ms each), so under load several batches share each transaction.
+pub const COMMIT_TARGET_LATENCY_MS_DEFAULT: u32 = 5;
+
+/// Default `commit.min_interval_ms` (adaptive policy): at most 1 000 commits
+/// per second per shard, whatever else asks for one.
+pub const COMMIT_MIN_INTERVAL_MS_DEFAULT: u32 = 1;
+
+/// Default `commit.busy_percent_max` (adaptive policy): a shard spends at
+/// most half its time blocked in commits. The same rule the interval policy
+/// applies to drain commits (wait at least as long as the last commit took).
+pub const COMMIT_BUSY_PERCENT_MAX_DEFAULT: u32 = 50;
+
+/// Default `commit.transactions_per_s_max` (adaptive policy), per node: a
+/// transaction costs the broker an AddPartitionsToTxn per new partition, an
+/// EndTxn and a marker per partition; 400 a second per node keeps a small
+/// broker (2 vCPU, measured in docs/PERFORMANCE.md) out of overload.
+pub const COMMIT_TRANSACTIONS_PER_S_MAX_DEFAULT: u32 = 400;
+
+/// Largest `commit.transactions_per_s_max`.
+pub const COMMIT_TRANSACTIONS_PER_S_LIMIT: u32 = 100_000;
+
 /// Longest `commit.interval_ms` under at-least-once: a crash replays up to one
 /// interval of input, so a minute bounds the duplicates a restart can emit.
 pub const COMMIT_INTERVAL_MS_MAX: u32 = 60_000;
@@ -92,6 +116,14 @@ const _: () = assert!(PARK_US_DEFAULT >= 1 && PARK_US_DEFAULT <= PARK_US_MAX);
 // exactly-once bound must be the tighter one.
 const _: () = assert!(COMMIT_INTERVAL_MS_DEFAULT <= EXACTLY_ONCE_COMMIT_INTERVAL_MS_MAX);
 const _: () = assert!(EXACTLY_ONCE_COMMIT_INTERVAL_MS_MAX <= COMMIT_INTERVAL_MS_MAX);
+// The adaptive defaults must pass the rules a file's [commit] section obeys.
+const _: () = assert!(COMMIT_TARGET_LATENCY_MS_DEFAULT >= 1);
+const _: () = assert!(COMMIT_TARGET_LATENCY_MS_DEFAULT <= COMMIT_INTERVAL_MS_DEFAULT);
+const _: () = assert!(COMMIT_MIN_INTERVAL_MS_DEFAULT <= COMMIT_TARGET_LATENCY_MS_DEFAULT);
+const _: () =
+    assert!(COMMIT_BUSY_PERCENT_MAX_DEFAULT >= 1 && COMMIT_BUSY_PERCENT_MAX_DEFAULT <= 100);
+const _: () = assert!(COMMIT_TRANSACTIONS_PER_S_MAX_DEFAULT >= 1);
+const _: () = assert!(COMMIT_TRANSACTIONS_PER_S_MAX_DEFAULT <= COMMIT_TRANSACTIONS_PER_S_LIMIT);
 // Leave at least as much time for the commit itself as for the interval.
 const _: () = assert!(2 * EXACTLY_ONCE_COMMIT_INTERVAL_MS_MAX <= TRANSACTION_TIMEOUT_MS_DEFAULT);
 // A parked shard must wake at least once per default commit interval.

@@ -16,8 +16,10 @@ use serde::Deserialize;
 use crate::error::{Key, Location, Problem, TuningError};
 use crate::ids::{CoreId, NodeName, PartitionId};
 use crate::limits::{
-    COMMIT_INTERVAL_MS_DEFAULT, PARK_US_DEFAULT, RETRY_ATTEMPTS_MAX_DEFAULT,
-    RETRY_BACKOFF_MAX_MS_DEFAULT, RETRY_BACKOFF_MIN_MS_DEFAULT, RETRY_DEADLINE_MS_DEFAULT,
+    COMMIT_BUSY_PERCENT_MAX_DEFAULT, COMMIT_INTERVAL_MS_DEFAULT, COMMIT_MIN_INTERVAL_MS_DEFAULT,
+    COMMIT_TARGET_LATENCY_MS_DEFAULT, COMMIT_TRANSACTIONS_PER_S_MAX_DEFAULT, PARK_US_DEFAULT,
+    RETRY_ATTEMPTS_MAX_DEFAULT, RETRY_BACKOFF_MAX_MS_DEFAULT, RETRY_BACKOFF_MIN_MS_DEFAULT,
+    RETRY_DEADLINE_MS_DEFAULT,
 };
 
 /// `[node]`: who this node is.
@@ -137,6 +139,23 @@ pub struct CommitPolicy {
     /// waiting for the rest of the interval.
     pub on_drain: bool,
     pub guarantee: ProcessingGuarantee,
+    /// `commit.policy`: when, within the interval, a shard commits.
+    pub timing: CommitTiming,
+    /// `commit.target_latency_ms` (adaptive): commit once the oldest
+    /// uncommitted record has waited this long, less what a commit takes,
+    /// even while input keeps arriving.
+    pub target_latency_ms: u32,
+    /// `commit.min_interval_ms` (adaptive): the shortest gap between two
+    /// commits of a shard, whatever else says "commit now".
+    pub min_interval_ms: u32,
+    /// `commit.busy_percent_max` (adaptive): the largest share of a shard's
+    /// time spent blocked in commits; after a commit that took `t`, the next
+    /// waits at least `t × (100 − p) / p`, so slow commits back off.
+    pub busy_percent_max: u32,
+    /// `commit.transactions_per_s_max` (adaptive): the most commits per
+    /// second of the whole node (shared evenly by its shards), so a fast
+    /// shard never floods the broker with tiny transactions.
+    pub transactions_per_s_max: u32,
 }
 
 impl CommitPolicy {
@@ -151,7 +170,36 @@ impl Default for CommitPolicy {
             interval_ms: COMMIT_INTERVAL_MS_DEFAULT,
             on_drain: true,
             guarantee: ProcessingGuarantee::ExactlyOnce,
+            timing: CommitTiming::Adaptive,
+            target_latency_ms: COMMIT_TARGET_LATENCY_MS_DEFAULT,
+            min_interval_ms: COMMIT_MIN_INTERVAL_MS_DEFAULT,
+            busy_percent_max: COMMIT_BUSY_PERCENT_MAX_DEFAULT,
+            transactions_per_s_max: COMMIT_TRANSACTIONS_PER_S_MAX_DEFAULT,
         }
+    }
+}
+
+/// `commit.policy`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CommitTiming {
+    /// `"interval"`: Kafka Streams' rule — every `interval_ms`, and (with
+    /// `on_drain`) as soon as the input is drained, a drain commit waiting at
+    /// least as long as the previous commit took.
+    Interval,
+    /// `"adaptive"`: as soon as the input is drained, or the oldest
+    /// uncommitted record nears `target_latency_ms`, but never sooner than
+    /// `min_interval_ms`, `busy_percent_max` and `transactions_per_s_max`
+    /// allow; `interval_ms` stays the longest gap under load.
+    Adaptive,
+}
+
+impl fmt::Display for CommitTiming {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CommitTiming::Interval => "interval",
+            CommitTiming::Adaptive => "adaptive",
+        })
     }
 }
 

@@ -13,8 +13,9 @@ use std::collections::HashMap;
 use crate::error::{Key, Problem, ProblemKind, TuningError, Warning, WarningKind};
 use crate::ids::{CoreId, PartitionId};
 use crate::limits::{
-    COMMIT_INTERVAL_MS_MAX, CORES_MAX, EXACTLY_ONCE_COMMIT_INTERVAL_MS_MAX, PARK_US_MAX,
-    PARTITIONS_MAX, RETRY_ATTEMPTS_MAX_LIMIT, RETRY_BACKOFF_MS_LIMIT, RETRY_DEADLINE_MS_LIMIT,
+    COMMIT_INTERVAL_MS_MAX, COMMIT_TRANSACTIONS_PER_S_LIMIT, CORES_MAX,
+    EXACTLY_ONCE_COMMIT_INTERVAL_MS_MAX, PARK_US_MAX, PARTITIONS_MAX, RETRY_ATTEMPTS_MAX_LIMIT,
+    RETRY_BACKOFF_MS_LIMIT, RETRY_DEADLINE_MS_LIMIT,
 };
 use crate::machine::Machine;
 use crate::model::{
@@ -359,7 +360,50 @@ fn check_runtime(runtime: &RuntimeKnobs, shards: &[ShardPlacement], problems: &m
     }
 }
 
+/// The range of an adaptive `[commit]` key, given the commit interval: a
+/// latency target or a minimum gap longer than the interval would never
+/// apply, since the interval commits first.
+pub(crate) fn commit_key_range(name: &str, interval_ms: u32) -> (i64, i64, &'static str) {
+    let interval = i64::from(interval_ms);
+    match name {
+        "target_latency_ms" => (1, interval, "ms, at most commit.interval_ms"),
+        "min_interval_ms" => (0, interval, "ms, at most commit.interval_ms"),
+        "busy_percent_max" => (1, 100, "percent of a shard's time"),
+        _ => (
+            1,
+            i64::from(COMMIT_TRANSACTIONS_PER_S_LIMIT),
+            "commits per second per node",
+        ),
+    }
+}
+
 fn check_commit(commit: CommitPolicy, problems: &mut Vec<Problem>) {
+    let max = match commit.guarantee {
+        ProcessingGuarantee::ExactlyOnce => EXACTLY_ONCE_COMMIT_INTERVAL_MS_MAX,
+        ProcessingGuarantee::AtLeastOnce => COMMIT_INTERVAL_MS_MAX,
+    };
+    // The ms keys are bounded by the interval: judged only against a valid one.
+    let interval_valid = (1..=max).contains(&commit.interval_ms);
+    for (name, value) in [
+        ("target_latency_ms", commit.target_latency_ms),
+        ("min_interval_ms", commit.min_interval_ms),
+        ("busy_percent_max", commit.busy_percent_max),
+        ("transactions_per_s_max", commit.transactions_per_s_max),
+    ] {
+        let range = commit_key_range(name, commit.interval_ms);
+        if name.ends_with("_ms") && !interval_valid {
+            continue;
+        }
+        if !(range.0..=range.1).contains(&i64::from(value)) {
+            problems.push(Problem::new(
+                Key::at("commit").dot(name),
+                ProblemKind::CommitKeyOutOfRange {
+                    value: i64::from(value),
+                    range,
+                },
+            ));
+        }
+    }
     let max = match commit.guarantee {
         ProcessingGuarantee::ExactlyOnce => EXACTLY_ONCE_COMMIT_INTERVAL_MS_MAX,
         ProcessingGuarantee::AtLeastOnce => COMMIT_INTERVAL_MS_MAX,

@@ -9,9 +9,9 @@ use std::collections::BTreeSet;
 
 use proptest::prelude::*;
 use tuning::{
-    ClientThreads, CommitPolicy, CoreId, IdleStrategy, Machine, NodeName, NodeSection, NodeTuning,
-    Ownership, OwnershipMode, PartitionId, ProcessingGuarantee, RetryPolicy, RuntimeKnobs,
-    ShardPlacement,
+    ClientThreads, CommitPolicy, CommitTiming, CoreId, IdleStrategy, Machine, NodeName,
+    NodeSection, NodeTuning, Ownership, OwnershipMode, PartitionId, ProcessingGuarantee,
+    RetryPolicy, RuntimeKnobs, ShardPlacement,
 };
 
 /// A valid placement: distinct shard cores and, in core-map mode, each
@@ -74,24 +74,45 @@ fn knobs() -> impl Strategy<Value = (RuntimeKnobs, CommitPolicy)> {
         Just(ProcessingGuarantee::ExactlyOnce),
         Just(ProcessingGuarantee::AtLeastOnce),
     ];
-    (idle, client_threads, 1u32..=5_000, any::<bool>(), guarantee).prop_map(
-        |(idle, client_threads, interval_ms, on_drain, guarantee)| {
-            let client_threads = match (idle, client_threads) {
-                (IdleStrategy::BusyPoll, ClientThreads::ShardCore) => ClientThreads::Unpinned,
-                (_, other) => other,
-            };
-            let runtime = RuntimeKnobs {
-                idle,
-                client_threads,
-            };
-            let commit = CommitPolicy {
-                interval_ms,
-                on_drain,
-                guarantee,
-            };
-            (runtime, commit)
-        },
+    let timing = prop_oneof![Just(CommitTiming::Interval), Just(CommitTiming::Adaptive)];
+    // The adaptive keys as fractions of the interval, so they stay in range.
+    let adaptive = (0.0f64..=1.0, 0.0f64..=1.0, 1u32..=100, 1u32..=100_000);
+    (
+        idle,
+        client_threads,
+        1u32..=5_000,
+        any::<bool>(),
+        guarantee,
+        timing,
+        adaptive,
     )
+        .prop_map(
+            |(idle, client_threads, interval_ms, on_drain, guarantee, timing, adaptive)| {
+                let (target, min_gap, busy_percent_max, transactions_per_s_max) = adaptive;
+                let target_latency_ms =
+                    ((f64::from(interval_ms) * target) as u32).clamp(1, interval_ms);
+                let min_interval_ms = (f64::from(interval_ms) * min_gap) as u32;
+                let client_threads = match (idle, client_threads) {
+                    (IdleStrategy::BusyPoll, ClientThreads::ShardCore) => ClientThreads::Unpinned,
+                    (_, other) => other,
+                };
+                let runtime = RuntimeKnobs {
+                    idle,
+                    client_threads,
+                };
+                let commit = CommitPolicy {
+                    interval_ms,
+                    on_drain,
+                    guarantee,
+                    timing,
+                    target_latency_ms,
+                    min_interval_ms,
+                    busy_percent_max,
+                    transactions_per_s_max,
+                };
+                (runtime, commit)
+            },
+        )
 }
 
 /// A retry policy within its limits: the first wait no longer than the

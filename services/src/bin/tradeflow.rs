@@ -127,12 +127,16 @@ enum Command {
         /// Processing guarantee.
         #[arg(long, value_enum, default_value_t = GuaranteeArg::ExactlyOnce)]
         guarantee: GuaranteeArg,
-        /// Kafka Streams' commit.interval.ms.
+        /// Kafka Streams' commit.interval.ms: the longest gap between commits.
         #[arg(long, default_value_t = 100)]
-        commit_interval_ms: u64,
-        /// Also commit as soon as a shard drains its input.
+        commit_interval_ms: u32,
+        /// Interval policy: also commit as soon as a shard drains its input.
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
         commit_on_drain: bool,
+        /// When shards commit: `adaptive` (as soon as drained, rate-limited;
+        /// the core maps' default) or `interval` (Kafka Streams' rule).
+        #[arg(long, value_enum, default_value_t = CommitPolicyArg::Adaptive)]
+        commit_policy: CommitPolicyArg,
     },
 }
 
@@ -146,13 +150,19 @@ fn main() -> anyhow::Result<()> {
             guarantee,
             commit_interval_ms,
             commit_on_drain,
+            commit_policy,
         } => demo(
             rate,
             duration_s,
             guarantee,
-            engine::runtime::CommitPolicy {
-                interval: Duration::from_millis(commit_interval_ms),
+            tuning::CommitPolicy {
+                interval_ms: commit_interval_ms,
                 on_drain: commit_on_drain,
+                timing: match commit_policy {
+                    CommitPolicyArg::Adaptive => tuning::CommitTiming::Adaptive,
+                    CommitPolicyArg::Interval => tuning::CommitTiming::Interval,
+                },
+                ..tuning::CommitPolicy::default()
             },
         ),
         Command::Audit {
@@ -251,6 +261,13 @@ enum DlqAction {
 enum GuaranteeArg {
     ExactlyOnce,
     AtLeastOnce,
+}
+
+/// `demo --commit-policy` values (the core map's `commit.policy`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum CommitPolicyArg {
+    Adaptive,
+    Interval,
 }
 
 /// Reads the flow's topics to their ends and audits what they hold.
@@ -527,7 +544,7 @@ fn demo(
     rate: u64,
     duration_s: u64,
     guarantee: GuaranteeArg,
-    commit: engine::runtime::CommitPolicy,
+    commit: tuning::CommitPolicy,
 ) -> anyhow::Result<()> {
     const PARTITIONS: i32 = 4;
     const APPLICATION: &str = "tradeflow-demo";
@@ -589,7 +606,8 @@ fn demo(
         settings,
         plans,
         engine::runtime::RuntimeKnobs {
-            commit,
+            // The same conversion (and rate sharing) as a core map's [commit].
+            commit: engine::deployment::commit_policy(&commit, cores),
             ..engine::runtime::RuntimeKnobs::default()
         },
         PARTITIONS,
@@ -601,8 +619,16 @@ fn demo(
         engine.statuses()
     );
     println!(
-        "engine: {cores} shard(s) pinned to cores, order + payment + inventory, {guarantee:?}, {PARTITIONS} partitions, commit every {:?} (on drain: {})",
-        commit.interval, commit.on_drain
+        "engine: {cores} shard(s) pinned to cores, order + payment + inventory, {guarantee:?}, {PARTITIONS} partitions, commit policy {} (at least every {:?}{})",
+        commit.timing,
+        commit.interval(),
+        match commit.timing {
+            tuning::CommitTiming::Adaptive => format!(
+                ", on drain or {} ms after the first waiting record, at most {} commits/s per node",
+                commit.target_latency_ms, commit.transactions_per_s_max
+            ),
+            tuning::CommitTiming::Interval => format!(", on drain: {}", commit.on_drain),
+        }
     );
 
     let config = loadgen::synth::SynthConfig {

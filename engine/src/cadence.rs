@@ -1,0 +1,271 @@
+//! When a shard commits: the commit policy's rules as a pure decision over
+//! the shard's own clock readings, so every rule is unit-tested without Kafka
+//! or an executor.
+//!
+//! Owns: [`CommitCadence`] (what the shard remembers between commits: when
+//! the last one ended and how long it took, since when output waits) and the
+//! two policies' rules — Kafka Streams' fixed interval (with commit-on-drain)
+//! and the adaptive policy.
+//! Must never: read a clock itself or block; the runtime passes `now` in, so
+//! the decision is deterministic and costs a few comparisons per batch.
+//!
+//! Lives on: the shard's core, inside its loop.
+
+use std::time::{Duration, Instant};
+
+/// The adaptive policy's knobs (the core map's `[commit]` keys, see
+/// `tuning/README.md`), in the engine's units.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdaptiveCommit {
+    /// Commit once the oldest uncommitted record has waited this long, less
+    /// what the last commit took, even while input keeps arriving.
+    pub target_latency: Duration,
+    /// The shortest gap between two commits of this shard.
+    pub min_interval: Duration,
+    /// The largest share of the shard's time spent blocked in commits
+    /// (1–100): after a commit that took `t`, the next waits at least
+    /// `t × (100 − p) / p`, so commits back off as they grow slower.
+    pub busy_percent_max: u32,
+    /// This shard's share of the node's commit-rate cap: the gap one
+    /// shard's commits keep so that the node stays under
+    /// `transactions_per_s_max`.
+    pub rate_gap: Duration,
+}
+
+impl AdaptiveCommit {
+    /// The gap the busy share demands after a commit that took `took`.
+    fn busy_gap(&self, took: Duration) -> Duration {
+        let percent = self.busy_percent_max.clamp(1, 100);
+        took.saturating_mul(100 - percent) / percent
+    }
+}
+
+/// When a shard commits.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CommitPolicy {
+    /// Kafka Streams' `commit.interval.ms`: the longest gap between commits
+    /// while there is something to commit, under either policy.
+    pub interval: Duration,
+    /// Interval policy: also commit as soon as the input is drained, a drain
+    /// commit waiting at least as long as the last commit took.
+    pub on_drain: bool,
+    /// `Some`: the adaptive policy, which replaces `on_drain`'s rule.
+    pub adaptive: Option<AdaptiveCommit>,
+}
+
+impl CommitPolicy {
+    /// Kafka Streams' rule: every `interval`, and on drain if `on_drain`.
+    pub fn fixed(interval: Duration, on_drain: bool) -> Self {
+        CommitPolicy {
+            interval,
+            on_drain,
+            adaptive: None,
+        }
+    }
+}
+
+/// What the shard's loop knows at the end of a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchEnd {
+    /// The input had nothing more to give (the batch ended short).
+    pub drained: bool,
+    /// Something was processed since the last commit.
+    pub uncommitted: bool,
+    /// Held outputs reached their memory bound: commit now.
+    pub outputs_full: bool,
+}
+
+/// A shard's commit clock. See the module doc.
+#[derive(Clone, Debug)]
+pub struct CommitCadence {
+    policy: CommitPolicy,
+    last_end: Instant,
+    last_took: Duration,
+    /// When the first record since the last commit was processed.
+    waiting_since: Option<Instant>,
+}
+
+impl CommitCadence {
+    pub fn new(policy: CommitPolicy, now: Instant) -> Self {
+        CommitCadence {
+            policy,
+            last_end: now,
+            last_took: Duration::ZERO,
+            waiting_since: None,
+        }
+    }
+
+    /// A batch processed records at `now` (the first one since the last
+    /// commit starts the latency clock).
+    pub fn processed(&mut self, now: Instant) {
+        self.waiting_since.get_or_insert(now);
+    }
+
+    /// A commit ran from `started` to `ended`.
+    pub fn committed(&mut self, started: Instant, ended: Instant) {
+        self.last_took = ended.saturating_duration_since(started);
+        self.last_end = ended;
+        self.waiting_since = None;
+    }
+
+    /// How long the last commit took.
+    pub fn last_took(&self) -> Duration {
+        self.last_took
+    }
+
+    /// Whether the shard should commit now.
+    pub fn due(&self, now: Instant, batch: BatchEnd) -> bool {
+        if !batch.uncommitted {
+            return false;
+        }
+        if batch.outputs_full {
+            return true;
+        }
+        let since = now.saturating_duration_since(self.last_end);
+        if since >= self.policy.interval {
+            return true;
+        }
+        let Some(adaptive) = self.policy.adaptive else {
+            // A drain commit waits at least as long as the last commit
+            // took, so committing never takes more than half the shard's
+            // time (a consumer whose prefetch queue empties between fetches
+            // looks drained after nearly every batch).
+            return batch.drained && self.policy.on_drain && since >= self.last_took;
+        };
+        let gap = adaptive
+            .min_interval
+            .max(adaptive.rate_gap)
+            .max(adaptive.busy_gap(self.last_took));
+        if since < gap {
+            return false;
+        }
+        if batch.drained {
+            return true;
+        }
+        // Under steady input the batch never ends short: commit when the
+        // oldest waiting output would otherwise miss the latency target.
+        self.waiting_since.is_some_and(|first| {
+            now.saturating_duration_since(first) + self.last_took >= adaptive.target_latency
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn adaptive() -> CommitPolicy {
+        CommitPolicy {
+            interval: 100 * MS,
+            on_drain: true,
+            adaptive: Some(AdaptiveCommit {
+                target_latency: 5 * MS,
+                min_interval: MS,
+                busy_percent_max: 50,
+                rate_gap: 2 * MS,
+            }),
+        }
+    }
+
+    const DRAINED: BatchEnd = BatchEnd {
+        drained: true,
+        uncommitted: true,
+        outputs_full: false,
+    };
+    const BUSY: BatchEnd = BatchEnd {
+        drained: false,
+        uncommitted: true,
+        outputs_full: false,
+    };
+
+    #[test]
+    fn nothing_to_commit_is_never_due() {
+        let t0 = Instant::now();
+        for policy in [adaptive(), CommitPolicy::fixed(100 * MS, true)] {
+            let cadence = CommitCadence::new(policy, t0);
+            let idle = BatchEnd {
+                uncommitted: false,
+                ..DRAINED
+            };
+            assert!(!cadence.due(t0 + 10 * policy.interval, idle));
+        }
+    }
+
+    #[test]
+    fn the_interval_bounds_both_policies_and_full_outputs_commit_at_once() {
+        let t0 = Instant::now();
+        for policy in [adaptive(), CommitPolicy::fixed(100 * MS, false)] {
+            let cadence = CommitCadence::new(policy, t0);
+            assert!(cadence.due(t0 + 100 * MS, BUSY));
+            let full = BatchEnd {
+                outputs_full: true,
+                ..BUSY
+            };
+            assert!(cadence.due(t0, full));
+        }
+    }
+
+    #[test]
+    fn interval_policy_drain_commits_wait_as_long_as_the_last_commit_took() {
+        let t0 = Instant::now();
+        let mut cadence = CommitCadence::new(CommitPolicy::fixed(100 * MS, true), t0);
+        cadence.committed(t0, t0 + 10 * MS);
+        assert!(!cadence.due(t0 + 15 * MS, DRAINED));
+        assert!(cadence.due(t0 + 20 * MS, DRAINED));
+        assert!(
+            !cadence.due(t0 + 20 * MS, BUSY),
+            "not drained: waits for the interval"
+        );
+        let no_drain = CommitCadence::new(CommitPolicy::fixed(100 * MS, false), t0);
+        assert!(!no_drain.due(t0 + 50 * MS, DRAINED));
+    }
+
+    #[test]
+    fn adaptive_commits_on_drain_once_the_gaps_allow() {
+        let t0 = Instant::now();
+        let mut cadence = CommitCadence::new(adaptive(), t0);
+        cadence.committed(t0, t0 + MS);
+        // Rate gap 2 ms dominates min interval 1 ms and busy gap 1 ms.
+        assert!(!cadence.due(t0 + 2 * MS, DRAINED));
+        assert!(cadence.due(t0 + 3 * MS, DRAINED));
+    }
+
+    #[test]
+    fn adaptive_backs_off_as_commits_grow_slower() {
+        let t0 = Instant::now();
+        let mut cadence = CommitCadence::new(adaptive(), t0);
+        // A 40 ms commit at a 50 % busy share: the next waits 40 ms.
+        cadence.committed(t0, t0 + 40 * MS);
+        assert!(!cadence.due(t0 + 79 * MS, DRAINED));
+        assert!(cadence.due(t0 + 80 * MS, DRAINED));
+        let mut stricter = adaptive();
+        if let Some(a) = stricter.adaptive.as_mut() {
+            a.busy_percent_max = 20;
+        }
+        let mut cadence = CommitCadence::new(stricter, t0);
+        cadence.committed(t0, t0 + 10 * MS);
+        // 20 %: wait four times the commit.
+        assert!(!cadence.due(t0 + 49 * MS, DRAINED));
+        assert!(cadence.due(t0 + 50 * MS, DRAINED));
+    }
+
+    #[test]
+    fn adaptive_commits_under_steady_input_by_the_latency_target() {
+        let t0 = Instant::now();
+        let mut cadence = CommitCadence::new(adaptive(), t0);
+        cadence.committed(t0, t0 + MS);
+        let first = t0 + 10 * MS;
+        cadence.processed(first);
+        cadence.processed(first + 2 * MS); // the clock starts at the first
+                                           // Waited 3 ms + the last commit's 1 ms < 5 ms target.
+        assert!(!cadence.due(first + 3 * MS, BUSY));
+        assert!(cadence.due(first + 4 * MS, BUSY));
+        cadence.committed(first + 4 * MS, first + 5 * MS);
+        assert!(
+            !cadence.due(first + 30 * MS, BUSY),
+            "nothing waits since the commit"
+        );
+    }
+}
