@@ -335,15 +335,91 @@ fn serve_next_event(producer: &BaseProducer<ShardProducerContext>, wait: Duratio
     }
 }
 
+/// The suffix of a shard's second transactional id (see [`ProducerPair`]).
+pub const ALTERNATE_TRANSACTIONAL_ID_SUFFIX: &str = "-alt";
+
+/// One or two producers used in turn, one transaction each.
+///
+/// Why two: after a transaction commits, its coordinator still writes the
+/// commit markers to every partition the transaction spanned; until they are
+/// written, the next transaction of the same transactional id has its
+/// AddPartitionsToTxn refused with CONCURRENT_TRANSACTIONS, and librdkafka
+/// (2.12, `rdkafka_txnmgr.c`, `rd_kafka_txn_handle_AddPartitionsToTxn`)
+/// retries it after a fixed 20 ms. A shard committing every few
+/// milliseconds hit that on most transactions (a `debug=eos` trace: 0.65
+/// refusals per transaction), so every hop of the flow paid 20 ms. With two
+/// transactional ids used alternately, the id a transaction uses finished
+/// its previous transaction one whole commit earlier, and its markers are
+/// written. Atomicity is per transaction, and a transaction starts only
+/// after the previous one committed, so order and exactly-once are kept; a
+/// restarted shard's `init_transactions` on both ids fences both zombies.
+struct ProducerPair {
+    producers: Vec<BaseProducer<ShardProducerContext>>,
+    current: usize,
+}
+
+impl ProducerPair {
+    fn current(&self) -> &BaseProducer<ShardProducerContext> {
+        &self.producers[self.current]
+    }
+
+    /// The next producer takes the next transaction.
+    fn advance(&mut self) {
+        self.current = (self.current + 1) % self.producers.len();
+    }
+
+    fn all(&self) -> impl Iterator<Item = &BaseProducer<ShardProducerContext>> {
+        self.producers.iter()
+    }
+}
+
+/// Creates `ids.len()` producers from `config`, each with its own
+/// transactional id (none for an empty id), and runs `init_transactions` on
+/// the transactional ones (which aborts what a zombie left open).
+fn producer_pair(
+    config: &ClientConfig,
+    ids: &[String],
+    failures: &Arc<AtomicU64>,
+    reasons: &Sender<String>,
+    what: &'static str,
+) -> Result<ProducerPair, PortError> {
+    let mut producers = Vec::with_capacity(ids.len());
+    for id in ids {
+        let mut config = config.clone();
+        if !id.is_empty() {
+            config.set("transactional.id", id);
+        }
+        let producer: BaseProducer<ShardProducerContext> = config
+            .create_with_context(ShardProducerContext {
+                failures: Arc::clone(failures),
+                last_failure: reasons.clone(),
+            })
+            .map_err(|e| kafka_error(what, e))?;
+        if !id.is_empty() {
+            producer
+                .init_transactions(Duration::from_millis(KAFKA_CALL_TIMEOUT_MS))
+                .map_err(|e| kafka_error("init_transactions", e))?;
+        }
+        producers.push(producer);
+    }
+    Ok(ProducerPair {
+        producers,
+        current: 0,
+    })
+}
+
 /// One shard's Kafka clients. See the module doc.
 pub struct RdKafkaPort {
     settings: KafkaSettings,
     consumer: BaseConsumer<ShardConsumerContext>,
-    producer: BaseProducer<ShardProducerContext>,
-    /// At-least-once only: a transactional producer (`<transactional id>-state`)
-    /// for changelog writes, so each commit's state lands atomically (see
-    /// [`KafkaPort::checkpoint`]). Under exactly-once `producer` carries them.
-    state_producer: Option<BaseProducer<ShardProducerContext>>,
+    /// Exactly-once: two transactional producers used in turn (see
+    /// [`ProducerPair`]); at-least-once: one idempotent producer.
+    producer: ProducerPair,
+    /// At-least-once only: transactional producers (`<transactional id>-state`
+    /// and its alternate) for changelog writes, so each commit's state lands
+    /// atomically (see [`KafkaPort::checkpoint`]). Under exactly-once
+    /// `producer` carries them.
+    state_producer: Option<ProducerPair>,
     state_in_transaction: bool,
     restorer: BaseConsumer<EndAwareContext>,
     /// Physical names of the stage's inputs, in the stage's order.
@@ -407,7 +483,6 @@ impl RdKafkaPort {
                 // a record may not outlive the transaction that carries it. Both
                 // must outlast a leader failover (see TRANSACTION_TIMEOUT_MS).
                 producer_config
-                    .set("transactional.id", transactional_id)
                     .set("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS.to_string())
                     .set(
                         "delivery.timeout.ms",
@@ -418,37 +493,50 @@ impl RdKafkaPort {
                 producer_config.set("delivery.timeout.ms", DELIVERY_TIMEOUT_MS.to_string());
             }
         }
-        let producer: BaseProducer<ShardProducerContext> = producer_config
-            .create_with_context(ShardProducerContext {
-                failures: Arc::clone(&failures),
-                last_failure: reason_tx.clone(),
-            })
-            .map_err(|e| kafka_error("creating the producer", e))?;
+        let transactional_ids = |base: &str| {
+            vec![
+                base.to_string(),
+                format!("{base}{ALTERNATE_TRANSACTIONAL_ID_SUFFIX}"),
+            ]
+        };
+        let producer = match settings.guarantee {
+            Guarantee::ExactlyOnce => producer_pair(
+                &producer_config,
+                &transactional_ids(transactional_id),
+                &failures,
+                &reason_tx,
+                "creating the producer",
+            )?,
+            Guarantee::AtLeastOnce => producer_pair(
+                &producer_config,
+                &[String::new()],
+                &failures,
+                &reason_tx,
+                "creating the producer",
+            )?,
+        };
         let state_producer = match settings.guarantee {
             Guarantee::ExactlyOnce => None,
             Guarantee::AtLeastOnce => {
-                let producer: BaseProducer<ShardProducerContext> = settings
-                    .base()
+                let mut config = settings.base();
+                config
                     .set("acks", "all")
                     .set("enable.idempotence", "true")
                     .set("linger.ms", settings.linger_ms.to_string())
-                    // Its own id: a restarted shard fences its zombie's
-                    // half-written checkpoint (init_transactions aborts it).
-                    .set("transactional.id", format!("{transactional_id}-state"))
                     .set("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS.to_string())
                     .set(
                         "delivery.timeout.ms",
                         TRANSACTIONAL_DELIVERY_TIMEOUT_MS.to_string(),
-                    )
-                    .create_with_context(ShardProducerContext {
-                        failures: Arc::clone(&failures),
-                        last_failure: reason_tx.clone(),
-                    })
-                    .map_err(|e| kafka_error("creating the state producer", e))?;
-                producer
-                    .init_transactions(Duration::from_millis(KAFKA_CALL_TIMEOUT_MS))
-                    .map_err(|e| kafka_error("init_transactions (state)", e))?;
-                Some(producer)
+                    );
+                // Ids of their own: a restarted shard fences its zombie's
+                // half-written checkpoint (init_transactions aborts it).
+                Some(producer_pair(
+                    &config,
+                    &transactional_ids(&format!("{transactional_id}-state")),
+                    &failures,
+                    &reason_tx,
+                    "creating the state producer",
+                )?)
             }
         };
 
@@ -494,9 +582,6 @@ impl RdKafkaPort {
             gauges: None,
         };
         if settings.guarantee == Guarantee::ExactlyOnce {
-            port.producer
-                .init_transactions(Duration::from_millis(KAFKA_CALL_TIMEOUT_MS))
-                .map_err(|e| kafka_error("init_transactions", e))?;
             port.begin()?;
         }
         match ownership {
@@ -558,6 +643,7 @@ impl RdKafkaPort {
 
     fn begin(&mut self) -> Result<(), PortError> {
         self.producer
+            .current()
             .begin_transaction()
             .map_err(|e| kafka_error("begin_transaction", e))?;
         self.in_transaction = true;
@@ -649,16 +735,17 @@ impl RdKafkaPort {
 
     /// Leaves the group and closes the clients (the last step of shutdown).
     pub fn close(self) {
+        let timeout = Duration::from_millis(KAFKA_CALL_TIMEOUT_MS);
         if let (Some(state), true) = (&self.state_producer, self.state_in_transaction) {
-            let _ = state.abort_transaction(Duration::from_millis(KAFKA_CALL_TIMEOUT_MS));
+            let _ = state.current().abort_transaction(timeout);
         }
         if self.in_transaction {
-            let _ = self
-                .producer
-                .abort_transaction(Duration::from_millis(KAFKA_CALL_TIMEOUT_MS));
+            let _ = self.producer.current().abort_transaction(timeout);
         }
         self.consumer.unsubscribe();
-        let _ = await_deliveries(&self.producer, Duration::from_millis(KAFKA_CALL_TIMEOUT_MS));
+        for producer in self.producer.all() {
+            let _ = await_deliveries(producer, timeout);
+        }
     }
 }
 
@@ -767,7 +854,7 @@ impl KafkaPort for RdKafkaPort {
             });
         }
         // Serve delivery reports without blocking.
-        self.producer.poll(Duration::ZERO);
+        self.producer.current().poll(Duration::ZERO);
         match self.consumer.poll(Duration::ZERO) {
             None => {
                 self.collect_rebalances()?;
@@ -800,7 +887,7 @@ impl KafkaPort for RdKafkaPort {
 
     fn send(&mut self, record: &OutRecord<'_>) -> Result<(), PortError> {
         let topic = physical_topic(&self.settings.namespace, &mut self.outputs, record.topic);
-        let retries = send_with_backpressure(&self.producer, base_record(topic, record))?;
+        let retries = send_with_backpressure(self.producer.current(), base_record(topic, record))?;
         self.counters.send_retries += retries;
         self.sent_since_commit += 1;
         Ok(())
@@ -812,12 +899,13 @@ impl KafkaPort for RdKafkaPort {
         };
         if !self.state_in_transaction {
             state
+                .current()
                 .begin_transaction()
                 .map_err(|e| kafka_error("begin_transaction (state)", e))?;
             self.state_in_transaction = true;
         }
         let topic = physical_topic(&self.settings.namespace, &mut self.outputs, record.topic);
-        let retries = send_with_backpressure(state, base_record(topic, record))?;
+        let retries = send_with_backpressure(state.current(), base_record(topic, record))?;
         self.counters.send_retries += retries;
         Ok(())
     }
@@ -829,9 +917,12 @@ impl KafkaPort for RdKafkaPort {
         let Some(state) = &self.state_producer else {
             return Ok(());
         };
-        await_deliveries(state, Duration::from_millis(KAFKA_CALL_TIMEOUT_MS))?;
+        await_deliveries(
+            state.current(),
+            Duration::from_millis(KAFKA_CALL_TIMEOUT_MS),
+        )?;
         self.check_deliveries()?;
-        let Some(state) = &self.state_producer else {
+        let Some(state) = &mut self.state_producer else {
             return Ok(());
         };
         // Every record is acknowledged, so rdkafka's flush inside
@@ -840,8 +931,10 @@ impl KafkaPort for RdKafkaPort {
         // KIP-890): the shard restarts, and the new producer's
         // init_transactions aborts whatever this one left open.
         state
+            .current()
             .commit_transaction(Duration::from_millis(KAFKA_CALL_TIMEOUT_MS))
             .map_err(|e| kafka_error("commit_transaction (state)", e))?;
+        state.advance();
         self.state_in_transaction = false;
         Ok(())
     }
@@ -850,7 +943,7 @@ impl KafkaPort for RdKafkaPort {
         let timeout = Duration::from_millis(KAFKA_CALL_TIMEOUT_MS);
         match self.settings.guarantee {
             Guarantee::AtLeastOnce => {
-                await_deliveries(&self.producer, timeout)?;
+                await_deliveries(self.producer.current(), timeout)?;
                 self.check_deliveries()?;
                 if !offsets.is_empty() {
                     let list = self.offsets_list(offsets)?;
@@ -868,7 +961,7 @@ impl KafkaPort for RdKafkaPort {
                 // `await_deliveries`); and a record that failed means the
                 // transaction cannot commit, so fail now (the shard
                 // restarts) rather than block in the transaction steps below.
-                await_deliveries(&self.producer, timeout)?;
+                await_deliveries(self.producer.current(), timeout)?;
                 self.check_deliveries()?;
                 if !offsets.is_empty() {
                     let list = self.offsets_list(offsets)?;
@@ -878,14 +971,19 @@ impl KafkaPort for RdKafkaPort {
                         retryable: false,
                     })?;
                     self.producer
+                        .current()
                         .send_offsets_to_transaction(&list, &group, timeout)
                         .map_err(|e| kafka_error("send_offsets_to_transaction", e))?;
                 }
                 self.in_transaction = false;
                 self.producer
+                    .current()
                     .commit_transaction(timeout)
                     .map_err(|e| kafka_error("commit_transaction", e))?;
                 self.check_deliveries()?;
+                // The other transactional id takes the next transaction while
+                // this one's markers are written (see `ProducerPair`).
+                self.producer.advance();
                 self.begin()?;
             }
         }
@@ -901,8 +999,20 @@ impl KafkaPort for RdKafkaPort {
             self.in_transaction = false;
             self.counters.transaction_aborts += 1;
             self.producer
+                .current()
                 .abort_transaction(timeout)
                 .map_err(|e| kafka_error("abort_transaction", e))?;
+        }
+        // Changelog writes of the work being discarded may already sit in an
+        // open state checkpoint (at-least-once); they must never commit.
+        if self.state_in_transaction {
+            if let Some(state) = &self.state_producer {
+                self.state_in_transaction = false;
+                state
+                    .current()
+                    .abort_transaction(timeout)
+                    .map_err(|e| kafka_error("abort_transaction (state)", e))?;
+            }
         }
         // Deliveries of the aborted records may report errors; they are moot.
         self.failures_seen = self.delivery_failures.load(Ordering::Acquire);

@@ -728,6 +728,11 @@ async fn run_shard<S: Stage>(
             } else {
                 debug!(%id, took_ms = took.as_millis() as u64, handled, "committed");
             }
+        } else if handled > 0 {
+            // The batch's state changes go out now, inside the open
+            // transaction, so their partitions' registration and acks overlap
+            // the next batch instead of lengthening the commit.
+            shard.write_changelogs()?;
         }
         if last_publish.elapsed() >= publish_every {
             publish(&mut shard, &context.reports);

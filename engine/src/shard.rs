@@ -89,6 +89,9 @@ pub struct ShardStats {
     pub transaction_aborts: u64,
     /// From the port: sends retried after waiting for a full producer queue.
     pub send_retries: u64,
+    /// Nanoseconds the shard spent blocked in commits (its input waits
+    /// meanwhile): the share of a shard's time a commit costs.
+    pub commit_blocked_ns: u64,
 }
 
 impl ShardStats {
@@ -114,6 +117,7 @@ impl ShardStats {
             restores: f(self.restores, o.restores),
             transaction_aborts: f(self.transaction_aborts, o.transaction_aborts),
             send_retries: f(self.send_retries, o.send_retries),
+            commit_blocked_ns: f(self.commit_blocked_ns, o.commit_blocked_ns),
         }
     }
 }
@@ -581,20 +585,18 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
         Ok(())
     }
 
-    /// Writes every changed store entry to its changelog (one atomic
-    /// checkpoint), sends the held outputs, then commits the input offsets
-    /// whose effects those writes contain.
-    pub fn commit(&mut self) -> Result<(), ShardError> {
-        // State first, as one atomic checkpoint; then the held outputs; then
-        // the offsets. A crash before the checkpoint loses the state changes
-        // and sent no output of them, so the replay decides afresh; a crash
-        // after it finds every decision recorded, so the replay re-emits the
-        // recorded outputs byte for byte instead of deciding again.
-        let started = self.telemetry.ticks();
+    /// Sends every store entry changed since the last write to its changelog,
+    /// inside the open transaction (exactly-once) or the open state
+    /// checkpoint (at-least-once); nothing is committed. The runtime calls it
+    /// after each batch so that the partitions' registration with the
+    /// transaction and the records' acknowledgements overlap the processing
+    /// of the next batch instead of all falling on the commit; `commit` calls
+    /// it for what is left. A key changed in several batches is written once
+    /// per batch (once per commit if only `commit` writes).
+    pub fn write_changelogs(&mut self) -> Result<(), ShardError> {
         let id = self.id;
         let mut failure = None;
         let mut changelog_records = 0u64;
-        let mut offsets = Vec::new();
         for (partition, owned) in self.owned.iter_mut() {
             let mut store_index = 0;
             let port = &mut self.port;
@@ -619,6 +621,28 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
                     }
                 });
             });
+        }
+        self.stats.changelog_records += changelog_records;
+        match failure {
+            Some(source) => Err(ShardError::Port { shard: id, source }),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes every changed store entry to its changelog (one atomic
+    /// checkpoint), sends the held outputs, then commits the input offsets
+    /// whose effects those writes contain.
+    pub fn commit(&mut self) -> Result<(), ShardError> {
+        // State first, as one atomic checkpoint; then the held outputs; then
+        // the offsets. A crash before the checkpoint loses the state changes
+        // and sent no output of them, so the replay decides afresh; a crash
+        // after it finds every decision recorded, so the replay re-emits the
+        // recorded outputs byte for byte instead of deciding again.
+        let started = self.telemetry.ticks();
+        let id = self.id;
+        self.write_changelogs()?;
+        let mut offsets = Vec::new();
+        for (partition, owned) in self.owned.iter_mut() {
             for (i, next) in owned.next.iter().enumerate() {
                 if let Some(next) = next {
                     if owned.committed[i] != Some(*next) {
@@ -630,9 +654,6 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
                     }
                 }
             }
-        }
-        if let Some(source) = failure {
-            return Err(ShardError::Port { shard: id, source });
         }
         self.port
             .checkpoint()
@@ -651,9 +672,9 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
             }
         }
         self.stats.commits += 1;
-        self.stats.changelog_records += changelog_records;
         self.uncommitted = false;
-        self.telemetry.record_since(Timing::Commit, 0, started);
+        let ended = self.telemetry.record_since(Timing::Commit, 0, started);
+        self.stats.commit_blocked_ns += self.telemetry.ticks_to_ns(started, ended);
         self.telemetry.clock_went_stale();
         Ok(())
     }

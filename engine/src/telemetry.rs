@@ -321,6 +321,11 @@ impl ShardTelemetry {
         self.clock.raw()
     }
 
+    /// Nanoseconds between two [`Self::ticks`] readings.
+    pub fn ticks_to_ns(&self, start: u64, end: u64) -> u64 {
+        self.clock.delta_as_nanos(start, end)
+    }
+
     /// Records the time from `start` (a [`Self::ticks`] reading) to now, and
     /// returns now so consecutive timings share one clock read. `input` is
     /// the record's input topic index for per-input timings (else ignored).

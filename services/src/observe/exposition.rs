@@ -89,6 +89,12 @@ pub const ENGINE_METRICS: &[MetricSpec] = &[
         help: "Successful commits (changelog writes, outputs and offsets; one transaction under exactly-once).",
     },
     MetricSpec {
+        name: "tradeflow_shard_commit_blocked_seconds_total",
+        kind: MetricKind::Counter,
+        labels: SHARD,
+        help: "Seconds the shard spent blocked in commits, processing nothing meanwhile (rate() of it is the share of the shard's time a commit costs).",
+    },
+    MetricSpec {
         name: "tradeflow_transaction_aborts_total",
         kind: MetricKind::Counter,
         labels: SHARD,
@@ -277,8 +283,12 @@ impl Families {
     }
 
     fn counter(&mut self, name: &str, labels: &[(&str, &str)], value: u64) {
+        self.counter_f64(name, labels, value as f64);
+    }
+
+    fn counter_f64(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
         let mut counter = Counter::default();
-        counter.set_value(value as f64);
+        counter.set_value(value);
         let mut metric = with_labels(labels);
         metric.set_counter(counter);
         self.push(name, metric);
@@ -383,6 +393,11 @@ fn shard_families(out: &mut Families, m: &ShardMetrics) {
     out.counter("tradeflow_records_in_total", &labels, c.records_in);
     out.counter("tradeflow_records_out_total", &labels, c.records_out);
     out.counter("tradeflow_commits_total", &labels, c.commits);
+    out.counter_f64(
+        "tradeflow_shard_commit_blocked_seconds_total",
+        &labels,
+        c.commit_blocked_ns as f64 / NS_PER_S,
+    );
     out.counter(
         "tradeflow_transaction_aborts_total",
         &labels,
