@@ -885,6 +885,29 @@ impl KafkaPort for RdKafkaPort {
         }
     }
 
+    fn wait_for_input(&mut self, max: Duration) -> Result<(), PortError> {
+        if !self.changes.is_empty() || self.stashed.is_some() || !self.notes.is_empty() {
+            return Ok(());
+        }
+        // librdkafka wakes this poll as soon as a fetched record (or a
+        // rebalance) lands in the consumer's queue. The record found is kept
+        // for the next `poll` (one copy per wake-up from idle).
+        match self.consumer.poll(max) {
+            None => Ok(()),
+            Some(Ok(message)) => {
+                self.stashed = Some(message.detach());
+                Ok(())
+            }
+            Some(Err(e)) => {
+                if matches!(e.rdkafka_error_code(), Some(RDKafkaErrorCode::Fatal)) {
+                    return Err(kafka_error("consuming", e));
+                }
+                warn!(error = %e, "consumer error (librdkafka retries)");
+                Ok(())
+            }
+        }
+    }
+
     fn send(&mut self, record: &OutRecord<'_>) -> Result<(), PortError> {
         let topic = physical_topic(&self.settings.namespace, &mut self.outputs, record.topic);
         let retries = send_with_backpressure(self.producer.current(), base_record(topic, record))?;

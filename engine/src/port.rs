@@ -6,6 +6,8 @@
 //! commit contract ("everything sent so far is durable before these offsets are").
 //! Must never: expose rdkafka types; nothing outside `kafka` sees them.
 
+use std::time::Duration;
+
 use crate::ids::{Offset, PartitionId, TopicIdx};
 use crate::store::{ChangelogApply, StoreCodecError};
 
@@ -134,6 +136,15 @@ pub trait KafkaPort {
     /// The record borrows the client's buffer for the handler's duration only,
     /// which is what lets a shard decode it in place.
     fn poll<R>(&mut self, handler: impl FnOnce(Polled<'_>) -> R) -> Result<R, PortError>;
+
+    /// Blocks until input may be there (a record, an ownership change) or
+    /// `max` has passed, whichever comes first; the next [`Self::poll`]
+    /// hands it over. For an idle shard: it sleeps in its client and wakes
+    /// when a fetch brings a record, instead of re-polling on a timer.
+    fn wait_for_input(&mut self, max: Duration) -> Result<(), PortError> {
+        let _ = max;
+        Ok(())
+    }
 
     /// Queues a record for sending (not yet durable).
     fn send(&mut self, record: &OutRecord<'_>) -> Result<(), PortError>;

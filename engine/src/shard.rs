@@ -386,6 +386,15 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
         self.owned.get(&partition).map(|o| &o.state)
     }
 
+    /// Sleeps in the port until input may be there or `max` has passed (see
+    /// [`KafkaPort::wait_for_input`]).
+    pub fn wait_for_input(&mut self, max: std::time::Duration) -> Result<(), ShardError> {
+        let id = self.id;
+        self.port
+            .wait_for_input(max)
+            .map_err(|source| ShardError::Port { shard: id, source })
+    }
+
     /// Polls the port once and handles what it returns.
     pub fn step(&mut self) -> Result<Step, ShardError> {
         let id = self.id;
@@ -549,6 +558,7 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
             debug!(shard = %self.id, %partition, "partition assigned and restored");
         }
         self.gauges.set_assigned();
+        self.gauges.set_owned(self.owned.keys().map(|p| p.0));
         Ok(())
     }
 
@@ -563,6 +573,7 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
                 debug!(shard = %self.id, %partition, "partition revoked");
             }
         }
+        self.gauges.set_owned(self.owned.keys().map(|p| p.0));
         if !self.uncommitted {
             return Ok(());
         }

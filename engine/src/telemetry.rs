@@ -525,9 +525,37 @@ pub struct ShardGauges {
     restored_bytes: AtomicU64,
     /// Offsets left to read in the changelog partition being restored.
     restore_remaining: AtomicU64,
+    /// Bit p set: the shard owns partition p (p < 64), so a state query for
+    /// it goes to this shard first instead of asking every shard in turn.
+    owned_mask: AtomicU64,
+    /// The shard owns a partition numbered 64 or above (not in the mask).
+    owns_high: AtomicBool,
 }
 
 impl ShardGauges {
+    /// Records the partitions the shard owns now (one writer: the shard).
+    pub fn set_owned(&self, partitions: impl IntoIterator<Item = i32>) {
+        let (mut mask, mut high) = (0u64, false);
+        for p in partitions {
+            match u32::try_from(p) {
+                Ok(p) if p < 64 => mask |= 1 << p,
+                _ => high = true,
+            }
+        }
+        self.owned_mask.store(mask, Ordering::Release);
+        self.owns_high.store(high, Ordering::Release);
+    }
+
+    /// Whether the shard may own `partition`: false only when it certainly
+    /// does not (the answer can be stale during a move; the shard itself
+    /// answers the query authoritatively).
+    pub fn may_own(&self, partition: i32) -> bool {
+        match u32::try_from(partition) {
+            Ok(p) if p < 64 => self.owned_mask.load(Ordering::Acquire) & (1 << p) != 0,
+            _ => self.owns_high.load(Ordering::Acquire),
+        }
+    }
+
     pub fn status(&self) -> ShardStatus {
         ShardStatus::from_u8(self.status.load(Ordering::Acquire))
     }

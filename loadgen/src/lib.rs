@@ -21,6 +21,7 @@
 //! Must never: measure from the actual send time alone (a stalled system would
 //! hide its own stall), or block the schedule on a slow reply (open loop).
 
+pub mod api;
 pub mod audit;
 pub mod drive;
 pub mod flow;

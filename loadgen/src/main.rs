@@ -69,6 +69,38 @@ enum Command {
     /// Read every flow topic of a namespace (read_committed) and check the
     /// invariants; exit non-zero on a violation.
     Audit(AuditArgs),
+    /// Place orders through a running node's REST API from concurrent
+    /// clients (one keep-alive connection each) at a fixed rate, and report
+    /// accepted orders/s and request latency (corrected and uncorrected).
+    Api(ApiArgs),
+}
+
+#[derive(Debug, Args)]
+struct ApiArgs {
+    /// The node's REST API.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// Concurrent clients, one connection each.
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+    /// Orders per second over all clients (0: each client back to back).
+    #[arg(long, default_value_t = 2000)]
+    rate: u64,
+    /// How long to place orders, seconds.
+    #[arg(long, default_value_t = 10)]
+    duration_s: u64,
+    /// Accounts funded first and ordered for.
+    #[arg(long, default_value_t = 100)]
+    accounts: u64,
+    /// Account ids start after this [default: from the clock, so runs never collide].
+    #[arg(long)]
+    account_base: Option<u64>,
+    /// Instruments replenished first and ordered.
+    #[arg(long, default_value_t = 10)]
+    instruments: u64,
+    /// Seconds to let the set-up be processed before the orders start.
+    #[arg(long, default_value_t = 2)]
+    settle_s: u64,
 }
 
 /// Where the cluster is and which deployment's topics to use.
@@ -339,7 +371,38 @@ fn main() -> anyhow::Result<()> {
         Command::Record(args) => record_command(args),
         Command::Replay(args) => replay_command(args, verbosity),
         Command::Audit(args) => audit_command(args),
+        Command::Api(args) => api_command(args),
     }
+}
+
+fn api_command(args: ApiArgs) -> anyhow::Result<()> {
+    let clock = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let load = loadgen::api::ApiLoad {
+        base_url: args.url.trim_end_matches('/').to_string(),
+        clients: args.clients,
+        rate_per_s: args.rate,
+        duration: Duration::from_secs(args.duration_s),
+        accounts: args.accounts.max(1),
+        // Millions of ids apart per second: runs a day apart never overlap.
+        account_base: args
+            .account_base
+            .unwrap_or((clock.as_secs() % 1_000_000) * 1_000_000),
+        instruments: args.instruments.max(1),
+        run_id: clock.as_nanos() as u64,
+    };
+    println!(
+        "loadgen api: {} clients, {} orders/s offered for {} s against {}",
+        load.clients, load.rate_per_s, args.duration_s, load.base_url
+    );
+    let report = loadgen::api::run(&load, Duration::from_secs(args.settle_s))
+        .with_context(|| format!("the API at {}", load.base_url))?;
+    print!("{report}");
+    if report.failed > 0 {
+        anyhow::bail!("{} request(s) failed", report.failed);
+    }
+    Ok(())
 }
 
 fn ping_command(args: PingArgs, verbosity: Verbosity) -> anyhow::Result<()> {

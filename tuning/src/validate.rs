@@ -795,6 +795,42 @@ mod tests {
     }
 
     #[test]
+    fn adaptive_commit_keys_are_range_checked_against_the_interval() {
+        for (key, value) in [
+            ("target_latency_ms", "0"),
+            ("target_latency_ms", "101"),
+            ("min_interval_ms", "101"),
+            ("min_interval_ms", "-1"),
+            ("busy_percent_max", "0"),
+            ("busy_percent_max", "101"),
+            ("transactions_per_s_max", "0"),
+        ] {
+            let (problem, _) = only_problem(parse(&format!(
+                "{}[commit]\ninterval_ms = 100\n{key} = {value}\n",
+                two_shards()
+            )));
+            assert_eq!(
+                problem.key.to_string(),
+                format!("commit.{key}"),
+                "{key} = {value}"
+            );
+            assert!(
+                matches!(problem.kind, ProblemKind::CommitKeyOutOfRange { .. }),
+                "{key} = {value}: {:?}",
+                problem.kind
+            );
+        }
+        let tuning = parse(&format!(
+            "{}[commit]\npolicy = \"interval\"\ninterval_ms = 2\n",
+            two_shards()
+        ))
+        .expect("defaults shrink to a short interval");
+        assert_eq!(tuning.commit().timing, crate::CommitTiming::Interval);
+        assert_eq!(tuning.commit().target_latency_ms, 2);
+        assert_eq!(tuning.commit().min_interval_ms, 1);
+    }
+
+    #[test]
     fn park_us_applies_only_to_parking() {
         let (problem, _) = only_problem(parse(&format!(
             "{}[runtime]\nidle = \"busy-poll\"\npark_us = 50\n",

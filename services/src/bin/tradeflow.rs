@@ -23,6 +23,10 @@ const ANY_LOOPBACK_PORT: std::net::SocketAddr =
     std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
 
 /// A low-latency, thread-per-core trade-flow engine on Apache Kafka.
+
+/// Default `fetch.wait.max.ms` of the shards' consumers (see `--fetch-wait-max-ms`).
+const FETCH_WAIT_MAX_MS_DEFAULT: u32 = 100;
+
 #[derive(Debug, Parser)]
 #[command(name = "tradeflow", version, about, long_about = None)]
 struct Cli {
@@ -87,8 +91,12 @@ enum Command {
         /// Producer linger.ms: 0 for the lowest latency.
         #[arg(long, default_value_t = 0)]
         linger_ms: u32,
-        /// Consumer fetch.wait.max.ms: the latency an idle fetch may add.
-        #[arg(long, default_value_t = 5)]
+        /// Consumer fetch.wait.max.ms: how long the broker holds a fetch
+        /// that found nothing. Records arriving answer a held fetch at once,
+        /// so a longer hold costs no latency; it spares an idle node and
+        /// its broker a fetch round trip every few milliseconds per
+        /// consumer (docs/PERFORMANCE.md, idle cost).
+        #[arg(long, default_value_t = FETCH_WAIT_MAX_MS_DEFAULT)]
         fetch_wait_max_ms: u32,
         /// Where the REST server listens: the Order API, /metrics,
         /// /health/live, /health/ready and /reports/hdr [default:
@@ -583,7 +591,7 @@ fn demo(
         },
         client_properties: Vec::new(),
         linger_ms: 0,
-        fetch_wait_max_ms: 5,
+        fetch_wait_max_ms: FETCH_WAIT_MAX_MS_DEFAULT,
         namespace: TopicNamespace::none(),
     };
     let cores = std::thread::available_parallelism()
