@@ -148,7 +148,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     }
-    producer.flush(Duration::from_secs(120))?;
+    // Not `flush`: rdkafka 0.39's polls in 100 ms slices. The producer's own
+    // thread serves the delivery reports; wait for them to be in.
+    let started = Instant::now();
+    while producer.in_flight_count() > 0 {
+        if started.elapsed() > Duration::from_secs(120) {
+            return Err("records still unacknowledged after 120 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
     println!(
         "restore: wrote {keys} changelog records in {:?}",
         written.elapsed()

@@ -71,7 +71,15 @@ fn fund(bootstrap: &str) -> Result<BTreeMap<u64, (i64, u64)>, Box<dyn std::error
         entry.0 += 10;
         entry.1 += 1;
     }
-    producer.flush(Duration::from_secs(30))?;
+    // Not `flush`: rdkafka 0.39's polls in 100 ms slices. The producer's own
+    // thread serves the delivery reports; wait for them to be in.
+    let started = Instant::now();
+    while producer.in_flight_count() > 0 {
+        if started.elapsed() > Duration::from_secs(30) {
+            return Err("records still unacknowledged after 30 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
     Ok(reference)
 }
 

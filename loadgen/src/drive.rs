@@ -49,7 +49,7 @@ use hdrhistogram::Histogram;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Message, Timestamp};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -740,7 +740,7 @@ where
         sent_records.store(events, Ordering::Relaxed);
         producer.poll(Duration::ZERO);
     }
-    producer.flush(Duration::from_secs(60))?;
+    crate::kafka::flush(&producer, Duration::from_secs(60))?;
     Ok((events, orders, orders_intended_ns, pending_wait_max))
 }
 

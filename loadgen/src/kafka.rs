@@ -50,6 +50,27 @@ fn kafka(op: &'static str) -> impl Fn(KafkaError) -> ReadError {
     move |source| ReadError::Kafka { op, source }
 }
 
+/// Serves `producer`'s delivery reports until none is in flight, in 1 ms
+/// poll slices, or fails with `Flush` after `timeout`. Use instead of
+/// `Producer::flush`: rdkafka 0.39's `BaseProducer::poll(t)` keeps polling
+/// until `t` has passed, and its `flush` polls in 100 ms slices, so a flush
+/// with a record in flight took at least 100 ms (the engine's port waits on
+/// librdkafka's queue directly; a tool can afford a 1 ms slice).
+pub fn flush<C: rdkafka::producer::ProducerContext>(
+    producer: &rdkafka::producer::BaseProducer<C>,
+    timeout: Duration,
+) -> Result<(), KafkaError> {
+    use rdkafka::producer::Producer;
+    let started = Instant::now();
+    while producer.in_flight_count() > 0 {
+        if started.elapsed() >= timeout {
+            return Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut));
+        }
+        producer.poll(Duration::from_millis(1));
+    }
+    Ok(())
+}
+
 /// A client configuration: bootstrap servers and extra librdkafka properties.
 pub fn client_config(bootstrap: &str, properties: &[(String, String)]) -> ClientConfig {
     let mut config = ClientConfig::new();

@@ -19,7 +19,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -186,7 +186,7 @@ pub fn run_with(config: &PingConfig, options: &PingOptions) -> Result<PingReport
                 sent_by_producer.fetch_add(1, Ordering::Release);
                 producer.poll(Duration::ZERO);
             }
-            producer.flush(Duration::from_secs(30))
+            crate::kafka::flush(&producer, Duration::from_secs(30))
         })
         .map_err(|_| PingError::ProducerPanicked)?;
 
@@ -254,7 +254,7 @@ fn warm_up(
     producer
         .send(BaseRecord::to(topic).key(&marker[..]).payload(&marker[..]))
         .map_err(|(e, _)| e)?;
-    producer.flush(Duration::from_secs(30))?;
+    crate::kafka::flush(producer, Duration::from_secs(30))?;
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(30) {
         if let Some(message) = consumer.poll(Duration::from_millis(100)) {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, ThreadedProducer};
 use tradeflow_tests::{consume_all, unique_topic, KafkaCluster};
 
 #[test]
@@ -58,7 +58,7 @@ fn keyed_records_round_trip_and_each_key_stays_on_one_partition() -> anyhow::Res
             .send(BaseRecord::to(&topic).key(&key).payload(&value))
             .map_err(|(e, _)| e)?;
     }
-    producer.flush(Duration::from_secs(30))?;
+    tradeflow_tests::flush(&producer, Duration::from_secs(30))?;
 
     let records = consume_all(&cluster, &topic, RECORDS, Duration::from_secs(60))?;
     assert_eq!(

@@ -14,7 +14,7 @@ use engine::sim::tally::{FundingTally, Tally};
 use engine::store::StoreValue;
 use engine::topics::changelog_topic;
 use engine::{PartitionId, ShardId};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, ThreadedProducer};
 use tradeflow_tests::{unique_topic, KafkaCluster};
 
 const PARTITIONS: i32 = 4;
@@ -157,7 +157,7 @@ impl Deployment {
             entry.0 += amount;
             entry.1 += 1;
         }
-        producer.flush(Duration::from_secs(30))?;
+        tradeflow_tests::flush(&producer, Duration::from_secs(30))?;
         Ok(reference)
     }
 }

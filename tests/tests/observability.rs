@@ -26,7 +26,7 @@ use engine::store::{
 use engine::telemetry::RECORD_TIMING_SAMPLE_EVERY;
 use engine::topics::{changelog_topic, dead_letter_topic};
 use engine::{PartitionId, ShardId};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, ThreadedProducer};
 use services::observe::{self, Observability, ObserveServer};
 use tradeflow_tests::{unique_topic, KafkaCluster};
 
@@ -340,7 +340,7 @@ fn metrics_follow_the_records_lag_drains_and_the_dashboard_finds_every_metric() 
             )
             .map_err(|(e, _)| e)?;
     }
-    producer.flush(Duration::from_secs(30))?;
+    tradeflow_tests::flush(&producer, Duration::from_secs(30))?;
 
     // Counters reach the totals, and every partition's lag is reported and 0.
     let total = (FUNDINGS + POISON) as f64;
@@ -557,7 +557,7 @@ fn readiness_is_false_while_a_changelog_restores_and_true_after() -> anyhow::Res
             )
             .map_err(|(e, _)| e)?;
     }
-    producer.flush(Duration::from_secs(30))?;
+    tradeflow_tests::flush(&producer, Duration::from_secs(30))?;
 
     RESTORE_GATE_OPEN.store(false, Ordering::Release);
     let engine = Engine::start(

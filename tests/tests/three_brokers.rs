@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::DeliveryResult;
-use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, ProducerContext, ThreadedProducer};
 use tradeflow_tests::{consume_all, unique_topic, KafkaCluster};
 
 /// Broker kills must not overlap between tests of this binary.
@@ -128,7 +128,7 @@ fn acks_all_records_survive_a_leader_kill_and_restart() -> anyhow::Result<()> {
     println!("node {node} restarted in {:?}", restart_started.elapsed());
 
     send(2 * PER_PHASE..3 * PER_PHASE)?;
-    producer.flush(Duration::from_secs(120))?;
+    tradeflow_tests::flush(&producer, Duration::from_secs(120))?;
 
     let total = 3 * PER_PHASE;
     let mut acked = HashSet::new();

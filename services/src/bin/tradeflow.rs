@@ -22,11 +22,10 @@ const DEFAULT_REST_ADDR: std::net::SocketAddr =
 const ANY_LOOPBACK_PORT: std::net::SocketAddr =
     std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
 
-/// A low-latency, thread-per-core trade-flow engine on Apache Kafka.
-
 /// Default `fetch.wait.max.ms` of the shards' consumers (see `--fetch-wait-max-ms`).
 const FETCH_WAIT_MAX_MS_DEFAULT: u32 = 100;
 
+/// A low-latency, thread-per-core trade-flow engine on Apache Kafka.
 #[derive(Debug, Parser)]
 #[command(name = "tradeflow", version, about, long_about = None)]
 struct Cli {
