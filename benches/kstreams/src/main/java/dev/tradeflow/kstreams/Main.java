@@ -45,7 +45,8 @@ import org.apache.kafka.streams.state.Stores;
  * {@code drain-watch} reads order.created and the three outcome topics
  * (read_committed) until every order has an outcome and prints one JSON line
  * with when the first and the last outcome were read: the backlog drain's
- * clock, the same for both engines.
+ * clock, the same for both engines. It says "drain-watch: watching N orders"
+ * once it waits on the outcome topics, so the engine can be started after it.
  */
 public final class Main {
     private Main() {}
@@ -249,6 +250,11 @@ public final class Main {
                     Topics.OUTCOMES.stream().map(topics::physical).toList());
             c.assign(outcomes);
             c.seekToBeginning(outcomes);
+            for (TopicPartition tp : outcomes) {
+                c.position(tp); // resolve the positions now, before the engine starts
+            }
+            System.out.println("drain-watch: watching " + orders.size() + " orders");
+            System.out.flush();
             while (decided.size() < orders.size() && System.nanoTime() < deadline) {
                 for (ConsumerRecord<byte[], byte[]> r : c.poll(Duration.ofMillis(50))) {
                     long now = System.currentTimeMillis();
