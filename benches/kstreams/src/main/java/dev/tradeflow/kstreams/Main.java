@@ -23,6 +23,7 @@ import org.apache.kafka.clients.consumer.KafkaConsumer;
 import org.apache.kafka.clients.producer.ProducerConfig;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.errors.TopicExistsException;
+import org.apache.kafka.common.errors.UnknownTopicOrPartitionException;
 import org.apache.kafka.common.serialization.ByteArrayDeserializer;
 import org.apache.kafka.common.serialization.ByteArraySerializer;
 import org.apache.kafka.common.serialization.Serdes;
@@ -213,7 +214,18 @@ public final class Main {
                     }
                 }
             }
-            Map<String, TopicDescription> described = admin.describeTopics(names).allTopicNames().get();
+            // A topic just created may not be in every broker's metadata yet (three brokers).
+            Map<String, TopicDescription> described = null;
+            for (int attempt = 0; described == null; attempt++) {
+                try {
+                    described = admin.describeTopics(names).allTopicNames().get();
+                } catch (ExecutionException e) {
+                    if (!(e.getCause() instanceof UnknownTopicOrPartitionException) || attempt >= 100) {
+                        throw e;
+                    }
+                    Thread.sleep(200);
+                }
+            }
             for (TopicDescription d : described.values()) {
                 if (d.partitions().size() != partitions) {
                     throw new IllegalStateException("topic " + d.name() + " has " + d.partitions().size()
