@@ -21,7 +21,7 @@ import org.apache.kafka.streams.processor.api.RecordMetadata;
  * everything first, emit, then write state.
  */
 abstract class FlowProcessor implements Processor<byte[], byte[], byte[], byte[]> {
-    /** A record refused by a rule of the flow: dead-lettered, state untouched. */
+    /** A record refused by a rule of the flow: dead-lettered, state untouched. Classes as tradeflow's ErrorClass: user-data, internal. */
     static final class Rejection extends Exception {
         final String errorClass;
 
@@ -31,7 +31,7 @@ abstract class FlowProcessor implements Processor<byte[], byte[], byte[], byte[]
         }
 
         static Rejection userData(String reason) {
-            return new Rejection("user_data", reason);
+            return new Rejection("user-data", reason);
         }
     }
 
@@ -72,7 +72,7 @@ abstract class FlowProcessor implements Processor<byte[], byte[], byte[], byte[]
             try {
                 event = Wire.decode(record.value());
             } catch (Wire.DecodeException e) {
-                throw new Rejection("undecodable:" + e.reason, e.getMessage());
+                throw Rejection.userData(e.getMessage());
             }
             if (!event.kind.topic.equals(logical)) {
                 throw Rejection.userData(event.kind.name() + " belongs on " + event.kind.topic + ", not on " + physical);

@@ -130,8 +130,10 @@ class FlowTopologyTest {
             // A frame that does not decode is dead-lettered with the reason.
             orders.pipeInput(Wire.accountKey(ACCOUNT), new byte[] {1, 2, 3});
             var letter = dlq.readRecord();
-            assertEquals("undecodable:wrong_magic",
+            assertEquals("user-data",
                     new String(letter.headers().lastHeader("tradeflow.error.class").value(), StandardCharsets.UTF_8));
+            assertTrue(new String(letter.headers().lastHeader("tradeflow.error.reason").value(), StandardCharsets.UTF_8)
+                    .startsWith("magic byte is 0x01"));
             assertTrue(paid.isEmpty() && failed.isEmpty() && updated.isEmpty() && refunded.isEmpty());
             assertEquals(0, Utils.toPositive(Utils.murmur2(Wire.accountKey(ACCOUNT))) % 1);
         }
