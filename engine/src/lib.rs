@@ -6,6 +6,7 @@
 //! Must never: share a lock between shards on the data path, or commit an input
 //! offset before the state change it caused has reached its changelog.
 
+pub mod access;
 pub mod deployment;
 pub mod ids;
 pub mod kafka;
