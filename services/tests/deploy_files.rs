@@ -18,7 +18,7 @@ const PLAN_CONFIG: &str = "tuning/dedicated-8-core.toml";
 
 #[test]
 fn generated_strimzi_files_match_the_plan() -> anyhow::Result<()> {
-    let tuning = NodeTuning::load(&root().join(PLAN_CONFIG))?;
+    let tuning = NodeTuning::load(root().join(PLAN_CONFIG))?;
     let partitions = i32::try_from(tuning.ownership().partitions)?;
     for topology in [Topology::Node, Topology::PerService] {
         let path = root().join(format!("deploy/strimzi/generated/{topology}.yaml"));
