@@ -3,7 +3,8 @@
 //! node's stages need, created or checked before any shard runs.
 //!
 //! Owns: the Kafka identities derived from the node (group instance ids,
-//! transactional ids) and the start-up topic checks.
+//! transactional ids), the topic plan of a set of stages (`topic_plan`) and
+//! the start-up topic checks.
 //! Must never: start threads or process records; `runtime` does that.
 
 use std::time::Duration;
@@ -171,23 +172,24 @@ pub struct FlowTopics<'a> {
     pub stores: Vec<&'a str>,
 }
 
-/// Creates what is missing — inputs, outputs, one compacted changelog per
-/// store, one dead-letter topic per input — all with `partitions`
-/// partitions, and fails naming the topic when an existing one has another
-/// count (co-partitioning would silently break).
-pub fn prepare_topics(
-    settings: &KafkaSettings,
+/// The topics a process with `application_id` in `namespace` needs for
+/// `flow`, by physical name: inputs and outputs, one dead-letter topic per
+/// input, one compacted changelog per store, all with `partitions`
+/// partitions. One list, so `tradeflow run` (which creates them) and
+/// `tradeflow plan` (which prints them as Strimzi resources) never disagree.
+pub fn topic_plan(
+    namespace: &TopicNamespace,
+    application_id: &str,
     flow: &FlowTopics<'_>,
     partitions: i32,
     replication: i32,
-) -> Result<(), DeploymentError> {
+) -> Vec<TopicSpec> {
     let mut specs: Vec<TopicSpec> = Vec::new();
     let mut add = |spec: TopicSpec| {
         if !specs.iter().any(|s| s.name == spec.name) {
             specs.push(spec);
         }
     };
-    let namespace = &settings.namespace;
     for topic in flow.inputs.iter().chain(&flow.outputs) {
         add(TopicSpec::stream(
             namespace.physical(topic),
@@ -204,11 +206,31 @@ pub fn prepare_topics(
     }
     for store in &flow.stores {
         add(TopicSpec::changelog(
-            namespace.physical(&changelog_topic(&settings.application_id, store)),
+            namespace.physical(&changelog_topic(application_id, store)),
             partitions,
             replication,
         ));
     }
+    specs
+}
+
+/// Creates what is missing of [`topic_plan`] — inputs, outputs, one
+/// compacted changelog per store, one dead-letter topic per input — all
+/// with `partitions` partitions, and fails naming the topic when an
+/// existing one has another count (co-partitioning would silently break).
+pub fn prepare_topics(
+    settings: &KafkaSettings,
+    flow: &FlowTopics<'_>,
+    partitions: i32,
+    replication: i32,
+) -> Result<(), DeploymentError> {
+    let specs = topic_plan(
+        &settings.namespace,
+        &settings.application_id,
+        flow,
+        partitions,
+        replication,
+    );
     ensure_topics(settings, &specs)?;
     Ok(())
 }

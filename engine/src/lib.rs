@@ -7,6 +7,7 @@
 //! offset before the state change it caused has reached its changelog.
 
 pub mod cadence;
+pub mod access;
 pub mod deployment;
 pub mod ids;
 pub mod kafka;

@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod deployment;
 pub mod dlq;
 pub mod flow;
 /// Deterministic ids live with the wire format; re-exported here.

@@ -11,6 +11,7 @@ use codecs::topics::TopicNamespace;
 use engine::deployment::{plan_node, prepare_topics, FlowTopics, KafkaConnection};
 use engine::runtime::{stop_on_signals, Engine};
 use rdkafka::mocking::MockCluster;
+use services::deployment::{default_application_id, Topology};
 use services::flow::{ServiceSet, TradeFlow};
 use services::observe::{self, logging, logging::LogFormat, Observability};
 use tuning::{Machine, NodeTuning};
@@ -115,6 +116,34 @@ enum Command {
         /// files) is written at shutdown; default reports/engine/<unix time>.
         #[arg(long)]
         report_dir: Option<PathBuf>,
+    },
+    /// Print the deployment's plan: every topic it uses (flow topics,
+    /// dead-letter topics, compacted changelogs) and each workload's
+    /// least-privilege Kafka ACLs, as text or as Strimzi KafkaTopic and
+    /// KafkaUser resources (deploy/strimzi/generated/ holds them).
+    Plan {
+        /// A core map of the deployment: its ownership.partitions is every
+        /// topic's partition count.
+        #[arg(long, default_value = "tuning/one-core.toml")]
+        config: PathBuf,
+        /// Topic namespace (as given to `run`).
+        #[arg(long, default_value = "", value_parser = parse_namespace)]
+        namespace: TopicNamespace,
+        /// node: one process per node runs the whole flow and the API;
+        /// per-service: one workload per service, the order workload serves
+        /// the API.
+        #[arg(long, default_value = "node")]
+        topology: Topology,
+        /// Replication factor of every topic (-1: the cluster's default).
+        #[arg(long, default_value_t = 3, allow_hyphen_values = true)]
+        replication: i32,
+        /// The Strimzi Kafka cluster the resources belong to
+        /// (the strimzi.io/cluster label).
+        #[arg(long, default_value = "tradeflow")]
+        cluster: String,
+        /// What to print.
+        #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+        emit: PlanFormat,
     },
     /// Inspect or replay dead-lettered records.
     Dlq {
@@ -227,7 +256,36 @@ fn main() -> anyhow::Result<()> {
             )
         }
         Command::Dlq { action } => dlq_command(action),
+        Command::Plan {
+            config,
+            namespace,
+            topology,
+            replication,
+            cluster,
+            emit,
+        } => {
+            let tuning = NodeTuning::load(&config)?;
+            let partitions = i32::try_from(tuning.ownership().partitions)
+                .context("ownership.partitions does not fit a Kafka partition count")?;
+            let plan = services::deployment::plan(&namespace, topology, partitions, replication);
+            match emit {
+                PlanFormat::Text => print!("{}", services::deployment::plan_text(&plan)),
+                PlanFormat::Strimzi => {
+                    print!("{}", services::deployment::strimzi_yaml(&plan, &cluster)?)
+                }
+            }
+            Ok(())
+        }
     }
+}
+
+/// `tradeflow plan --emit` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum PlanFormat {
+    /// Topics and ACLs, for people.
+    Text,
+    /// Strimzi KafkaTopic and KafkaUser resources.
+    Strimzi,
 }
 
 #[derive(Debug, Subcommand)]
@@ -327,20 +385,6 @@ fn parse_property(text: &str) -> Result<(String, String), String> {
 
 fn parse_namespace(text: &str) -> Result<TopicNamespace, String> {
     TopicNamespace::new(text).map_err(|e| e.to_string())
-}
-
-fn default_application_id(namespace: &TopicNamespace, services: ServiceSet) -> String {
-    let base = if services == ServiceSet::ALL {
-        "tradeflow".to_string()
-    } else {
-        format!("tradeflow-{}", services.to_string().replace(',', "-"))
-    };
-    // Groups, changelogs and transactional ids are per deployment too.
-    if namespace.is_default() {
-        base
-    } else {
-        format!("{}-{base}", namespace.name())
-    }
 }
 
 fn dlq_command(action: DlqAction) -> anyhow::Result<()> {
