@@ -6,8 +6,8 @@
 //! Must never: share a lock between shards on the data path, or commit an input
 //! offset before the state change it caused has reached its changelog.
 
-pub mod cadence;
 pub mod access;
+pub mod cadence;
 pub mod deployment;
 pub mod ids;
 pub mod kafka;
