@@ -25,6 +25,8 @@ const ANY_LOOPBACK_PORT: std::net::SocketAddr =
 
 /// Default `fetch.wait.max.ms` of the shards' consumers (see `--fetch-wait-max-ms`).
 const FETCH_WAIT_MAX_MS_DEFAULT: u32 = 100;
+/// `fetch.wait.max.ms` on librdkafka's mock cluster (the demo).
+const MOCK_FETCH_WAIT_MAX_MS: u32 = 5;
 
 /// A low-latency, thread-per-core trade-flow engine on Apache Kafka.
 #[derive(Debug, Parser)]
@@ -634,7 +636,10 @@ fn demo(
         },
         client_properties: Vec::new(),
         linger_ms: 0,
-        fetch_wait_max_ms: FETCH_WAIT_MAX_MS_DEFAULT,
+        // librdkafka's mock cluster holds an empty fetch for the whole wait
+        // (a real broker answers it as soon as records arrive), so the demo
+        // keeps it short.
+        fetch_wait_max_ms: MOCK_FETCH_WAIT_MAX_MS,
         namespace: TopicNamespace::none(),
     };
     let cores = std::thread::available_parallelism()
