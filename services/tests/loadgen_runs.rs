@@ -164,6 +164,9 @@ impl Deployment {
             },
             out_dir: self.dir.join(name),
             audit: Some(DeliveryGuarantee::ExactlyOnce),
+            deserved: None,
+            poison_sent: false,
+            state: None,
             label: RunLabel::here(&format!("loadgen {name} (test)")),
         }
     }
@@ -176,7 +179,12 @@ impl Deployment {
         pending_orders_max: usize,
     ) -> anyhow::Result<SessionOutcome> {
         let (_, schedule) = synth_schedule(&scenario)?;
-        let outcome = run_session(&self.session(name, pending_orders_max), schedule)?;
+        let mut session = self.session(name, pending_orders_max);
+        session.deserved = Some(loadgen::synth::deserved_outcomes(
+            &scenario,
+            codecs::ids::order_id_for,
+        )?);
+        let outcome = run_session(&session, schedule)?;
         print!("{}", outcome.table);
         if let Some(audit) = &outcome.audit {
             print!("{}", audit.report);
