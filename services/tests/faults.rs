@@ -64,6 +64,8 @@ const START_WAIT_S: u64 = 60;
 /// Longest a state read through REST keeps retrying a key that is not
 /// readable yet (its partition restoring, or owned by no engine).
 const STATE_READ_WAIT_S: u64 = 60;
+/// Longest wait for the joining engine to own partitions and process records.
+const JOIN_WAIT_S: u64 = 60;
 /// Longest wait for a partition's leadership to move off a killed broker.
 const LEADER_MOVE_WAIT_S: u64 = 60;
 
@@ -169,6 +171,21 @@ impl Engine {
                     "engine {} printed no API address in {START_WAIT_S} s",
                     self.node
                 );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until every shard has restored and polls (`/health/ready`).
+    fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let addr = self.rest_addr()?;
+        let deadline = Instant::now() + Duration::from_secs(START_WAIT_S);
+        loop {
+            if let Ok((200, _)) = http_get(&addr, "/health/ready") {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                anyhow::bail!("engine {} not ready in {START_WAIT_S} s", self.node);
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -380,7 +397,14 @@ guarantee = "{guarantee}"
         })
     }
 
-    /// Starts the open-loop load: `orders` orders at `RATE_PER_S`.
+    /// Starts the open-loop load: `orders` orders at `RATE_PER_S`. Call it
+    /// once the engine is ready: the engine processes its input topics in
+    /// the order the consumer delivers them, not by timestamp (Kafka
+    /// Streams' `max.task.idle.ms` synchronization is not implemented), so
+    /// a backlog of `order.created` consumed ahead of the `account.funded`
+    /// sent before it refuses orders the scenario funded — the deserved
+    /// outcomes check caught exactly that when the load started with the
+    /// engine.
     fn start_load(&self, orders: u64) -> anyhow::Result<Load> {
         // A seeded scenario with its own run id, so its ids never meet an earlier run's.
         let run_id = std::time::SystemTime::now()
@@ -561,6 +585,7 @@ guarantee = "{guarantee}"
 /// `kill -9` the engine every few seconds, restart it at once, `kills` times.
 fn kill_nine_under_load(run: &FaultRun, orders: u64, kills: usize) -> anyhow::Result<()> {
     let mut engine = run.spawn("fault")?;
+    engine.wait_ready()?;
     let load = run.start_load(orders)?;
     for kill in 1..=kills {
         // Long enough for the restarted engine to restore and catch up, so
@@ -590,7 +615,8 @@ fn kill_nine_three_times_under_load_loses_and_doubles_nothing() -> anyhow::Resul
 fn a_broker_killed_and_restarted_under_load_loses_and_doubles_nothing() -> anyhow::Result<()> {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let run = FaultRun::new("broker-eos", Guarantee::ExactlyOnce, Ownership::CoreMap)?;
-    let engine = run.spawn("fault")?;
+    let mut engine = run.spawn("fault")?;
+    engine.wait_ready()?;
     let load = run.start_load(6_000)?;
     // Let the engine restore and outcomes flow before the broker dies.
     std::thread::sleep(Duration::from_secs(6));
@@ -653,18 +679,24 @@ fn a_second_engine_joining_and_leaving_under_load_loses_and_doubles_nothing() ->
 {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let run = FaultRun::new("rebalance-eos", Guarantee::ExactlyOnce, Ownership::Group)?;
-    let first = run.spawn("node-a")?;
+    let mut first = run.spawn("node-a")?;
+    first.wait_ready()?;
     let load = run.start_load(6_000)?;
     std::thread::sleep(Duration::from_secs(5));
     let mut second = run.spawn("node-b")?;
     println!("{}: node-b joined at {:.1} s", run.label, run.since_start());
-    // The joiner must be given partitions: watch its gauge while it runs.
+    // The joiner must be given partitions and process records: watch its
+    // gauges until it has, for at least 8 s.
     let addr = second.rest_addr()?;
     let joined = Instant::now();
-    let mut owned_max = 0.0f64;
-    while joined.elapsed() < Duration::from_secs(8) {
+    let (mut owned_max, mut taken_in) = (0.0f64, 0.0f64);
+    while joined.elapsed() < Duration::from_secs(8)
+        || (owned_max < 1.0 || taken_in < 1.0)
+            && joined.elapsed() < Duration::from_secs(JOIN_WAIT_S)
+    {
         if let Ok((200, page)) = http_get(&addr, "/metrics") {
             owned_max = owned_max.max(gauge_sum(&page, "tradeflow_owned_partitions"));
+            taken_in = taken_in.max(gauge_sum(&page, "tradeflow_records_in_total"));
         }
         std::thread::sleep(Duration::from_millis(250));
     }
@@ -673,7 +705,8 @@ fn a_second_engine_joining_and_leaving_under_load_loses_and_doubles_nothing() ->
     let (_, left) = second.stop()?;
     let processed = records_in(&std::fs::read_to_string(&log)?);
     println!(
-        "{}: node-b left at {:.1} s ({left}); it owned up to {owned_max} partitions and took in {processed} records",
+        "{}: node-b left at {:.1} s ({left}); it owned up to {owned_max} partitions and took in \
+         {taken_in} records by its metrics, {processed} by its shutdown statistics",
         run.label,
         run.since_start()
     );
@@ -700,7 +733,8 @@ fn the_broker_stopped_under_load_is_ridden_out_with_retries() -> anyhow::Result<
         Guarantee::ExactlyOnce,
         Ownership::CoreMap,
     )?;
-    let engine = run.spawn("fault")?;
+    let mut engine = run.spawn("fault")?;
+    engine.wait_ready()?;
     let load = run.start_load(6_000)?;
     std::thread::sleep(Duration::from_secs(6));
     let killing = run.cluster.kill(1);
@@ -732,8 +766,8 @@ fn two_nodes_with_overlapping_core_maps_never_process_one_partition_twice() -> a
         Ownership::CoreMap,
     )?;
     let mut first = run.spawn("node-a")?;
+    first.wait_ready()?;
     let load = run.start_load(3_000)?;
-    first.rest_addr()?;
     std::thread::sleep(Duration::from_secs(3));
     // node-b's core map shares partitions 2 and 3 with node-a's, under the
     // same application id: it must refuse, before it processes anything.
@@ -777,8 +811,8 @@ fn sigterm_with_the_broker_stopped_ends_within_the_deadline_and_says_how() -> an
         &format!("0-{}", PARTITIONS - 1),
         &["--shutdown-deadline-s", &deadline_s.to_string()],
     )?;
+    engine.wait_ready()?;
     let load = run.start_load(3_000)?;
-    engine.rest_addr()?;
     std::thread::sleep(Duration::from_secs(4));
     let killing = run.cluster.kill(1);
     std::thread::sleep(Duration::from_secs(1));

@@ -16,8 +16,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use tracing::warn;
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use tracing::{debug, warn};
 
 use super::{ensure_topics, kafka_error, KafkaSettings, TopicError, TopicSpec};
 use crate::port::PortError;
@@ -25,8 +27,11 @@ use crate::port::PortError;
 /// `session.timeout.ms` of a registration: how long a node killed without
 /// leaving stays in the registry (and blocks another node's claim).
 pub const REGISTRY_SESSION_TIMEOUT_MS: u64 = 10_000;
-/// How long a registration waits to see itself in the registry.
-pub const REGISTRY_JOIN_TIMEOUT_MS: u64 = 30_000;
+/// How long a registration waits to see itself in the registry (retrying
+/// a coordinator that is still loading).
+pub const REGISTRY_JOIN_TIMEOUT_MS: u64 = 60_000;
+/// How long one listing of the registry may take.
+const REGISTRY_LIST_TIMEOUT_MS: u64 = 5_000;
 /// How often the registry thread polls its consumer (heartbeats and
 /// rebalances run in librdkafka's threads; polling serves their callbacks).
 const REGISTRY_POLL_MS: u64 = 100;
@@ -88,6 +93,28 @@ impl Claim {
     }
 }
 
+/// The registry member reads nothing: the partition it is given is paused
+/// at once, so it never fetches (or resets offsets on) the registry topic,
+/// and librdkafka's client errors about that topic are logged at debug
+/// level (membership is what matters, and a lost one shows in the listing).
+struct RegistryContext;
+
+impl ClientContext for RegistryContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        debug!(%error, reason, "owners' registry client");
+    }
+}
+
+impl ConsumerContext for RegistryContext {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(list) = rebalance {
+            if let Err(e) = consumer.pause(list) {
+                debug!(error = %e, "pausing the owners' registry partition");
+            }
+        }
+    }
+}
+
 /// This process's membership of the registry: kept alive by a thread until
 /// dropped, when the consumer closes and leaves the group.
 pub struct Registration {
@@ -144,7 +171,7 @@ pub fn register(
         &[TopicSpec::stream(topic.as_str(), 1, replication)],
     )?;
     let client_id = claim.client_id();
-    let consumer: BaseConsumer = settings
+    let consumer: BaseConsumer<RegistryContext> = settings
         .base()
         .set("group.id", &group)
         .set("client.id", &client_id)
@@ -157,28 +184,53 @@ pub fn register(
             "max.poll.interval.ms",
             (REGISTRY_SESSION_TIMEOUT_MS * 3).to_string(),
         )
-        .create()
+        .create_with_context(RegistryContext)
         .map_err(|e| kafka_error("creating the registry consumer", e))?;
+    // A topic just created may not be in every broker's metadata yet; a
+    // subscription to it would log an error. Wait until it is.
+    let deadline = Instant::now() + Duration::from_millis(REGISTRY_JOIN_TIMEOUT_MS);
+    while Instant::now() < deadline {
+        let known = consumer
+            .fetch_metadata(
+                Some(&topic),
+                Duration::from_millis(REGISTRY_LIST_TIMEOUT_MS),
+            )
+            .is_ok_and(|m| {
+                m.topics()
+                    .iter()
+                    .any(|t| t.error().is_none() && !t.partitions().is_empty())
+            });
+        if known {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(REGISTRY_POLL_MS));
+    }
     consumer
         .subscribe(&[topic.as_str()])
         .map_err(|e| kafka_error("joining the owners' registry", e))?;
-    let deadline = Instant::now() + Duration::from_millis(REGISTRY_JOIN_TIMEOUT_MS);
     let others = loop {
         // Serves the join: librdkafka joins on its own threads, and a poll
         // delivers what it needs from this one.
         let _ = consumer.poll(Duration::from_millis(REGISTRY_POLL_MS));
-        let listed = consumer
-            .fetch_group_list(
-                Some(&group),
-                Duration::from_millis(REGISTRY_JOIN_TIMEOUT_MS),
-            )
-            .map_err(|e| kafka_error("listing the owners' registry", e))?;
+        // A coordinator still loading (a broker just started or failed
+        // over) answers with a retryable error: ask again until the deadline.
+        let listed = match consumer.fetch_group_list(
+            Some(&group),
+            Duration::from_millis(REGISTRY_LIST_TIMEOUT_MS),
+        ) {
+            Ok(listed) => Some(listed),
+            Err(e) if Instant::now() < deadline => {
+                warn!(error = %e, "listing the owners' registry; retrying");
+                None
+            }
+            Err(e) => return Err(kafka_error("listing the owners' registry", e).into()),
+        };
         let members: Vec<String> = listed
-            .groups()
             .iter()
+            .flat_map(|l| l.groups().iter())
             .flat_map(|g| g.members().iter().map(|m| m.client_id().to_string()))
             .collect();
-        if members.iter().any(|m| *m == client_id) {
+        if members.contains(&client_id) {
             break members
                 .iter()
                 .filter(|m| **m != client_id)
@@ -196,7 +248,7 @@ pub fn register(
         .spawn(move || {
             while !stopping.load(Ordering::Acquire) {
                 if let Some(Err(e)) = consumer.poll(Duration::from_millis(REGISTRY_POLL_MS)) {
-                    warn!(error = %e, "owners' registry");
+                    debug!(error = %e, "owners' registry");
                 }
             }
             consumer.unsubscribe();
