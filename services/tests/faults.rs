@@ -125,9 +125,19 @@ fn wait_or_kill(child: &mut Child, within: Duration, what: &str) -> anyhow::Resu
     }
 }
 
+/// A test that fails half-way leaves no engine running behind it.
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Engine {
     /// SIGTERM, then a bounded wait for the exit.
-    fn stop(mut self) -> anyhow::Result<(String, ExitStatus)> {
+    fn stop(&mut self) -> anyhow::Result<(String, ExitStatus)> {
         let _ = Command::new("kill")
             .arg(self.child.id().to_string())
             .status();
@@ -136,11 +146,11 @@ impl Engine {
             Duration::from_secs(EXIT_WAIT_S),
             &format!("engine {} after SIGTERM", self.node),
         )?;
-        Ok((self.node, status))
+        Ok((self.node.clone(), status))
     }
 
     /// `kill -9`: no commit, no close, an open transaction left behind.
-    fn kill_nine(mut self) -> anyhow::Result<()> {
+    fn kill_nine(&mut self) -> anyhow::Result<()> {
         self.child.kill()?;
         wait_or_kill(
             &mut self.child,
@@ -447,7 +457,7 @@ guarantee = "{guarantee}"
             read_state(&mut running, &load.scenario)
         };
         let mut exits = Vec::new();
-        for engine in engines {
+        for mut engine in engines {
             exits.push(engine.stop()?);
         }
         let report = report.map_err(|_| anyhow::anyhow!("the load driver panicked"))??;
