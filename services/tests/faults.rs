@@ -111,27 +111,14 @@ struct Load {
 /// Waits up to `within` for `child` to exit; on expiry kills it (SIGKILL),
 /// reaps it, and fails naming `what`.
 fn wait_or_kill(child: &mut Child, within: Duration, what: &str) -> anyhow::Result<ExitStatus> {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(status);
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            anyhow::bail!("{what} had not exited after {within:?}; killed");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    tradeflow_tests::wait_or_kill(child, within)?
+        .ok_or_else(|| anyhow::anyhow!("{what} had not exited after {within:?}; killed"))
 }
 
 /// A test that fails half-way leaves no engine running behind it.
 impl Drop for Engine {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        let _ = tradeflow_tests::wait_or_kill(&mut self.child, Duration::ZERO);
     }
 }
 
@@ -407,15 +394,18 @@ guarantee = "{guarantee}"
         })
     }
 
-    /// Starts the open-loop load: `orders` orders at `RATE_PER_S`. Call it
-    /// once the engine is ready: the engine processes its input topics in
-    /// the order the consumer delivers them, not by timestamp (Kafka
-    /// Streams' `max.task.idle.ms` synchronization is not implemented), so
-    /// a backlog of `order.created` consumed ahead of the `account.funded`
-    /// sent before it refuses orders the scenario funded — the deserved
-    /// outcomes check caught exactly that when the load started with the
-    /// engine.
-    fn start_load(&self, orders: u64) -> anyhow::Result<Load> {
+    /// Starts the open-loop load: `orders` orders at `RATE_PER_S`, once the
+    /// scenario's set-up (every funding and replenishment) has been sent and
+    /// `engine` answers for every account and instrument through its REST
+    /// API. The engine processes its input topics in the order its consumer
+    /// delivers them, not by timestamp (Kafka Streams' `max.task.idle.ms`
+    /// synchronization is not implemented), so an `order.created` consumed
+    /// ahead of the `account.funded` sent before it is refused for an
+    /// unknown account: the deserved-outcomes check caught exactly that
+    /// when fundings and orders were one stream. Applied first, the set-up
+    /// makes every outcome independent of timing, so an order refused for
+    /// an unknown account afterwards means state was lost.
+    fn start_load(&self, orders: u64, engine: &mut Engine) -> anyhow::Result<Load> {
         // A seeded scenario with its own run id, so its ids never meet an earlier run's.
         let run_id = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
@@ -430,16 +420,48 @@ guarantee = "{guarantee}"
             rate_per_s: RATE_PER_S,
             ..SynthConfig::default()
         };
-        let scenario = generate(&config, codecs::ids::order_id_for)?;
-        let schedule = loadgen::drive::schedule(scenario)?;
         let drive_config = DriveConfig {
             bootstrap: self.cluster.bootstrap().to_string(),
             client_properties: vec![("broker.address.family".into(), "v4".into())],
             drain_timeout: Duration::from_secs(90),
             namespace: self.namespace.clone(),
         };
+        let setup_len = usize::try_from(config.accounts + config.instruments)?;
+        let setup = loadgen::drive::schedule(
+            generate(&config, codecs::ids::order_id_for)?.take(setup_len),
+        )?;
+        drive(&drive_config, setup)?;
+        let addr = engine.rest_addr()?;
+        let (accounts, skus) = loadgen::state::scenario_keys(&config)?;
+        let paths = accounts
+            .iter()
+            .map(|a| (format!("/v1/accounts/{}", a.0), "balance"))
+            .chain(
+                skus.iter()
+                    .map(|s| (format!("/v1/instruments/{}", s.as_str()), "on_hand")),
+            );
+        let deadline = Instant::now() + Duration::from_secs(STATE_READ_WAIT_S);
+        for (path, field) in paths {
+            while loadgen::state::read_value(
+                std::slice::from_ref(&addr),
+                &path,
+                field,
+                Duration::from_secs(STATE_READ_WAIT_S),
+            )?
+            .is_none()
+            {
+                anyhow::ensure!(
+                    Instant::now() < deadline,
+                    "{path} not set up after {STATE_READ_WAIT_S} s"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        let flow = loadgen::drive::schedule(
+            generate(&config, codecs::ids::order_id_for)?.skip(setup_len),
+        )?;
         Ok(Load {
-            handle: std::thread::spawn(move || drive(&drive_config, schedule)),
+            handle: std::thread::spawn(move || drive(&drive_config, flow)),
             scenario: config,
         })
     }
@@ -596,7 +618,7 @@ guarantee = "{guarantee}"
 fn kill_nine_under_load(run: &FaultRun, orders: u64, kills: usize) -> anyhow::Result<()> {
     let mut engine = run.spawn("fault")?;
     engine.wait_ready()?;
-    let load = run.start_load(orders)?;
+    let load = run.start_load(orders, &mut engine)?;
     for kill in 1..=kills {
         // Long enough for the restarted engine to restore and catch up, so
         // each kill lands on a running engine, not on one still starting.
@@ -627,7 +649,7 @@ fn a_broker_killed_and_restarted_under_load_loses_and_doubles_nothing() -> anyho
     let run = FaultRun::new("broker-eos", Guarantee::ExactlyOnce, Ownership::CoreMap)?;
     let mut engine = run.spawn("fault")?;
     engine.wait_ready()?;
-    let load = run.start_load(6_000)?;
+    let load = run.start_load(6_000, &mut engine)?;
     // Let the engine restore and outcomes flow before the broker dies.
     std::thread::sleep(Duration::from_secs(6));
     // The broker to kill leads a partition the flow reads: ask the metadata.
@@ -691,7 +713,7 @@ fn a_second_engine_joining_and_leaving_under_load_loses_and_doubles_nothing() ->
     let run = FaultRun::new("rebalance-eos", Guarantee::ExactlyOnce, Ownership::Group)?;
     let mut first = run.spawn("node-a")?;
     first.wait_ready()?;
-    let load = run.start_load(6_000)?;
+    let load = run.start_load(6_000, &mut first)?;
     std::thread::sleep(Duration::from_secs(5));
     let mut second = run.spawn("node-b")?;
     println!("{}: node-b joined at {:.1} s", run.label, run.since_start());
@@ -745,7 +767,7 @@ fn the_broker_stopped_under_load_is_ridden_out_with_retries() -> anyhow::Result<
     )?;
     let mut engine = run.spawn("fault")?;
     engine.wait_ready()?;
-    let load = run.start_load(6_000)?;
+    let load = run.start_load(6_000, &mut engine)?;
     std::thread::sleep(Duration::from_secs(6));
     let killing = run.cluster.kill(1);
     println!(
@@ -777,7 +799,7 @@ fn two_nodes_with_overlapping_core_maps_never_process_one_partition_twice() -> a
     )?;
     let mut first = run.spawn("node-a")?;
     first.wait_ready()?;
-    let load = run.start_load(3_000)?;
+    let load = run.start_load(3_000, &mut first)?;
     std::thread::sleep(Duration::from_secs(3));
     // node-b's core map shares partitions 2 and 3 with node-a's, under the
     // same application id: it must refuse, before it processes anything.
@@ -822,7 +844,7 @@ fn sigterm_with_the_broker_stopped_ends_within_the_deadline_and_says_how() -> an
         &["--shutdown-deadline-s", &deadline_s.to_string()],
     )?;
     engine.wait_ready()?;
-    let load = run.start_load(3_000)?;
+    let load = run.start_load(3_000, &mut engine)?;
     std::thread::sleep(Duration::from_secs(4));
     let killing = run.cluster.kill(1);
     std::thread::sleep(Duration::from_secs(1));

@@ -74,7 +74,8 @@ impl Drop for Engine {
         // A stopped process ignores SIGTERM until it is continued.
         let _ = Command::new("kill").args(["-CONT", &self.pid()]).status();
         let _ = Command::new("kill").arg(self.pid()).status();
-        let _ = self.child.wait();
+        // Bounded: a hung engine is killed, not waited for.
+        let _ = tradeflow_tests::wait_or_kill(&mut self.child, Duration::from_secs(60));
     }
 }
 
