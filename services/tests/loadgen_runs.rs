@@ -85,6 +85,8 @@ struct Deployment {
     namespace: TopicNamespace,
     dir: PathBuf,
     engine: Engine,
+    /// Synthetic scenarios run so far.
+    scenarios: std::sync::atomic::AtomicU32,
 }
 
 impl Deployment {
@@ -148,6 +150,7 @@ impl Deployment {
             namespace,
             dir,
             engine: Engine { child, log },
+            scenarios: std::sync::atomic::AtomicU32::new(0),
         })
     }
 
@@ -181,10 +184,20 @@ impl Deployment {
     ) -> anyhow::Result<SessionOutcome> {
         let (_, schedule) = synth_schedule(&scenario)?;
         let mut session = self.session(name, pending_orders_max);
-        session.deserved = Some(loadgen::synth::deserved_outcomes(
-            &scenario,
-            codecs::ids::order_id_for,
-        )?);
+        // Scenarios of one deployment share its instruments (synth numbers
+        // them from SYM0001), so stock an earlier one left changes which
+        // orders of a later one fill: only the first scenario's outcomes do
+        // not depend on the others, and only it is held to its plan.
+        if self
+            .scenarios
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            == 0
+        {
+            session.deserved = Some(loadgen::synth::deserved_outcomes(
+                &scenario,
+                codecs::ids::order_id_for,
+            )?);
+        }
         let outcome = run_session(&session, schedule)?;
         print!("{}", outcome.table);
         if let Some(audit) = &outcome.audit {
