@@ -3,9 +3,11 @@
 //! node's stages need, created or checked before any shard runs.
 //!
 //! Owns: the Kafka identities derived from the node (group instance ids,
-//! transactional ids), the topic plan of a set of stages (`topic_plan`) and
-//! the start-up topic checks.
-//! Must never: start threads or process records; `runtime` does that.
+//! transactional ids), the topic plan of a set of stages (`topic_plan`), the
+//! start-up topic checks, and the start-up claim of the node's partitions in
+//! the owners' registry ([`claim_partitions`]: a node refuses to start while
+//! another live node claims one of its partitions).
+//! Must never: start shard threads or process records; `runtime` does that.
 
 use std::time::Duration;
 
@@ -15,6 +17,9 @@ use tuning::{
 };
 
 use crate::ids::ShardId;
+use crate::kafka::registry::{
+    register, Claim, Registration, RegistryError, REGISTRY_SESSION_TIMEOUT_MS,
+};
 use crate::kafka::{ensure_topics, Guarantee, KafkaSettings, Ownership, TopicError, TopicSpec};
 use codecs::topics::TopicNamespace;
 
@@ -65,6 +70,21 @@ pub enum DeploymentError {
     Topics(#[from] TopicError),
     #[error("ownership.partitions = {0} does not fit a Kafka partition count")]
     PartitionCount(u32),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(
+        "refusing to start: node {other} (process {process}, {mode}) is live in the owners' \
+         registry of {application} and may process partition(s) {partitions:?} that this node \
+         would own; stop it first, or give the nodes disjoint core maps (a node killed without \
+         leaving stays listed for up to {REGISTRY_SESSION_TIMEOUT_MS} ms)"
+    )]
+    OwnedElsewhere {
+        application: String,
+        other: String,
+        process: u32,
+        mode: String,
+        partitions: Vec<i32>,
+    },
 }
 
 /// The engine's commit policy for a core map's `[commit]` section on a node
@@ -163,6 +183,70 @@ pub fn plan_node(
     })
 }
 
+/// Registers this node's claim in the owners' registry of its application
+/// and refuses (`OwnedElsewhere`) when another live node may process one of
+/// the partitions this node would own: a core-map node whose map shares a
+/// partition, or any consumer-group node beside a core-map node (the group
+/// may hand it any partition). Consumer-group nodes beside each other are
+/// the group's to arbitrate. Members with this node's name are its own
+/// restarts (or a killed predecessor not yet expired) and are ignored; two
+/// live processes under one node name share transactional ids, so the later
+/// fences the earlier. Hold the `Registration` as long as the shards run.
+pub fn claim_partitions(
+    settings: &KafkaSettings,
+    tuning: &NodeTuning,
+    replication: i32,
+) -> Result<Registration, DeploymentError> {
+    let node = tuning.node().name.as_str().to_string();
+    let partitions = match tuning.ownership().mode {
+        OwnershipMode::CoreMap => {
+            let mut owned: Vec<i32> = tuning
+                .shards()
+                .iter()
+                .flat_map(|shard| shard.partitions.iter().map(|p| p.0))
+                .collect();
+            owned.sort_unstable();
+            owned.dedup();
+            Some(owned)
+        }
+        OwnershipMode::ConsumerGroup => None,
+    };
+    let claim = Claim {
+        node: node.clone(),
+        process: std::process::id(),
+        mode: match tuning.ownership().mode {
+            OwnershipMode::CoreMap => "core-map",
+            OwnershipMode::ConsumerGroup => "consumer-group",
+        }
+        .to_string(),
+        partitions,
+    };
+    let (registration, others) = register(settings, &claim, replication)?;
+    for other in others.iter().filter(|o| o.node != node) {
+        let shared = conflict(&claim, other);
+        if !shared.is_empty() {
+            return Err(DeploymentError::OwnedElsewhere {
+                application: settings.application_id.clone(),
+                other: other.node.clone(),
+                process: other.process,
+                mode: other.mode.clone(),
+                partitions: shared,
+            });
+        }
+    }
+    Ok(registration)
+}
+
+/// Partitions both `mine` and `other` may process.
+fn conflict(mine: &Claim, other: &Claim) -> Vec<i32> {
+    match (&mine.partitions, &other.partitions) {
+        (Some(a), Some(b)) => a.iter().copied().filter(|p| b.contains(p)).collect(),
+        (Some(a), None) => a.clone(),
+        (None, Some(b)) => b.clone(),
+        (None, None) => Vec::new(),
+    }
+}
+
 /// The topics a set of stages reads and writes, by logical name:
 /// [`prepare_topics`] puts the settings' namespace in front.
 #[derive(Clone, Debug, Default)]
@@ -239,6 +323,34 @@ pub fn prepare_topics(
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    fn claim(node: &str, partitions: Option<Vec<i32>>) -> Claim {
+        Claim {
+            node: node.into(),
+            process: 1,
+            mode: if partitions.is_some() {
+                "core-map"
+            } else {
+                "consumer-group"
+            }
+            .into(),
+            partitions,
+        }
+    }
+
+    #[test]
+    fn claims_conflict_where_two_nodes_may_process_one_partition() {
+        let full = claim("a", Some(vec![0, 1, 2, 3]));
+        let upper = claim("b", Some(vec![2, 3, 4]));
+        let lower = claim("c", Some(vec![0, 1]));
+        let group = claim("d", None);
+        assert_eq!(conflict(&upper, &full), vec![2, 3]);
+        assert_eq!(conflict(&full, &upper), vec![2, 3]);
+        assert!(conflict(&upper, &lower).is_empty());
+        assert_eq!(conflict(&lower, &group), vec![0, 1]);
+        assert_eq!(conflict(&group, &lower), vec![0, 1]);
+        assert!(conflict(&group, &claim("e", None)).is_empty());
+    }
 
     fn connection() -> KafkaConnection {
         KafkaConnection {

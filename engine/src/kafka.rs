@@ -39,6 +39,8 @@ use crate::port::{
 use crate::store::ChangelogApply;
 use crate::telemetry::ShardGauges;
 
+pub mod registry;
+
 /// How long a blocking Kafka call (flush, commit, transaction step) may take
 /// before it counts as failed.
 pub const KAFKA_CALL_TIMEOUT_MS: u64 = 30_000;

@@ -783,7 +783,14 @@ async fn run_shard<S: Stage>(
     // waits for room: this report is what a shutdown's HDR report reads), then
     // the clients close.
     if shard.has_uncommitted() {
-        shard.commit()?;
+        if let Err(e) = shard.commit() {
+            // Commit if it can, else abort: the open transaction (if any) is
+            // aborted and the clients closed, so nothing of it is kept and
+            // the next owner processes those records again.
+            warn!(%id, error = %e, "the final commit failed; aborting and closing");
+            shard.abandon().close();
+            return Err(e.into());
+        }
     }
     let stats = shard.stats();
     let report = shard.report();

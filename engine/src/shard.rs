@@ -703,6 +703,13 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
         }
         Ok(self.port)
     }
+
+    /// Gives up the shard without committing (its final commit failed):
+    /// the port, for the caller to close, which aborts any open transaction.
+    /// Nothing since the last commit is kept.
+    pub fn abandon(self) -> P {
+        self.port
+    }
 }
 
 #[allow(clippy::too_many_arguments)] // the split borrows of one shard

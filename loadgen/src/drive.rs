@@ -238,6 +238,9 @@ pub struct DriveReport {
     pub missing: u64,
     /// Outcomes seen twice for the same order (read_committed: a bug).
     pub duplicate_outcomes: u64,
+    /// Records on the outcome and decision topics that are not events. Only
+    /// the engine writes there, so any is a bug (`passed` fails on it).
+    pub undecodable: u64,
     /// From the epoch to the last send.
     pub send_elapsed: Duration,
     /// The whole run's histograms.
@@ -500,6 +503,7 @@ where
         let now = wall_ns();
         let now_ns = start.elapsed().as_nanos() as u64;
         let Some(Ok(event)) = message.payload().map(codecs::decode) else {
+            counts.undecodable += 1;
             continue;
         };
         let order = event.order_id();
@@ -592,6 +596,7 @@ where
             .filter(|o| !done.contains_key(o))
             .count() as u64,
         duplicate_outcomes: counts.duplicate_outcomes,
+        undecodable: counts.undecodable,
         send_elapsed,
         latency: recorded.total,
         intervals: recorded.intervals,
@@ -612,6 +617,7 @@ struct Counts {
     rejected_funds: u64,
     refunded: u64,
     duplicate_outcomes: u64,
+    undecodable: u64,
 }
 
 impl Counts {

@@ -16,6 +16,7 @@
 //! | [`kafka`] | reading fixed offset ranges of topics (`read_committed`, outside any group) |
 //! | [`record`] | capturing a range of topics into a traffic file |
 //! | [`session`] | `run`/`replay`: drive a schedule, write the report, audit |
+//! | [`state`] | balances and stock read through the engines' Order API, for the audit to compare |
 //!
 //! Owns: send schedules, latency recording and reports.
 //! Must never: measure from the actual send time alone (a stalled system would
@@ -33,5 +34,6 @@ pub mod progress;
 pub mod record;
 pub mod report;
 pub mod session;
+pub mod state;
 pub mod synth;
 pub mod traffic;

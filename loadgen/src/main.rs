@@ -186,6 +186,12 @@ struct RunArgs {
     /// High 64 bits of every event id [default: from the clock, so runs never collide].
     #[arg(long)]
     run_id: Option<u64>,
+    /// After the drive, read every account's balance and every instrument's
+    /// stock through this engine's Order API (host:port, repeatable: each
+    /// key from the engine that owns it) and have the audit compare them
+    /// with the events.
+    #[arg(long = "state-from")]
+    state_from: Vec<String>,
     #[command(flatten)]
     mix: ScenarioMix,
 }
@@ -577,6 +583,12 @@ fn session_config(
             .clone()
             .unwrap_or_else(|| default_report_dir(command)),
         audit: (!args.no_audit).then(|| args.guarantee.into()),
+        // `run` sets its scenario's plan; a replayed recording has none.
+        deserved: None,
+        // A recording may carry poison inputs; a synthetic scenario never does.
+        poison_sent: command == "replay",
+        // `run` sets it from --state-from and its scenario's keys.
+        state: None,
         label: RunLabel::here(&format!("loadgen {command}")),
     })
 }
@@ -589,8 +601,15 @@ fn finish_session(config: &SessionConfig, outcome: &SessionOutcome) -> anyhow::R
     match &outcome.audit {
         Some(audit) => {
             println!(
-                "audit of namespace {}: read {} records ({} undecodable, dead-lettered by the stages)",
-                config.drive.namespace, audit.records, audit.undecodable
+                "audit of namespace {}: read {} records ({} undecodable{})",
+                config.drive.namespace,
+                audit.records,
+                audit.undecodable,
+                if config.poison_sent {
+                    ", dead-lettered by the stages"
+                } else {
+                    "; the scenario sent none"
+                }
             );
             print!("{}", audit.report);
         }
@@ -608,6 +627,18 @@ fn finish_session(config: &SessionConfig, outcome: &SessionOutcome) -> anyhow::R
         "{} orders saw a second outcome",
         drive.duplicate_outcomes
     );
+    anyhow::ensure!(
+        drive.undecodable == 0,
+        "{} records on the outcome topics are not events",
+        drive.undecodable
+    );
+    if let Some(audit) = &outcome.audit {
+        anyhow::ensure!(
+            config.poison_sent || audit.undecodable == 0,
+            "{} records of the flow's topics are not events, and the scenario sent none",
+            audit.undecodable
+        );
+    }
     anyhow::ensure!(outcome.passed(), "the audit found violations");
     Ok(())
 }
@@ -622,7 +653,22 @@ fn run_command(args: RunArgs, verbosity: Verbosity) -> anyhow::Result<()> {
     });
     let (records, schedule) = session::synth_schedule(&config).context("the scenario")?;
     let progress = Progress::new(records, "records", verbosity);
-    let session = session_config("run", &args.cluster, &args.session, progress)?;
+    let mut session = session_config("run", &args.cluster, &args.session, progress)?;
+    if session.audit.is_some() {
+        session.deserved = Some(
+            loadgen::synth::deserved_outcomes(&config, codecs::ids::order_id_for)
+                .context("the scenario's plan")?,
+        );
+        if !args.state_from.is_empty() {
+            let (accounts, skus) =
+                loadgen::state::scenario_keys(&config).context("the scenario's keys")?;
+            session.state = Some(loadgen::session::StateSource {
+                addrs: args.state_from.clone(),
+                accounts,
+                skus,
+            });
+        }
+    }
     let outcome = session::run_session(&session, schedule).with_context(|| {
         format!(
             "running against {} (namespace {})",

@@ -2,7 +2,9 @@
 //! `loadgen replay` perform it: a schedule driven open-loop into the
 //! namespace's topics ([`crate::drive`]), every report file written
 //! ([`crate::report`]), then the invariant audit of every flow topic of the
-//! namespace ([`crate::audit::read`]) unless turned off.
+//! namespace ([`crate::audit::read`]) unless turned off — against the
+//! scenario's plan of outcomes and the engines' state read through their
+//! Order API ([`crate::state`]) when the session has them.
 //!
 //! Owns: the order of those steps, what the report says about the flow, and
 //! the schedules of `run` (a synthetic scenario) and `replay` (a traffic
@@ -10,9 +12,12 @@
 //! (that is the audit's), or print: callers decide what reaches a terminal.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use crate::audit::read::{audit_namespace, TopicAudit};
-use crate::audit::DeliveryGuarantee;
+use codecs::{AccountId, Sku};
+
+use crate::audit::read::{audit_namespace_with, TopicAudit};
+use crate::audit::{Audit, DeliveryGuarantee, DeservedOutcomes};
 use crate::drive::{
     drive_with, DriveConfig, DriveError, DriveOptions, DriveReport, ScheduledRecord,
 };
@@ -20,7 +25,11 @@ use crate::kafka::ReadError;
 use crate::report::{
     AuditSummary, FlowSummary, Percentiles, Report, ReportError, RunInfo, StageSummary, Summary,
 };
+use crate::state::{read_state, StateReadError};
 use crate::synth::{self, SynthConfig, SynthError};
+
+/// Longest a state read keeps retrying a key no engine answers for yet.
+pub const STATE_READ_WAIT_MS: u64 = 60_000;
 
 /// What a session is, for the report: the tool and where it ran.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,7 +89,27 @@ pub struct SessionConfig {
     pub out_dir: PathBuf,
     /// The audit at the end, under this guarantee; `None` turns it off.
     pub audit: Option<DeliveryGuarantee>,
+    /// The outcome each order deserves (a synthetic scenario's plan,
+    /// [`crate::synth::deserved_outcomes`]): the audit compares every order
+    /// with it. `None` for traffic without a plan (a replayed recording).
+    pub deserved: Option<DeservedOutcomes>,
+    /// Whether the schedule sends records that are not events (a replayed
+    /// recording may carry poison inputs): otherwise a record the audit
+    /// cannot decode fails the session.
+    pub poison_sent: bool,
+    /// Where to read the stages' balances and stock after the drive (the
+    /// engines' Order APIs), for the audit to compare with the events.
+    pub state: Option<StateSource>,
     pub label: RunLabel,
+}
+
+/// The engines whose Order API holds the state, and the keys to read.
+#[derive(Debug, Clone)]
+pub struct StateSource {
+    /// `host:port` of each engine's REST server.
+    pub addrs: Vec<String>,
+    pub accounts: Vec<AccountId>,
+    pub skus: Vec<Sku>,
 }
 
 /// What a session measured and found.
@@ -93,14 +122,22 @@ pub struct SessionOutcome {
     pub table: String,
     /// `None` when the audit was turned off.
     pub audit: Option<TopicAudit>,
+    /// The session's `poison_sent`.
+    pub poison_sent: bool,
 }
 
 impl SessionOutcome {
-    /// Every order reached its outcome, none twice, and the audit (if run) passed.
+    /// Every order reached its outcome, none twice, every outcome decoded,
+    /// and the audit (if run) passed and found no record it could not
+    /// decode that the schedule did not send.
     pub fn passed(&self) -> bool {
         self.drive.missing == 0
             && self.drive.duplicate_outcomes == 0
-            && self.audit.as_ref().is_none_or(|a| a.report.passed())
+            && self.drive.undecodable == 0
+            && self
+                .audit
+                .as_ref()
+                .is_none_or(|a| a.report.passed() && (self.poison_sent || a.undecodable == 0))
     }
 }
 
@@ -115,6 +152,8 @@ pub enum SessionError {
     Audit(#[from] ReadError),
     #[error("the scenario: {0}")]
     Synth(#[from] SynthError),
+    #[error("reading the engines' state: {0}")]
+    State(#[from] StateReadError),
 }
 
 /// Drives `schedule` into the flow, writes the report, audits.
@@ -128,13 +167,30 @@ where
     E: std::fmt::Display,
 {
     let drive = drive_with(&config.drive, &config.options, schedule)?;
-    let audit = match config.audit {
-        Some(guarantee) => Some(audit_namespace(
-            &config.drive.bootstrap,
-            &config.drive.client_properties,
-            &config.drive.namespace,
-            guarantee,
+    // The flow has drained: the engines' state is final.
+    let state = match &config.state {
+        Some(source) => Some(read_state(
+            &source.addrs,
+            &source.accounts,
+            &source.skus,
+            Duration::from_millis(STATE_READ_WAIT_MS),
         )?),
+        None => None,
+    };
+    let audit = match config.audit {
+        Some(guarantee) => {
+            let mut audit = Audit::new(guarantee);
+            if let Some(plan) = &config.deserved {
+                audit = audit.expect_outcomes(plan.clone());
+            }
+            Some(audit_namespace_with(
+                &config.drive.bootstrap,
+                &config.drive.client_properties,
+                &config.drive.namespace,
+                audit,
+                state.as_ref(),
+            )?)
+        }
         None => None,
     };
     let flow = FlowSummary {
@@ -198,6 +254,7 @@ where
         summary,
         table,
         audit,
+        poison_sent: config.poison_sent,
     })
 }
 

@@ -21,7 +21,9 @@
 //! That needs the budgets before the first record, so generation runs the
 //! seeded draws three times: twice to sum the budgets (memory: a number per
 //! account and per instrument), once to emit. [`Expected`] carries the counts an
-//! audit can compare with the outcomes.
+//! audit can compare with the outcomes, and [`deserved_outcomes`] the outcome
+//! each order deserves, by order id, for the audit to compare one by one
+//! ([`crate::audit::Audit::expect_outcomes`]).
 //!
 //! # Ids
 //! Event ids are `run_id << 64 | sequence` and client order ids
@@ -45,6 +47,7 @@ use rand::rngs::ChaCha8Rng;
 use rand::{RngExt as _, SeedableRng as _};
 use rand_distr::{Distribution as _, Zipf};
 
+use crate::audit::{Deserved, DeservedOutcomes};
 use crate::flow;
 use crate::traffic::replay::fmix64;
 use crate::traffic::{Payload, Record};
@@ -498,6 +501,8 @@ pub struct Scenario<O: OrderIds> {
     emitted: u64,
     /// Orders created so far (numbers client order ids).
     created: u64,
+    /// The order the last record created and how it must end.
+    planned: Option<(OrderId, Fate)>,
 }
 
 impl<O: OrderIds> std::fmt::Debug for Scenario<O> {
@@ -531,7 +536,33 @@ pub fn generate<O: OrderIds>(
         recent: VecDeque::with_capacity(RECENT_ORDERS_MAX + 1),
         emitted: 0,
         created: 0,
+        planned: None,
     })
+}
+
+/// The outcome every order of `config`'s scenario deserves, by order id
+/// (ids from `order_ids`, as in [`generate`]): one more pass of the seeded
+/// draws, holding one entry per order.
+pub fn deserved_outcomes<O: OrderIds>(
+    config: &SynthConfig,
+    order_ids: O,
+) -> Result<DeservedOutcomes, SynthError> {
+    let mut scenario = generate(config, order_ids)?;
+    let mut plan = DeservedOutcomes::new();
+    while let Some(record) = scenario.next() {
+        record?;
+        if let Some((order, fate)) = scenario.planned.take() {
+            plan.insert(
+                order,
+                match fate {
+                    Fate::Fill => Deserved::Fill,
+                    Fate::FailFunds => Deserved::FailFunds,
+                    Fate::FailStock => Deserved::FailStock,
+                },
+            );
+        }
+    }
+    Ok(plan)
 }
 
 impl<O: OrderIds> Scenario<O> {
@@ -600,6 +631,7 @@ impl<O: OrderIds> Scenario<O> {
                 let account_id = self.account_id(account);
                 order_id = self.order_ids.order_id(account_id, &client_order_id);
                 let funding = self.budgets.funding[(account - 1) as usize];
+                self.planned = Some((order_id, fate));
                 let quantity = match fate {
                     Fate::Fill => quantity,
                     // Costs more than the account ever holds.
@@ -713,6 +745,18 @@ mod tests {
 
     fn events(config: &SynthConfig) -> Result<Vec<Record>, SynthError> {
         generate(config, SequentialOrderIds::default())?.collect()
+    }
+
+    #[test]
+    fn the_plan_names_every_order_with_the_fate_expected_counts() -> Result<(), SynthError> {
+        let config = small();
+        let plan = deserved_outcomes(&config, SequentialOrderIds::default())?;
+        let expected = generate(&config, SequentialOrderIds::default())?.expected();
+        assert_eq!(plan.len() as u64, expected.orders);
+        assert_eq!(plan.count(Deserved::Fill), expected.fill_bound);
+        assert_eq!(plan.count(Deserved::FailFunds), expected.fail_funds);
+        assert_eq!(plan.count(Deserved::FailStock), expected.fail_stock);
+        Ok(())
     }
 
     #[test]

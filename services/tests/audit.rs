@@ -1,9 +1,15 @@
 //! The audit passes a clean run and fails doctored ones: each test removes,
 //! duplicates or alters events of a real run (or the state) and expects the
 //! violation that names what broke. An audit that cannot fail proves nothing.
+//! A seeded synthetic scenario checks the deserved outcomes: a funding lost on
+//! the way passes every other check and fails that one.
 
 use codecs::{AccountId, Event, EventKind, Money, PaymentFailReason, PaymentFailed, Quantity};
-use services::audit::{audit, Audit, DeliveryGuarantee, Violation};
+use loadgen::synth::{deserved_outcomes, generate, SynthConfig};
+use loadgen::traffic::Payload;
+use services::audit::{
+    audit, Audit, AuditReport, DeliveryGuarantee, Deserved, DeservedOutcomes, Outcome, Violation,
+};
 use services::flow::{Service, ServiceSet};
 use services::testing::{sku_of, EventFactory, FlowHarness};
 use services::topics::{topic_of, PAYMENT_FAILED, STOCK_UPDATED};
@@ -334,4 +340,106 @@ fn a_run_without_the_order_stage_compares_only_what_it_has() {
     assert_eq!(report.orders.filled, 1);
     assert!(h.snapshot().order_status.is_none());
     assert_eq!(topic_of(EventKind::StockUpdated), STOCK_UPDATED);
+}
+
+/// A seeded synthetic scenario through the whole flow in memory, with the
+/// plan of the outcome each order deserves; `drop_first_funding` loses the
+/// first account's funding on the way (as a restore that lost it would).
+fn planned_run(
+    drop_first_funding: bool,
+) -> anyhow::Result<(FlowHarness, DeservedOutcomes, Option<AccountId>)> {
+    let config = SynthConfig {
+        seed: 7,
+        accounts: 10,
+        instruments: 5,
+        orders: 300,
+        ..SynthConfig::default()
+    };
+    let plan = deserved_outcomes(&config, codecs::ids::order_id_for)?;
+    let mut h = FlowHarness::new(ServiceSet::ALL);
+    let mut dropped = None;
+    for record in generate(&config, codecs::ids::order_id_for)? {
+        let Payload::Event(event) = record?.payload else {
+            anyhow::bail!("a synthetic scenario sends events only");
+        };
+        if let (Event::AccountFunded(funding), true, None) = (&event, drop_first_funding, dropped) {
+            dropped = Some(funding.account);
+            continue;
+        }
+        h.input(&event);
+        h.drain();
+    }
+    Ok((h, plan, dropped))
+}
+
+fn planned_audit(h: &FlowHarness, plan: Option<DeservedOutcomes>) -> AuditReport {
+    let mut audit = Audit::new(ExactlyOnce);
+    if let Some(plan) = plan {
+        audit = audit.expect_outcomes(plan);
+    }
+    for (topic, event) in &h.log {
+        audit.record(topic, event);
+    }
+    audit.finish_with_state(&h.snapshot())
+}
+
+#[test]
+fn every_order_ends_as_its_scenario_planned() -> anyhow::Result<()> {
+    let (h, plan, _) = planned_run(false)?;
+    let planned = plan.len() as u64;
+    let report = planned_audit(&h, Some(plan));
+    assert!(report.passed(), "{report}");
+    assert_eq!(report.deserved_compared, planned);
+    assert_eq!(report.orders.accepted, planned);
+    Ok(())
+}
+
+#[test]
+fn a_dropped_funding_conserves_cash_but_fails_the_deserved_outcomes() -> anyhow::Result<()> {
+    let (h, plan, dropped) = planned_run(true)?;
+    let account = dropped.ok_or_else(|| anyhow::anyhow!("no funding was dropped"))?;
+    // Cash and stock still balance and every order has one outcome: without
+    // the plan, the loss is invisible.
+    let blind = planned_audit(&h, None);
+    assert!(blind.passed(), "{blind}");
+    let fill_bound_of_account = plan_count(&h, &plan, account);
+    assert!(
+        fill_bound_of_account > 0,
+        "the scenario gave account {account} no order to fill"
+    );
+    let report = planned_audit(&h, Some(plan));
+    assert!(!report.passed(), "{report}");
+    let undeserved = report
+        .violations
+        .iter()
+        .filter(|v| {
+            matches!(
+                v,
+                Violation::Undeserved {
+                    deserved: Deserved::Fill,
+                    found: Outcome::RejectedFunds(PaymentFailReason::UnknownAccount),
+                    ..
+                }
+            )
+        })
+        .count() as u64;
+    assert_eq!(undeserved, fill_bound_of_account, "{report}");
+    assert!(report
+        .to_string()
+        .contains("the scenario planned it to fill"));
+    Ok(())
+}
+
+/// Fill-bound orders of `account` in the run.
+fn plan_count(h: &FlowHarness, plan: &DeservedOutcomes, account: AccountId) -> u64 {
+    h.log
+        .iter()
+        .filter_map(|(_, event)| match event {
+            Event::OrderCreated(created) if created.account == account => {
+                plan.get(created.header.order_id)
+            }
+            _ => None,
+        })
+        .filter(|deserved| *deserved == Deserved::Fill)
+        .count() as u64
 }

@@ -74,7 +74,8 @@ impl Drop for Engine {
         // A stopped process ignores SIGTERM until it is continued.
         let _ = Command::new("kill").args(["-CONT", &self.pid()]).status();
         let _ = Command::new("kill").arg(self.pid()).status();
-        let _ = self.child.wait();
+        // Bounded: a hung engine is killed, not waited for.
+        let _ = tradeflow_tests::wait_or_kill(&mut self.child, Duration::from_secs(60));
     }
 }
 
@@ -84,6 +85,8 @@ struct Deployment {
     namespace: TopicNamespace,
     dir: PathBuf,
     engine: Engine,
+    /// Synthetic scenarios run so far.
+    scenarios: std::sync::atomic::AtomicU32,
 }
 
 impl Deployment {
@@ -147,6 +150,7 @@ impl Deployment {
             namespace,
             dir,
             engine: Engine { child, log },
+            scenarios: std::sync::atomic::AtomicU32::new(0),
         })
     }
 
@@ -164,6 +168,9 @@ impl Deployment {
             },
             out_dir: self.dir.join(name),
             audit: Some(DeliveryGuarantee::ExactlyOnce),
+            deserved: None,
+            poison_sent: false,
+            state: None,
             label: RunLabel::here(&format!("loadgen {name} (test)")),
         }
     }
@@ -176,7 +183,22 @@ impl Deployment {
         pending_orders_max: usize,
     ) -> anyhow::Result<SessionOutcome> {
         let (_, schedule) = synth_schedule(&scenario)?;
-        let outcome = run_session(&self.session(name, pending_orders_max), schedule)?;
+        let mut session = self.session(name, pending_orders_max);
+        // Scenarios of one deployment share its instruments (synth numbers
+        // them from SYM0001), so stock an earlier one left changes which
+        // orders of a later one fill: only the first scenario's outcomes do
+        // not depend on the others, and only it is held to its plan.
+        if self
+            .scenarios
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            == 0
+        {
+            session.deserved = Some(loadgen::synth::deserved_outcomes(
+                &scenario,
+                codecs::ids::order_id_for,
+            )?);
+        }
+        let outcome = run_session(&session, schedule)?;
         print!("{}", outcome.table);
         if let Some(audit) = &outcome.audit {
             print!("{}", audit.report);

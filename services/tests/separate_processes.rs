@@ -23,7 +23,8 @@ struct Node(Child);
 impl Drop for Node {
     fn drop(&mut self) {
         let _ = Command::new("kill").arg(self.0.id().to_string()).status();
-        let _ = self.0.wait();
+        // Bounded: a hung engine is killed, not waited for.
+        let _ = tradeflow_tests::wait_or_kill(&mut self.0, WAIT);
     }
 }
 

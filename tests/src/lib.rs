@@ -257,6 +257,26 @@ pub fn flush<C: rdkafka::producer::ProducerContext + 'static>(
     Ok(())
 }
 
+/// Waits up to `within` for `child` to exit; on expiry kills it (SIGKILL)
+/// and reaps it, and answers `None`: no test hangs on a child that hangs.
+pub fn wait_or_kill(
+    child: &mut std::process::Child,
+    within: Duration,
+) -> std::io::Result<Option<std::process::ExitStatus>> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            child.wait()?;
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A topic name no other test (or earlier run against the same cluster) uses.
 pub fn unique_topic(prefix: &str) -> String {
     static SEQ: AtomicU32 = AtomicU32::new(0);

@@ -29,7 +29,11 @@
 //! - no balance and no stock level is negative;
 //! - under exactly-once, no event id appears twice; under at-least-once,
 //!   duplicates are allowed and counted, and their effects are counted once.
-//!   Under both, one id with two different contents is a violation.
+//!   Under both, one id with two different contents is a violation;
+//! - with [`DeservedOutcomes`] (the plan of a `loadgen::synth` scenario),
+//!   every planned order was accepted and ended as planned: a restore that
+//!   lost a funding or a replenishment turns deserved fills into refusals
+//!   that conserve cash and stock, and only this check sees it.
 //!
 //! Inputs the stages refuse by rule (a funding or replenishment that is not
 //! positive, an order event without an order id) go to dead-letter topics
@@ -181,6 +185,16 @@ pub enum Violation {
         derived: Option<Outcome>,
         state: Option<OrderState>,
     },
+    /// A planned order whose `order.created` never reached the flow.
+    NeverAccepted {
+        order: OrderId,
+    },
+    /// An order that ended otherwise than the scenario planned.
+    Undeserved {
+        order: OrderId,
+        deserved: Deserved,
+        found: Outcome,
+    },
     /// A sum left `i128` (it cannot in any real run; reported, not wrapped).
     Overflow {
         what: &'static str,
@@ -307,6 +321,20 @@ impl fmt::Display for Violation {
                 "order {}: the Order stage says {state:?}, the events say {derived:?}",
                 order.0
             ),
+            Violation::NeverAccepted { order } => write!(
+                f,
+                "order {}: planned by the scenario, never accepted (no order.created)",
+                order.0
+            ),
+            Violation::Undeserved {
+                order,
+                deserved,
+                found,
+            } => write!(
+                f,
+                "order {}: the scenario planned it to {deserved}, it ended {found:?}",
+                order.0
+            ),
             Violation::Overflow { what } => write!(f, "{what} overflowed i128"),
         }
     }
@@ -353,6 +381,9 @@ pub struct AuditReport {
     pub totals: FlowTotals,
     /// Whether a `StateSnapshot` was compared.
     pub state_compared: bool,
+    /// Orders whose outcome was compared with the one the scenario planned
+    /// (0 without [`DeservedOutcomes`]).
+    pub deserved_compared: u64,
     /// Balance per account, as the events imply.
     pub balances: BTreeMap<AccountId, i128>,
     /// Units on hand per instrument, as the events imply.
@@ -425,6 +456,15 @@ impl fmt::Display for AuditReport {
                 "not compared"
             }
         )?;
+        if self.deserved_compared > 0 {
+            writeln!(
+                f,
+                "  deserved    {} planned orders compared with their outcomes",
+                self.deserved_compared
+            )?;
+        } else {
+            writeln!(f, "  deserved    no plan compared")?;
+        }
         if self.passed() {
             return Ok(());
         }
@@ -451,6 +491,85 @@ pub enum Outcome {
     RejectedFunds(PaymentFailReason),
     /// Inventory refused it and Payment refunded (`payment.refunded`).
     RejectedStockRefunded,
+}
+
+/// How a scenario meant an order to end (`loadgen::synth` plans each order
+/// so that its outcome does not depend on timing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Deserved {
+    /// Funded and stocked for: must fill.
+    Fill,
+    /// Costs more than its account is ever funded with: must be refused
+    /// for insufficient funds.
+    FailFunds,
+    /// Asks for more units than its instrument ever holds: must be
+    /// rejected for stock and refunded.
+    FailStock,
+}
+
+impl fmt::Display for Deserved {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Deserved::Fill => "fill",
+            Deserved::FailFunds => "fail for funds",
+            Deserved::FailStock => "fail for stock and be refunded",
+        })
+    }
+}
+
+impl Deserved {
+    /// Whether `outcome` is the one deserved.
+    pub fn matches(self, outcome: Outcome) -> bool {
+        matches!(
+            (self, outcome),
+            (Deserved::Fill, Outcome::Filled)
+                | (
+                    Deserved::FailFunds,
+                    Outcome::RejectedFunds(PaymentFailReason::InsufficientFunds)
+                )
+                | (Deserved::FailStock, Outcome::RejectedStockRefunded)
+        )
+    }
+}
+
+/// The outcome each order of a scenario deserves, by order id.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeservedOutcomes {
+    orders: HashMap<OrderId, Deserved>,
+}
+
+impl DeservedOutcomes {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Plans `order` to end as `deserved` (a later plan for the same order
+    /// replaces the earlier one).
+    pub fn insert(&mut self, order: OrderId, deserved: Deserved) {
+        self.orders.insert(order, deserved);
+    }
+
+    /// Forgets the plan of `order` (a scenario cut short never sent it).
+    pub fn remove(&mut self, order: OrderId) -> Option<Deserved> {
+        self.orders.remove(&order)
+    }
+
+    pub fn get(&self, order: OrderId) -> Option<Deserved> {
+        self.orders.get(&order).copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.orders.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.orders.is_empty()
+    }
+
+    /// Orders planned to end as `deserved`.
+    pub fn count(&self, deserved: Deserved) -> u64 {
+        self.orders.values().filter(|d| **d == deserved).count() as u64
+    }
 }
 
 /// Where an order stands, as a stage holding orders reports it (the audit's
@@ -551,6 +670,7 @@ pub struct Audit {
     orders: BTreeMap<OrderId, OrderTrail>,
     accounts: BTreeMap<AccountId, AccountFlow>,
     skus: BTreeMap<Sku, SkuFlow>,
+    deserved: Option<DeservedOutcomes>,
     report: AuditReport,
 }
 
@@ -577,6 +697,7 @@ impl Audit {
             orders: BTreeMap::new(),
             accounts: BTreeMap::new(),
             skus: BTreeMap::new(),
+            deserved: None,
             report: AuditReport {
                 guarantee,
                 events: 0,
@@ -585,12 +706,20 @@ impl Audit {
                 orders: OrderCounts::default(),
                 totals: FlowTotals::default(),
                 state_compared: false,
+                deserved_compared: 0,
                 balances: BTreeMap::new(),
                 on_hand: BTreeMap::new(),
                 violations: Vec::new(),
                 violation_count: 0,
             },
         }
+    }
+
+    /// Also checks that every order of `plan` was accepted and ended as
+    /// planned (orders outside the plan are judged by the other checks only).
+    pub fn expect_outcomes(mut self, plan: DeservedOutcomes) -> Self {
+        self.deserved = Some(plan);
+        self
     }
 
     /// One event as read from `topic`.
@@ -771,7 +900,34 @@ impl Audit {
         for (&order, trail) in &orders {
             self.check_order(order, trail);
         }
+        if let Some(plan) = self.deserved.take() {
+            self.check_deserved(&orders, &plan);
+        }
         self.orders = orders;
+    }
+
+    /// Every planned order was accepted and ended as planned. An order lost
+    /// or decided twice is reported by `check_order` already.
+    fn check_deserved(&mut self, orders: &BTreeMap<OrderId, OrderTrail>, plan: &DeservedOutcomes) {
+        let mut planned: Vec<(OrderId, Deserved)> =
+            plan.orders.iter().map(|(o, d)| (*o, *d)).collect();
+        planned.sort_unstable_by_key(|(order, _)| *order);
+        for (order, deserved) in planned {
+            self.report.deserved_compared += 1;
+            let Some(trail) = orders.get(&order).filter(|t| t.created.is_some()) else {
+                self.report.violate(Violation::NeverAccepted { order });
+                continue;
+            };
+            if let Some(found) = derived_outcome(trail) {
+                if !deserved.matches(found) {
+                    self.report.violate(Violation::Undeserved {
+                        order,
+                        deserved,
+                        found,
+                    });
+                }
+            }
+        }
     }
 
     fn check_order(&mut self, order: OrderId, t: &OrderTrail) {

@@ -10,7 +10,7 @@
 use codecs::topics::TopicNamespace;
 use rdkafka::message::Message;
 
-use super::{Audit, AuditReport, DeliveryGuarantee};
+use super::{Audit, AuditReport, DeliveryGuarantee, StateSnapshot};
 use crate::kafka::{self, ReadError, TimeBounds};
 
 /// An audit of what a namespace's topics hold.
@@ -20,7 +20,7 @@ pub struct TopicAudit {
     /// Records read from the flow's topics.
     pub records: u64,
     /// Records that are not events (poison inputs the stages dead-lettered;
-    /// no part of the flow).
+    /// no part of the flow). A run that injected none must find none.
     pub undecodable: u64,
 }
 
@@ -31,9 +31,27 @@ pub fn audit_namespace(
     namespace: &TopicNamespace,
     guarantee: DeliveryGuarantee,
 ) -> Result<TopicAudit, ReadError> {
+    audit_namespace_with(
+        bootstrap,
+        client_properties,
+        namespace,
+        Audit::new(guarantee),
+        None,
+    )
+}
+
+/// Reads every flow topic of `namespace` into `audit` (made by the caller,
+/// e.g. with [`Audit::expect_outcomes`]) and finishes it, comparing `state`
+/// (the stages' balances and stock) if given.
+pub fn audit_namespace_with(
+    bootstrap: &str,
+    client_properties: &[(String, String)],
+    namespace: &TopicNamespace,
+    mut audit: Audit,
+    state: Option<&StateSnapshot>,
+) -> Result<TopicAudit, ReadError> {
     let consumer = kafka::reader(bootstrap, client_properties)?;
     let ranges = kafka::ranges(&consumer, &namespace.all(), TimeBounds::default())?;
-    let mut audit = Audit::new(guarantee);
     let mut undecodable = 0u64;
     let records = kafka::read_ranges(&consumer, &ranges, &mut |message| {
         let decoded = message.payload().map(codecs::decode);
@@ -43,7 +61,10 @@ pub fn audit_namespace(
         }
     })?;
     Ok(TopicAudit {
-        report: audit.finish(),
+        report: match state {
+            Some(state) => audit.finish_with_state(state),
+            None => audit.finish(),
+        },
         records,
         undecodable,
     })

@@ -27,6 +27,12 @@ const ANY_LOOPBACK_PORT: std::net::SocketAddr =
 const FETCH_WAIT_MAX_MS_DEFAULT: u32 = 100;
 /// `fetch.wait.max.ms` on librdkafka's mock cluster (the demo).
 const MOCK_FETCH_WAIT_MAX_MS: u32 = 5;
+/// Exit status of `run` when a shard stopped without its final commit (the
+/// commit failed and was aborted, or the shard had failed for good).
+const EXIT_SHUTDOWN_ABORTED: i32 = 2;
+/// Exit status of `run` when the shutdown deadline passed before the final
+/// commit completed.
+const EXIT_SHUTDOWN_DEADLINE: i32 = 3;
 
 /// A low-latency, thread-per-core trade-flow engine on Apache Kafka.
 #[derive(Debug, Parser)]
@@ -118,6 +124,11 @@ enum Command {
         /// files) is written at shutdown; default reports/engine/<unix time>.
         #[arg(long)]
         report_dir: Option<PathBuf>,
+        /// After SIGINT or SIGTERM, how long the shutdown (API stop, final
+        /// commit, close) may take. Exits 0 once committed, 2 when the final
+        /// commit failed and was aborted, 3 when this deadline passed first.
+        #[arg(long, default_value_t = 10.0)]
+        shutdown_deadline_s: f64,
     },
     /// Print the deployment's plan: every topic it uses (flow topics,
     /// dead-letter topics, compacted changelogs) and each workload's
@@ -230,7 +241,10 @@ fn main() -> anyhow::Result<()> {
             grpc_addr,
             no_api,
             report_dir,
+            shutdown_deadline_s,
         } => {
+            let shutdown_deadline = Duration::try_from_secs_f64(shutdown_deadline_s)
+                .context("--shutdown-deadline-s must be a non-negative number of seconds")?;
             let application_id =
                 application_id.unwrap_or_else(|| default_application_id(&namespace, services));
             let api = (!no_api).then_some(grpc_addr);
@@ -255,6 +269,7 @@ fn main() -> anyhow::Result<()> {
                 rest_addr,
                 api,
                 &report_dir,
+                shutdown_deadline,
             )
         }
         Command::Dlq { action } => dlq_command(action),
@@ -448,6 +463,7 @@ fn dlq_command(action: DlqAction) -> anyhow::Result<()> {
     }
 }
 
+#[allow(clippy::too_many_arguments)] // the command line's options, passed on as given
 fn run(
     config: &std::path::Path,
     services: ServiceSet,
@@ -456,6 +472,7 @@ fn run(
     rest_addr: std::net::SocketAddr,
     api: Option<std::net::SocketAddr>,
     report_dir: &std::path::Path,
+    shutdown_deadline: Duration,
 ) -> anyhow::Result<()> {
     // Read the machine before anything is pinned (see Machine::detect).
     let machine = Machine::detect();
@@ -495,6 +512,10 @@ fn run(
         plan.partitions,
         plan.settings.guarantee,
     );
+    // One owner per partition across nodes: refuse to start while another
+    // live node may process one of this node's partitions.
+    let registration = engine::deployment::claim_partitions(&plan.settings, &tuning, replication)
+        .context("claiming this node's partitions in the owners' registry")?;
     let partitions = plan.partitions;
     let engine = std::sync::Arc::new(Engine::start(
         plan.settings,
@@ -561,16 +582,57 @@ fn run(
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    println!("tradeflow: stopping (API, then commit and close)");
-    if let Some(api) = api {
-        api.stop()?;
-    }
-    if let Some(server) = observe_server {
-        server.stop()?;
-    }
-    let engine = std::sync::Arc::try_unwrap(engine)
-        .map_err(|_| anyhow::anyhow!("the engine is still shared after the API stopped"))?;
-    for (shard, stats) in engine.shutdown()? {
+    // Bounded shutdown: the API stops, every shard commits (or, when its
+    // commit fails, aborts) and closes, the registration ends, all within
+    // the deadline; past it the process exits without the commit.
+    println!(
+        "tradeflow: stopping (API, then commit and close; deadline {} s)",
+        shutdown_deadline.as_secs_f64()
+    );
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("tf-shutdown".into())
+        .spawn(move || {
+            let result = (|| -> anyhow::Result<_> {
+                if let Some(api) = api {
+                    api.stop()?;
+                }
+                if let Some(server) = observe_server {
+                    server.stop()?;
+                }
+                let engine = std::sync::Arc::try_unwrap(engine).map_err(|_| {
+                    anyhow::anyhow!("the engine is still shared after the API stopped")
+                })?;
+                Ok(engine.shutdown())
+            })();
+            // The shards are closed: another node may claim the partitions now.
+            drop(registration);
+            let _ = done_tx.send(result);
+        })
+        .context("starting the shutdown thread")?;
+    let stopped = match done_rx.recv_timeout(shutdown_deadline) {
+        Ok(Ok(Ok(stopped))) => stopped,
+        Ok(Ok(Err(e))) => {
+            eprintln!(
+                "tradeflow: shutdown ABORTED: a shard stopped without its final commit ({e}); \
+                 its open transaction was aborted, and the records since its last commit will \
+                 be processed again by the partitions' next owner"
+            );
+            std::process::exit(EXIT_SHUTDOWN_ABORTED);
+        }
+        Ok(Err(e)) => return Err(e.context("stopping")),
+        Err(_) => {
+            eprintln!(
+                "tradeflow: shutdown DEADLINE of {} s passed before the final commit \
+                 completed; exiting without it: the open transaction is aborted (by the next \
+                 start's init_transactions, or by the broker after transaction.timeout.ms) and \
+                 the records since the last commit will be processed again",
+                shutdown_deadline.as_secs_f64()
+            );
+            std::process::exit(EXIT_SHUTDOWN_DEADLINE);
+        }
+    };
+    for (shard, stats) in stopped {
         println!(
             "  {shard}: {} records in, {} out, {} dead-lettered, {} commits, {} restored",
             stats.records_in,
