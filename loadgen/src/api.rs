@@ -63,6 +63,18 @@ pub struct ApiReport {
 }
 
 impl ApiReport {
+    fn empty() -> Self {
+        ApiReport {
+            sent: 0,
+            accepted: 0,
+            failed: 0,
+            failure_sample: None,
+            elapsed: Duration::ZERO,
+            corrected: histogram(),
+            service: histogram(),
+        }
+    }
+
     pub fn accepted_per_s(&self) -> f64 {
         self.accepted as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
@@ -189,15 +201,7 @@ pub fn run(load: &ApiLoad, settle: Duration) -> Result<ApiReport, ApiBenchError>
         })
         .collect::<Result<_, _>>()
         .map_err(|e| ApiBenchError::Client(e.to_string()))?;
-    let mut report = ApiReport {
-        sent: 0,
-        accepted: 0,
-        failed: 0,
-        failure_sample: None,
-        elapsed: Duration::ZERO,
-        corrected: histogram(),
-        service: histogram(),
-    };
+    let mut report = ApiReport::empty();
     for handle in handles {
         let part = handle
             .join()
@@ -228,15 +232,7 @@ fn client_loop(
 ) -> ApiReport {
     let agent = agent();
     let url = format!("{}/v1/orders", load.base_url);
-    let mut part = ApiReport {
-        sent: 0,
-        accepted: 0,
-        failed: 0,
-        failure_sample: None,
-        elapsed: Duration::ZERO,
-        corrected: histogram(),
-        service: histogram(),
-    };
+    let mut part = ApiReport::empty();
     let offset = gap.mul_f64(client as f64 / clients as f64);
     let mut n: u64 = 0;
     loop {
