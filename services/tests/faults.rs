@@ -706,17 +706,17 @@ fn leader_moved(run: &FaultRun, topic: &str, partition: i32, killed: i32) -> any
     }
 }
 
-/// Ignored in CI until the engine's hand-over is fixed: with the deserved
-/// outcomes and the REST state compared, this test fails in 3 of 4 runs
-/// (2026-12-06): after node-b leaves, node-a's balances exceed what the
-/// events imply (node-b's debits missing), or node-b refuses funded orders
-/// for an unknown account — the new owner of a partition restored state
-/// that lacks the previous owner's last transaction while its input offsets
-/// include it (suspected: restore stops at the last stable offset while the
-/// previous owner's transaction is open, and the committed offsets are read
-/// after it commits). Run it with `-- --ignored`.
+/// With the deserved outcomes and the REST state compared, this test found
+/// lost state at a consumer-group hand-over (2026-12-06, 3 of 4 runs): after
+/// node-b left, node-a's balances exceeded what the events imply (node-b's
+/// last debits missing), or node-b refused funded orders for an unknown
+/// account. The new owner had restored a partition while the previous
+/// owner's last transaction was still committing (its changelog writes not
+/// yet visible to a `read_committed` reader) and then read committed offsets
+/// that included that transaction's inputs. A shard now waits for stable
+/// committed offsets (`KafkaPort::settle`) before it restores; 2 of 2 runs
+/// passed after the fix, and the test runs in CI again.
 #[test]
-#[ignore = "finds lost state at a consumer-group hand-over (see the doc comment); run with --ignored"]
 fn a_second_engine_joining_and_leaving_under_load_loses_and_doubles_nothing() -> anyhow::Result<()>
 {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
