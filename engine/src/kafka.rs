@@ -1072,25 +1072,6 @@ impl KafkaPort for RdKafkaPort {
         Ok(Rewind::Done)
     }
 
-    fn settle(&mut self, partitions: &[PartitionId]) -> Result<(), PortError> {
-        // With isolation.level=read_committed librdkafka's OffsetFetch asks
-        // for stable offsets (KIP-447's require_stable) and retries
-        // UNSTABLE_OFFSET_COMMIT until no transaction holds one pending: so
-        // when this returns, a previous owner's last transaction has
-        // committed or aborted, and the restore that follows sees its
-        // changelog writes if it committed.
-        let mut list = TopicPartitionList::new();
-        for topic in &self.inputs {
-            for partition in partitions {
-                list.add_partition(topic, partition.0);
-            }
-        }
-        self.consumer
-            .committed_offsets(list, Duration::from_millis(RESTORE_STALL_TIMEOUT_MS))
-            .map_err(|e| kafka_error("reading stable committed offsets", e))?;
-        Ok(())
-    }
-
     fn restore(
         &mut self,
         changelog: &str,

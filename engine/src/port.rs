@@ -176,18 +176,6 @@ pub trait KafkaPort {
     /// uncommitted work, which must not commit without its input offsets.
     fn rewind(&mut self, keep: &[PartitionId]) -> Result<Rewind, PortError>;
 
-    /// Waits until the committed input offsets of `partitions` are stable:
-    /// no transaction of a previous owner still holds an offset commit for
-    /// them pending. A restore must come after this, not before: a restore
-    /// that ran while the previous owner's last transaction was committing
-    /// would miss that transaction's changelog writes (not yet visible to a
-    /// `read_committed` reader), and the offsets read afterwards would
-    /// include its inputs, so their effects would be lost.
-    fn settle(&mut self, partitions: &[PartitionId]) -> Result<(), PortError> {
-        let _ = partitions;
-        Ok(())
-    }
-
     /// Feeds every record of a changelog partition, from its start to its end
     /// at the time of the call, to `apply`.
     fn restore(

@@ -499,17 +499,6 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
     /// Takes ownership of `partitions`: restores each one's stores from its
     /// changelogs before any of its records is processed.
     pub fn assign(&mut self, partitions: &[PartitionId]) -> Result<(), ShardError> {
-        let new: Vec<PartitionId> = partitions
-            .iter()
-            .copied()
-            .filter(|p| !self.owned.contains_key(p))
-            .collect();
-        if !new.is_empty() {
-            let id = self.id;
-            self.port
-                .settle(&new)
-                .map_err(|source| ShardError::Port { shard: id, source })?;
-        }
         for &partition in partitions {
             if self.owned.contains_key(&partition) {
                 continue;
