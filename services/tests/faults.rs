@@ -54,10 +54,12 @@ use services::audit::{Audit, DeliveryGuarantee, StateSnapshot};
 use services::flow::{ServiceSet, TradeFlow};
 use tradeflow_tests::{unique_topic, KafkaCluster};
 
+/// `--shutdown-deadline-s` of the engines the fault tests start (see `spawn`).
+const FAULT_SHUTDOWN_DEADLINE_S: u64 = 30;
 const RATE_PER_S: u64 = 300;
 const PARTITIONS: i32 = 4;
 /// Longest wait for an engine to exit after SIGTERM (its own shutdown
-/// deadline is 10 s) or after `kill -9`; then it is killed and the test fails.
+/// deadline is `FAULT_SHUTDOWN_DEADLINE_S`) or after `kill -9`; then it is killed and the test fails.
 const EXIT_WAIT_S: u64 = 40;
 /// Longest wait for an engine to print its API address.
 const START_WAIT_S: u64 = 60;
@@ -345,8 +347,21 @@ guarantee = "{guarantee}"
 
     /// Starts a `tradeflow run` process as `node`, with a log of its own,
     /// owning every partition in core-map mode.
+    ///
+    /// Its shutdown deadline is 30 s, not the default 10 s: these tests
+    /// stop the engine right after a fault, while the cluster may still be
+    /// recovering, and what they judge is what the engine committed, not how
+    /// fast (two CI runs saw the broker-kill test's final commit outlast 10 s
+    /// after a 16 s commit during the broker's return, and exit 3).
     fn spawn(&self, node: &str) -> anyhow::Result<Engine> {
-        self.spawn_with(node, &format!("0-{}", PARTITIONS - 1), &[])
+        self.spawn_with(
+            node,
+            &format!("0-{}", PARTITIONS - 1),
+            &[
+                "--shutdown-deadline-s",
+                &FAULT_SHUTDOWN_DEADLINE_S.to_string(),
+            ],
+        )
     }
 
     /// Starts `node` owning `partitions` in core-map mode, with `args` added.
