@@ -570,13 +570,16 @@ fn readiness_is_false_while_a_changelog_restores_and_true_after() -> anyhow::Res
     let server = start_observing(&engine)?;
     let addr = server.addr();
 
-    // The shard is inside the restore (it counted the first record and
-    // waits at the gate): the process is live but not ready.
-    let (status, body) = wait_until("the restore to start", || {
+    // The shard is inside the restore once it has counted the first record,
+    // which then waits at the gate. "restoring" alone is not enough: the
+    // shard reports it before it reads the changelog's watermarks and
+    // fetches, which on a loaded machine takes longer than one poll here.
+    let (status, body) = wait_until("the restore's first record", || {
         let (status, body) = get(addr, "/health/ready")?;
         let json: serde_json::Value = serde_json::from_str(&body)?;
         let restoring = json["shards"][0]["reason"] == "restoring";
-        Ok(restoring.then_some((status, json)))
+        let counted = Scrape::take(addr)?.sum("tradeflow_restored_records_total", &[]) >= 1.0;
+        Ok((restoring && counted).then_some((status, json)))
     })?;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["ready"], false, "{body}");
