@@ -39,7 +39,13 @@ use crate::port::{
 use crate::store::ChangelogApply;
 use crate::telemetry::ShardGauges;
 
+mod changelog_reader;
 pub mod registry;
+
+use changelog_reader::ChangelogReader;
+pub use changelog_reader::{
+    RESTORE_FETCH_BYTES, RESTORE_PROGRESS_EVERY_RECORDS, RESTORE_STALL_TIMEOUT_MS,
+};
 
 /// How long a blocking Kafka call (flush, commit, transaction step) may take
 /// before it counts as failed.
@@ -63,14 +69,8 @@ pub const TRANSACTION_TIMEOUT_MS: u64 = 60_000;
 pub const TRANSACTIONAL_DELIVERY_TIMEOUT_MS: u64 = KAFKA_CALL_TIMEOUT_MS;
 /// How long an at-least-once record may wait for acknowledgement, retries included.
 pub const DELIVERY_TIMEOUT_MS: u64 = 120_000;
-/// How long a restore may go without progress before it fails.
-pub const RESTORE_STALL_TIMEOUT_MS: u64 = 60_000;
-/// Bytes a changelog reader asks for per fetch.
-pub const RESTORE_FETCH_BYTES: usize = 16 * 1024 * 1024;
 /// How long `send` waits for room in a full producer queue.
 pub const SEND_QUEUE_FULL_TIMEOUT_MS: u64 = 10_000;
-/// Changelog records a restore applies between updates of its progress gauge.
-pub const RESTORE_PROGRESS_EVERY_RECORDS: u64 = 1_024;
 
 /// Kafka Streams' `processing.guarantee`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -423,7 +423,7 @@ pub struct RdKafkaPort {
     /// `producer` carries them.
     state_producer: Option<ProducerPair>,
     state_in_transaction: bool,
-    restorer: BaseConsumer<EndAwareContext>,
+    changelogs: ChangelogReader,
     /// Physical names of the stage's inputs, in the stage's order.
     inputs: Vec<String>,
     /// (logical, physical) for the output topics seen so far; empty under the
@@ -542,19 +542,7 @@ impl RdKafkaPort {
             }
         };
 
-        let restorer: BaseConsumer<EndAwareContext> = settings
-            .base()
-            .set("group.id", format!("{}-restore", settings.application_id))
-            .set("enable.auto.commit", "false")
-            .set("isolation.level", "read_committed")
-            .set("enable.partition.eof", "true")
-            .set("fetch.wait.max.ms", "50")
-            // Restores read one partition from its start as fast as possible:
-            // large fetches amortise each broker round trip.
-            .set("max.partition.fetch.bytes", RESTORE_FETCH_BYTES.to_string())
-            .set("fetch.max.bytes", RESTORE_FETCH_BYTES.to_string())
-            .create_with_context(EndAwareContext)
-            .map_err(|e| kafka_error("creating the changelog reader", e))?;
+        let changelogs = ChangelogReader::new(settings)?;
 
         let mut port = RdKafkaPort {
             settings: settings.clone(),
@@ -562,7 +550,7 @@ impl RdKafkaPort {
             producer,
             state_producer,
             state_in_transaction: false,
-            restorer,
+            changelogs,
             inputs: inputs
                 .iter()
                 .map(|s| settings.namespace.physical(s))
@@ -1079,64 +1067,8 @@ impl KafkaPort for RdKafkaPort {
         apply: &mut ChangelogApply<'_>,
     ) -> Result<RestoreStats, PortError> {
         let changelog = self.settings.namespace.physical(changelog);
-        let changelog = changelog.as_str();
-        // Right after a topic is created or a leader moves, the broker may not
-        // lead the partition yet: retry such errors here rather than restart.
-        let (low, high) = watermarks_retrying(&self.restorer, changelog, partition.0)?;
-        let mut stats = RestoreStats::default();
-        if high <= low {
-            return Ok(stats);
-        }
-        let mut list = TopicPartitionList::new();
-        list.add_partition_offset(changelog, partition.0, KafkaOffset::Beginning)
-            .map_err(|e| kafka_error("assigning the changelog", e))?;
-        self.restorer
-            .assign(&list)
-            .map_err(|e| kafka_error("assigning the changelog", e))?;
-        let mut last_progress = Instant::now();
-        let mut position = low;
-        // Under read_committed the readable end can be below `high` (transaction
-        // markers, an open transaction); end-of-partition tells us we are there.
-        while position < high {
-            match self.restorer.poll(Duration::from_millis(100)) {
-                None => {}
-                Some(Err(KafkaError::PartitionEOF(_))) => break,
-                Some(Err(e)) => {
-                    warn!(error = %e, changelog, %partition, "changelog read error (retrying)")
-                }
-                Some(Ok(message)) => {
-                    position = message.offset() + 1;
-                    last_progress = Instant::now();
-                    if stats.records % RESTORE_PROGRESS_EVERY_RECORDS == 0 {
-                        if let Some(gauges) = &self.gauges {
-                            gauges.set_restore_remaining((high - position).max(0) as u64);
-                        }
-                    }
-                    let key = message.key().unwrap_or_default();
-                    let value = message.payload();
-                    apply(key, value).map_err(|source| PortError::CorruptChangelog {
-                        changelog: changelog.to_string(),
-                        partition,
-                        source,
-                    })?;
-                    stats.records += 1;
-                    stats.bytes += (key.len() + value.map_or(0, <[u8]>::len)) as u64;
-                }
-            }
-            if last_progress.elapsed() > Duration::from_millis(RESTORE_STALL_TIMEOUT_MS) {
-                return Err(PortError::Kafka {
-                    op: "restoring",
-                    message: format!(
-                        "{changelog} {partition} made no progress at offset {position} of {high}"
-                    ),
-                    retryable: true,
-                });
-            }
-        }
-        self.restorer
-            .unassign()
-            .map_err(|e| kafka_error("releasing the changelog", e))?;
-        Ok(stats)
+        self.changelogs
+            .restore(&changelog, partition, apply, self.gauges.as_deref())
     }
 
     fn positions(&mut self, out: &mut Vec<InputPosition>) {

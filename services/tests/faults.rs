@@ -725,19 +725,13 @@ fn leader_moved(run: &FaultRun, topic: &str, partition: i32, killed: i32) -> any
 /// lost state at a consumer-group hand-over (2026-12-06, 3 of 4 runs): after
 /// node-b left, node-a's balances exceeded what the events imply (node-b's
 /// last debits missing), or node-b refused funded orders for an unknown
-/// account. The new owner had restored a partition while the previous
-/// owner's last transaction was still committing (its changelog writes not
-/// yet visible to a `read_committed` reader) and then read committed offsets
-/// that included that transaction's inputs. Waiting for stable committed
-/// offsets before the restore (tried 2026-12-06, commit 47dfe55, reverted)
-/// passed 2 of 2 local runs but failed the next CI run again (25 accounts
-/// above what the events imply, node-b's last debits missing), and in
-/// another CI run the broker-kill test's engine then processed nothing, so
-/// it was taken out again. The hand-over still loses state; the test stays
-/// out of CI until that is found (issue #15's rebalancing work). Run it
-/// with `-- --ignored`.
-#[test]
-#[ignore = "finds lost state at a consumer-group hand-over (see the doc comment); run with --ignored"]
+/// account. The new owner restored a partition while the previous owner's
+/// last transaction was committed but its marker not yet written to the
+/// changelog: a `read_committed` reader stops at the last stable offset,
+/// before that transaction's state, while the committed offsets already
+/// included its inputs. Restores now end only at or beyond the high
+/// watermark they saw at the start (`engine::kafka::changelog_reader`;
+/// `tests/tests/observability.rs` holds a transaction open to prove it).
 fn a_second_engine_joining_and_leaving_under_load_loses_and_doubles_nothing() -> anyhow::Result<()>
 {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());

@@ -3,7 +3,8 @@
 //! server `tradeflow run` uses; the counters move as records flow, consumer
 //! lag drains to zero, every metric the Grafana dashboard queries is in the
 //! scrape, and readiness is false while a non-empty changelog is being
-//! restored and true after.
+//! restored and true after. A restore does not end while a transaction that
+//! wrote to its changelog is undecided.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
@@ -618,6 +619,163 @@ fn readiness_is_false_while_a_changelog_restores_and_true_after() -> anyhow::Res
     assert_eq!(
         after.sum("tradeflow_restore_duration_seconds_count", &[]),
         1.0
+    );
+    server.stop()?;
+    engine.shutdown()?;
+    Ok(())
+}
+
+/// A stage whose one store is an ordinary [`Store`]; its input stays empty.
+struct PlainStage {
+    topics: [&'static str; 1],
+}
+
+#[derive(Default)]
+struct PlainState {
+    store: PlainStore,
+}
+
+struct PlainStore(Store<u64, u64>);
+
+impl Default for PlainStore {
+    fn default() -> Self {
+        PlainStore(Store::new("plain"))
+    }
+}
+
+impl PartitionStores for PlainState {
+    fn for_each_store(&mut self, f: &mut dyn FnMut(&mut dyn ChangelogStore)) {
+        f(&mut self.store.0);
+    }
+}
+
+impl Stage for PlainStage {
+    type State = PlainState;
+
+    fn name(&self) -> &'static str {
+        "plain"
+    }
+
+    fn input_topics(&self) -> &[&'static str] {
+        &self.topics
+    }
+
+    fn process(
+        &mut self,
+        _input: &Input<'_>,
+        _event: EventRef<'_>,
+        _state: &mut PlainState,
+        _out: &mut Outbox,
+    ) -> Result<(), Rejection> {
+        Ok(())
+    }
+}
+
+/// The previous owner of a partition may have just committed its last
+/// transaction while the commit markers are not yet written to the
+/// changelog: a `read_committed` reader then sees the end before that
+/// transaction's state changes, although the group's committed offsets
+/// already include its inputs. A restore that stopped there lost the
+/// transaction's effects (the rebalance fault test's lost debits). Here the
+/// transaction is held open on purpose: the restore must not finish until it
+/// is decided, and must then include it.
+#[test]
+fn a_restore_waits_for_a_transaction_still_open_on_its_changelog() -> anyhow::Result<()> {
+    use rdkafka::producer::{BaseProducer, Producer};
+    tradeflow_tests::init_logging();
+    let cluster = KafkaCluster::single()?;
+    let topic: &'static str = Box::leak(unique_topic("observe-undecided").into_boxed_str());
+    let application_id = unique_topic("observe-undecided-app");
+    let changelog = changelog_topic(&application_id, "plain");
+    let settings = settings(&cluster, &application_id);
+    ensure_topics(
+        &settings,
+        &[
+            TopicSpec::stream(topic, 1, 1),
+            TopicSpec::stream(dead_letter_topic(topic), 1, 1),
+            TopicSpec::changelog(changelog.clone(), 1, 1),
+        ],
+    )?;
+    let writer: BaseProducer = cluster
+        .client_config()
+        .set(
+            "transactional.id",
+            format!("{application_id}-previous-owner"),
+        )
+        .create()?;
+    let timeout = Duration::from_secs(30);
+    writer.init_transactions(timeout)?;
+    let send = |from: u64, to: u64| -> anyhow::Result<()> {
+        for key in from..to {
+            let (k, v) = (key.to_be_bytes(), (key * 3).to_le_bytes());
+            writer
+                .send(
+                    BaseRecord::to(&changelog)
+                        .partition(0)
+                        .key(&k[..])
+                        .payload(&v[..]),
+                )
+                .map_err(|(e, _)| e)?;
+        }
+        Ok(())
+    };
+    const DECIDED: u64 = 100;
+    const UNDECIDED: u64 = 50;
+    writer.begin_transaction()?;
+    send(0, DECIDED)?;
+    writer.commit_transaction(timeout)?;
+    writer.begin_transaction()?;
+    send(DECIDED, DECIDED + UNDECIDED)?;
+    // Every record of the open transaction is on the broker (the high
+    // watermark is past them) before the engine starts.
+    while writer.in_flight_count() > 0 {
+        writer.poll(Duration::from_millis(1));
+    }
+
+    let engine = Engine::start(
+        settings,
+        vec![plan(&application_id, 0, &[0])],
+        knobs(),
+        1,
+        move |_| PlainStage { topics: [topic] },
+    )?;
+    let server = start_observing(&engine)?;
+    let addr = server.addr();
+    // The decided records are read; the restore then waits for the open
+    // transaction, however long it stays open.
+    wait_until("the decided records to be restored", || {
+        let scrape = Scrape::take(addr)?;
+        Ok((scrape.sum("tradeflow_restored_records_total", &[]) >= DECIDED as f64).then_some(()))
+    })?;
+    std::thread::sleep(Duration::from_secs(2));
+    let (status, body) = get(addr, "/health/ready")?;
+    assert_eq!(
+        status, 503,
+        "the restore ended with a transaction undecided: {body}"
+    );
+    let during = Scrape::take(addr)?;
+    assert_eq!(
+        during.sum("tradeflow_restore_partitions_in_progress", &[]),
+        1.0
+    );
+    assert_eq!(
+        during.sum("tradeflow_restored_records_total", &[]),
+        DECIDED as f64
+    );
+
+    writer.commit_transaction(timeout)?;
+    wait_until("/health/ready after the transaction's commit", || {
+        let (status, _) = get(addr, "/health/ready")?;
+        Ok((status == 200).then_some(()))
+    })?;
+    let after = wait_until("the restore's report", || {
+        let scrape = Scrape::take(addr)?;
+        Ok((scrape.sum("tradeflow_restores_total", &[]) == 1.0).then_some(scrape))
+    })?;
+    assert_eq!(
+        after.sum("tradeflow_state_entries", &[("store", "plain")]),
+        (DECIDED + UNDECIDED) as f64,
+        "the restore must include the transaction it waited for"
     );
     server.stop()?;
     engine.shutdown()?;

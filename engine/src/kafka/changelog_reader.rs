@@ -1,0 +1,276 @@
+//! Reading a changelog partition back into a store: [`ChangelogReader`].
+//!
+//! Owns: the shard's changelog consumer (`read_committed`), a
+//! `read_uncommitted` client used only for the partition's high watermark,
+//! and the rule for when a restore is complete.
+//!
+//! Must never: stop at the last stable offset while a transaction that wrote
+//! to the changelog before the restore began is still undecided. The
+//! previous owner of a partition may have committed its last transaction a
+//! moment ago: `EndTxn` has returned and the group's committed offsets
+//! already include that transaction's inputs, but the coordinator writes the
+//! commit markers to each partition on its own, so the changelog's last
+//! stable offset (where a `read_committed` reader sees the end, and what
+//! `ListOffsets` returns under `read_committed`) can still stand before the
+//! transaction's state changes. A restore that ended there restored the state
+//! without that transaction and then resumed the inputs after it: the
+//! transaction's effects were lost (issue #16's rebalance test, node-b's last
+//! debits missing on node-a). A restore therefore reads until the end of
+//! partition lies at or beyond the high watermark it saw when it began, so
+//! every transaction that wrote before that point has been decided (commit
+//! markers written, or aborted) and read or skipped.
+//!
+//! Why raw librdkafka for the poll: `rdkafka` 0.39's `BaseConsumer::poll`
+//! turns the end-of-partition event into `KafkaError::PartitionEOF(partition)`
+//! and drops its offset, which is the reader's fetch position there (the last
+//! stable offset under `read_committed`; `rdkafka_fetcher.c`, librdkafka
+//! 2.12.1). That offset is what the rule above compares.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset as KafkaOffset, TopicPartitionList};
+use tracing::{info, warn};
+
+use super::{
+    kafka_error, watermarks_retrying, EndAwareContext, KafkaSettings, TRANSACTION_TIMEOUT_MS,
+};
+use crate::ids::PartitionId;
+use crate::port::{PortError, RestoreStats};
+use crate::store::ChangelogApply;
+use crate::telemetry::ShardGauges;
+
+/// How long a restore may go without progress before it fails: longer than
+/// a transaction may stay open, so that an undecided transaction of a
+/// previous owner that nobody fences (it is aborted when it times out) holds
+/// the restore back rather than failing it.
+pub const RESTORE_STALL_TIMEOUT_MS: u64 = TRANSACTION_TIMEOUT_MS + 30_000;
+/// Bytes a changelog reader asks for per fetch.
+pub const RESTORE_FETCH_BYTES: usize = 16 * 1024 * 1024;
+/// How often (in records) a restore updates its remaining-offsets gauge.
+pub const RESTORE_PROGRESS_EVERY_RECORDS: u64 = 1_024;
+
+/// Reads changelog partitions from their start to their decided end.
+pub struct ChangelogReader {
+    reader: BaseConsumer<EndAwareContext>,
+    /// `read_uncommitted`, so that `ListOffsets` answers the high watermark
+    /// rather than the last stable offset. Never consumes.
+    watermarks: BaseConsumer<EndAwareContext>,
+}
+
+/// One thing the reader's queue handed over.
+enum ReaderEvent<'a> {
+    Record {
+        offset: i64,
+        key: &'a [u8],
+        value: Option<&'a [u8]>,
+    },
+    /// The reader's fetch position reached the end it may read (under
+    /// `read_committed`, the last stable offset).
+    End {
+        at: i64,
+    },
+    Error(String),
+    Nothing,
+}
+
+impl ChangelogReader {
+    pub fn new(settings: &KafkaSettings) -> Result<Self, PortError> {
+        let reader: BaseConsumer<EndAwareContext> = settings
+            .base()
+            .set("group.id", format!("{}-restore", settings.application_id))
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
+            .set("enable.partition.eof", "true")
+            .set("fetch.wait.max.ms", "50")
+            // Restores read one partition from its start as fast as possible:
+            // large fetches amortise each broker round trip.
+            .set("max.partition.fetch.bytes", RESTORE_FETCH_BYTES.to_string())
+            .set("fetch.max.bytes", RESTORE_FETCH_BYTES.to_string())
+            .create_with_context(EndAwareContext)
+            .map_err(|e| kafka_error("creating the changelog reader", e))?;
+        let watermarks: BaseConsumer<EndAwareContext> = settings
+            .base()
+            .set("group.id", format!("{}-restore", settings.application_id))
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_uncommitted")
+            .create_with_context(EndAwareContext)
+            .map_err(|e| kafka_error("creating the changelog watermark reader", e))?;
+        Ok(ChangelogReader { reader, watermarks })
+    }
+
+    /// Applies every committed record of `changelog` (physical name)
+    /// `partition` to `apply`, up to a decided end at or beyond the high
+    /// watermark seen at the start.
+    pub fn restore(
+        &mut self,
+        changelog: &str,
+        partition: PartitionId,
+        apply: &mut ChangelogApply<'_>,
+        gauges: Option<&ShardGauges>,
+    ) -> Result<RestoreStats, PortError> {
+        // Right after a topic is created or a leader moves, the broker may not
+        // lead the partition yet: retry such errors here rather than restart.
+        let (low, high) = watermarks_retrying(&self.watermarks, changelog, partition.0)?;
+        let mut stats = RestoreStats::default();
+        if high <= low {
+            return Ok(stats);
+        }
+        let mut list = TopicPartitionList::new();
+        list.add_partition_offset(changelog, partition.0, KafkaOffset::Beginning)
+            .map_err(|e| kafka_error("assigning the changelog", e))?;
+        self.reader
+            .assign(&list)
+            .map_err(|e| kafka_error("assigning the changelog", e))?;
+        let mut last_progress = Instant::now();
+        let mut position = low;
+        let mut waiting_since: Option<Instant> = None;
+        let mut done = false;
+        while !done {
+            next_event(&self.reader, Duration::from_millis(100), |event| {
+                match event {
+                    ReaderEvent::Nothing => {}
+                    ReaderEvent::End { at } if at >= high => done = true,
+                    ReaderEvent::End { at } => {
+                        // Everything before `at` is read; a transaction that
+                        // began at `at` is still undecided. Its commit or
+                        // abort (or the coordinator's timeout) moves the end.
+                        if waiting_since.is_none() {
+                            info!(changelog, %partition, at, high, "waiting for an undecided transaction before the restore ends");
+                            waiting_since = Some(Instant::now());
+                        }
+                        position = position.max(at);
+                    }
+                    ReaderEvent::Error(e) => {
+                        warn!(error = %e, changelog, %partition, "changelog read error (retrying)")
+                    }
+                    ReaderEvent::Record { offset, key, value } => {
+                        position = offset + 1;
+                        last_progress = Instant::now();
+                        if stats.records % RESTORE_PROGRESS_EVERY_RECORDS == 0 {
+                            if let Some(gauges) = gauges {
+                                gauges.set_restore_remaining((high - position).max(0) as u64);
+                            }
+                        }
+                        apply(key, value).map_err(|source| PortError::CorruptChangelog {
+                            changelog: changelog.to_string(),
+                            partition,
+                            source,
+                        })?;
+                        stats.records += 1;
+                        stats.bytes += (key.len() + value.map_or(0, <[u8]>::len)) as u64;
+                    }
+                }
+                Ok::<(), PortError>(())
+            })?;
+            if !done && last_progress.elapsed() > Duration::from_millis(RESTORE_STALL_TIMEOUT_MS) {
+                return Err(PortError::Kafka {
+                    op: "restoring",
+                    message: format!(
+                        "{changelog} {partition} made no progress at offset {position} of {high}"
+                    ),
+                    retryable: true,
+                });
+            }
+        }
+        if let Some(since) = waiting_since {
+            info!(changelog, %partition, waited = ?since.elapsed(), "the undecided transaction was decided");
+        }
+        self.reader
+            .unassign()
+            .map_err(|e| kafka_error("releasing the changelog", e))?;
+        Ok(stats)
+    }
+}
+
+/// Waits up to `wait` for the reader's next event and hands it to `handle`.
+/// A record's slices point into librdkafka's event, which lives until
+/// `handle` returns.
+fn next_event<T>(
+    reader: &BaseConsumer<EndAwareContext>,
+    wait: Duration,
+    handle: impl FnOnce(ReaderEvent<'_>) -> T,
+) -> T {
+    use rdkafka::bindings as rd;
+    let wait_ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX).max(1);
+    // SAFETY: the consumer's handle is valid while `reader` is borrowed; the
+    // queue handle is released before the event is looked at; message fields
+    // are read, and the slices built from them used, only while the event
+    // lives; the event is destroyed exactly once, after `handle` returns.
+    unsafe {
+        let rk = reader.client().native_ptr();
+        let queue = rd::rd_kafka_queue_get_consumer(rk);
+        if queue.is_null() {
+            return handle(ReaderEvent::Error(
+                "the changelog reader has no consumer queue".into(),
+            ));
+        }
+        let event = rd::rd_kafka_queue_poll(queue, wait_ms);
+        rd::rd_kafka_queue_destroy(queue);
+        if event.is_null() {
+            return handle(ReaderEvent::Nothing);
+        }
+        let outcome = match rd::rd_kafka_event_type(event) {
+            rd::RD_KAFKA_EVENT_FETCH => {
+                let message = rd::rd_kafka_event_message_next(event);
+                if message.is_null() {
+                    handle(ReaderEvent::Nothing)
+                } else if (*message).err
+                    == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__PARTITION_EOF
+                {
+                    handle(ReaderEvent::End {
+                        at: (*message).offset,
+                    })
+                } else if (*message).err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+                    handle(ReaderEvent::Error(
+                        std::ffi::CStr::from_ptr(rd::rd_kafka_err2str((*message).err))
+                            .to_string_lossy()
+                            .into_owned(),
+                    ))
+                } else {
+                    let key = if (*message).key.is_null() {
+                        &[][..]
+                    } else {
+                        std::slice::from_raw_parts((*message).key as *const u8, (*message).key_len)
+                    };
+                    let value = if (*message).payload.is_null() {
+                        None
+                    } else {
+                        Some(std::slice::from_raw_parts(
+                            (*message).payload as *const u8,
+                            (*message).len,
+                        ))
+                    };
+                    handle(ReaderEvent::Record {
+                        offset: (*message).offset,
+                        key,
+                        value,
+                    })
+                }
+            }
+            rd::RD_KAFKA_EVENT_ERROR => {
+                let err = rd::rd_kafka_event_error(event);
+                if err == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__PARTITION_EOF {
+                    // The end's offset is the reader's fetch position there.
+                    let partition = rd::rd_kafka_event_topic_partition(event);
+                    if partition.is_null() {
+                        handle(ReaderEvent::Nothing)
+                    } else {
+                        let at = (*partition).offset;
+                        rd::rd_kafka_topic_partition_destroy(partition);
+                        handle(ReaderEvent::End { at })
+                    }
+                } else {
+                    handle(ReaderEvent::Error(
+                        std::ffi::CStr::from_ptr(rd::rd_kafka_event_error_string(event))
+                            .to_string_lossy()
+                            .into_owned(),
+                    ))
+                }
+            }
+            _ => handle(ReaderEvent::Nothing),
+        };
+        rd::rd_kafka_event_destroy(event);
+        outcome
+    }
+}
