@@ -732,6 +732,7 @@ fn leader_moved(run: &FaultRun, topic: &str, partition: i32, killed: i32) -> any
 /// included its inputs. Restores now end only at or beyond the high
 /// watermark they saw at the start (`engine::kafka::changelog_reader`;
 /// `tests/tests/observability.rs` holds a transaction open to prove it).
+#[test]
 fn a_second_engine_joining_and_leaving_under_load_loses_and_doubles_nothing() -> anyhow::Result<()>
 {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
