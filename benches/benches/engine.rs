@@ -58,7 +58,11 @@ impl KafkaPort for ReplayPort {
         self.sent_bytes += record.payload.map_or(0, |p| p.len() as u64);
         Ok(())
     }
-    fn commit(&mut self, _offsets: &[InputOffset]) -> Result<(), PortError> {
+    fn commit(
+        &mut self,
+        _offsets: &[InputOffset],
+        _waiting: &mut dyn FnMut(),
+    ) -> Result<(), PortError> {
         Ok(())
     }
     fn rewind(&mut self, _keep: &[PartitionId]) -> Result<Rewind, PortError> {

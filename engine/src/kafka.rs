@@ -248,9 +248,13 @@ impl ProducerContext for ShardProducerContext {
 /// record in flight took at least 100 ms. Here the wait is librdkafka's own
 /// `rd_kafka_queue_poll` on the producer's main queue, which returns when the
 /// next event arrives: no fixed slice and no spinning.
+///
+/// With `waiting`, each wait is cut at [`WAITING_SLICE`] and `waiting` runs
+/// after it, so the shard's thread answers queries while its commit waits.
 fn await_deliveries(
     producer: &BaseProducer<ShardProducerContext>,
     timeout: Duration,
+    mut waiting: Option<&mut dyn FnMut()>,
 ) -> Result<(), PortError> {
     let started = Instant::now();
     // SAFETY: the producer's handle is valid for the call. With the event
@@ -277,9 +281,21 @@ fn await_deliveries(
                 retryable: true,
             });
         };
-        serve_next_event(producer, left);
+        match waiting.as_mut() {
+            Some(waiting) => {
+                serve_next_event(producer, left.min(WAITING_SLICE));
+                waiting();
+            }
+            None => {
+                serve_next_event(producer, left);
+            }
+        }
     }
 }
+
+/// The longest a commit's wait for acknowledgements goes without calling the
+/// shard back (see [`KafkaPort::commit`]): a query's worst extra latency.
+const WAITING_SLICE: Duration = Duration::from_millis(1);
 
 /// Waits up to `wait` for the next event on `producer`'s main queue and
 /// serves it: a delivery report counts its failed records into the
@@ -734,7 +750,7 @@ impl RdKafkaPort {
         }
         self.consumer.unsubscribe();
         for producer in self.producer.all() {
-            let _ = await_deliveries(producer, timeout);
+            let _ = await_deliveries(producer, timeout, None);
         }
     }
 }
@@ -933,6 +949,7 @@ impl KafkaPort for RdKafkaPort {
         await_deliveries(
             state.current(),
             Duration::from_millis(KAFKA_CALL_TIMEOUT_MS),
+            None,
         )?;
         self.check_deliveries()?;
         let Some(state) = &mut self.state_producer else {
@@ -952,11 +969,15 @@ impl KafkaPort for RdKafkaPort {
         Ok(())
     }
 
-    fn commit(&mut self, offsets: &[InputOffset]) -> Result<(), PortError> {
+    fn commit(
+        &mut self,
+        offsets: &[InputOffset],
+        waiting: &mut dyn FnMut(),
+    ) -> Result<(), PortError> {
         let timeout = Duration::from_millis(KAFKA_CALL_TIMEOUT_MS);
         match self.settings.guarantee {
             Guarantee::AtLeastOnce => {
-                await_deliveries(self.producer.current(), timeout)?;
+                await_deliveries(self.producer.current(), timeout, Some(waiting))?;
                 self.check_deliveries()?;
                 if !offsets.is_empty() {
                     let list = self.offsets_list(offsets)?;
@@ -974,7 +995,7 @@ impl KafkaPort for RdKafkaPort {
                 // `await_deliveries`); and a record that failed means the
                 // transaction cannot commit, so fail now (the shard
                 // restarts) rather than block in the transaction steps below.
-                await_deliveries(self.producer.current(), timeout)?;
+                await_deliveries(self.producer.current(), timeout, Some(waiting))?;
                 self.check_deliveries()?;
                 if !offsets.is_empty() {
                     let list = self.offsets_list(offsets)?;
@@ -1424,7 +1445,11 @@ pub fn publish_and_wait(
             .map_err(|(e, _)| kafka_error("publishing", e))?;
         producer.poll(Duration::ZERO);
     }
-    await_deliveries(&producer, Duration::from_millis(KAFKA_CALL_TIMEOUT_MS))?;
+    await_deliveries(
+        &producer,
+        Duration::from_millis(KAFKA_CALL_TIMEOUT_MS),
+        None,
+    )?;
     let failed = failures.load(Ordering::Acquire);
     if failed > 0 {
         return Err(PortError::Kafka {
@@ -1524,7 +1549,7 @@ mod commit_latency_tests {
             }];
             let started = Instant::now();
             port.checkpoint().expect("checkpoint");
-            port.commit(&offsets).expect("commit");
+            port.commit(&offsets, &mut || {}).expect("commit");
             took.push(started.elapsed());
         }
         port.close();

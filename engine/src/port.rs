@@ -168,7 +168,16 @@ pub trait KafkaPort {
     /// Makes every record sent so far durable, then commits `offsets`. Under
     /// exactly-once both happen in one transaction. On error nothing may be
     /// assumed committed.
-    fn commit(&mut self, offsets: &[InputOffset]) -> Result<(), PortError>;
+    ///
+    /// `waiting` is called while the commit waits on the broker for its
+    /// records' acknowledgements, at least every millisecond of that wait:
+    /// the shard answers state queries there, so a query never waits out a
+    /// commit. It must not change the shard's state or send anything.
+    fn commit(
+        &mut self,
+        offsets: &[InputOffset],
+        waiting: &mut dyn FnMut(),
+    ) -> Result<(), PortError>;
 
     /// Discards what was sent since the last commit (aborting the open
     /// transaction under exactly-once) and moves `keep`'s read positions back to

@@ -293,6 +293,12 @@ impl Engine {
         Arc::clone(&self.stop)
     }
 
+    /// Whether a shard of this node may own `partition` by its gauges (see
+    /// `ShardGauges::may_own`): false only when none does.
+    pub fn may_own(&self, partition: PartitionId) -> bool {
+        self.shards.iter().any(|s| s.gauges.may_own(partition.0))
+    }
+
     pub fn statuses(&self) -> Vec<(ShardId, ShardStatus)> {
         self.shards
             .iter()
@@ -678,6 +684,25 @@ fn publish<S: Stage>(shard: &mut Shard<S, RdKafkaPort>, reports: &ReportChannel)
     }
 }
 
+/// Answers one command from outside the shard between batches.
+fn serve_command<S: Stage>(shard: &mut Shard<S, RdKafkaPort>, command: ShardCommand) {
+    match command {
+        ShardCommand::Dump(reply) => {
+            let _ = reply.try_send(shard.dump());
+        }
+        ShardCommand::Stats(reply) => {
+            let _ = reply.try_send((shard.stats(), shard.owned_partitions()));
+        }
+        ShardCommand::Query { partition, query } => {
+            query(
+                shard
+                    .state(partition)
+                    .map(|state| state as &dyn std::any::Any),
+            );
+        }
+    }
+}
+
 async fn run_shard<S: Stage>(
     mut shard: Shard<S, RdKafkaPort>,
     context: LoopContext,
@@ -695,21 +720,7 @@ async fn run_shard<S: Stage>(
     let mut idle_since: Option<Instant> = None;
     while !context.stop.load(Ordering::Acquire) {
         while let Ok(command) = context.commands.try_recv() {
-            match command {
-                ShardCommand::Dump(reply) => {
-                    let _ = reply.try_send(shard.dump());
-                }
-                ShardCommand::Stats(reply) => {
-                    let _ = reply.try_send((shard.stats(), shard.owned_partitions()));
-                }
-                ShardCommand::Query { partition, query } => {
-                    query(
-                        shard
-                            .state(partition)
-                            .map(|state| state as &dyn std::any::Any),
-                    );
-                }
-            }
+            serve_command(&mut shard, command);
         }
         let mut handled = 0;
         while handled < BATCH_RECORDS_MAX {
@@ -734,7 +745,22 @@ async fn run_shard<S: Stage>(
         };
         if cadence.due(now, batch) {
             let started = Instant::now();
-            shard.commit()?;
+            // Queries are answered while the commit waits on the broker;
+            // anything that needs the whole shard waits for the commit.
+            let mut deferred = Vec::new();
+            shard.commit_serving(&mut |state_of| {
+                while let Ok(command) = context.commands.try_recv() {
+                    match command {
+                        ShardCommand::Query { partition, query } => {
+                            query(state_of(partition).map(|state| state as &dyn std::any::Any));
+                        }
+                        other => deferred.push(other),
+                    }
+                }
+            })?;
+            for command in deferred {
+                serve_command(&mut shard, command);
+            }
             context.commits.fetch_add(1, Ordering::AcqRel);
             let ended = Instant::now();
             cadence.committed(started, ended);

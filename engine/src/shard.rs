@@ -644,6 +644,15 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
     /// checkpoint), sends the held outputs, then commits the input offsets
     /// whose effects those writes contain.
     pub fn commit(&mut self) -> Result<(), ShardError> {
+        self.commit_serving(&mut |_| {})
+    }
+
+    /// [`Shard::commit`], calling `serve` with a view of the owned state
+    /// while the commit waits on the broker (see [`KafkaPort::commit`]):
+    /// reads only, such as the API's queries, which then never wait out a
+    /// commit. What they see is the state after the last batch, the same
+    /// as between batches.
+    pub fn commit_serving(&mut self, serve: &mut StateServe<'_, S>) -> Result<(), ShardError> {
         // State first, as one atomic checkpoint; then the held outputs; then
         // the offsets. A crash before the checkpoint loses the state changes
         // and sent no output of them, so the replay decides afresh; a crash
@@ -674,8 +683,10 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
             self.flush_outbox()?;
             self.telemetry.record_since(Timing::Send, 0, sending);
         }
+        let owned = &self.owned;
+        let state_of = |partition: PartitionId| owned.get(&partition).map(|o| &o.state);
         self.port
-            .commit(&offsets)
+            .commit(&offsets, &mut || serve(&state_of))
             .map_err(|source| ShardError::Port { shard: id, source })?;
         for offset in &offsets {
             if let Some(owned) = self.owned.get_mut(&offset.partition) {
@@ -711,6 +722,11 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
         self.port
     }
 }
+
+/// What [`Shard::commit_serving`] calls while a commit waits: it is handed
+/// the owned partitions' state by partition.
+pub type StateServe<'a, S> =
+    dyn for<'s> FnMut(&'s dyn Fn(PartitionId) -> Option<&'s <S as Stage>::State>) + 'a;
 
 #[allow(clippy::too_many_arguments)] // the split borrows of one shard
 fn process_record<S: Stage>(

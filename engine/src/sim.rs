@@ -203,7 +203,12 @@ impl KafkaPort for SimPort {
         Ok(())
     }
 
-    fn commit(&mut self, offsets: &[InputOffset]) -> Result<(), PortError> {
+    fn commit(
+        &mut self,
+        offsets: &[InputOffset],
+        waiting: &mut dyn FnMut(),
+    ) -> Result<(), PortError> {
+        waiting();
         let mut cluster = self.cluster.borrow_mut();
         for (topic, partition, record) in self.unacked.drain(..) {
             cluster.append(&topic, partition, record);

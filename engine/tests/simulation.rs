@@ -305,3 +305,41 @@ fn random_interleavings_keep_ownership_offsets_and_state_right() {
         }
     }
 }
+
+/// A commit answers state reads while it waits on the broker (the API's
+/// queries), and they see the state of every record processed so far.
+#[test]
+fn a_commit_serves_state_reads_while_it_waits() {
+    let cluster = SimCluster::shared();
+    let mut shard = new_shard(&cluster, 0, OutputTiming::Immediate);
+    let all: Vec<PartitionId> = (0..PARTITIONS).map(PartitionId).collect();
+    shard.port_mut().grant(all);
+    assert_eq!(shard.step().expect("assign"), Step::Rebalanced);
+    let account = 7u64;
+    let key = account.to_be_bytes();
+    let partition = partition_for(&key, PARTITIONS);
+    for id in 1..=3u128 {
+        let event = Event::AccountFunded(AccountFunded {
+            header: EventHeader {
+                event_id: EventId(id),
+                ..EventHeader::default()
+            },
+            account: AccountId(account),
+            amount: Money(100),
+        });
+        let bytes = encode_to_vec(&event).expect("valid event");
+        cluster
+            .borrow_mut()
+            .append(FUNDING_TOPIC, partition, (Some(key.to_vec()), Some(bytes)));
+    }
+    while shard.step().expect("step") != Step::Idle {}
+    let mut seen = Vec::new();
+    shard
+        .commit_serving(&mut |state_of| {
+            let tally = state_of(partition).and_then(|s| s.tallies.get(&account).copied());
+            seen.push(tally.map(|t| (t.sum, t.count)));
+        })
+        .expect("commit");
+    assert!(!seen.is_empty(), "the commit never served a read");
+    assert!(seen.iter().all(|t| *t == Some((300, 3))), "{seen:?}");
+}

@@ -10,7 +10,8 @@
 //! Must never: publish an event it has not validated, answer a create with
 //! success before Kafka acknowledged the event (acks=all, idempotent
 //! producer), run on a shard's core or block one (reads go through
-//! `Engine::query`, which runs them on the owning shard between batches;
+//! `Engine::query`, which runs them on the owning shard between batches
+//! and while its commit waits on the broker;
 //! they are bounded in number and time), or decide an outcome (Payment and
 //! Inventory do).
 //!

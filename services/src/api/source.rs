@@ -27,8 +27,9 @@ pub enum Owned<T> {
     Here(T),
     /// No local shard owns it while all shards run: another node does.
     OtherNode,
-    /// No local shard owns it and some are starting or restarting: it may be
-    /// back here shortly.
+    /// No answer now, but it may come shortly: some shard is starting or
+    /// restarting, or the local owner did not answer in time (busy in a
+    /// commit that waits on a broker).
     Moving,
 }
 
@@ -70,14 +71,15 @@ fn read<T: Send + 'static>(
     match engine.query::<TradeFlowState, _, _>(partition, read, timeout) {
         Ok(Some(answer)) => Owned::Here(answer),
         // `query` answers None both when no shard owns the partition and
-        // when the owner did not answer in time; shard status separates a
-        // node that is (re)starting from one that simply does not own it.
+        // when the owner did not answer in time (a commit stuck on a broker
+        // that is failing over); shard status and ownership separate a node
+        // that is (re)starting or busy from one that does not own it.
         Ok(None) | Err(_) => {
             let all_running = engine
                 .statuses()
                 .iter()
                 .all(|(_, status)| *status == ShardStatus::Running);
-            if all_running {
+            if all_running && !engine.may_own(partition) {
                 Owned::OtherNode
             } else {
                 Owned::Moving
