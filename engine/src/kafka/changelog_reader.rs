@@ -125,9 +125,10 @@ impl ChangelogReader {
         let mut last_progress = Instant::now();
         let mut position = low;
         let mut waiting_since: Option<Instant> = None;
+        let queue = ReaderQueue::of(&self.reader)?;
         let mut done = false;
         while !done {
-            next_event(&self.reader, Duration::from_millis(100), |event| {
+            next_event(&queue, Duration::from_millis(100), |event| {
                 match event {
                     ReaderEvent::Nothing => {}
                     ReaderEvent::End { at } if at >= high => done = true,
@@ -183,30 +184,50 @@ impl ChangelogReader {
     }
 }
 
+/// The reader's consumer queue, held for one restore rather than taken and
+/// released per record.
+struct ReaderQueue(*mut rdkafka::bindings::rd_kafka_queue_t);
+
+impl ReaderQueue {
+    fn of(reader: &BaseConsumer<EndAwareContext>) -> Result<Self, PortError> {
+        // SAFETY: the consumer's handle is valid while `reader` is borrowed;
+        // the queue reference taken here is released in `drop`.
+        let queue =
+            unsafe { rdkafka::bindings::rd_kafka_queue_get_consumer(reader.client().native_ptr()) };
+        if queue.is_null() {
+            return Err(PortError::Kafka {
+                op: "restoring",
+                message: "the changelog reader has no consumer queue".into(),
+                retryable: false,
+            });
+        }
+        Ok(ReaderQueue(queue))
+    }
+}
+
+impl Drop for ReaderQueue {
+    fn drop(&mut self) {
+        // SAFETY: taken in `of`, released once.
+        unsafe { rdkafka::bindings::rd_kafka_queue_destroy(self.0) }
+    }
+}
+
 /// Waits up to `wait` for the reader's next event and hands it to `handle`.
 /// A record's slices point into librdkafka's event, which lives until
 /// `handle` returns.
 fn next_event<T>(
-    reader: &BaseConsumer<EndAwareContext>,
+    queue: &ReaderQueue,
     wait: Duration,
     handle: impl FnOnce(ReaderEvent<'_>) -> T,
 ) -> T {
     use rdkafka::bindings as rd;
     let wait_ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX).max(1);
-    // SAFETY: the consumer's handle is valid while `reader` is borrowed; the
-    // queue handle is released before the event is looked at; message fields
-    // are read, and the slices built from them used, only while the event
-    // lives; the event is destroyed exactly once, after `handle` returns.
+    // SAFETY: the queue is valid while `queue` lives (the consumer outlives
+    // it); message fields are read, and the slices built from them used,
+    // only while the event lives; the event is destroyed exactly once, after
+    // `handle` returns.
     unsafe {
-        let rk = reader.client().native_ptr();
-        let queue = rd::rd_kafka_queue_get_consumer(rk);
-        if queue.is_null() {
-            return handle(ReaderEvent::Error(
-                "the changelog reader has no consumer queue".into(),
-            ));
-        }
-        let event = rd::rd_kafka_queue_poll(queue, wait_ms);
-        rd::rd_kafka_queue_destroy(queue);
+        let event = rd::rd_kafka_queue_poll(queue.0, wait_ms);
         if event.is_null() {
             return handle(ReaderEvent::Nothing);
         }
