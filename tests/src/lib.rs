@@ -37,7 +37,7 @@ pub const ADMIN_TIMEOUT_S: u64 = 30;
 /// Errors the harness reports to a test; each says what to do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum HarnessError {
-    #[error("scripts/kafka {args} failed ({status}); see the broker logs under .cache/kafka/")]
+    #[error("scripts/kafka {args} failed ({status}); see the broker logs (scripts/kafka logs N)")]
     Script { args: String, status: String },
     #[error("could not run scripts/kafka: {0}")]
     Spawn(#[from] std::io::Error),
