@@ -5,11 +5,14 @@
 //! `error`, `validate`), turning a valid request into the flow's event
 //! (`ops`), publishing it and waiting for Kafka's acknowledgement
 //! (`publish`, `kafka`), answering status queries from the engine's
-//! in-memory state (`source`), and the two servers with their runtime
-//! (`rest`, `grpc`, [`spawn`], [`serve`]).
-//! Must never: publish an event it has not validated, answer a create with
-//! success before Kafka acknowledged the event (acks=all, idempotent
-//! producer), run on a shard's core or block one (reads go through
+//! in-memory state (`source`), who may call (`auth`: bearer tokens, account
+//! scopes, the `ops` role, reload on SIGHUP), TLS on both ports (`tls`), and
+//! the two servers with their runtime (`rest`, `grpc`, [`spawn`], [`serve`]).
+//! See docs/SECURITY.md.
+//! Must never: serve unprotected when a token file or certificate was
+//! configured but does not load (the start fails instead), publish an event
+//! it has not validated, answer a create with success before Kafka
+//! acknowledged the event (acks=all, idempotent producer), run on a shard's core or block one (reads go through
 //! `Engine::query`, which runs them on the owning shard between batches;
 //! they are bounded in number and time), or decide an outcome (Payment and
 //! Inventory do).

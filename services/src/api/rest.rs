@@ -5,8 +5,9 @@
 //! segments, status codes, the `Location` and `Retry-After` headers, and
 //! the error body `{"error": {"code", "field", "message", "partition",
 //! "retryable"}}`.
-//! Must never: apply a rule of its own (rules live in `validate` and `ops`,
-//! shared with gRPC), or parse a body before its size is checked.
+//! Must never: apply a rule of its own (rules live in `validate`, `ops` and
+//! `auth`, shared with gRPC), parse a body before its size is checked, or
+//! look at a `/v1` request before its caller is authenticated.
 
 use std::sync::Arc;
 
@@ -69,7 +70,7 @@ pub(crate) fn router(api: Arc<OrderApi>, observability: Option<&Observability>) 
         Some(observability) => crate::observe::with_observability(router, observability),
         None => router.route("/health/live", get(live)),
     };
-    if api_needs_token_for_metrics(&api_for_guard) {
+    if api_for_guard.auth().metrics_need_token() {
         router.layer(axum::middleware::from_fn_with_state(
             api_for_guard,
             guard_operational_routes,
@@ -77,10 +78,6 @@ pub(crate) fn router(api: Arc<OrderApi>, observability: Option<&Observability>) 
     } else {
         router
     }
-}
-
-fn api_needs_token_for_metrics(api: &OrderApi) -> bool {
-    api.auth().metrics_need_token()
 }
 
 /// With `metrics = "token"`, `/metrics` and `/reports/hdr*` need a valid
