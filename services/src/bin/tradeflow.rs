@@ -868,3 +868,88 @@ fn demo(
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api_config() -> services::api::ApiConfig {
+        let any: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
+        services::api::ApiConfig::new(any, any, "unused:9092", 4)
+    }
+
+    fn map() -> tuning::ApiSection {
+        tuning::ApiSection {
+            auth: Some(tuning::ApiAuth {
+                tokens_file: PathBuf::from("/map/tokens.toml"),
+                metrics: tuning::ApiMetricsAccess::Token,
+            }),
+            tls: Some(tuning::ApiTls {
+                cert_file: PathBuf::from("/map/cert.pem"),
+                key_file: PathBuf::from("/map/key.pem"),
+            }),
+        }
+    }
+
+    #[test]
+    fn the_core_maps_api_section_configures_the_api_and_the_command_line_overrides_it() {
+        let mut config = api_config();
+        ApiSecurityArgs {
+            tokens_file: None,
+            tls: None,
+        }
+        .apply(&map(), &mut config);
+        assert_eq!(
+            config.auth,
+            Some(services::api::AuthConfig {
+                tokens_file: PathBuf::from("/map/tokens.toml"),
+                metrics: services::api::MetricsAccess::Token,
+            })
+        );
+        assert_eq!(
+            config.tls.map(|tls| tls.cert_file),
+            Some(PathBuf::from("/map/cert.pem"))
+        );
+
+        let mut config = api_config();
+        ApiSecurityArgs {
+            tokens_file: Some(PathBuf::from("/cli/tokens.toml")),
+            tls: Some((PathBuf::from("/cli/c.pem"), PathBuf::from("/cli/k.pem"))),
+        }
+        .apply(&map(), &mut config);
+        assert_eq!(
+            config.auth.map(|auth| auth.tokens_file),
+            Some(PathBuf::from("/cli/tokens.toml"))
+        );
+        assert_eq!(
+            config.tls.map(|tls| tls.key_file),
+            Some(PathBuf::from("/cli/k.pem"))
+        );
+
+        // Neither: open and plaintext, as before.
+        let mut config = api_config();
+        ApiSecurityArgs {
+            tokens_file: None,
+            tls: None,
+        }
+        .apply(&tuning::ApiSection::default(), &mut config);
+        assert!(config.auth.is_none() && config.tls.is_none());
+    }
+
+    #[test]
+    fn tls_flags_come_in_pairs() {
+        let refused = Cli::try_parse_from(["tradeflow", "run", "--api-tls-cert", "c.pem"]);
+        assert!(refused.is_err());
+        let parsed = Cli::try_parse_from([
+            "tradeflow",
+            "run",
+            "--api-tls-cert",
+            "c.pem",
+            "--api-tls-key",
+            "k.pem",
+            "--api-tokens",
+            "t.toml",
+        ]);
+        assert!(parsed.is_ok());
+    }
+}
