@@ -9,13 +9,15 @@
 //! scopes, the `ops` role, reload on SIGHUP), TLS on both ports (`tls`), and
 //! the two servers with their runtime (`rest`, `grpc`, [`spawn`], [`serve`]).
 //! See docs/SECURITY.md.
-//! Must never: serve unprotected when a token file or certificate was
-//! configured but does not load (the start fails instead), publish an event
-//! it has not validated, answer a create with success before Kafka
-//! acknowledged the event (acks=all, idempotent producer), run on a shard's core or block one (reads go through
+//! Must never: publish an event it has not validated, answer a create with
+//! success before Kafka acknowledged the event (acks=all, idempotent
+//! producer), run on a shard's core or block one (reads go through
 //! `Engine::query`, which runs them on the owning shard between batches;
 //! they are bounded in number and time), or decide an outcome (Payment and
 //! Inventory do).
+//!
+//! Nor serve unprotected when a token file or certificate was configured
+//! but does not load: the start fails instead.
 //!
 //! Lives on: its own tokio runtime (`API_WORKER_THREADS` workers plus
 //! blocking threads for engine queries), started from the thread that
