@@ -22,7 +22,7 @@ use std::sync::{Arc, RwLock};
 use codecs::AccountId;
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::error::{ErrorCode, Reject};
 
@@ -292,6 +292,7 @@ impl Auth {
     /// Loads the token file named in `config`.
     pub fn load(config: AuthConfig) -> Result<Self, AuthError> {
         let table = TokenTable::load(&config.tokens_file)?;
+        warn_if_others_may_read(&config.tokens_file);
         info!(
             tokens_file = %config.tokens_file.display(),
             tokens = table.len(),
@@ -354,6 +355,28 @@ impl Auth {
             .is_some_and(|i| i.config.metrics == MetricsAccess::Token)
     }
 }
+
+/// Tokens are secrets: a file that other users may read hands them out.
+/// A warning, not a refusal, so a deployment whose secrets volume has its
+/// own access control (a Kubernetes Secret is mounted 0644 by default)
+/// still starts.
+#[cfg(unix)]
+fn warn_if_others_may_read(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(metadata) = std::fs::metadata(path) {
+        let mode = metadata.permissions().mode();
+        if mode & 0o077 != 0 {
+            warn!(
+                tokens_file = %path.display(),
+                mode = format!("{:o}", mode & 0o777),
+                "order API: the token file is readable by other users; chmod 600 it"
+            );
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn warn_if_others_may_read(_: &Path) {}
 
 fn unauthenticated(message: &str) -> Reject {
     Reject::new(ErrorCode::Unauthenticated, message)
