@@ -1,8 +1,8 @@
 //! Helpers shared by this crate's tests, its fuzz target and the benches.
 //!
-//! Owns the property every decoder input must satisfy ([`exercise_decode`])
-//! so that `cargo fuzz` and the stable proptest run check exactly the same
-//! thing, and a fixed set of sample events. Not part of the stable API; must
+//! Owns the property every decoder input must satisfy ([`exercise_decode`]
+//! for frames, [`exercise_json`] for JSON) so that `cargo fuzz` and the
+//! stable proptest runs check exactly the same thing, and a fixed set of sample events. Not part of the stable API; must
 //! never be called on the data path (it panics on a broken property, which is
 //! what a fuzzer needs).
 
@@ -42,6 +42,25 @@ pub fn exercise_decode(bytes: &[u8]) -> bool {
     let json = owned.to_json().expect("an event always serializes");
     let back = Event::from_json(json.as_bytes()).expect("an event's own JSON parses");
     assert_eq!(back, owned, "JSON round trip changed the event");
+    true
+}
+
+/// Feeds arbitrary bytes to `Event::from_json` (REST bodies, traffic
+/// files); whatever parses must serialize, parse back equal, and, when the
+/// encoder accepts its header, survive JSON → frame → JSON unchanged. Panics
+/// if not. Returns whether the bytes parsed.
+pub fn exercise_json(bytes: &[u8]) -> bool {
+    let Ok(event) = Event::from_json(bytes) else {
+        return false;
+    };
+    let json = event.to_json().expect("a parsed event serializes");
+    let again = Event::from_json(json.as_bytes()).expect("own JSON parses");
+    assert_eq!(again, event, "JSON round trip changed the event");
+    if let Ok(frame) = crate::encode::encode_to_vec(&event) {
+        assert!(exercise_decode(&frame), "an encoded event must decode");
+        let back = decode(&frame).expect("just decoded").to_event();
+        assert_eq!(back, event, "JSON → frame → event changed the event");
+    }
     true
 }
 

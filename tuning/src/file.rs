@@ -21,9 +21,9 @@ use crate::error::{Key, KeyPart, Location, Problem, ProblemKind, TuningError};
 use crate::ids::{runs, CoreId, NodeName, PartitionId};
 use crate::limits::{CORES_MAX, PARK_US_DEFAULT, PARTITIONS_MAX};
 use crate::model::{
-    ClientThreads, CommitPolicy, CommitTiming, IdleStrategy, NodeSection, NodeTuning, Origin,
-    Ownership, OwnershipMode, ProcessingGuarantee, RetryPolicy, RuntimeKnobs, Sections,
-    ShardPlacement,
+    ApiAuth, ApiMetricsAccess, ApiSection, ApiTls, ClientThreads, CommitPolicy, CommitTiming,
+    IdleStrategy, NodeSection, NodeTuning, Origin, Ownership, OwnershipMode, ProcessingGuarantee,
+    RetryPolicy, RuntimeKnobs, Sections, ShardPlacement,
 };
 
 #[derive(Deserialize)]
@@ -39,6 +39,30 @@ struct FileForm {
     commit: FileCommit,
     #[serde(default)]
     retry: FileRetry,
+    #[serde(default)]
+    api: FileApi,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileApi {
+    auth: Option<FileApiAuth>,
+    tls: Option<FileApiTls>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileApiAuth {
+    tokens_file: PathBuf,
+    #[serde(default)]
+    metrics: ApiMetricsAccess,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileApiTls {
+    cert_file: PathBuf,
+    key_file: PathBuf,
 }
 
 #[derive(Deserialize)]
@@ -186,12 +210,36 @@ pub(crate) fn parse(text: &str, path: Option<PathBuf>) -> Result<NodeTuning, Tun
             },
         }
     })?;
+    let api = read_api(&form.api, path.as_deref());
     let origin = Origin {
         path,
         text: Arc::from(text),
     };
     let (sections, read_problems) = into_sections(form);
-    NodeTuning::build(sections, read_problems, Some(origin))
+    let mut tuning = NodeTuning::build(sections, read_problems, Some(origin))?;
+    tuning.api = api;
+    Ok(tuning)
+}
+
+/// `[api]`, with relative paths taken from the core map's directory: a map
+/// and its token file and certificates are deployed side by side, and the
+/// process's working directory should not change which files it reads.
+fn read_api(file: &FileApi, map: Option<&std::path::Path>) -> ApiSection {
+    let base = map.and_then(std::path::Path::parent);
+    let resolve = |path: &PathBuf| match base {
+        Some(base) if path.is_relative() => base.join(path),
+        _ => path.clone(),
+    };
+    ApiSection {
+        auth: file.auth.as_ref().map(|auth| ApiAuth {
+            tokens_file: resolve(&auth.tokens_file),
+            metrics: auth.metrics,
+        }),
+        tls: file.tls.as_ref().map(|tls| ApiTls {
+            cert_file: resolve(&tls.cert_file),
+            key_file: resolve(&tls.key_file),
+        }),
+    }
 }
 
 /// Converts file values into typed sections, reporting what the types cannot
@@ -550,7 +598,24 @@ pub(crate) fn write(tuning: &NodeTuning) -> String {
     let _ = writeln!(out, "deadline_ms = {}", tuning.retry.deadline_ms);
     let _ = writeln!(out, "backoff_min_ms = {}", tuning.retry.backoff_min_ms);
     let _ = writeln!(out, "backoff_max_ms = {}", tuning.retry.backoff_max_ms);
+    if let Some(auth) = &tuning.api.auth {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "[api.auth]");
+        let _ = writeln!(out, "tokens_file = {}", toml_path(&auth.tokens_file));
+        let _ = writeln!(out, "metrics = \"{}\"", auth.metrics);
+    }
+    if let Some(tls) = &tuning.api.tls {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "[api.tls]");
+        let _ = writeln!(out, "cert_file = {}", toml_path(&tls.cert_file));
+        let _ = writeln!(out, "key_file = {}", toml_path(&tls.key_file));
+    }
     out
+}
+
+/// A path as a TOML string (quoted and escaped by toml itself).
+fn toml_path(path: &std::path::Path) -> String {
+    toml::Value::String(path.to_string_lossy().into_owned()).to_string()
 }
 
 /// `0, 1, "4-9", 12`: runs of three or more as quoted ranges, the rest as
@@ -786,5 +851,33 @@ mod syntax_tests {
         assert!(message.starts_with("retry.deadline_ms: "), "{message}");
         let (_, message) = syntax_error(&format!("{VALID}[retry]\nbackoff_min_ms = 1.5\n"));
         assert!(message.starts_with("retry.backoff_min_ms: "), "{message}");
+    }
+
+    #[test]
+    fn the_api_section_resolves_paths_beside_the_map_and_reads_back_equal() {
+        let text = format!(
+            "{VALID}[api.auth]\ntokens_file = \"tokens.toml\"\nmetrics = \"token\"\n\n\
+             [api.tls]\ncert_file = \"/etc/tf/cert.pem\"\nkey_file = \"key.pem\"\n"
+        );
+        let tuning = parse(&text, Some(PathBuf::from("/etc/tf/node.toml"))).expect("valid");
+        let auth = tuning.api().auth.clone().expect("[api.auth]");
+        assert_eq!(auth.tokens_file, PathBuf::from("/etc/tf/tokens.toml"));
+        assert_eq!(auth.metrics, ApiMetricsAccess::Token);
+        let tls = tuning.api().tls.clone().expect("[api.tls]");
+        assert_eq!(tls.cert_file, PathBuf::from("/etc/tf/cert.pem"));
+        assert_eq!(tls.key_file, PathBuf::from("/etc/tf/key.pem"));
+        let again = NodeTuning::from_toml_str(&tuning.to_toml_string()).expect("written");
+        assert_eq!(again, tuning);
+        // Absent, the API is open and plaintext; unknown keys are refused.
+        assert_eq!(
+            NodeTuning::from_toml_str(VALID).expect("valid").api(),
+            &ApiSection::default()
+        );
+        let (_, message) = syntax_error(&format!("{VALID}[api.auth]\ntoken_file = \"t\"\n"));
+        assert!(message.contains("token_file"), "{message}");
+        let (_, message) = syntax_error(&format!(
+            "{VALID}[api.auth]\ntokens_file = \"t\"\nmetrics = \"ops\"\n"
+        ));
+        assert!(message.contains("metrics"), "{message}");
     }
 }

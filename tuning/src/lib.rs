@@ -121,6 +121,7 @@ pub use error::{Key, Location, Problem, ProblemKind, TuningError, Warning, Warni
 pub use ids::{CoreId, NodeName, NodeNameError, PartitionId};
 pub use machine::Machine;
 pub use model::{
-    ClientThreads, CommitPolicy, CommitTiming, IdleStrategy, NodeSection, NodeTuning, Ownership,
-    OwnershipMode, ProcessingGuarantee, RetryPolicy, RuntimeKnobs, ShardPlacement,
+    ApiAuth, ApiMetricsAccess, ApiSection, ApiTls, ClientThreads, CommitPolicy, CommitTiming,
+    IdleStrategy, NodeSection, NodeTuning, Ownership, OwnershipMode, ProcessingGuarantee,
+    RetryPolicy, RuntimeKnobs, ShardPlacement,
 };

@@ -273,6 +273,53 @@ impl Default for RetryPolicy {
     }
 }
 
+/// `[api]`: the Order API's security settings (read by `tradeflow run`;
+/// the engine ignores them). Relative paths in the file are resolved
+/// against the core map's directory.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ApiSection {
+    /// `[api.auth]`: bearer tokens; `None` leaves the API unauthenticated.
+    pub auth: Option<ApiAuth>,
+    /// `[api.tls]`: TLS on REST and gRPC; `None` serves plaintext.
+    pub tls: Option<ApiTls>,
+}
+
+/// `[api.auth]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiAuth {
+    /// The token file (TOML; docs/SECURITY.md), reloaded on SIGHUP.
+    pub tokens_file: PathBuf,
+    /// Who may read `/metrics` and `/reports/hdr`.
+    pub metrics: ApiMetricsAccess,
+}
+
+/// `[api.auth] metrics`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ApiMetricsAccess {
+    /// Anyone who reaches the port.
+    #[default]
+    Open,
+    /// Any valid bearer token.
+    Token,
+}
+
+impl fmt::Display for ApiMetricsAccess {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ApiMetricsAccess::Open => "open",
+            ApiMetricsAccess::Token => "token",
+        })
+    }
+}
+
+/// `[api.tls]`: PEM files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
 /// The sections of a map, in file order, before their combination is checked.
 pub(crate) type Sections = (
     NodeSection,
@@ -296,6 +343,8 @@ pub struct NodeTuning {
     pub(crate) runtime: RuntimeKnobs,
     pub(crate) commit: CommitPolicy,
     pub(crate) retry: RetryPolicy,
+    /// Order API settings; no rule relates them to the other sections.
+    pub(crate) api: ApiSection,
     /// Owning core of each partition, indexed by partition number; derived
     /// from `shards` (all `None` in consumer-group mode) so `owner_of` is O(1).
     pub(crate) owners: Vec<Option<CoreId>>,
@@ -313,6 +362,7 @@ impl PartialEq for NodeTuning {
             && self.runtime == other.runtime
             && self.commit == other.commit
             && self.retry == other.retry
+            && self.api == other.api
     }
 }
 
@@ -350,6 +400,11 @@ impl NodeTuning {
     /// runs compressed to `"a-b"`.
     pub fn to_toml_string(&self) -> String {
         crate::file::write(self)
+    }
+
+    /// `[api]`: the Order API's security settings.
+    pub fn api(&self) -> &ApiSection {
+        &self.api
     }
 
     pub fn node(&self) -> &NodeSection {

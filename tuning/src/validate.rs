@@ -89,6 +89,7 @@ impl NodeTuning {
             runtime,
             commit,
             retry,
+            api: crate::model::ApiSection::default(),
             owners,
             origin,
         })

@@ -48,6 +48,13 @@ pub enum ErrorCode {
     NotFound,
     /// The route exists, not with this method.
     MethodNotAllowed,
+    // --- who is calling (401, 403) ---
+    /// No bearer token, not `Bearer <token>`, or not a token in force.
+    Unauthenticated,
+    /// The token may not act for this account.
+    AccountForbidden,
+    /// The operation needs a role the token lacks (`ops`).
+    RoleRequired,
     // --- state (404, 409) ---
     OrderNotFound,
     AccountNotFound,
@@ -66,7 +73,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 25] = [
+    pub const ALL: [ErrorCode; 28] = [
         ErrorCode::MalformedJson,
         ErrorCode::UnknownField,
         ErrorCode::DuplicateField,
@@ -84,6 +91,9 @@ impl ErrorCode {
         ErrorCode::UnsupportedMediaType,
         ErrorCode::NotFound,
         ErrorCode::MethodNotAllowed,
+        ErrorCode::Unauthenticated,
+        ErrorCode::AccountForbidden,
+        ErrorCode::RoleRequired,
         ErrorCode::OrderNotFound,
         ErrorCode::AccountNotFound,
         ErrorCode::InstrumentNotFound,
@@ -114,6 +124,9 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::AccountForbidden => "account_forbidden",
+            ErrorCode::RoleRequired => "role_required",
             ErrorCode::OrderNotFound => "order_not_found",
             ErrorCode::AccountNotFound => "account_not_found",
             ErrorCode::InstrumentNotFound => "instrument_not_found",
@@ -148,6 +161,8 @@ impl ErrorCode {
             | ErrorCode::AccountNotFound
             | ErrorCode::InstrumentNotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::Unauthenticated => 401,
+            ErrorCode::AccountForbidden | ErrorCode::RoleRequired => 403,
             ErrorCode::ClientOrderIdConflict => 409,
             ErrorCode::PartitionElsewhere => 421,
             ErrorCode::PartitionUnavailable | ErrorCode::PublishFailed => 503,
@@ -159,6 +174,8 @@ impl ErrorCode {
     pub const fn grpc_code(self) -> tonic::Code {
         match self.http_status() {
             400 | 415 | 422 => tonic::Code::InvalidArgument,
+            401 => tonic::Code::Unauthenticated,
+            403 => tonic::Code::PermissionDenied,
             413 => tonic::Code::OutOfRange,
             404 => tonic::Code::NotFound,
             405 => tonic::Code::Unimplemented,
@@ -269,6 +286,10 @@ pub enum ApiError {
     Rest(#[source] std::io::Error),
     #[error("gRPC server: {0}")]
     Grpc(#[source] tonic::transport::Error),
+    #[error("order API authentication: {0}")]
+    Auth(#[from] super::auth::AuthError),
+    #[error("order API TLS: {0}")]
+    Tls(String),
     #[error("the API thread panicked")]
     Panicked,
 }

@@ -16,6 +16,7 @@ use std::time::Instant;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
+use super::auth::{Caller, Role};
 use super::error::Reject;
 use super::ops::OrderApi;
 use super::proto::order_api_server::{OrderApi as OrderApiRpc, OrderApiServer};
@@ -145,6 +146,18 @@ fn grpc_code_name(code: tonic::Code) -> &'static str {
     }
 }
 
+/// Who made the call: the `authorization: Bearer <token>` metadata, with
+/// the same rules as REST (`UNAUTHENTICATED` when tokens are on and it has
+/// no valid one).
+fn caller<T>(api: &OrderApi, request: &Request<T>) -> Result<Caller, Reject> {
+    api.auth().authenticate(
+        request
+            .metadata()
+            .get("authorization")
+            .map(|value| value.as_bytes()),
+    )
+}
+
 fn required<T>(value: Option<T>, field: &'static str) -> Result<T, Reject> {
     value.ok_or_else(|| Reject::missing(field))
 }
@@ -194,6 +207,7 @@ impl OrderApiRpc for GrpcApi {
         request: Request<CreateOrderRequest>,
     ) -> Result<Response<CreateOrderResponse>, Status> {
         self.counted("CreateOrder", async move {
+            let caller = caller(&self.api, &request)?;
             let m = request.into_inner();
             let order = new_order(CreateOrderInput {
                 account: m.account,
@@ -202,6 +216,7 @@ impl OrderApiRpc for GrpcApi {
                 limit_price: m.limit_price,
                 client_order_id: m.client_order_id,
             })?;
+            caller.may_act_for(order.account)?;
             let created = self.api.create_order(order).await?;
             Ok::<_, Status>(Response::new(CreateOrderResponse {
                 order_id: created.order_id.0,
@@ -217,8 +232,10 @@ impl OrderApiRpc for GrpcApi {
         request: Request<AmendOrderRequest>,
     ) -> Result<Response<RequestAccepted>, Status> {
         self.counted("AmendOrder", async move {
+            let caller = caller(&self.api, &request)?;
             let m = request.into_inner();
             let (account, order_id) = account_and_order(m.account, m.order_id)?;
+            caller.may_act_for(account)?;
             let amendment = amendment(AmendInput {
                 quantity: m.quantity,
                 limit_price: m.limit_price,
@@ -237,8 +254,10 @@ impl OrderApiRpc for GrpcApi {
         request: Request<CancelOrderRequest>,
     ) -> Result<Response<RequestAccepted>, Status> {
         self.counted("CancelOrder", async move {
+            let caller = caller(&self.api, &request)?;
             let m = request.into_inner();
             let (account, order_id) = account_and_order(m.account, m.order_id)?;
+            caller.may_act_for(account)?;
             let kind = self.api.request(account, order_id, None).await?;
             Ok::<_, Status>(Response::new(RequestAccepted {
                 order_id: order_id.0,
@@ -253,8 +272,10 @@ impl OrderApiRpc for GrpcApi {
         request: Request<GetOrderRequest>,
     ) -> Result<Response<Order>, Status> {
         self.counted("GetOrder", async move {
+            let caller = caller(&self.api, &request)?;
             let m = request.into_inner();
             let (account, order_id) = account_and_order(m.account, m.order_id)?;
+            caller.may_act_for(account)?;
             let record = self.api.order(account, order_id).await?;
             Ok::<_, Status>(Response::new(order_message(
                 OrderView::of(&record, order_id),
@@ -269,8 +290,11 @@ impl OrderApiRpc for GrpcApi {
         request: Request<FundAccountRequest>,
     ) -> Result<Response<EventAccepted>, Status> {
         self.counted("FundAccount", async move {
+            let caller = caller(&self.api, &request)?;
             let m = request.into_inner();
             let account = AccountId(required(m.account, "account")?);
+            caller.may_act_for(account)?;
+            caller.require(Role::Ops)?;
             let funding = funding(TopUpInput {
                 amount: m.amount,
                 idempotency_key: m.idempotency_key,
@@ -288,6 +312,7 @@ impl OrderApiRpc for GrpcApi {
         request: Request<ReplenishInstrumentRequest>,
     ) -> Result<Response<EventAccepted>, Status> {
         self.counted("ReplenishInstrument", async move {
+            caller(&self.api, &request)?.require(Role::Ops)?;
             let m = request.into_inner();
             let sku = sku_of(&required(m.sku, "sku")?)?;
             let replenishment = replenishment(TopUpInput {
@@ -307,7 +332,9 @@ impl OrderApiRpc for GrpcApi {
         request: Request<GetAccountRequest>,
     ) -> Result<Response<Account>, Status> {
         self.counted("GetAccount", async move {
+            let caller = caller(&self.api, &request)?;
             let account = AccountId(required(request.into_inner().account, "account")?);
+            caller.may_act_for(account)?;
             let balance = self.api.balance(account).await?;
             Ok::<_, Status>(Response::new(Account {
                 account: account.0,
@@ -322,6 +349,7 @@ impl OrderApiRpc for GrpcApi {
         request: Request<GetInstrumentRequest>,
     ) -> Result<Response<Instrument>, Status> {
         self.counted("GetInstrument", async move {
+            caller(&self.api, &request)?;
             let sku = sku_of(&required(request.into_inner().sku, "sku")?)?;
             let on_hand = self.api.on_hand(sku).await?;
             Ok::<_, Status>(Response::new(Instrument {

@@ -5,8 +5,10 @@
 //! `error`, `validate`), turning a valid request into the flow's event
 //! (`ops`), publishing it and waiting for Kafka's acknowledgement
 //! (`publish`, `kafka`), answering status queries from the engine's
-//! in-memory state (`source`), and the two servers with their runtime
-//! (`rest`, `grpc`, [`spawn`], [`serve`]).
+//! in-memory state (`source`), who may call (`auth`: bearer tokens, account
+//! scopes, the `ops` role, reload on SIGHUP), TLS on both ports (`tls`), and
+//! the two servers with their runtime (`rest`, `grpc`, [`spawn`], [`serve`]).
+//! See docs/SECURITY.md.
 //! Must never: publish an event it has not validated, answer a create with
 //! success before Kafka acknowledged the event (acks=all, idempotent
 //! producer), run on a shard's core or block one (reads go through
@@ -14,6 +16,9 @@
 //! and while its commit waits on the broker;
 //! they are bounded in number and time), or decide an outcome (Payment and
 //! Inventory do).
+//!
+//! Nor serve unprotected when a token file or certificate was configured
+//! but does not load: the start fails instead.
 //!
 //! Lives on: its own tokio runtime (`API_WORKER_THREADS` workers plus
 //! blocking threads for engine queries), started from the thread that
@@ -37,6 +42,7 @@
 //! pins the tradeable set in configuration instead, `AnyWellFormed` checks
 //! the symbol only.
 
+pub mod auth;
 mod error;
 mod grpc;
 mod kafka;
@@ -47,6 +53,7 @@ mod rest;
 mod source;
 #[cfg(test)]
 mod tests;
+mod tls;
 mod validate;
 mod view;
 
@@ -62,6 +69,7 @@ use tracing::{info, warn};
 
 use crate::observe::Observability;
 
+pub use auth::{AuthConfig, MetricsAccess};
 pub use error::{ApiError, ErrorCode, Reject};
 pub use grpc::{ERROR_CODE_KEY, ERROR_FIELD_KEY, PARTITION_KEY};
 pub use kafka::KafkaPublisher;
@@ -69,6 +77,7 @@ use ops::OrderApi;
 pub use publish::{OutgoingRecord, PublishError, PublishFuture, Publisher};
 pub use rest::OPENAPI_YAML;
 pub use source::{Owned, StateSource};
+pub use tls::TlsConfig;
 
 /// Largest request body (REST) or message (gRPC) accepted; larger ones get
 /// `413 body_too_large` (gRPC: `OUT_OF_RANGE`) before anything is parsed.
@@ -127,6 +136,11 @@ pub struct ApiConfig {
     /// When set, the REST server also serves `/metrics`, `/health/ready`
     /// and `/reports/hdr`, and counts every request (see `observe`).
     pub observability: Option<Observability>,
+    /// Bearer tokens (see `auth`); `None`: no authentication, with a
+    /// warning at start.
+    pub auth: Option<AuthConfig>,
+    /// TLS on both ports; `None`: plain HTTP and plaintext gRPC.
+    pub tls: Option<TlsConfig>,
 }
 
 impl ApiConfig {
@@ -147,6 +161,8 @@ impl ApiConfig {
             instruments: InstrumentPolicy::default(),
             worker_threads: API_WORKER_THREADS,
             observability: None,
+            auth: None,
+            tls: None,
         }
     }
 }
@@ -218,12 +234,20 @@ pub fn spawn_with(
         // Ends on `stop` or when the handle is dropped without it.
         let _ = stopped.wait_for(|stop| *stop).await;
     };
-    let api = OrderApi::new(&config, source, publisher);
+    let security = Security::load(&config)?;
+    let api = OrderApi::new(&config, source, publisher).with_auth(security.auth.clone());
     let observability = config.observability.clone();
     let thread = std::thread::Builder::new()
         .name("tradeflow-api".into())
         .spawn(move || {
-            let result = runtime.block_on(serve_bound(api, observability, rest, grpc, shutdown));
+            let result = runtime.block_on(serve_bound(
+                api,
+                observability,
+                security,
+                rest,
+                grpc,
+                shutdown,
+            ));
             runtime.shutdown_timeout(Duration::from_millis(SHUTDOWN_GRACE_MS));
             result
         })
@@ -245,9 +269,79 @@ pub async fn serve(
     publisher: Arc<dyn Publisher>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ApiError> {
+    let security = Security::load(&config)?;
     let (rest, grpc) = bind(&config).await?;
-    let api = OrderApi::new(&config, source, publisher);
-    serve_bound(api, config.observability.clone(), rest, grpc, shutdown).await
+    let api = OrderApi::new(&config, source, publisher).with_auth(security.auth.clone());
+    serve_bound(
+        api,
+        config.observability.clone(),
+        security,
+        rest,
+        grpc,
+        shutdown,
+    )
+    .await
+}
+
+/// The token table and TLS material, read before anything listens so a
+/// bad file stops the start instead of serving unprotected.
+struct Security {
+    auth: auth::Auth,
+    tls: Option<tls::TlsMaterial>,
+}
+
+impl Security {
+    fn load(config: &ApiConfig) -> Result<Self, ApiError> {
+        let auth = match &config.auth {
+            Some(auth) => auth::Auth::load(auth.clone())?,
+            None => {
+                warn!(
+                    "order API is UNAUTHENTICATED: no token file configured \
+                     ([api.auth] tokens_file or --api-tokens); anyone who reaches its \
+                     ports may place orders for any account"
+                );
+                auth::Auth::off()
+            }
+        };
+        let tls = config
+            .tls
+            .as_ref()
+            .map(tls::TlsMaterial::load)
+            .transpose()?;
+        if tls.is_none() {
+            info!("order API without TLS: plain HTTP and plaintext gRPC");
+        }
+        Ok(Security { auth, tls })
+    }
+}
+
+/// Reloads the token file on every SIGHUP until the API stops. A file that
+/// does not load is logged and the tokens in force stay.
+#[cfg(unix)]
+fn reload_tokens_on_sighup(auth: auth::Auth) -> Result<(), ApiError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Some(path) = auth.tokens_file().map(std::path::Path::to_path_buf) else {
+        return Ok(());
+    };
+    let mut hangups = signal(SignalKind::hangup()).map_err(ApiError::Runtime)?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            match auth.reload() {
+                Ok(tokens) => {
+                    info!(tokens_file = %path.display(), tokens, "order API: token file reloaded")
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "order API: token file NOT reloaded; the previous tokens stay in force")
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn reload_tokens_on_sighup(_: auth::Auth) -> Result<(), ApiError> {
+    Ok(())
 }
 
 async fn bind(config: &ApiConfig) -> Result<(TcpListener, TcpListener), ApiError> {
@@ -271,6 +365,7 @@ async fn bind(config: &ApiConfig) -> Result<(TcpListener, TcpListener), ApiError
 async fn serve_bound(
     api: OrderApi,
     observability: Option<Observability>,
+    security: Security,
     rest: TcpListener,
     grpc: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -287,15 +382,29 @@ async fn serve_bound(
             let _ = stopped.wait_for(|stop| *stop).await;
         }
     };
+    reload_tokens_on_sighup(security.auth.clone())?;
     let api = Arc::new(api);
+    let router = rest::router(Arc::clone(&api), observability.as_ref());
     let rest_server = async {
-        axum::serve(rest, rest::router(Arc::clone(&api), observability.as_ref()))
-            .with_graceful_shutdown(signal())
-            .await
-            .map_err(ApiError::Rest)
+        match &security.tls {
+            Some(tls) => axum::serve(tls.rest_listener(rest), router)
+                .with_graceful_shutdown(signal())
+                .await
+                .map_err(ApiError::Rest),
+            None => axum::serve(rest, router)
+                .with_graceful_shutdown(signal())
+                .await
+                .map_err(ApiError::Rest),
+        }
     };
+    let mut grpc_builder = tonic::transport::Server::builder();
+    if let Some(tls) = &security.tls {
+        grpc_builder = grpc_builder
+            .tls_config(tls.grpc())
+            .map_err(|e| ApiError::Tls(format!("gRPC: {e}")))?;
+    }
     let grpc_server = async {
-        tonic::transport::Server::builder()
+        grpc_builder
             .add_service(grpc::service(Arc::clone(&api), observability.clone()))
             .serve_with_incoming_shutdown(
                 tonic::transport::server::TcpIncoming::from(grpc),

@@ -120,6 +120,8 @@ pub(crate) struct OrderApi {
     instruments: InstrumentPolicy,
     queries: Semaphore,
     ids: EventIds,
+    /// Who may call; off unless a token file is configured.
+    auth: super::auth::Auth,
 }
 
 impl OrderApi {
@@ -135,7 +137,18 @@ impl OrderApi {
             instruments: config.instruments.clone(),
             queries: Semaphore::new(QUERIES_IN_FLIGHT_MAX),
             ids: EventIds::new(),
+            auth: super::auth::Auth::off(),
         }
+    }
+
+    /// The same operations behind `auth` (see `auth`; off by default).
+    pub fn with_auth(mut self, auth: super::auth::Auth) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    pub fn auth(&self) -> &super::auth::Auth {
+        &self.auth
     }
 
     fn account_partition(&self, account: AccountId) -> PartitionId {

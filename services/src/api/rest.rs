@@ -5,15 +5,16 @@
 //! segments, status codes, the `Location` and `Retry-After` headers, and
 //! the error body `{"error": {"code", "field", "message", "partition",
 //! "retryable"}}`.
-//! Must never: apply a rule of its own (rules live in `validate` and `ops`,
-//! shared with gRPC), or parse a body before its size is checked.
+//! Must never: apply a rule of its own (rules live in `validate`, `ops` and
+//! `auth`, shared with gRPC), parse a body before its size is checked, or
+//! look at a `/v1` request before its caller is authenticated.
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::header::{CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -21,6 +22,7 @@ use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::json;
 
+use super::auth::{Caller, Role};
 use super::error::{ErrorCode, Reject};
 use super::ops::OrderApi;
 use super::validate::{
@@ -43,6 +45,7 @@ type ApiState = State<Arc<OrderApi>>;
 /// also `/metrics`, `/health/*` and `/reports/hdr` and every request counted
 /// (see `observe::http`), else just `/health/live`.
 pub(crate) fn router(api: Arc<OrderApi>, observability: Option<&Observability>) -> Router {
+    let api_for_guard = Arc::clone(&api);
     let router = Router::new()
         .route("/v1/orders", post(create_order))
         .route("/v1/accounts/{account}", get(get_account))
@@ -63,10 +66,43 @@ pub(crate) fn router(api: Arc<OrderApi>, observability: Option<&Observability>) 
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))
         .with_state(api);
-    match observability {
+    let router = match observability {
         Some(observability) => crate::observe::with_observability(router, observability),
         None => router.route("/health/live", get(live)),
+    };
+    if api_for_guard.auth().metrics_need_token() {
+        router.layer(axum::middleware::from_fn_with_state(
+            api_for_guard,
+            guard_operational_routes,
+        ))
+    } else {
+        router
     }
+}
+
+/// With `metrics = "token"`, `/metrics` and `/reports/hdr*` need a valid
+/// token (any principal): they name partitions, topics and rates. Health
+/// stays open so probes need no secret.
+async fn guard_operational_routes(
+    State(api): ApiState,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = request.uri().path();
+    if path == "/metrics" || path == "/reports/hdr" || path.starts_with("/reports/hdr/") {
+        if let Err(reject) = caller(&api, request.headers()) {
+            return reject.into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// Who sent the request: 401 when tokens are on and it has no valid one.
+/// Every `/v1` handler calls this first, before looking at the path or the
+/// body, so an unauthenticated client learns nothing about validation.
+fn caller(api: &OrderApi, headers: &HeaderMap) -> Result<Caller, Reject> {
+    api.auth()
+        .authenticate(headers.get(AUTHORIZATION).map(HeaderValue::as_bytes))
 }
 
 impl IntoResponse for Reject {
@@ -83,6 +119,12 @@ impl IntoResponse for Reject {
             object.insert("partition".into(), json!(partition.0));
         }
         let mut response = (status, Json(json!({ "error": error }))).into_response();
+        if self.code == ErrorCode::Unauthenticated {
+            // RFC 6750: a 401 names the scheme it wants.
+            response
+                .headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         if self.code.is_retryable() {
             response
                 .headers_mut()
@@ -149,8 +191,10 @@ async fn create_order(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Reject> {
+    let caller = caller(&api, &headers)?;
     let body = json_body(&headers, body, false)?;
     let order = new_order(CreateOrderInput::from_json(&body)?)?;
+    caller.may_act_for(order.account)?;
     let created = api.create_order(order).await?;
     // 202: Kafka holds the order; its outcome comes later (GET the
     // Location). 200: this node already held the same order.
@@ -175,9 +219,12 @@ async fn create_order(
 async fn get_order(
     State(api): ApiState,
     segments: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
 ) -> Result<Json<OrderView>, Reject> {
+    let caller = caller(&api, &headers)?;
     let (account, order_id) = path(segments)?;
     let account = account_of(&account)?;
+    caller.may_act_for(account)?;
     let order_id = order_id_of(&order_id)?;
     let record = api.order(account, order_id).await?;
     Ok(Json(OrderView::of(&record, order_id)))
@@ -189,8 +236,10 @@ async fn amend(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Reject> {
+    let caller = caller(&api, &headers)?;
     let (account, order_id) = path(segments)?;
     let account = account_of(&account)?;
+    caller.may_act_for(account)?;
     let order_id = order_id_of(&order_id)?;
     let body = json_body(&headers, body, false)?;
     let amendment = amendment(AmendInput::from_json(&body)?)?;
@@ -203,8 +252,10 @@ async fn cancel(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Reject> {
+    let caller = caller(&api, &headers)?;
     let (account, order_id) = path(segments)?;
     let account = account_of(&account)?;
+    caller.may_act_for(account)?;
     let order_id = order_id_of(&order_id)?;
     let body = json_body(&headers, body, true)?;
     super::validate::parse_object(&body, &[])?;
@@ -228,7 +279,10 @@ async fn fund(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Reject> {
+    let caller = caller(&api, &headers)?;
     let account = account_of(&path(segments)?)?;
+    caller.may_act_for(account)?;
+    caller.require(Role::Ops)?;
     let body = json_body(&headers, body, false)?;
     let funding = funding(TopUpInput::from_json(&body, "amount")?)?;
     let event_id = api.fund(account, funding).await?;
@@ -242,6 +296,7 @@ async fn replenish(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Reject> {
+    caller(&api, &headers)?.require(Role::Ops)?;
     let sku = sku_of(&path(segments)?)?;
     let body = json_body(&headers, body, false)?;
     let replenishment = replenishment(TopUpInput::from_json(&body, "quantity")?)?;
@@ -253,8 +308,11 @@ async fn replenish(
 async fn get_account(
     State(api): ApiState,
     segments: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
 ) -> Result<Response, Reject> {
+    let caller = caller(&api, &headers)?;
     let account = account_of(&path(segments)?)?;
+    caller.may_act_for(account)?;
     let balance = api.balance(account).await?;
     Ok(Json(json!({ "account": account.0, "balance": balance.0 })).into_response())
 }
@@ -262,7 +320,9 @@ async fn get_account(
 async fn get_instrument(
     State(api): ApiState,
     segments: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
 ) -> Result<Response, Reject> {
+    caller(&api, &headers)?;
     let sku = sku_of(&path(segments)?)?;
     let on_hand = api.on_hand(sku).await?;
     Ok(Json(json!({ "sku": sku.as_str(), "on_hand": on_hand.0 })).into_response())

@@ -34,6 +34,9 @@ use crate::topics::{
     account_key, sku_key, ACCOUNT_FUNDED, ORDER_CREATED, ORDER_UPDATED, STOCK_REPLENISHED,
 };
 
+mod openapi;
+mod security;
+
 const PARTITIONS: i32 = 4;
 
 /// Which answer the fake gives for partitions it does not hold.

@@ -120,6 +120,18 @@ enum Command {
         /// are still served on --rest-addr).
         #[arg(long)]
         no_api: bool,
+        /// The Order API's token file (overrides the core map's
+        /// [api.auth] tokens_file): bearer tokens, their accounts and roles;
+        /// reloaded on SIGHUP. Without one the API is unauthenticated.
+        #[arg(long)]
+        api_tokens: Option<PathBuf>,
+        /// TLS certificate chain (PEM) for REST and gRPC (overrides
+        /// [api.tls] cert_file); needs --api-tls-key.
+        #[arg(long, requires = "api_tls_key")]
+        api_tls_cert: Option<PathBuf>,
+        /// The certificate's private key (PEM; overrides [api.tls] key_file).
+        #[arg(long, requires = "api_tls_cert")]
+        api_tls_key: Option<PathBuf>,
         /// Where the engine's HDR latency report (percentile table and .hgrm
         /// files) is written at shutdown; default reports/engine/<unix time>.
         #[arg(long)]
@@ -240,6 +252,9 @@ fn main() -> anyhow::Result<()> {
             rest_addr,
             grpc_addr,
             no_api,
+            api_tokens,
+            api_tls_cert,
+            api_tls_key,
             report_dir,
             shutdown_deadline_s,
         } => {
@@ -268,6 +283,10 @@ fn main() -> anyhow::Result<()> {
                 replication,
                 rest_addr,
                 api,
+                ApiSecurityArgs {
+                    tokens_file: api_tokens,
+                    tls: api_tls_cert.zip(api_tls_key),
+                },
                 &report_dir,
                 shutdown_deadline,
             )
@@ -463,6 +482,41 @@ fn dlq_command(action: DlqAction) -> anyhow::Result<()> {
     }
 }
 
+/// The Order API's security options from the command line; each one
+/// overrides its key in the core map's `[api]`.
+struct ApiSecurityArgs {
+    tokens_file: Option<PathBuf>,
+    tls: Option<(PathBuf, PathBuf)>,
+}
+
+impl ApiSecurityArgs {
+    /// The command line over the core map.
+    fn apply(self, map: &tuning::ApiSection, config: &mut services::api::ApiConfig) {
+        let metrics = match map.auth.as_ref().map(|auth| auth.metrics) {
+            Some(tuning::ApiMetricsAccess::Token) => services::api::MetricsAccess::Token,
+            _ => services::api::MetricsAccess::Open,
+        };
+        config.auth = self
+            .tokens_file
+            .or_else(|| map.auth.as_ref().map(|auth| auth.tokens_file.clone()))
+            .map(|tokens_file| services::api::AuthConfig {
+                tokens_file,
+                metrics,
+            });
+        config.tls = self
+            .tls
+            .or_else(|| {
+                map.tls
+                    .as_ref()
+                    .map(|tls| (tls.cert_file.clone(), tls.key_file.clone()))
+            })
+            .map(|(cert_file, key_file)| services::api::TlsConfig {
+                cert_file,
+                key_file,
+            });
+    }
+}
+
 #[allow(clippy::too_many_arguments)] // the command line's options, passed on as given
 fn run(
     config: &std::path::Path,
@@ -471,6 +525,7 @@ fn run(
     replication: i32,
     rest_addr: std::net::SocketAddr,
     api: Option<std::net::SocketAddr>,
+    api_security: ApiSecurityArgs,
     report_dir: &std::path::Path,
     shutdown_deadline: Duration,
 ) -> anyhow::Result<()> {
@@ -539,6 +594,12 @@ fn run(
             config.client_properties = connection.client_properties.clone();
             config.namespace = connection.namespace.clone();
             config.observability = Some(observability.clone());
+            api_security.apply(tuning.api(), &mut config);
+            let scheme = if config.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
             if !services.contains(services::flow::Service::Inventory) {
                 // Inventory's state lives in another process: this one cannot
                 // tell an unknown instrument, so Inventory rejects it and
@@ -547,12 +608,13 @@ fn run(
             }
             let handle = services::api::spawn(config, engine.clone())?;
             println!(
-                "tradeflow: Order API on http://{} (REST, /openapi.yaml) and {} (gRPC)",
+                "tradeflow: Order API on {scheme}://{} (REST, /openapi.yaml) and {} (gRPC{})",
                 handle.rest_addr(),
-                handle.grpc_addr()
+                handle.grpc_addr(),
+                if scheme == "https" { ", TLS" } else { "" }
             );
             println!(
-                "tradeflow: metrics on http://{0}/metrics, health on /health/live and \
+                "tradeflow: metrics on {scheme}://{0}/metrics, health on /health/live and \
                  /health/ready, HDR report on /reports/hdr",
                 handle.rest_addr()
             );
@@ -805,4 +867,89 @@ fn demo(
         report.missing
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api_config() -> services::api::ApiConfig {
+        let any: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
+        services::api::ApiConfig::new(any, any, "unused:9092", 4)
+    }
+
+    fn map() -> tuning::ApiSection {
+        tuning::ApiSection {
+            auth: Some(tuning::ApiAuth {
+                tokens_file: PathBuf::from("/map/tokens.toml"),
+                metrics: tuning::ApiMetricsAccess::Token,
+            }),
+            tls: Some(tuning::ApiTls {
+                cert_file: PathBuf::from("/map/cert.pem"),
+                key_file: PathBuf::from("/map/key.pem"),
+            }),
+        }
+    }
+
+    #[test]
+    fn the_core_maps_api_section_configures_the_api_and_the_command_line_overrides_it() {
+        let mut config = api_config();
+        ApiSecurityArgs {
+            tokens_file: None,
+            tls: None,
+        }
+        .apply(&map(), &mut config);
+        assert_eq!(
+            config.auth,
+            Some(services::api::AuthConfig {
+                tokens_file: PathBuf::from("/map/tokens.toml"),
+                metrics: services::api::MetricsAccess::Token,
+            })
+        );
+        assert_eq!(
+            config.tls.map(|tls| tls.cert_file),
+            Some(PathBuf::from("/map/cert.pem"))
+        );
+
+        let mut config = api_config();
+        ApiSecurityArgs {
+            tokens_file: Some(PathBuf::from("/cli/tokens.toml")),
+            tls: Some((PathBuf::from("/cli/c.pem"), PathBuf::from("/cli/k.pem"))),
+        }
+        .apply(&map(), &mut config);
+        assert_eq!(
+            config.auth.map(|auth| auth.tokens_file),
+            Some(PathBuf::from("/cli/tokens.toml"))
+        );
+        assert_eq!(
+            config.tls.map(|tls| tls.key_file),
+            Some(PathBuf::from("/cli/k.pem"))
+        );
+
+        // Neither: open and plaintext, as before.
+        let mut config = api_config();
+        ApiSecurityArgs {
+            tokens_file: None,
+            tls: None,
+        }
+        .apply(&tuning::ApiSection::default(), &mut config);
+        assert!(config.auth.is_none() && config.tls.is_none());
+    }
+
+    #[test]
+    fn tls_flags_come_in_pairs() {
+        let refused = Cli::try_parse_from(["tradeflow", "run", "--api-tls-cert", "c.pem"]);
+        assert!(refused.is_err());
+        let parsed = Cli::try_parse_from([
+            "tradeflow",
+            "run",
+            "--api-tls-cert",
+            "c.pem",
+            "--api-tls-key",
+            "k.pem",
+            "--api-tokens",
+            "t.toml",
+        ]);
+        assert!(parsed.is_ok());
+    }
 }
