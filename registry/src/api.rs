@@ -8,6 +8,7 @@
 //! lock across anything but the append of a write, or panic on a request:
 //! every bad input is a 4xx with Confluent's code and a reason.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -140,16 +141,14 @@ struct ConfigBody {
     compatibility: String,
 }
 
-#[derive(Deserialize)]
-struct ConfigQuery {
-    #[serde(rename = "defaultToGlobal", default)]
-    default_to_global: bool,
-}
+/// Query parameters, read leniently: clients spell booleans `true`, `True`
+/// or `1`, and an unknown parameter is ignored, as Confluent ignores it.
+type Params = Query<HashMap<String, String>>;
 
-#[derive(Deserialize)]
-struct VerboseQuery {
-    #[serde(default)]
-    verbose: bool,
+fn flag(params: &HashMap<String, String>, name: &str) -> bool {
+    params
+        .get(name)
+        .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
 }
 
 /// The router of every Confluent route this registry serves.
@@ -304,12 +303,12 @@ async fn put_global_config(State(node): State<Arc<Node>>, body: Bytes) -> ApiRes
 async fn get_subject_config(
     State(node): State<Arc<Node>>,
     Path(subject): Path<String>,
-    Query(query): Query<ConfigQuery>,
+    Query(params): Params,
 ) -> ApiResult {
     let registry = node.registry.lock().await;
     let level = match registry.subject_level(&subject) {
         Some(level) => level,
-        None if query.default_to_global => registry.global_level(),
+        None if flag(&params, "defaultToGlobal") => registry.global_level(),
         None => return Err(RegistryError::SubjectLevelNotConfigured(subject).into()),
     };
     Ok(ok(json!({"compatibilityLevel": level.name()})))
@@ -349,7 +348,7 @@ async fn delete_subject_config(
 async fn test_compatibility(
     State(node): State<Arc<Node>>,
     Path((subject, version)): Path<(String, String)>,
-    Query(query): Query<VerboseQuery>,
+    Query(params): Params,
     body: Bytes,
 ) -> ApiResult {
     let which = VersionRef::parse(&version)?;
@@ -360,7 +359,7 @@ async fn test_compatibility(
         .await
         .test_compatibility(&subject, which, &text)?;
     let mut answer = json!({"is_compatible": problems.is_empty()});
-    if query.verbose {
+    if flag(&params, "verbose") {
         answer["messages"] = json!(problems);
     }
     Ok(ok(answer))

@@ -163,6 +163,26 @@ enum Command {
         #[command(subcommand)]
         action: DlqAction,
     },
+    /// Serve the Confluent Schema Registry REST API (Avro), durable in a
+    /// compacted Kafka topic, until SIGINT or SIGTERM (docs/SCHEMAS.md).
+    Registry {
+        /// Kafka bootstrap servers.
+        #[arg(long, default_value = "127.0.0.1:19092")]
+        bootstrap: String,
+        /// Where the REST API listens (port 0: any free port; the bound
+        /// address is printed).
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        listen: std::net::SocketAddr,
+        /// The compacted topic holding the schemas.
+        #[arg(long, default_value = registry::DEFAULT_TOPIC)]
+        topic: String,
+        /// Replication factor if the topic is created (-1: broker default).
+        #[arg(long, default_value_t = -1, allow_hyphen_values = true)]
+        replication: i32,
+        /// Extra librdkafka property, KEY=VALUE (repeatable).
+        #[arg(long = "property", value_parser = parse_property)]
+        properties: Vec<(String, String)>,
+    },
     /// Run the embedded quick-start: an in-process Kafka (librdkafka's mock
     /// cluster) with a few seconds of open-loop load, then a latency report.
     /// Needs nothing installed but Rust.
@@ -273,6 +293,21 @@ fn main() -> anyhow::Result<()> {
             )
         }
         Command::Dlq { action } => dlq_command(action),
+        Command::Registry {
+            bootstrap,
+            listen,
+            topic,
+            replication,
+            properties,
+        } => registry_command(
+            registry::StoreConfig {
+                bootstrap,
+                topic,
+                replication,
+                properties,
+            },
+            listen,
+        ),
         Command::Plan {
             config,
             namespace,
@@ -294,6 +329,36 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `tradeflow registry`: reads the schemas log, serves until a signal.
+fn registry_command(
+    config: registry::StoreConfig,
+    listen: std::net::SocketAddr,
+) -> anyhow::Result<()> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    stop_on_signals(&stop).context("installing the signal handlers")?;
+    // A small runtime of its own: the registry is a control-plane service,
+    // it must not take cores from an engine on the same node.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the registry's runtime")?;
+    runtime.block_on(async move {
+        let shutdown = async move {
+            while !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        };
+        let (bound, server) = registry::bind(&config, listen, shutdown)
+            .await
+            .with_context(|| format!("starting the registry on topic {}", config.topic))?;
+        // Scripts read this line for the address (a port of 0 picks one).
+        println!("tradeflow registry listening on http://{bound}");
+        tracing::info!(%bound, topic = %config.topic, "schema registry serving");
+        server.await.context("serving the registry")
+    })
 }
 
 /// `tradeflow plan --emit` values.
