@@ -11,6 +11,7 @@
 //! | [`model`] | subjects, versions, ids, levels; compatibility by apache-avro |
 //! | [`store`] | the `_schemas` topic: read to the end at start, append per change |
 //! | [`api`] | the REST routes, Confluent's shapes and error codes |
+//! | [`client`] | a node registering the schemas it writes, at start |
 //!
 //! Runs on a tokio runtime of its own, never on an engine shard's core.
 //!
@@ -21,6 +22,7 @@
 //! written here.
 
 pub mod api;
+pub mod client;
 pub mod model;
 pub mod store;
 

@@ -224,3 +224,103 @@ async fn everything_readable(app: &axum::Router) -> Vec<(String, Value)> {
     }
     out
 }
+
+/// A node's start-up registration through a real HTTP server: every flow
+/// topic's schema registered, again idempotently, and an incompatible
+/// subject refused with its name and apache-avro's reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_registers_its_schemas_and_an_incompatible_one_is_named() {
+    tradeflow_tests::init_logging();
+    let cluster = KafkaCluster::single().expect("Kafka on loopback (scripts/kafka up)");
+    let config = StoreConfig {
+        bootstrap: cluster.bootstrap().to_owned(),
+        topic: unique_topic("_schemas-client"),
+        replication: -1,
+        properties: vec![("broker.address.family".into(), "v4".into())],
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (addr, server) = registry::bind(&config, "127.0.0.1:0".parse().expect("addr"), async {
+        let _ = stopped.await;
+    })
+    .await
+    .expect("the registry starts");
+    let server = tokio::spawn(server);
+    let url = format!("http://{addr}");
+    let namespace = codecs::topics::TopicNamespace::new("desk-a").expect("namespace");
+
+    let register = |topics: Vec<&'static str>| {
+        let url = url.clone();
+        let namespace = namespace.clone();
+        tokio::task::spawn_blocking(move || {
+            registry::client::register_value_schemas(&url, &namespace, &topics)
+        })
+    };
+    let first = register(codecs::topics::ALL.to_vec())
+        .await
+        .expect("task")
+        .expect("registered");
+    assert_eq!(first.len(), 9);
+    assert!(first
+        .iter()
+        .all(|r| r.subject.starts_with("desk-a.") && r.subject.ends_with("-value")));
+    let again = register(codecs::topics::ALL.to_vec())
+        .await
+        .expect("task")
+        .expect("registered");
+    assert_eq!(again, first, "idempotent");
+
+    // Another namespace's order.created lacks `quantity`, which ours needs
+    // and has no default for: ours cannot read its records (not BACKWARD).
+    let other = codecs::topics::TopicNamespace::new("desk-b").expect("namespace");
+    let subject = codecs::avro::value_subject(&other.physical(codecs::topics::ORDER_CREATED));
+    let mut theirs: Value = schema(2)["schema"]
+        .as_str()
+        .map(serde_json::from_str)
+        .expect("text")
+        .expect("json");
+    theirs["fields"]
+        .as_array_mut()
+        .expect("fields")
+        .retain(|f| f["name"] != "quantity");
+    let (status, _) = {
+        let url = format!("{url}/subjects/{subject}/versions");
+        let body = json!({"schema": theirs.to_string()}).to_string();
+        tokio::task::spawn_blocking(move || {
+            let response = ureq::post(&url)
+                .header("content-type", CONTENT_TYPE)
+                .send(body)
+                .expect("post");
+            (response.status().as_u16(), ())
+        })
+        .await
+        .expect("task")
+    };
+    assert_eq!(status, 200);
+    let refused = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || {
+            registry::client::register_value_schemas(&url, &other, &[codecs::topics::ORDER_CREATED])
+        }
+    })
+    .await
+    .expect("task")
+    .expect_err("incompatible");
+    let text = refused.to_string();
+    assert!(
+        text.contains(&subject) && text.contains("409") && text.contains("quantity"),
+        "{text}"
+    );
+
+    let unreachable = registry::client::register_value_schemas(
+        "http://127.0.0.1:1",
+        &namespace,
+        &[codecs::topics::ORDER_CREATED],
+    );
+    assert!(matches!(
+        unreachable,
+        Err(registry::client::ClientError::Transport { .. })
+    ));
+
+    let _ = stop.send(());
+    server.await.expect("task").expect("served");
+}

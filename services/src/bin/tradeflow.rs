@@ -129,6 +129,12 @@ enum Command {
         /// commit failed and was aborted, 3 when this deadline passed first.
         #[arg(long, default_value_t = 10.0)]
         shutdown_deadline_s: f64,
+        /// A Confluent-compatible schema registry (`tradeflow registry` or
+        /// any other, http only): at start, register the Avro value schema
+        /// of every topic this node writes under `<topic>-value`, and refuse
+        /// to start if the registry finds one incompatible (docs/SCHEMAS.md).
+        #[arg(long, value_name = "URL")]
+        schema_registry: Option<String>,
     },
     /// Print the deployment's plan: every topic it uses (flow topics,
     /// dead-letter topics, compacted changelogs) and each workload's
@@ -262,6 +268,7 @@ fn main() -> anyhow::Result<()> {
             no_api,
             report_dir,
             shutdown_deadline_s,
+            schema_registry,
         } => {
             let shutdown_deadline = Duration::try_from_secs_f64(shutdown_deadline_s)
                 .context("--shutdown-deadline-s must be a non-negative number of seconds")?;
@@ -290,6 +297,7 @@ fn main() -> anyhow::Result<()> {
                 api,
                 &report_dir,
                 shutdown_deadline,
+                schema_registry.as_deref(),
             )
         }
         Command::Dlq { action } => dlq_command(action),
@@ -329,6 +337,33 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Registers the Avro value schema of every topic this node writes: the
+/// stages' outputs and, with the API, what the API publishes. Any refusal
+/// stops the start with the subject and the registry's reason.
+fn register_schemas(
+    url: &str,
+    namespace: &TopicNamespace,
+    outputs: &[&'static str],
+    api: bool,
+) -> anyhow::Result<()> {
+    use codecs::topics;
+    let mut written = outputs.to_vec();
+    if api {
+        written.extend([
+            topics::ORDER_CREATED,
+            topics::ORDER_UPDATED,
+            topics::ACCOUNT_FUNDED,
+            topics::STOCK_REPLENISHED,
+        ]);
+    }
+    let registered = registry::client::register_value_schemas(url, namespace, &written)
+        .context("the schemas this node writes were not accepted; not starting")?;
+    for r in &registered {
+        tracing::info!(subject = %r.subject, id = r.id, "schema registered");
+    }
+    Ok(())
 }
 
 /// `tradeflow registry`: reads the schemas log, serves until a signal.
@@ -538,6 +573,7 @@ fn run(
     api: Option<std::net::SocketAddr>,
     report_dir: &std::path::Path,
     shutdown_deadline: Duration,
+    schema_registry: Option<&str>,
 ) -> anyhow::Result<()> {
     // Read the machine before anything is pinned (see Machine::detect).
     let machine = Machine::detect();
@@ -550,6 +586,9 @@ fn run(
     let stores = flow.store_names();
     let inputs = engine::Stage::input_topics(&flow).to_vec();
     let outputs = flow.output_topics();
+    if let Some(url) = schema_registry {
+        register_schemas(url, &connection.namespace, &outputs, api.is_some())?;
+    }
     prepare_topics(
         &plan.settings,
         &FlowTopics {
