@@ -404,81 +404,121 @@ pub fn latest_value_schema(topic: &str) -> Option<ValueSchema> {
         .max_by_key(|s| s.version)
 }
 
-/// Avro-encodes `event` as a datum of `schema` (no framing).
-pub fn encode_datum(schema: &ValueSchema, event: &Event) -> Result<Vec<u8>, AvroError> {
-    let does_not_fit = |reason: String| AvroError::DoesNotFit {
-        schema: schema.label(),
-        reason,
-    };
-    let branch = schema
-        .events
-        .iter()
-        .position(|id| id.kind() == event.kind())
-        .ok_or_else(|| does_not_fit(format!("the topic carries no {}", event.kind())))?;
-    let id = schema.events[branch];
-    if let (SchemaId::OrderCreatedV1, Event::OrderCreated(order)) = (id, event) {
-        if order.to_v1().is_none() {
-            return Err(does_not_fit(
-                "time_in_force or tag set, which v1 cannot carry".into(),
-            ));
-        }
+/// A value schema parsed once, for encoding and decoding many events (parsing
+/// a schema costs far more than one datum).
+#[derive(Debug, Clone)]
+pub struct PreparedSchema {
+    value: ValueSchema,
+    parsed: Schema,
+    names: HashMap<Name, Schema>,
+}
+
+impl PreparedSchema {
+    /// Parses `value` and resolves its named types.
+    pub fn new(value: ValueSchema) -> Result<Self, AvroError> {
+        let parsed = value.parse()?;
+        let names = named_types(&parsed)?;
+        Ok(PreparedSchema {
+            value,
+            parsed,
+            names,
+        })
     }
-    let parsed = schema.parse()?;
-    let json = serde_json::to_value(event).map_err(|e| does_not_fit(e.to_string()))?;
-    let names = named_types(&parsed)?;
-    let value = match &parsed {
-        Schema::Union(union) => {
-            let variant = union
-                .variants()
-                .get(branch)
-                .ok_or_else(|| does_not_fit("union branch missing".into()))?;
-            let index = u32::try_from(branch).map_err(|e| does_not_fit(e.to_string()))?;
-            AvroValue::Union(
-                index,
-                Box::new(json_to_avro(variant, &json, &names).map_err(does_not_fit)?),
-            )
+
+    /// The value schema this was prepared from.
+    pub fn value_schema(&self) -> &ValueSchema {
+        &self.value
+    }
+
+    /// Avro-encodes `event` as a datum of this schema (no framing).
+    pub fn encode(&self, event: &Event) -> Result<Vec<u8>, AvroError> {
+        let schema = &self.value;
+        let does_not_fit = |reason: String| AvroError::DoesNotFit {
+            schema: schema.label(),
+            reason,
+        };
+        let branch = schema
+            .events
+            .iter()
+            .position(|id| id.kind() == event.kind())
+            .ok_or_else(|| does_not_fit(format!("the topic carries no {}", event.kind())))?;
+        let id = schema.events[branch];
+        if let (SchemaId::OrderCreatedV1, Event::OrderCreated(order)) = (id, event) {
+            if order.to_v1().is_none() {
+                return Err(does_not_fit(
+                    "time_in_force or tag set, which v1 cannot carry".into(),
+                ));
+            }
         }
-        record => json_to_avro(record, &json, &names).map_err(does_not_fit)?,
-    };
-    apache_avro::to_avro_datum(&parsed, value).map_err(|e| does_not_fit(e.to_string()))
+        let (parsed, names) = (&self.parsed, &self.names);
+        let json = serde_json::to_value(event).map_err(|e| does_not_fit(e.to_string()))?;
+        let value = match parsed {
+            Schema::Union(union) => {
+                let variant = union
+                    .variants()
+                    .get(branch)
+                    .ok_or_else(|| does_not_fit("union branch missing".into()))?;
+                let index = u32::try_from(branch).map_err(|e| does_not_fit(e.to_string()))?;
+                AvroValue::Union(
+                    index,
+                    Box::new(json_to_avro(variant, &json, names).map_err(does_not_fit)?),
+                )
+            }
+            record => json_to_avro(record, &json, names).map_err(does_not_fit)?,
+        };
+        apache_avro::to_avro_datum(parsed, value).map_err(|e| does_not_fit(e.to_string()))
+    }
+
+    /// Decodes a datum written with this schema (the writer's) into an event.
+    /// A v1 `order.created` reads as `OrderCreated` with v2's defaults.
+    pub fn decode(&self, mut datum: &[u8]) -> Result<Event, AvroError> {
+        let schema = &self.value;
+        let invalid = |reason: String| AvroError::InvalidDatum {
+            schema: schema.label(),
+            reason,
+        };
+        let value = apache_avro::from_avro_datum(&self.parsed, &mut datum, None)
+            .map_err(|e| invalid(e.to_string()))?;
+        if !datum.is_empty() {
+            return Err(invalid(format!("{} bytes after the datum", datum.len())));
+        }
+        let (branch, record) = match value {
+            AvroValue::Union(index, inner) => (index as usize, *inner),
+            record => (0, record),
+        };
+        let id = *schema
+            .events
+            .get(branch)
+            .ok_or_else(|| invalid(format!("union branch {branch} out of range")))?;
+        let json = avro_to_json(record).map_err(invalid)?;
+        let event = match id {
+            SchemaId::OrderCreatedV1 => Event::OrderCreated(OrderCreated::from(
+                serde_json::from_value::<OrderCreatedV1>(json)
+                    .map_err(|e| invalid(e.to_string()))?,
+            )),
+            _ => {
+                let Json::Object(mut fields) = json else {
+                    return Err(invalid("not a record".into()));
+                };
+                fields.insert("type".into(), json!(id.kind().name()));
+                serde_json::from_value::<Event>(Json::Object(fields))
+                    .map_err(|e| invalid(e.to_string()))?
+            }
+        };
+        Ok(event)
+    }
+}
+
+/// Avro-encodes `event` as a datum of `schema` (no framing); parses the
+/// schema each call; use [`PreparedSchema`] for many events.
+pub fn encode_datum(schema: &ValueSchema, event: &Event) -> Result<Vec<u8>, AvroError> {
+    PreparedSchema::new(schema.clone())?.encode(event)
 }
 
 /// Decodes a datum written with `schema` (the writer's schema) into an event.
 /// A v1 `order.created` reads as `OrderCreated` with v2's defaults.
-pub fn decode_datum(schema: &ValueSchema, mut datum: &[u8]) -> Result<Event, AvroError> {
-    let invalid = |reason: String| AvroError::InvalidDatum {
-        schema: schema.label(),
-        reason,
-    };
-    let parsed = schema.parse()?;
-    let value = apache_avro::from_avro_datum(&parsed, &mut datum, None)
-        .map_err(|e| invalid(e.to_string()))?;
-    if !datum.is_empty() {
-        return Err(invalid(format!("{} bytes after the datum", datum.len())));
-    }
-    let (branch, record) = match value {
-        AvroValue::Union(index, inner) => (index as usize, *inner),
-        record => (0, record),
-    };
-    let id = *schema
-        .events
-        .get(branch)
-        .ok_or_else(|| invalid(format!("union branch {branch} out of range")))?;
-    let json = avro_to_json(record).map_err(invalid)?;
-    let event = match id {
-        SchemaId::OrderCreatedV1 => Event::OrderCreated(OrderCreated::from(
-            serde_json::from_value::<OrderCreatedV1>(json).map_err(|e| invalid(e.to_string()))?,
-        )),
-        _ => {
-            let Json::Object(mut fields) = json else {
-                return Err(invalid("not a record".into()));
-            };
-            fields.insert("type".into(), json!(id.kind().name()));
-            serde_json::from_value::<Event>(Json::Object(fields))
-                .map_err(|e| invalid(e.to_string()))?
-        }
-    };
-    Ok(event)
+pub fn decode_datum(schema: &ValueSchema, datum: &[u8]) -> Result<Event, AvroError> {
+    PreparedSchema::new(schema.clone())?.decode(datum)
 }
 
 /// Prefixes `datum` with Confluent's wire-format header: magic byte 0 and the
