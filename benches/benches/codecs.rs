@@ -1,6 +1,7 @@
 //! Decode-and-read time per event: rkyv validated in place (our wire form)
-//! against serde_json (our edge form) and bincode (a compact serde peer), on
-//! the same ten events, one of each kind. Every field is read in all three,
+//! against serde_json (our edge form), bincode (a compact serde peer) and Avro
+//! (`codecs::avro`, the Schema Registry form, schemas parsed once), on the
+//! same ten events, one of each kind. Every field is read in all three,
 //! and the three checksums must agree, so no decoder is measured skipping work.
 //!
 //! After criterion's groups, a plain timed loop prints ns/event and the ratios
@@ -11,6 +12,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use codecs::avro::{latest_value_schema, PreparedSchema};
 use codecs::testing::{read_every_field, read_every_owned_field, sample_events};
 use codecs::{
     decode, AccountFunded, Encoder, Event, OrderAmended, OrderCancelled, OrderCreated,
@@ -76,6 +78,14 @@ struct Corpus {
     rkyv: Vec<Vec<u8>>,
     json: Vec<Vec<u8>>,
     bincode: Vec<Vec<u8>>,
+    /// Each event's Avro datum with its topic's prepared value schema.
+    avro: Vec<(PreparedSchema, Vec<u8>)>,
+}
+
+fn avro_schema(event: &Event) -> PreparedSchema {
+    let topic = codecs::topics::topic_of(event.kind());
+    let schema = latest_value_schema(topic).expect("every topic has an Avro schema");
+    PreparedSchema::new(schema).expect("generated schemas parse")
 }
 
 fn corpus() -> Corpus {
@@ -95,11 +105,20 @@ fn corpus() -> Corpus {
                 .expect("sample events serialize")
         })
         .collect();
+    let avro = events
+        .iter()
+        .map(|e| {
+            let schema = avro_schema(e);
+            let datum = schema.encode(e).expect("sample events fit Avro");
+            (schema, datum)
+        })
+        .collect();
     Corpus {
         events,
         rkyv,
         json,
         bincode,
+        avro,
     }
 }
 
@@ -125,6 +144,13 @@ fn read_bincode(blobs: &[Vec<u8>]) -> u64 {
     })
 }
 
+fn read_avro(datums: &[(PreparedSchema, Vec<u8>)]) -> u64 {
+    datums.iter().fold(0, |sum, (schema, datum)| {
+        let event = schema.decode(black_box(datum)).expect("valid Avro");
+        sum ^ read_every_owned_field(&event)
+    })
+}
+
 fn decode_read(c: &mut Criterion) {
     let corpus = corpus();
     let expected = corpus
@@ -134,12 +160,14 @@ fn decode_read(c: &mut Criterion) {
     assert_eq!(read_rkyv(&corpus.rkyv), expected);
     assert_eq!(read_json(&corpus.json), expected);
     assert_eq!(read_bincode(&corpus.bincode), expected);
+    assert_eq!(read_avro(&corpus.avro), expected);
 
     let mut group = c.benchmark_group("decode_read");
     group.throughput(Throughput::Elements(corpus.events.len() as u64));
     group.bench_function("rkyv", |b| b.iter(|| read_rkyv(&corpus.rkyv)));
     group.bench_function("serde_json", |b| b.iter(|| read_json(&corpus.json)));
     group.bench_function("bincode", |b| b.iter(|| read_bincode(&corpus.bincode)));
+    group.bench_function("avro", |b| b.iter(|| read_avro(&corpus.avro)));
     group.finish();
 }
 
@@ -178,6 +206,17 @@ fn encode(c: &mut Criterion) {
             })
         })
     });
+    group.bench_function("avro", |b| {
+        b.iter(|| {
+            corpus
+                .events
+                .iter()
+                .zip(&corpus.avro)
+                .fold(0, |n, (e, (schema, _))| {
+                    n + schema.encode(black_box(e)).expect("encodes").len()
+                })
+        })
+    });
     group.finish();
 }
 
@@ -207,6 +246,7 @@ fn print_ratios() {
     let rkyv = ns_per_event(n, budget, || read_rkyv(&corpus.rkyv));
     let json = ns_per_event(n, budget, || read_json(&corpus.json));
     let bin = ns_per_event(n, budget, || read_bincode(&corpus.bincode));
+    let avro = ns_per_event(n, budget, || read_avro(&corpus.avro));
     let size = |v: &[Vec<u8>]| v.iter().map(Vec::len).sum::<usize>() as f64 / n as f64;
     println!();
     println!("decode + read every field, mean over {n} events (one per kind), same run:");
@@ -222,7 +262,12 @@ fn print_ratios() {
         "  bincode 2 serde (owned)                      {bin:8.1} ns/event  {:6.1} B/event",
         size(&corpus.bincode)
     );
+    let avro_bytes = corpus.avro.iter().map(|(_, d)| d.len() + 5).sum::<usize>() as f64 / n as f64;
+    println!(
+        "  Avro (framed, prepared schema, owned)        {avro:8.1} ns/event  {avro_bytes:6.1} B/event"
+    );
     println!("  ratio serde_json / rkyv = {:.1}x", json / rkyv);
+    println!("  ratio Avro / rkyv       = {:.1}x", avro / rkyv);
     println!("  ratio bincode / rkyv    = {:.1}x", bin / rkyv);
 }
 

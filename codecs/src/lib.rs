@@ -52,6 +52,7 @@
 //! `time_in_force` and `tag`); [`OrderCreatedRef`] reads both through the same
 //! accessors, so consumers need no version branches.
 
+pub mod avro;
 mod decode;
 mod encode;
 mod events;

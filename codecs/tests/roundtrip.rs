@@ -263,12 +263,71 @@ proptest! {
     }
 
     #[test]
+    fn value_avro_value(event in event()) {
+        // Avro longs are signed: ids above i64::MAX are refused, never wrapped.
+        match codecs::avro::encode_datum(&avro_schema(&event), &event) {
+            Ok(_) => prop_assert!(fits_avro(&event)),
+            Err(codecs::avro::AvroError::DoesNotFit { .. }) => prop_assert!(!fits_avro(&event)),
+            Err(e) => prop_assert!(false, "{}", e),
+        }
+        // Every event whose ids fit round-trips, framed as Confluent frames it.
+        let event = clamp_to_avro(&event);
+        let schema = avro_schema(&event);
+        let datum = codecs::avro::encode_datum(&schema, &event).expect("encodes");
+        let framed = codecs::avro::frame(7, &datum);
+        let (id, datum) = codecs::avro::unframe(&framed).expect("framed");
+        prop_assert_eq!(id, 7);
+        prop_assert_eq!(codecs::avro::decode_datum(&schema, datum).expect("decodes"), event);
+    }
+
+    #[test]
     fn rkyv_value_rkyv_is_byte_identical(event in event()) {
         let frame = codecs::encode_to_vec(&event).expect("encodes");
         let again = codecs::encode_to_vec(&decode(&frame).expect("decodes").to_event())
             .expect("encodes");
         prop_assert_eq!(again, frame);
     }
+}
+
+fn avro_schema(event: &Event) -> codecs::avro::ValueSchema {
+    codecs::avro::latest_value_schema(codecs::topics::topic_of(event.kind()))
+        .expect("every topic has an Avro schema")
+}
+
+/// Every unsigned number of the event's JSON form, as the Avro long holds it.
+fn json_numbers(event: &Event) -> Vec<serde_json::Value> {
+    fn walk(v: &serde_json::Value, out: &mut Vec<serde_json::Value>) {
+        match v {
+            serde_json::Value::Object(m) => m.values().for_each(|v| walk(v, out)),
+            serde_json::Value::Number(_) => out.push(v.clone()),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(&serde_json::to_value(event).expect("serializes"), &mut out);
+    out
+}
+
+fn fits_avro(event: &Event) -> bool {
+    json_numbers(event).iter().all(|n| n.as_i64().is_some())
+}
+
+/// The event with every number above i64::MAX masked into the long range.
+fn clamp_to_avro(event: &Event) -> Event {
+    fn walk(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => m.values_mut().for_each(walk),
+            serde_json::Value::Number(n) => {
+                if let Some(u) = n.as_u64() {
+                    *v = serde_json::json!(u & i64::MAX as u64);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut json = serde_json::to_value(event).expect("serializes");
+    walk(&mut json);
+    serde_json::from_value(json).expect("a clamped event is still an event")
 }
 
 #[test]

@@ -141,6 +141,12 @@ enum Command {
         /// commit failed and was aborted, 3 when this deadline passed first.
         #[arg(long, default_value_t = 10.0)]
         shutdown_deadline_s: f64,
+        /// A Confluent-compatible schema registry (`tradeflow registry` or
+        /// any other, http only): at start, register the Avro value schema
+        /// of every topic this node writes under `<topic>-value`, and refuse
+        /// to start if the registry finds one incompatible (docs/SCHEMAS.md).
+        #[arg(long, value_name = "URL")]
+        schema_registry: Option<String>,
     },
     /// Print the deployment's plan: every topic it uses (flow topics,
     /// dead-letter topics, compacted changelogs) and each workload's
@@ -174,6 +180,26 @@ enum Command {
     Dlq {
         #[command(subcommand)]
         action: DlqAction,
+    },
+    /// Serve the Confluent Schema Registry REST API (Avro), durable in a
+    /// compacted Kafka topic, until SIGINT or SIGTERM (docs/SCHEMAS.md).
+    Registry {
+        /// Kafka bootstrap servers.
+        #[arg(long, default_value = "127.0.0.1:19092")]
+        bootstrap: String,
+        /// Where the REST API listens (port 0: any free port; the bound
+        /// address is printed).
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        listen: std::net::SocketAddr,
+        /// The compacted topic holding the schemas.
+        #[arg(long, default_value = registry::DEFAULT_TOPIC)]
+        topic: String,
+        /// Replication factor if the topic is created (-1: broker default).
+        #[arg(long, default_value_t = -1, allow_hyphen_values = true)]
+        replication: i32,
+        /// Extra librdkafka property, KEY=VALUE (repeatable).
+        #[arg(long = "property", value_parser = parse_property)]
+        properties: Vec<(String, String)>,
     },
     /// Run the embedded quick-start: an in-process Kafka (librdkafka's mock
     /// cluster) with a few seconds of open-loop load, then a latency report.
@@ -257,6 +283,7 @@ fn main() -> anyhow::Result<()> {
             api_tls_key,
             report_dir,
             shutdown_deadline_s,
+            schema_registry,
         } => {
             let shutdown_deadline = Duration::try_from_secs_f64(shutdown_deadline_s)
                 .context("--shutdown-deadline-s must be a non-negative number of seconds")?;
@@ -289,9 +316,25 @@ fn main() -> anyhow::Result<()> {
                 },
                 &report_dir,
                 shutdown_deadline,
+                schema_registry.as_deref(),
             )
         }
         Command::Dlq { action } => dlq_command(action),
+        Command::Registry {
+            bootstrap,
+            listen,
+            topic,
+            replication,
+            properties,
+        } => registry_command(
+            registry::StoreConfig {
+                bootstrap,
+                topic,
+                replication,
+                properties,
+            },
+            listen,
+        ),
         Command::Plan {
             config,
             namespace,
@@ -313,6 +356,63 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Registers the Avro value schema of every topic this node writes: the
+/// stages' outputs and, with the API, what the API publishes. Any refusal
+/// stops the start with the subject and the registry's reason.
+fn register_schemas(
+    url: &str,
+    namespace: &TopicNamespace,
+    outputs: &[&'static str],
+    api: bool,
+) -> anyhow::Result<()> {
+    use codecs::topics;
+    let mut written = outputs.to_vec();
+    if api {
+        written.extend([
+            topics::ORDER_CREATED,
+            topics::ORDER_UPDATED,
+            topics::ACCOUNT_FUNDED,
+            topics::STOCK_REPLENISHED,
+        ]);
+    }
+    let registered = registry::client::register_value_schemas(url, namespace, &written)
+        .context("the schemas this node writes were not accepted; not starting")?;
+    for r in &registered {
+        tracing::info!(subject = %r.subject, id = r.id, "schema registered");
+    }
+    Ok(())
+}
+
+/// `tradeflow registry`: reads the schemas log, serves until a signal.
+fn registry_command(
+    config: registry::StoreConfig,
+    listen: std::net::SocketAddr,
+) -> anyhow::Result<()> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    stop_on_signals(&stop).context("installing the signal handlers")?;
+    // A small runtime of its own: the registry is a control-plane service,
+    // it must not take cores from an engine on the same node.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the registry's runtime")?;
+    runtime.block_on(async move {
+        let shutdown = async move {
+            while !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        };
+        let (bound, server) = registry::bind(&config, listen, shutdown)
+            .await
+            .with_context(|| format!("starting the registry on topic {}", config.topic))?;
+        // Scripts read this line for the address (a port of 0 picks one).
+        println!("tradeflow registry listening on http://{bound}");
+        tracing::info!(%bound, topic = %config.topic, "schema registry serving");
+        server.await.context("serving the registry")
+    })
 }
 
 /// `tradeflow plan --emit` values.
@@ -528,6 +628,7 @@ fn run(
     api_security: ApiSecurityArgs,
     report_dir: &std::path::Path,
     shutdown_deadline: Duration,
+    schema_registry: Option<&str>,
 ) -> anyhow::Result<()> {
     // Read the machine before anything is pinned (see Machine::detect).
     let machine = Machine::detect();
@@ -540,6 +641,9 @@ fn run(
     let stores = flow.store_names();
     let inputs = engine::Stage::input_topics(&flow).to_vec();
     let outputs = flow.output_topics();
+    if let Some(url) = schema_registry {
+        register_schemas(url, &connection.namespace, &outputs, api.is_some())?;
+    }
     prepare_topics(
         &plan.settings,
         &FlowTopics {

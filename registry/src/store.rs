@@ -1,0 +1,218 @@
+//! The registry's durable log: a compacted single-partition Kafka topic
+//! (`_schemas` by default), as Confluent's registry keeps it.
+//!
+//! Owns: creating the topic if missing, reading it from the beginning to its
+//! end at start (so a restarted node, or a second node, serves exactly the ids
+//! the log holds), and appending one record per change, acknowledged by every
+//! in-sync replica before the change is applied or answered.
+//! Must never: answer a write before Kafka acknowledged it, or panic on a
+//! record it cannot read (it is logged and skipped: a newer build's record).
+//! One partition keeps one order for every node; writes are meant to come from
+//! one node at a time (see docs/SCHEMAS.md, "What is not done").
+
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::model::{Change, Registry};
+
+/// Default name of the schemas topic, as Confluent's.
+pub const DEFAULT_TOPIC: &str = "_schemas";
+/// How long reading the log to its end at start may take.
+pub const READ_TO_END_TIMEOUT_MS: u64 = 60_000;
+/// How long one append waits for the brokers' acknowledgement.
+pub const APPEND_TIMEOUT_MS: u64 = 15_000;
+
+/// Where the log lives.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Kafka bootstrap servers.
+    pub bootstrap: String,
+    /// The compacted topic holding the schemas.
+    pub topic: String,
+    /// Replication factor if the topic is created (-1: broker default).
+    pub replication: i32,
+    /// Extra librdkafka properties (security.protocol, sasl.*, ssl.*).
+    pub properties: Vec<(String, String)>,
+}
+
+/// Why the log could not be opened or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("creating topic {topic}: {code}")]
+    CreateTopic {
+        topic: String,
+        code: RDKafkaErrorCode,
+    },
+    #[error("reading {topic} to its end took over {READ_TO_END_TIMEOUT_MS} ms (at offset {at} of {end})")]
+    ReadTimeout { topic: String, at: i64, end: i64 },
+    #[error("record at offset {offset} of {topic} breaks the registry: {reason}")]
+    Corrupt {
+        topic: String,
+        offset: i64,
+        reason: String,
+    },
+    #[error("the reader task failed: {0}")]
+    Task(String),
+}
+
+/// The appending side of the log.
+pub struct KafkaLog {
+    producer: FutureProducer,
+    topic: String,
+}
+
+impl std::fmt::Debug for KafkaLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaLog")
+            .field("topic", &self.topic)
+            .finish()
+    }
+}
+
+fn client_config(config: &StoreConfig) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", &config.bootstrap);
+    for (key, value) in &config.properties {
+        client.set(key, value);
+    }
+    client
+}
+
+impl KafkaLog {
+    /// Creates the topic if needed, reads it to its end and returns the log
+    /// with the registry state it holds.
+    pub async fn open(config: &StoreConfig) -> Result<(KafkaLog, Registry), StoreError> {
+        ensure_topic(config).await?;
+        let reader_config = config.clone();
+        let registry = tokio::task::spawn_blocking(move || read_to_end(&reader_config))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))??;
+        let producer: FutureProducer = client_config(config)
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "0")
+            .create()?;
+        Ok((
+            KafkaLog {
+                producer,
+                topic: config.topic.clone(),
+            },
+            registry,
+        ))
+    }
+
+    /// Appends one change and waits until Kafka acknowledged it.
+    pub async fn append(&self, change: &Change) -> Result<(), StoreError> {
+        let (key, value) = change.to_record();
+        let mut record = FutureRecord::to(&self.topic).key(&key).partition(0);
+        if let Some(value) = value.as_deref() {
+            record = record.payload(value);
+        }
+        self.producer
+            .send(record, Duration::from_millis(APPEND_TIMEOUT_MS))
+            .await
+            .map_err(|(e, _)| StoreError::Kafka(e))?;
+        Ok(())
+    }
+}
+
+async fn ensure_topic(config: &StoreConfig) -> Result<(), StoreError> {
+    let admin: AdminClient<DefaultClientContext> = client_config(config).create()?;
+    // Compacted: only the latest record per key matters, as in Confluent's
+    // store; one partition gives every node one order of changes.
+    let topic = NewTopic::new(
+        &config.topic,
+        1,
+        TopicReplication::Fixed(config.replication),
+    )
+    .set("cleanup.policy", "compact");
+    let results = admin.create_topics([&topic], &AdminOptions::new()).await?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => return Err(StoreError::CreateTopic { topic, code }),
+        }
+    }
+    Ok(())
+}
+
+fn read_to_end(config: &StoreConfig) -> Result<Registry, StoreError> {
+    let consumer: BaseConsumer = client_config(config)
+        // Assigned, never subscribed: the group id is only required by
+        // librdkafka, no offsets are committed.
+        .set("group.id", "tradeflow-registry-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()?;
+    let deadline = Instant::now() + Duration::from_millis(READ_TO_END_TIMEOUT_MS);
+    // A topic just created may not have a leader yet: retry the watermarks.
+    let (low, end) = loop {
+        match consumer.fetch_watermarks(&config.topic, 0, Duration::from_secs(5)) {
+            Ok(marks) => break marks,
+            Err(e) if Instant::now() < deadline => {
+                tracing::debug!(error = %e, "watermarks of the schemas topic not ready");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let mut registry = Registry::default();
+    if end <= low {
+        tracing::info!(topic = %config.topic, "schemas topic is empty");
+        return Ok(registry);
+    }
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset(&config.topic, 0, Offset::Beginning)?;
+    consumer.assign(&assignment)?;
+    let mut at = low;
+    let mut records = 0_u64;
+    while at < end {
+        if Instant::now() > deadline {
+            return Err(StoreError::ReadTimeout {
+                topic: config.topic.clone(),
+                at,
+                end,
+            });
+        }
+        let Some(message) = consumer.poll(Duration::from_millis(500)) else {
+            continue;
+        };
+        let message = message?;
+        at = message.offset() + 1;
+        let Some(key) = message.key() else {
+            tracing::warn!(
+                offset = message.offset(),
+                "schemas record without a key skipped"
+            );
+            continue;
+        };
+        match Change::from_record(key, message.payload()) {
+            Ok(change) => {
+                registry.apply(change).map_err(|e| StoreError::Corrupt {
+                    topic: config.topic.clone(),
+                    offset: message.offset(),
+                    reason: e.to_string(),
+                })?;
+                records += 1;
+            }
+            // Confluent's own record kinds (NOOP, DELETE_SUBJECT, ...) or a
+            // newer build's: not ours to judge, so skipped and reported.
+            Err(reason) => {
+                tracing::warn!(offset = message.offset(), %reason, "schemas record skipped")
+            }
+        }
+    }
+    tracing::info!(topic = %config.topic, records, end, "schemas read to the end of the log");
+    Ok(registry)
+}
