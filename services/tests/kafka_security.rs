@@ -68,6 +68,20 @@ fn core_map(dir: &Path, name: &str, security: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// One HTTP/1.1 GET, the whole answer as text.
+fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    Ok(answer)
+}
+
 fn tradeflow() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tradeflow"))
 }
@@ -243,11 +257,21 @@ fn the_flow_runs_over_sasl_ssl_as_three_least_privileged_principals_and_passes_t
         "the audit failed: {audit_text}{}",
         String::from_utf8_lossy(&audit.stderr)
     );
+    // What the order process serves on /metrics, and what --help prints.
+    let metrics = http_get(rest, "/metrics")?;
+    assert!(metrics.contains("200 OK"), "{metrics}");
+    let help = tradeflow().args(["run", "--help"]).output()?;
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
     drop(nodes);
 
-    // No password reached a log line, at info level.
+    // No password reached a log line (at info level), /metrics or --help.
     for service in Service::ALL {
         let password = std::fs::read_to_string(cluster.password_file(&user_of(service)))?;
+        assert!(
+            !metrics.contains(password.trim()),
+            "/metrics holds a password"
+        );
+        assert!(!help.contains(password.trim()), "--help holds a password");
         for log in &logs {
             let text = std::fs::read_to_string(log)?;
             assert!(
