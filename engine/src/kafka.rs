@@ -262,6 +262,31 @@ struct DeliveryFailure {
     text: String,
     /// Refused by the cluster's ACLs or credentials: a restart meets it again.
     denied: bool,
+    /// Purged by librdkafka because the transaction failed: the cause is the
+    /// transaction's error, not this record's (see `transaction_cause`).
+    purged: bool,
+}
+
+/// How long `transaction_cause` waits for the failed transaction's error.
+const TRANSACTION_CAUSE_TIMEOUT_MS: u64 = 5_000;
+
+/// The cause behind `error`, a delivery failure whose records librdkafka
+/// purged because the transaction had already failed. A transaction that
+/// fails for a missing ACL (AddPartitionsToTxn refused with
+/// TOPIC_AUTHORIZATION_FAILED) reports only "Purged in queue" on its records;
+/// the refusal itself is the transaction's abortable error, which
+/// `commit_transaction` returns at once in that state (it cannot commit:
+/// the transaction requires an abort, which the restart or the shutdown
+/// does). Returns the refusal as `NotAuthorized`, or `error` unchanged.
+fn transaction_cause(producer: &BaseProducer<ShardProducerContext>, error: PortError) -> PortError {
+    match producer.commit_transaction(Duration::from_millis(TRANSACTION_CAUSE_TIMEOUT_MS)) {
+        Err(cause) => match kafka_error("commit_transaction", cause) {
+            denied @ PortError::NotAuthorized { .. } => denied,
+            _ => error,
+        },
+        // Not reached with purged records (the transaction is abortable).
+        Ok(()) => error,
+    }
 }
 
 impl ClientContext for ShardProducerContext {}
@@ -278,6 +303,10 @@ impl ShardProducerContext {
         let _ = self.last_failure.try_send(DeliveryFailure {
             text: format!("{topic} partition {partition}: {error}"),
             denied: code.is_some_and(is_denied),
+            purged: matches!(
+                code,
+                Some(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight)
+            ),
         });
     }
 }
@@ -498,6 +527,9 @@ pub struct RdKafkaPort {
     delivery_failures: Arc<AtomicU64>,
     failure_reasons: Receiver<DeliveryFailure>,
     failures_seen: u64,
+    /// The last delivery failure `check_deliveries` reported had only
+    /// purged records (a failed transaction; see `transaction_cause`).
+    deliveries_purged: bool,
     in_transaction: bool,
     sent_since_commit: u64,
     /// Input topic names for librdkafka's C API (watermark reads).
@@ -625,6 +657,7 @@ impl RdKafkaPort {
             delivery_failures: failures,
             failure_reasons,
             failures_seen: 0,
+            deliveries_purged: false,
             in_transaction: false,
             sent_since_commit: 0,
             input_names: inputs
@@ -766,9 +799,19 @@ impl RdKafkaPort {
                 .unwrap_or_else(|_| DeliveryFailure {
                     text: "delivery failed".into(),
                     denied: false,
+                    purged: false,
                 });
+            // The other reasons of this batch: one refusal among them is the
+            // cause; the rest are gone with it.
+            let mut denied = reason.denied;
+            let mut purged = reason.purged;
+            while let Ok(other) = self.failure_reasons.try_recv() {
+                denied |= other.denied;
+                purged &= other.purged;
+            }
+            self.deliveries_purged = purged && !denied;
             let message = format!("{failures} record(s) not delivered, e.g. {}", reason.text);
-            return Err(if reason.denied {
+            return Err(if denied {
                 PortError::NotAuthorized {
                     op: "delivering records",
                     message,
@@ -1008,7 +1051,12 @@ impl KafkaPort for RdKafkaPort {
             state.current(),
             Duration::from_millis(KAFKA_CALL_TIMEOUT_MS),
         )?;
-        self.check_deliveries()?;
+        if let Err(e) = self.check_deliveries() {
+            return Err(match (&self.state_producer, self.deliveries_purged) {
+                (Some(state), true) => transaction_cause(state.current(), e),
+                _ => e,
+            });
+        }
         let Some(state) = &mut self.state_producer else {
             return Ok(());
         };
@@ -1049,7 +1097,13 @@ impl KafkaPort for RdKafkaPort {
                 // transaction cannot commit, so fail now (the shard
                 // restarts) rather than block in the transaction steps below.
                 await_deliveries(self.producer.current(), timeout)?;
-                self.check_deliveries()?;
+                if let Err(e) = self.check_deliveries() {
+                    return Err(if self.deliveries_purged {
+                        transaction_cause(self.producer.current(), e)
+                    } else {
+                        e
+                    });
+                }
                 if !offsets.is_empty() {
                     let list = self.offsets_list(offsets)?;
                     let group = self.consumer.group_metadata().ok_or(PortError::Kafka {
