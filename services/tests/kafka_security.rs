@@ -448,3 +448,80 @@ fn the_secured_core_map_still_loads_as_a_placement() -> anyhow::Result<()> {
     let _ = ServiceSet::ALL;
     Ok(())
 }
+
+#[test]
+fn a_shard_denied_a_write_stops_the_node_with_a_clear_error_instead_of_restarting(
+) -> anyhow::Result<()> {
+    let cluster = SecureCluster::ensure()?;
+    let namespace = unique_namespace("secure-shard-deny")?;
+    let dir = work_dir("secure-shard-deny")?;
+    create_topics(&cluster, &namespace)?;
+    let config = core_map(
+        &dir,
+        "payment",
+        &cluster.security_section("tradeflow-payment"),
+    )?;
+    // Payment's generated ACLs less Write on its outcome topics (it still
+    // sees them): the first order it decides is a write the cluster refuses.
+    let acls: String = generated_acls(&config, &namespace, "payment")?
+        .lines()
+        .map(|l| {
+            if l.contains(".payment.completed'") || l.contains(".payment.failed'") {
+                format!("{}\n", l.replace("--operation Write ", ""))
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    cluster.apply_acls(&acls)?;
+    let log_path = dir.join("payment.log");
+    let log = std::fs::File::create(&log_path)?;
+    let mut node = Node(
+        tradeflow()
+            .args(["run", "--config"])
+            .arg(&config)
+            .args(["--bootstrap", cluster.bootstrap(), "--replication", "1"])
+            .args(["--services", "payment", "--namespace", namespace.name()])
+            .args(["--no-api", "--rest-addr", "127.0.0.1:0", "--report-dir"])
+            .arg(dir.join("report"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .spawn()?,
+    );
+    // An order from an unfunded account: payment decides "failed" at once.
+    let order = services::testing::EventFactory::new().order(7, "deny-1", "SKU1", 1, 100);
+    let payload = codecs::encode_to_vec(&order)?;
+    let key = services::testing::record_key(&order);
+    let topic = namespace.physical(services::topics::ORDER_CREATED);
+    let started = Instant::now();
+    engine::kafka::publish_and_wait(
+        cluster.bootstrap(),
+        &cluster.admin_properties()?,
+        &[OutRecord {
+            topic: &topic,
+            partition: engine::partitioner::partition_for(&key, PARTITIONS),
+            key: Some(&key),
+            payload: Some(&payload),
+            headers: &[],
+        }],
+    )?;
+    let status = tradeflow_tests::wait_or_kill(&mut node.0, WAIT)?
+        .ok_or_else(|| anyhow::anyhow!("the node kept running {WAIT:?} after a denied write"))?;
+    let output = std::fs::read_to_string(&log_path)?;
+    println!(
+        "denied shard write: {status} after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(!status.success(), "{output}");
+    assert!(
+        output.contains("not authorized by the Kafka cluster"),
+        "no clear refusal in the node's output: {output}"
+    );
+    // Stopped, not restarted: no restart was attempted.
+    assert!(
+        !output.contains("restarting from its last commit"),
+        "the shard was restarted: {output}"
+    );
+    Ok(())
+}
