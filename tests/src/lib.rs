@@ -352,7 +352,16 @@ pub struct SecureCluster {
 impl SecureCluster {
     /// The secured cluster, started if it is not running (idempotent).
     pub fn ensure() -> Result<Self, HarnessError> {
-        run_script(&["up", "--secure"])?;
+        // One `up --secure` at a time in this process: the first makes the
+        // certificates and formats the storage, and parallel tests starting
+        // on a cold machine must not do that twice at once.
+        static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let guard = STARTING
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let started = run_script(&["up", "--secure"]);
+        drop(guard);
+        started?;
         Ok(SecureCluster {
             bootstrap: script_output(&["bootstrap", "--secure"])?,
             secrets: PathBuf::from(script_output(&["secrets", "--secure"])?),
