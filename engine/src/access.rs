@@ -14,6 +14,7 @@
 use codecs::topics::TopicNamespace;
 
 use crate::deployment::{topic_plan, FlowTopics};
+use crate::kafka::registry::{registry_group, registry_topic};
 use crate::topics::{changelog_topic, dead_letter_topic};
 
 /// What kind of Kafka resource a rule is about, as Kafka's ACLs name them.
@@ -161,6 +162,14 @@ pub fn process_acls(process: &ProcessAccess<'_>) -> Vec<AclRule> {
             &[Read, Write, Describe],
         );
     }
+    // The owners' registry: every node subscribes to its one-partition topic
+    // in its own group (it carries no records; the membership is the point).
+    grant(
+        topic,
+        namespace.physical(&registry_topic(process.application_id)),
+        literal,
+        &[Read, Describe],
+    );
     if process.creates_topics {
         // Exactly the topics `prepare_topics` would create, nothing else.
         for spec in topic_plan(namespace, process.application_id, process.flow, 1, -1) {
@@ -176,6 +185,12 @@ pub fn process_acls(process: &ProcessAccess<'_>) -> Vec<AclRule> {
     grant(
         AclResource::Group,
         restore_group(process.application_id),
+        literal,
+        &[Read, Describe],
+    );
+    grant(
+        AclResource::Group,
+        registry_group(process.application_id),
         literal,
         &[Read, Describe],
     );
@@ -256,7 +271,15 @@ mod tests {
             .iter()
             .filter(|r| r.resource == AclResource::Topic)
             .all(|r| r.pattern == PatternType::Literal && r.name != "*"));
-        assert_eq!(rules.len(), 7, "{rules:#?}");
+        // Inputs, their dead letters, the output, the changelog, the
+        // owners' registry topic; the consumer, restore and registry
+        // groups; the transactional ids.
+        assert_eq!(rules.len(), 9, "{rules:#?}");
+        let registry = rule(&rules, AclResource::Topic, "tradeflow-owners").map(|r| &r.operations);
+        assert_eq!(
+            registry,
+            Some(&vec![AclOperation::Read, AclOperation::Describe])
+        );
     }
 
     #[test]
@@ -272,6 +295,7 @@ mod tests {
         });
         assert!(rule(&rules, AclResource::Group, "tradeflow-payment").is_some());
         assert!(rule(&rules, AclResource::Group, "tradeflow-payment-restore").is_some());
+        assert!(rule(&rules, AclResource::Group, "tradeflow-payment.owners").is_some());
         let transactions = rule(&rules, AclResource::TransactionalId, "tradeflow-payment-");
         assert_eq!(
             transactions.map(|r| r.pattern),
@@ -300,6 +324,7 @@ mod tests {
             created,
             vec![
                 "desk-a.desk-a-tradeflow-accounts-changelog",
+                "desk-a.desk-a-tradeflow-owners",
                 "desk-a.orders.in",
                 "desk-a.orders.in.dlq",
                 "desk-a.payments.out",

@@ -40,7 +40,8 @@ const _: () =
     assert!(tuning::limits::RETRY_BACKOFF_MAX_MS_DEFAULT as u64 == RESTART_BACKOFF_MS_MAX);
 
 /// How this node reaches Kafka; everything else comes from the core map.
-#[derive(Clone, Debug)]
+/// Its `Debug` redacts secret client properties.
+#[derive(Clone)]
 pub struct KafkaConnection {
     pub bootstrap: String,
     pub application_id: String,
@@ -50,6 +51,22 @@ pub struct KafkaConnection {
     pub fetch_wait_max_ms: u32,
     /// Prefix of the flow's topics, so deployments can share a cluster.
     pub namespace: TopicNamespace,
+}
+
+impl std::fmt::Debug for KafkaConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaConnection")
+            .field("bootstrap", &self.bootstrap)
+            .field("application_id", &self.application_id)
+            .field(
+                "client_properties",
+                &tuning::security::redacted_properties(&self.client_properties),
+            )
+            .field("linger_ms", &self.linger_ms)
+            .field("fetch_wait_max_ms", &self.fetch_wait_max_ms)
+            .field("namespace", &self.namespace)
+            .finish()
+    }
 }
 
 /// Everything `runtime::Engine::start` needs for one node.
@@ -295,6 +312,14 @@ pub fn topic_plan(
             replication,
         ));
     }
+    // The owners' registry's topic (one partition, no records): made by
+    // `claim_partitions` when missing, listed here so operators who create
+    // topics first (Strimzi) and the ACLs know it.
+    add(TopicSpec::stream(
+        namespace.physical(&crate::kafka::registry::registry_topic(application_id)),
+        1,
+        replication,
+    ));
     specs
 }
 

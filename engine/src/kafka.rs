@@ -92,8 +92,9 @@ pub enum Ownership {
     Group { instance_id: String },
 }
 
-/// What every client of one deployment shares.
-#[derive(Clone, Debug)]
+/// What every client of one deployment shares. Its `Debug` redacts secret
+/// client properties (`sasl.password`, ...), so it may be logged.
+#[derive(Clone)]
 pub struct KafkaSettings {
     pub bootstrap: String,
     /// `application.id`: the consumer group, changelog and transactional-id prefix.
@@ -111,6 +112,23 @@ pub struct KafkaSettings {
     pub namespace: TopicNamespace,
 }
 
+impl std::fmt::Debug for KafkaSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSettings")
+            .field("bootstrap", &self.bootstrap)
+            .field("application_id", &self.application_id)
+            .field("guarantee", &self.guarantee)
+            .field(
+                "client_properties",
+                &tuning::security::redacted_properties(&self.client_properties),
+            )
+            .field("linger_ms", &self.linger_ms)
+            .field("fetch_wait_max_ms", &self.fetch_wait_max_ms)
+            .field("namespace", &self.namespace)
+            .finish()
+    }
+}
+
 impl KafkaSettings {
     fn base(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
@@ -122,7 +140,29 @@ impl KafkaSettings {
     }
 }
 
+/// Refusals by the cluster's authorizer or authenticator: the principal
+/// lacks an ACL, or its credentials are wrong. Retrying cannot cure them (the
+/// same request meets the same ACL), so they stop the shard with a message
+/// that says what to grant, instead of a restart loop.
+pub fn is_denied(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::TopicAuthorizationFailed
+            | RDKafkaErrorCode::GroupAuthorizationFailed
+            | RDKafkaErrorCode::ClusterAuthorizationFailed
+            | RDKafkaErrorCode::TransactionalIdAuthorizationFailed
+            | RDKafkaErrorCode::SaslAuthenticationFailed
+            | RDKafkaErrorCode::Authentication
+    )
+}
+
 fn kafka_error(op: &'static str, e: KafkaError) -> PortError {
+    if e.rdkafka_error_code().is_some_and(is_denied) {
+        return PortError::NotAuthorized {
+            op,
+            message: e.to_string(),
+        };
+    }
     let retryable = match &e {
         KafkaError::Transaction(t) => t.is_retriable(),
         other => matches!(
@@ -213,17 +253,61 @@ impl ConsumerContext for ShardConsumerContext {
 /// Counts failed deliveries; a commit refuses to proceed past one.
 struct ShardProducerContext {
     failures: Arc<AtomicU64>,
-    last_failure: Sender<String>,
+    last_failure: Sender<DeliveryFailure>,
+}
+
+/// Why one record was not delivered, as the delivery callback saw it.
+#[derive(Debug)]
+struct DeliveryFailure {
+    text: String,
+    /// Refused by the cluster's ACLs or credentials: a restart meets it again.
+    denied: bool,
+    /// Purged by librdkafka because the transaction failed: the cause is the
+    /// transaction's error, not this record's (see `transaction_cause`).
+    purged: bool,
+}
+
+/// How long `transaction_cause` waits for the failed transaction's error.
+const TRANSACTION_CAUSE_TIMEOUT_MS: u64 = 5_000;
+
+/// The cause behind `error`, a delivery failure whose records librdkafka
+/// purged because the transaction had already failed. A transaction that
+/// fails for a missing ACL (AddPartitionsToTxn refused with
+/// TOPIC_AUTHORIZATION_FAILED) reports only "Purged in queue" on its records;
+/// the refusal itself is the transaction's abortable error, which
+/// `commit_transaction` returns at once in that state (it cannot commit:
+/// the transaction requires an abort, which the restart or the shutdown
+/// does). Returns the refusal as `NotAuthorized`, or `error` unchanged.
+fn transaction_cause(producer: &BaseProducer<ShardProducerContext>, error: PortError) -> PortError {
+    match producer.commit_transaction(Duration::from_millis(TRANSACTION_CAUSE_TIMEOUT_MS)) {
+        Err(cause) => match kafka_error("commit_transaction", cause) {
+            denied @ PortError::NotAuthorized { .. } => denied,
+            _ => error,
+        },
+        // Not reached with purged records (the transaction is abortable).
+        Ok(()) => error,
+    }
 }
 
 impl ClientContext for ShardProducerContext {}
 
 impl ShardProducerContext {
-    fn note_failure(&self, topic: &str, partition: i32, error: &dyn std::fmt::Display) {
+    fn note_failure(
+        &self,
+        topic: &str,
+        partition: i32,
+        error: &dyn std::fmt::Display,
+        code: Option<RDKafkaErrorCode>,
+    ) {
         self.failures.fetch_add(1, Ordering::AcqRel);
-        let _ = self
-            .last_failure
-            .try_send(format!("{topic} partition {partition}: {error}"));
+        let _ = self.last_failure.try_send(DeliveryFailure {
+            text: format!("{topic} partition {partition}: {error}"),
+            denied: code.is_some_and(is_denied),
+            purged: matches!(
+                code,
+                Some(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight)
+            ),
+        });
     }
 }
 
@@ -232,7 +316,12 @@ impl ProducerContext for ShardProducerContext {
 
     fn delivery(&self, result: &DeliveryResult<'_>, _opaque: ()) {
         if let Err((e, message)) = result {
-            self.note_failure(message.topic(), message.partition(), e);
+            self.note_failure(
+                message.topic(),
+                message.partition(),
+                e,
+                e.rdkafka_error_code(),
+            );
         }
     }
 }
@@ -335,9 +424,12 @@ fn serve_next_event(producer: &BaseProducer<ShardProducerContext>, wait: Duratio
                     };
                     let reason =
                         std::ffi::CStr::from_ptr(rd::rd_kafka_err2str(err)).to_string_lossy();
-                    producer
-                        .context()
-                        .note_failure(&topic, (*message).partition, &reason);
+                    producer.context().note_failure(
+                        &topic,
+                        (*message).partition,
+                        &reason,
+                        Some(RDKafkaErrorCode::from(err)),
+                    );
                 }
             },
             rd::RD_KAFKA_EVENT_ERROR => {
@@ -398,7 +490,7 @@ fn producer_pair(
     config: &ClientConfig,
     ids: &[String],
     failures: &Arc<AtomicU64>,
-    reasons: &Sender<String>,
+    reasons: &Sender<DeliveryFailure>,
     what: &'static str,
 ) -> Result<ProducerPair, PortError> {
     let mut producers = Vec::with_capacity(ids.len());
@@ -449,8 +541,11 @@ pub struct RdKafkaPort {
     changes: VecDeque<Polled<'static>>,
     stashed: Option<OwnedMessage>,
     delivery_failures: Arc<AtomicU64>,
-    failure_reasons: Receiver<String>,
+    failure_reasons: Receiver<DeliveryFailure>,
     failures_seen: u64,
+    /// The last delivery failure `check_deliveries` reported had only
+    /// purged records (a failed transaction; see `transaction_cause`).
+    deliveries_purged: bool,
     in_transaction: bool,
     sent_since_commit: u64,
     /// Input topic names for librdkafka's C API (watermark reads).
@@ -578,6 +673,7 @@ impl RdKafkaPort {
             delivery_failures: failures,
             failure_reasons,
             failures_seen: 0,
+            deliveries_purged: false,
             in_transaction: false,
             sent_since_commit: 0,
             input_names: inputs
@@ -716,11 +812,32 @@ impl RdKafkaPort {
             let reason = self
                 .failure_reasons
                 .try_recv()
-                .unwrap_or_else(|_| "delivery failed".into());
-            return Err(PortError::Kafka {
-                op: "delivering records",
-                message: format!("{failures} record(s) not delivered, e.g. {reason}"),
-                retryable: true,
+                .unwrap_or_else(|_| DeliveryFailure {
+                    text: "delivery failed".into(),
+                    denied: false,
+                    purged: false,
+                });
+            // The other reasons of this batch: one refusal among them is the
+            // cause; the rest are gone with it.
+            let mut denied = reason.denied;
+            let mut purged = reason.purged;
+            while let Ok(other) = self.failure_reasons.try_recv() {
+                denied |= other.denied;
+                purged &= other.purged;
+            }
+            self.deliveries_purged = purged && !denied;
+            let message = format!("{failures} record(s) not delivered, e.g. {}", reason.text);
+            return Err(if denied {
+                PortError::NotAuthorized {
+                    op: "delivering records",
+                    message,
+                }
+            } else {
+                PortError::Kafka {
+                    op: "delivering records",
+                    message,
+                    retryable: true,
+                }
             });
         }
         Ok(())
@@ -951,7 +1068,12 @@ impl KafkaPort for RdKafkaPort {
             Duration::from_millis(KAFKA_CALL_TIMEOUT_MS),
             None,
         )?;
-        self.check_deliveries()?;
+        if let Err(e) = self.check_deliveries() {
+            return Err(match (&self.state_producer, self.deliveries_purged) {
+                (Some(state), true) => transaction_cause(state.current(), e),
+                _ => e,
+            });
+        }
         let Some(state) = &mut self.state_producer else {
             return Ok(());
         };
@@ -996,7 +1118,13 @@ impl KafkaPort for RdKafkaPort {
                 // transaction cannot commit, so fail now (the shard
                 // restarts) rather than block in the transaction steps below.
                 await_deliveries(self.producer.current(), timeout, Some(waiting))?;
-                self.check_deliveries()?;
+                if let Err(e) = self.check_deliveries() {
+                    return Err(if self.deliveries_purged {
+                        transaction_cause(self.producer.current(), e)
+                    } else {
+                        e
+                    });
+                }
                 if !offsets.is_empty() {
                     let list = self.offsets_list(offsets)?;
                     let group = self.consumer.group_metadata().ok_or(PortError::Kafka {
@@ -1203,13 +1331,80 @@ pub enum TopicError {
     },
     #[error("topic {0} still has no leader for every partition after {1:?}")]
     NotReady(String, Duration),
+    /// The brokers refused this client's credentials (or its TLS handshake).
+    #[error(
+        "the Kafka cluster refused this client: {0}; check [kafka.security] in the core map \
+         (username, password_file or password_env, ca_file)"
+    )]
+    Denied(String),
+}
+
+/// Remembers the first authentication failure librdkafka reports, so a
+/// start-up metadata wait can end with that reason instead of waiting out
+/// its timeout and saying only "broker transport failure" (librdkafka keeps
+/// reconnecting after a refused login, so the request itself never fails
+/// with the cause).
+#[derive(Default)]
+struct DenialWatch {
+    // Set once from librdkafka's callback (the first refusal is the
+    // reason), read by the waiting thread: no lock needed.
+    denied: std::sync::OnceLock<String>,
+}
+
+impl DenialWatch {
+    fn denied(&self) -> Option<String> {
+        self.denied.get().cloned()
+    }
+}
+
+impl ClientContext for DenialWatch {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let refused = error.rdkafka_error_code().is_some_and(is_denied)
+            || matches!(error.rdkafka_error_code(), Some(RDKafkaErrorCode::SSL));
+        if refused {
+            let _ = self.denied.set(format!("{error}: {reason}"));
+        } else {
+            warn!(%error, reason, "librdkafka");
+        }
+    }
+}
+
+impl ConsumerContext for DenialWatch {}
+
+/// `fetch_metadata` that ends as soon as the cluster refuses the client's
+/// credentials (see [`DenialWatch`]), and otherwise waits up to `timeout`.
+fn fetch_metadata_watched(
+    probe: &BaseConsumer<DenialWatch>,
+    topic: Option<&str>,
+    timeout: Duration,
+) -> Result<rdkafka::metadata::Metadata, TopicError> {
+    const SLICE: Duration = Duration::from_secs(1);
+    let started = Instant::now();
+    loop {
+        match probe.fetch_metadata(topic, SLICE) {
+            Ok(metadata) => return Ok(metadata),
+            Err(e) => {
+                // Serves the error events, which reach the context here.
+                let _ = probe.poll(Duration::ZERO);
+                if let Some(reason) = probe.context().denied() {
+                    return Err(TopicError::Denied(reason));
+                }
+                if started.elapsed() >= timeout {
+                    return Err(e.into());
+                }
+            }
+        }
+    }
 }
 
 /// Creates the topics that are missing, and checks that existing ones have the
 /// partition count the flow needs.
 pub fn ensure_topics(settings: &KafkaSettings, specs: &[TopicSpec]) -> Result<(), TopicError> {
-    let probe: BaseConsumer = settings.base().create()?;
-    let metadata = probe.fetch_metadata(None, Duration::from_millis(KAFKA_CALL_TIMEOUT_MS))?;
+    let probe: BaseConsumer<DenialWatch> = settings
+        .base()
+        .create_with_context(DenialWatch::default())?;
+    let metadata =
+        fetch_metadata_watched(&probe, None, Duration::from_millis(KAFKA_CALL_TIMEOUT_MS))?;
     let existing: BTreeMap<&str, i32> = metadata
         .topics()
         .iter()
@@ -1452,13 +1647,22 @@ pub fn publish_and_wait(
     )?;
     let failed = failures.load(Ordering::Acquire);
     if failed > 0 {
-        return Err(PortError::Kafka {
-            op: "publishing",
-            message: format!(
-                "{failed} record(s) not delivered, e.g. {}",
-                reasons.try_recv().unwrap_or_default()
-            ),
-            retryable: true,
+        let reason = reasons.try_recv().ok();
+        let message = format!(
+            "{failed} record(s) not delivered, e.g. {}",
+            reason.as_ref().map(|r| r.text.as_str()).unwrap_or_default()
+        );
+        return Err(if reason.is_some_and(|r| r.denied) {
+            PortError::NotAuthorized {
+                op: "publishing",
+                message,
+            }
+        } else {
+            PortError::Kafka {
+                op: "publishing",
+                message,
+                retryable: true,
+            }
         });
     }
     Ok(records.len() as u64)
@@ -1575,5 +1779,53 @@ mod commit_latency_tests {
             median.as_millis() < MEDIAN_COMMIT_MS_MAX,
             "median commit {median:?}: something waits on a poll slice again"
         );
+    }
+}
+
+#[cfg(test)]
+mod security_tests {
+    //! Client settings may be logged; secrets in them never are.
+
+    use super::*;
+
+    #[test]
+    fn settings_debug_redacts_secret_properties() {
+        let settings = KafkaSettings {
+            bootstrap: "127.0.0.1:9093".into(),
+            application_id: "tradeflow-payment".into(),
+            guarantee: Guarantee::ExactlyOnce,
+            client_properties: vec![
+                ("security.protocol".into(), "SASL_SSL".into()),
+                ("sasl.username".into(), "tradeflow-payment".into()),
+                ("sasl.password".into(), "s3cr3t-do-not-print".into()),
+            ],
+            linger_ms: 0,
+            fetch_wait_max_ms: 100,
+            namespace: TopicNamespace::none(),
+        };
+        let shown = format!("{settings:?}");
+        assert!(!shown.contains("s3cr3t-do-not-print"), "{shown}");
+        assert!(
+            shown.contains("<redacted>") && shown.contains("SASL_SSL"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn authorization_failures_are_denials_not_retries() {
+        let error = kafka_error(
+            "commit_transaction",
+            KafkaError::MessageProduction(RDKafkaErrorCode::TopicAuthorizationFailed),
+        );
+        assert!(
+            matches!(error, PortError::NotAuthorized { .. }),
+            "{error:?}"
+        );
+        assert!(!error.is_retryable());
+        let error = kafka_error(
+            "commit_transaction",
+            KafkaError::MessageProduction(RDKafkaErrorCode::RequestTimedOut),
+        );
+        assert!(error.is_retryable());
     }
 }

@@ -92,6 +92,13 @@ pub enum PortError {
         message: String,
         retryable: bool,
     },
+    /// The cluster refused this principal (a missing ACL, wrong credentials):
+    /// not retryable, and not cured by a restart.
+    #[error(
+        "{op}: not authorized by the Kafka cluster: {message}; grant the ACLs \
+         `tradeflow acls` prints for this process, or fix [kafka.security] in the core map"
+    )]
+    NotAuthorized { op: &'static str, message: String },
     #[error("restoring {changelog} {partition}: {source}")]
     CorruptChangelog {
         changelog: String,

@@ -542,7 +542,11 @@ fn is_permanent(e: &EngineError) -> bool {
         | EngineError::Shard(ShardError::TooManyInputs { .. }) => true,
         _ => matches!(
             port_error(e),
-            Some(PortError::CorruptChangelog { .. } | PortError::NotCoPartitioned { .. })
+            Some(
+                PortError::CorruptChangelog { .. }
+                    | PortError::NotCoPartitioned { .. }
+                    | PortError::NotAuthorized { .. }
+            )
         ),
     }
 }
@@ -923,5 +927,15 @@ mod retry_tests {
         };
         // A fenced or fatal producer is cured by a new one: restart.
         assert!(!is_permanent(&fenced) && !is_retryable(&fenced));
+        // A missing ACL or a wrong password meets every restart again.
+        let denied = EngineError::Port {
+            shard,
+            source: PortError::NotAuthorized {
+                op: "delivering records",
+                message: "Broker: Topic authorization failed".into(),
+            },
+        };
+        assert!(is_permanent(&denied) && !is_retryable(&denied));
+        assert!(denied.to_string().contains("tradeflow acls"), "{denied}");
     }
 }

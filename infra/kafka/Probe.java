@@ -2,7 +2,10 @@
 // through the Admin API must return the expected number of brokers, and every
 // broker must be reachable. Used by scripts/kafka, never by the engine.
 //
-// usage: java -cp 'libs/*:probe' Probe <bootstrap> <expected-brokers> <timeout-seconds>
+// usage: java -cp 'libs/*:probe' Probe <bootstrap> <expected-brokers> <timeout-seconds> [client.properties]
+// (the secured cluster passes the admin's SASL_SSL settings as the fourth argument)
+import java.io.FileReader;
+import java.io.Reader;
 import java.util.Properties;
 import java.util.concurrent.TimeUnit;
 import org.apache.kafka.clients.admin.Admin;
@@ -12,14 +15,19 @@ import org.apache.kafka.common.Node;
 
 public final class Probe {
     public static void main(String[] args) throws Exception {
-        if (args.length != 3) {
-            System.err.println("usage: Probe <bootstrap> <expected-brokers> <timeout-seconds>");
+        if (args.length != 3 && args.length != 4) {
+            System.err.println("usage: Probe <bootstrap> <expected-brokers> <timeout-seconds> [client.properties]");
             System.exit(2);
         }
         String bootstrap = args[0];
         int expected = Integer.parseInt(args[1]);
         long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(Long.parseLong(args[2]));
         Properties props = new Properties();
+        if (args.length == 4) {
+            try (Reader in = new FileReader(args[3])) {
+                props.load(in);
+            }
+        }
         props.put(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
         props.put(AdminClientConfig.REQUEST_TIMEOUT_MS_CONFIG, "3000");
         props.put(AdminClientConfig.DEFAULT_API_TIMEOUT_MS_CONFIG, "5000");

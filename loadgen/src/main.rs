@@ -121,9 +121,27 @@ struct ClusterArgs {
     /// Extra librdkafka property for every client, KEY=VALUE (repeatable).
     #[arg(long = "property", value_parser = parse_property)]
     properties: Vec<(String, String)>,
+    /// A core map whose [kafka.security] section (TLS, SASL/SCRAM; the
+    /// password from its file or environment variable) every client uses,
+    /// as `tradeflow run --config` does. --property settings come after it.
+    #[arg(long, value_name = "CORE_MAP")]
+    kafka_config: Option<std::path::PathBuf>,
 }
 
 impl ClusterArgs {
+    /// Every client's properties: the core map's security settings, then
+    /// `--property`.
+    fn client_properties(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        if let Some(path) = &self.kafka_config {
+            if let Some(security) = tuning::KafkaSecurity::load(path)? {
+                out = security.client_properties()?;
+            }
+        }
+        out.extend(self.properties.iter().cloned());
+        Ok(out)
+    }
+
     fn namespace(&self) -> anyhow::Result<TopicNamespace> {
         TopicNamespace::new(&self.namespace).context("--namespace")
     }
@@ -429,7 +447,7 @@ fn ping_command(args: PingArgs, verbosity: Verbosity) -> anyhow::Result<()> {
             replication: args.replication,
             rate_per_s: args.rate,
             duration: Duration::from_secs(args.duration_s),
-            client_properties: args.cluster.properties.clone(),
+            client_properties: args.cluster.client_properties()?,
         },
         &options,
     )
@@ -569,7 +587,7 @@ fn session_config(
     Ok(SessionConfig {
         drive: DriveConfig {
             bootstrap: cluster.bootstrap.clone(),
-            client_properties: cluster.properties.clone(),
+            client_properties: cluster.client_properties()?,
             drain_timeout: Duration::from_secs(args.drain_timeout_s),
             namespace: cluster.namespace()?,
         },
@@ -687,7 +705,7 @@ fn record_command(args: RecordArgs) -> anyhow::Result<()> {
     };
     let config = RecordConfig {
         bootstrap: args.cluster.bootstrap.clone(),
-        client_properties: args.cluster.properties.clone(),
+        client_properties: args.cluster.client_properties()?,
         source: format!(
             "loadgen record: {} namespace {namespace} topics {} since {} until {}",
             args.cluster.bootstrap,
@@ -766,7 +784,7 @@ fn audit_command(args: AuditArgs) -> anyhow::Result<()> {
     let namespace = args.cluster.namespace()?;
     let audit = audit_namespace(
         &args.cluster.bootstrap,
-        &args.cluster.properties,
+        &args.cluster.client_properties()?,
         &namespace,
         args.guarantee.into(),
     )

@@ -338,6 +338,109 @@ fn repo_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(".."))
 }
 
+/// The secured single-broker cluster (`scripts/kafka up --secure`): SASL_SSL
+/// only, SCRAM-SHA-512, an authorizer that denies what no ACL allows. Its
+/// users are `admin` (super user) and one per service (`tradeflow-order`,
+/// `tradeflow-payment`, `tradeflow-inventory`), with random passwords in
+/// files under [`SecureCluster::secrets`].
+#[derive(Debug, Clone)]
+pub struct SecureCluster {
+    bootstrap: String,
+    secrets: PathBuf,
+}
+
+impl SecureCluster {
+    /// The secured cluster, started if it is not running (idempotent).
+    pub fn ensure() -> Result<Self, HarnessError> {
+        // One `up --secure` at a time in this process: the first makes the
+        // certificates and formats the storage, and parallel tests starting
+        // on a cold machine must not do that twice at once.
+        static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let guard = STARTING
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let started = run_script(&["up", "--secure"]);
+        drop(guard);
+        started?;
+        Ok(SecureCluster {
+            bootstrap: script_output(&["bootstrap", "--secure"])?,
+            secrets: PathBuf::from(script_output(&["secrets", "--secure"])?),
+        })
+    }
+
+    pub fn bootstrap(&self) -> &str {
+        &self.bootstrap
+    }
+
+    /// Holds `ca.pem`, `<user>.password` and `admin.properties`.
+    pub fn secrets(&self) -> &std::path::Path {
+        &self.secrets
+    }
+
+    pub fn ca_file(&self) -> PathBuf {
+        self.secrets.join("ca.pem")
+    }
+
+    pub fn password_file(&self, user: &str) -> PathBuf {
+        self.secrets.join(format!("{user}.password"))
+    }
+
+    /// A core map's `[kafka.security]` section for `user` (SASL_SSL,
+    /// SCRAM-SHA-512, the password from its file, the cluster's CA).
+    pub fn security_section(&self, user: &str) -> String {
+        format!(
+            "[kafka.security]\nprotocol = \"SASL_SSL\"\nsasl_mechanism = \"SCRAM-SHA-512\"\n\
+             username = \"{user}\"\npassword_file = {:?}\nca_file = {:?}\n",
+            self.password_file(user).display().to_string(),
+            self.ca_file().display().to_string()
+        )
+    }
+
+    /// librdkafka properties of `user` with `password` (the test's own
+    /// clients; the engine reads them from a core map instead).
+    pub fn client_properties(&self, user: &str, password: &str) -> Vec<(String, String)> {
+        vec![
+            ("security.protocol".into(), "SASL_SSL".into()),
+            ("sasl.mechanism".into(), "SCRAM-SHA-512".into()),
+            ("sasl.username".into(), user.into()),
+            ("sasl.password".into(), password.into()),
+            (
+                "ssl.ca.location".into(),
+                self.ca_file().display().to_string(),
+            ),
+            ("broker.address.family".into(), "v4".into()),
+        ]
+    }
+
+    /// The admin's (super user's) properties.
+    pub fn admin_properties(&self) -> Result<Vec<(String, String)>, HarnessError> {
+        let password = std::fs::read_to_string(self.password_file("admin"))?;
+        Ok(self.client_properties("admin", password.trim()))
+    }
+
+    /// Applies `kafka-acls.sh ... --add` lines (as `tradeflow acls --emit
+    /// kafka-acls` prints them) through the Admin API, as the admin.
+    pub fn apply_acls(&self, script: &str) -> Result<(), HarnessError> {
+        use std::io::Write as _;
+        let mut child = Command::new(repo_root().join("scripts/kafka"))
+            .args(["acls", "--secure"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(script.as_bytes())?;
+        }
+        let status = child.wait()?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(HarnessError::Script {
+                args: "acls --secure".into(),
+                status: status.to_string(),
+            })
+        }
+    }
+}
+
 fn run_script(args: &[&str]) -> Result<(), HarnessError> {
     let status = Command::new(repo_root().join("scripts/kafka"))
         .args(args)

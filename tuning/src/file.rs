@@ -39,6 +39,12 @@ struct FileForm {
     commit: FileCommit,
     #[serde(default)]
     retry: FileRetry,
+    // `[kafka]` (its `security` table) is read and checked by `security.rs`
+    // (`KafkaSecurity::load`); the placement ignores it, and the writer
+    // leaves it out.
+    #[serde(default)]
+    #[allow(dead_code)]
+    kafka: Option<toml::Value>,
     #[serde(default)]
     api: FileApi,
 }

@@ -2,7 +2,8 @@
 //!
 //! Owns: parsing and validating which core's shard owns which partitions, how a
 //! shard waits for work (busy-poll or park), where librdkafka's client threads
-//! run, the commit policy and how a failed shard is restarted; and the
+//! run, the commit policy and how a failed shard is restarted, the Kafka
+//! clients' security settings (`[kafka.security]`, [`security`]); and the
 //! questions the engine asks of that placement ([`NodeTuning::owner_of`],
 //! [`NodeTuning::partitions_of`], [`NodeTuning::unowned_partitions`]).
 //! Must never: start threads, pin anything or talk to Kafka; it only describes
@@ -115,6 +116,7 @@ mod ids;
 pub mod limits;
 mod machine;
 mod model;
+pub mod security;
 mod validate;
 
 pub use error::{Key, Location, Problem, ProblemKind, TuningError, Warning, WarningKind};
@@ -125,3 +127,4 @@ pub use model::{
     IdleStrategy, NodeSection, NodeTuning, Ownership, OwnershipMode, ProcessingGuarantee,
     RetryPolicy, RuntimeKnobs, ShardPlacement,
 };
+pub use security::{KafkaSecurity, Secret, SecurityError};

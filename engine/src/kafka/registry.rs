@@ -147,13 +147,24 @@ pub enum RegistryError {
     Thread(std::io::Error),
 }
 
+/// The registry's consumer group of an application (its ACLs name it too).
+pub fn registry_group(application_id: &str) -> String {
+    format!("{application_id}.owners")
+}
+
+/// The registry's one-partition topic of an application, before the
+/// namespace (the deployment's topic plan and ACLs name it too).
+pub fn registry_topic(application_id: &str) -> String {
+    format!("{application_id}-owners")
+}
+
 /// The registry's group and (physical) topic for `settings`' application.
 fn names(settings: &KafkaSettings) -> (String, String) {
     (
-        format!("{}.owners", settings.application_id),
+        registry_group(&settings.application_id),
         settings
             .namespace
-            .physical(&format!("{}-owners", settings.application_id)),
+            .physical(&registry_topic(&settings.application_id)),
     )
 }
 

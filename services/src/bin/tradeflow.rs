@@ -65,6 +65,10 @@ enum Command {
         /// Extra librdkafka property, KEY=VALUE (repeatable).
         #[arg(long = "property", value_parser = parse_property)]
         properties: Vec<(String, String)>,
+        /// A core map whose [kafka.security] section the reader uses (TLS,
+        /// SASL/SCRAM); --property settings come after it.
+        #[arg(long, value_name = "CORE_MAP")]
+        kafka_config: Option<PathBuf>,
     },
     /// Run the engine and the chosen services on this node, pinned as the core
     /// map says, until SIGINT or SIGTERM.
@@ -92,8 +96,10 @@ enum Command {
         /// Replication factor of topics tradeflow creates (-1: broker default).
         #[arg(long, default_value_t = -1, allow_hyphen_values = true)]
         replication: i32,
-        /// Extra librdkafka property for every client, KEY=VALUE (repeatable):
-        /// security.protocol, sasl.*, ssl.*, ...
+        /// Extra librdkafka property for every client, KEY=VALUE (repeatable),
+        /// applied after the core map's [kafka.security] settings. Put
+        /// passwords in [kafka.security] (password_file, password_env), not
+        /// here: a command line is visible to every user of the host.
         #[arg(long = "property", value_parser = parse_property)]
         properties: Vec<(String, String)>,
         /// Producer linger.ms: 0 for the lowest latency.
@@ -176,6 +182,44 @@ enum Command {
         #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
         emit: PlanFormat,
     },
+    /// Print the least-privilege Kafka ACLs of the deployment's processes,
+    /// derived from its own topic plan (the same as `plan`): read inputs,
+    /// write outputs and dead-letter topics, its consumer and restore groups,
+    /// its transactional-id prefix, its changelogs, and Create where it
+    /// creates its topics. As kafka-acls.sh commands, Strimzi KafkaUser
+    /// resources, or text.
+    Acls {
+        /// A core map of the deployment: its ownership.partitions is every
+        /// topic's partition count, and its [kafka.security] username the
+        /// principal when one workload is chosen with --workload.
+        #[arg(long, default_value = "tuning/one-core.toml")]
+        config: PathBuf,
+        /// Topic namespace (as given to `run`).
+        #[arg(long, default_value = "", value_parser = parse_namespace)]
+        namespace: TopicNamespace,
+        /// node: one process runs the whole flow and the API; per-service:
+        /// one workload per service, the order workload serves the API.
+        #[arg(long, default_value = "node")]
+        topology: Topology,
+        /// Only this workload: node, or order, payment, inventory.
+        #[arg(long)]
+        workload: Option<String>,
+        /// A workload's Kafka principal, WORKLOAD=User:NAME (repeatable).
+        /// Default: User:<the core map's kafka.security.username> for the one
+        /// chosen workload, else User:<application id> (the KafkaUser name).
+        #[arg(long = "principal", value_parser = parse_property)]
+        principals: Vec<(String, String)>,
+        /// The processes create missing topics at start-up (grants Create on
+        /// exactly those topics); leave out when the topics are made first.
+        #[arg(long)]
+        creates_topics: bool,
+        /// The Strimzi Kafka cluster (the strimzi.io/cluster label).
+        #[arg(long, default_value = "tradeflow")]
+        cluster: String,
+        /// What to print.
+        #[arg(long, value_enum, default_value_t = AclFormat::KafkaAcls)]
+        emit: AclFormat,
+    },
     /// Inspect or replay dead-lettered records.
     Dlq {
         #[command(subcommand)]
@@ -257,7 +301,9 @@ fn main() -> anyhow::Result<()> {
             guarantee,
             namespace,
             properties,
+            kafka_config,
         } => {
+            let properties = with_security(kafka_config.as_deref(), properties)?;
             let report = audit_topics(&bootstrap, &properties, &namespace, guarantee)?;
             print!("{report}");
             if !report.passed() {
@@ -296,6 +342,9 @@ fn main() -> anyhow::Result<()> {
                 DEFAULT_REST_ADDR
             });
             let report_dir = report_dir.unwrap_or_else(default_report_dir);
+            // Every client this node makes (shards, restore, topics, API)
+            // gets the core map's security settings.
+            let properties = with_security(Some(&config), properties)?;
             run(
                 &config,
                 services,
@@ -335,6 +384,25 @@ fn main() -> anyhow::Result<()> {
             },
             listen,
         ),
+        Command::Acls {
+            config,
+            namespace,
+            topology,
+            workload,
+            principals,
+            creates_topics,
+            cluster,
+            emit,
+        } => acls_command(AclsArgs {
+            config,
+            namespace,
+            topology,
+            workload,
+            principals,
+            creates_topics,
+            cluster,
+            emit,
+        }),
         Command::Plan {
             config,
             namespace,
@@ -385,6 +453,81 @@ fn register_schemas(
     Ok(())
 }
 
+/// `tradeflow acls --emit` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum AclFormat {
+    /// kafka-acls.sh commands (BOOTSTRAP and ADMIN_CONFIG from the environment).
+    KafkaAcls,
+    /// Strimzi KafkaUser resources.
+    Strimzi,
+    /// For people.
+    Text,
+}
+
+struct AclsArgs {
+    config: PathBuf,
+    namespace: TopicNamespace,
+    topology: Topology,
+    workload: Option<String>,
+    principals: Vec<(String, String)>,
+    creates_topics: bool,
+    cluster: String,
+    emit: AclFormat,
+}
+
+fn acls_command(args: AclsArgs) -> anyhow::Result<()> {
+    let tuning = NodeTuning::load(&args.config)?;
+    let security = tuning::KafkaSecurity::load(&args.config)?;
+    let partitions = i32::try_from(tuning.ownership().partitions)
+        .context("ownership.partitions does not fit a Kafka partition count")?;
+    let creation = if args.creates_topics {
+        services::deployment::TopicCreation::ByProcesses
+    } else {
+        services::deployment::TopicCreation::Prepared
+    };
+    let mut plan =
+        services::deployment::plan_access(&args.namespace, args.topology, partitions, -1, creation);
+    if let Some(name) = &args.workload {
+        let names: Vec<String> = plan.workloads.iter().map(|w| w.name.clone()).collect();
+        plan.workloads.retain(|w| &w.name == name);
+        anyhow::ensure!(
+            !plan.workloads.is_empty(),
+            "--workload {name}: the {} topology has workloads {}",
+            args.topology,
+            names.join(", ")
+        );
+    }
+    for (workload, _) in &args.principals {
+        anyhow::ensure!(
+            plan.workloads.iter().any(|w| &w.name == workload),
+            "--principal {workload}=...: no such workload in this plan"
+        );
+    }
+    let username = security.and_then(|s| s.sasl).map(|s| s.username);
+    let single = plan.workloads.len() == 1;
+    let principal = |w: &services::deployment::Workload| -> String {
+        if let Some((_, p)) = args.principals.iter().find(|(name, _)| *name == w.name) {
+            return p.clone();
+        }
+        match (&username, single) {
+            (Some(user), true) => format!("User:{user}"),
+            _ => format!("User:{}", w.application_id),
+        }
+    };
+    match args.emit {
+        AclFormat::KafkaAcls => print!(
+            "{}",
+            services::deployment::kafka_acls_script(&plan, &principal)
+        ),
+        AclFormat::Strimzi => print!(
+            "{}",
+            services::deployment::strimzi_users_yaml(&plan, &args.cluster)?
+        ),
+        AclFormat::Text => print!("{}", services::deployment::plan_text(&plan)),
+    }
+    Ok(())
+}
+
 /// `tradeflow registry`: reads the schemas log, serves until a signal.
 fn registry_command(
     config: registry::StoreConfig,
@@ -415,6 +558,27 @@ fn registry_command(
     })
 }
 
+/// The core map's `[kafka.security]` client properties (the password read
+/// now from its file or variable), followed by `--property` settings.
+fn with_security(
+    config: Option<&std::path::Path>,
+    properties: Vec<(String, String)>,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    if let Some(path) = config {
+        if let Some(security) = tuning::KafkaSecurity::load(path)? {
+            tracing::info!(
+                protocol = security.protocol.name(),
+                sasl = ?security.sasl.as_ref().map(|s| (s.mechanism.name(), &s.username)),
+                "Kafka clients use the core map's [kafka.security]"
+            );
+            out = security.client_properties()?;
+        }
+    }
+    out.extend(properties);
+    Ok(out)
+}
+
 /// `tradeflow plan --emit` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum PlanFormat {
@@ -432,6 +596,9 @@ enum DlqAction {
         topic: String,
         #[arg(long, default_value = "127.0.0.1:19092")]
         bootstrap: String,
+        /// A core map whose [kafka.security] section the clients use.
+        #[arg(long, value_name = "CORE_MAP")]
+        kafka_config: Option<PathBuf>,
         /// One JSON object per record instead of text.
         #[arg(long)]
         json: bool,
@@ -442,6 +609,9 @@ enum DlqAction {
         topic: String,
         #[arg(long, default_value = "127.0.0.1:19092")]
         bootstrap: String,
+        /// A core map whose [kafka.security] section the clients use.
+        #[arg(long, value_name = "CORE_MAP")]
+        kafka_config: Option<PathBuf>,
         /// Only dead letters whose reason contains this text.
         #[arg(long)]
         reason_contains: Option<String>,
@@ -528,9 +698,11 @@ fn dlq_command(action: DlqAction) -> anyhow::Result<()> {
         DlqAction::List {
             topic,
             bootstrap,
+            kafka_config,
             json,
         } => {
-            let letters = services::dlq::list(&bootstrap, &[], &topic)?;
+            let properties = with_security(kafka_config.as_deref(), Vec::new())?;
+            let letters = services::dlq::list(&bootstrap, &properties, &topic)?;
             for letter in &letters {
                 if json {
                     println!("{}", letter.to_json());
@@ -550,11 +722,13 @@ fn dlq_command(action: DlqAction) -> anyhow::Result<()> {
         DlqAction::Replay {
             topic,
             bootstrap,
+            kafka_config,
             reason_contains,
             class,
             offsets,
             dry_run,
         } => {
+            let properties = with_security(kafka_config.as_deref(), Vec::new())?;
             let filter = services::dlq::ReplayFilter {
                 reason_contains,
                 class,
@@ -563,7 +737,7 @@ fn dlq_command(action: DlqAction) -> anyhow::Result<()> {
                     .map(|o| services::dlq::parse_offset(o))
                     .collect::<Result<_, _>>()?,
             };
-            let summary = services::dlq::replay(&bootstrap, &[], &topic, &filter, dry_run)?;
+            let summary = services::dlq::replay(&bootstrap, &properties, &topic, &filter, dry_run)?;
             for (target, partition, dlq_partition, dlq_offset) in &summary.targets {
                 println!("{dlq_partition}:{dlq_offset} -> {target} partition {partition}");
             }
