@@ -89,12 +89,22 @@ class RenderedChart(unittest.TestCase):
         for topology in self.TOPOLOGIES:
             generated = documents(ROOT / "deploy/strimzi/generated" / f"{topology}.yaml")
             users = {u["metadata"]["name"] for u in of_kind(generated, "KafkaUser")}
-            sets = of_kind(self.rendered(topology), "StatefulSet")
+            rendered = self.rendered(topology)
+            sets = of_kind(rendered, "StatefulSet")
+            core_maps = {c["metadata"]["name"]: c for c in of_kind(rendered, "ConfigMap")}
             self.assertEqual(len(sets), len(users), topology)
             for workload in sets:
                 container = workload["spec"]["template"]["spec"]["containers"][0]
                 args = container["args"]
-                user = next(a.split("=", 2)[2] for a in args if a.startswith("--property=sasl.username="))
+                # The password is never an argument (/proc/<pid>/cmdline would show it).
+                self.assertFalse([a for a in args if "sasl." in a or "password" in a], args)
+                maps = core_maps[workload["metadata"]["name"] + "-core-maps"]["data"]
+                for text in maps.values():
+                    security = tomllib.loads(text)["kafka"]["security"]
+                    self.assertEqual(security["protocol"], "SASL_SSL")
+                    self.assertEqual(security["password_env"], "KAFKA_PASSWORD")
+                    self.assertNotIn("password", security)
+                user = tomllib.loads(next(iter(maps.values())))["kafka"]["security"]["username"]
                 app_id = next(a.split("=", 1)[1] for a in args if a.startswith("--application-id="))
                 secret = next(
                     e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"] if e["name"] == "KAFKA_PASSWORD"
@@ -141,6 +151,7 @@ class RenderedChart(unittest.TestCase):
         volumes = {v["name"]: v for v in order["spec"]["template"]["spec"]["volumes"]}
         self.assertEqual(volumes["api-tokens"]["secret"]["secretName"], "tradeflow-api-tokens")
         args = order["spec"]["template"]["spec"]["containers"][0]["args"]
+        self.assertIn("--api-tokens=/etc/tradeflow/api-tokens/tokens", args)
         self.assertIn("--namespace=desk-a", args)
         self.assertIn("--application-id=desk-a-tradeflow-order", args)
 

@@ -97,6 +97,15 @@ client_threads = "unpinned"
 interval_ms = {{ int $cm.commit.intervalMs }}
 on_drain = {{ $cm.commit.onDrain }}
 guarantee = {{ $cm.commit.guarantee | quote }}
+
+# The password comes from the pod's environment (the workload's Secret), never
+# from the command line, where /proc/<pid>/cmdline would show it.
+[kafka.security]
+protocol = "SASL_SSL"
+sasl_mechanism = "SCRAM-SHA-512"
+username = {{ .applicationId | quote }}
+password_env = "KAFKA_PASSWORD"
+ca_file = "/etc/kafka-ca/ca.crt"
 {{- end -}}
 
 {{/* Whole CPUs, requests = limits: Guaranteed QoS the static CPU manager pins. */}}
