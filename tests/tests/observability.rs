@@ -456,11 +456,12 @@ fn metrics_follow_the_records_lag_drains_and_the_dashboard_finds_every_metric() 
 /// Closed while the restore test wants its shard held inside a restore.
 static RESTORE_GATE_OPEN: AtomicBool = AtomicBool::new(false);
 
-/// A store whose restore waits at the gate, so a test can look at the
-/// process while the restore is certainly in progress.
-struct GatedStore(Store<u64, u64>);
+/// A store of one stage that processes nothing; with `GATED` its restore
+/// waits at the gate, so a test can look at the process while the restore
+/// is certainly in progress (the store is then named "gated", else "plain").
+struct TestStore<const GATED: bool>(Store<u64, u64>);
 
-impl ChangelogStore for GatedStore {
+impl<const GATED: bool> ChangelogStore for TestStore<GATED> {
     fn name(&self) -> &'static str {
         self.0.name()
     }
@@ -471,7 +472,7 @@ impl ChangelogStore for GatedStore {
         self.0.write_dirty(sink)
     }
     fn apply(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), StoreCodecError> {
-        while !RESTORE_GATE_OPEN.load(Ordering::Acquire) {
+        while GATED && !RESTORE_GATE_OPEN.load(Ordering::Acquire) {
             std::thread::sleep(Duration::from_millis(5));
         }
         self.0.apply(key, value)
@@ -484,34 +485,38 @@ impl ChangelogStore for GatedStore {
     }
 }
 
-struct GatedState {
-    store: GatedStore,
+struct TestState<const GATED: bool> {
+    store: TestStore<GATED>,
 }
 
-impl Default for GatedState {
+impl<const GATED: bool> Default for TestState<GATED> {
     fn default() -> Self {
-        GatedState {
-            store: GatedStore(Store::new("gated")),
+        TestState {
+            store: TestStore(Store::new(if GATED { "gated" } else { "plain" })),
         }
     }
 }
 
-impl PartitionStores for GatedState {
+impl<const GATED: bool> PartitionStores for TestState<GATED> {
     fn for_each_store(&mut self, f: &mut dyn FnMut(&mut dyn ChangelogStore)) {
         f(&mut self.store);
     }
 }
 
-/// A stage that only owns the gated store; its input stays empty.
-struct GatedStage {
+/// A stage that only owns its test store; its input stays empty.
+struct TestStage<const GATED: bool> {
     topics: [&'static str; 1],
 }
 
-impl Stage for GatedStage {
-    type State = GatedState;
+impl<const GATED: bool> Stage for TestStage<GATED> {
+    type State = TestState<GATED>;
 
     fn name(&self) -> &'static str {
-        "gated"
+        if GATED {
+            "gated"
+        } else {
+            "plain"
+        }
     }
 
     fn input_topics(&self) -> &[&'static str] {
@@ -522,7 +527,7 @@ impl Stage for GatedStage {
         &mut self,
         _input: &Input<'_>,
         _event: EventRef<'_>,
-        _state: &mut GatedState,
+        _state: &mut TestState<GATED>,
         _out: &mut Outbox,
     ) -> Result<(), Rejection> {
         Ok(())
@@ -566,7 +571,7 @@ fn readiness_is_false_while_a_changelog_restores_and_true_after() -> anyhow::Res
         vec![plan(&application_id, 0, &[0])],
         knobs(),
         1,
-        move |_| GatedStage { topics: [topic] },
+        move |_| TestStage::<true> { topics: [topic] },
     )?;
     let server = start_observing(&engine)?;
     let addr = server.addr();
@@ -623,52 +628,6 @@ fn readiness_is_false_while_a_changelog_restores_and_true_after() -> anyhow::Res
     server.stop()?;
     engine.shutdown()?;
     Ok(())
-}
-
-/// A stage whose one store is an ordinary [`Store`]; its input stays empty.
-struct PlainStage {
-    topics: [&'static str; 1],
-}
-
-#[derive(Default)]
-struct PlainState {
-    store: PlainStore,
-}
-
-struct PlainStore(Store<u64, u64>);
-
-impl Default for PlainStore {
-    fn default() -> Self {
-        PlainStore(Store::new("plain"))
-    }
-}
-
-impl PartitionStores for PlainState {
-    fn for_each_store(&mut self, f: &mut dyn FnMut(&mut dyn ChangelogStore)) {
-        f(&mut self.store.0);
-    }
-}
-
-impl Stage for PlainStage {
-    type State = PlainState;
-
-    fn name(&self) -> &'static str {
-        "plain"
-    }
-
-    fn input_topics(&self) -> &[&'static str] {
-        &self.topics
-    }
-
-    fn process(
-        &mut self,
-        _input: &Input<'_>,
-        _event: EventRef<'_>,
-        _state: &mut PlainState,
-        _out: &mut Outbox,
-    ) -> Result<(), Rejection> {
-        Ok(())
-    }
 }
 
 /// The previous owner of a partition may have just committed its last
@@ -737,7 +696,7 @@ fn a_restore_waits_for_a_transaction_still_open_on_its_changelog() -> anyhow::Re
         vec![plan(&application_id, 0, &[0])],
         knobs(),
         1,
-        move |_| PlainStage { topics: [topic] },
+        move |_| TestStage::<false> { topics: [topic] },
     )?;
     let server = start_observing(&engine)?;
     let addr = server.addr();
