@@ -664,12 +664,15 @@ fn kill_nine_three_times_under_load_loses_and_doubles_nothing() -> anyhow::Resul
 /// it on tmpfs) the engine's one shard went silent right after the kill and
 /// stayed so for the rest of the test (> 100 s): no commit finished, no
 /// restart was logged, queries got no answer, and the final commit missed
-/// the shutdown deadline (exit 3). No call of ours blocks without a bound, so
-/// the shard is inside librdkafka: `rd_kafka_send_offsets_to_transaction`
-/// waits for its result with `RD_POLL_INFINITE` (rdkafka_txnmgr.c, 2.12.1)
-/// and a local run caught the shard there with gdb; `rd_kafka_destroy` of the
-/// failed incarnation's clients, which runs before the restart is logged, is
-/// the other candidate. Run it with `-- --ignored`.
+/// the shutdown deadline (exit 3). It reproduces locally on a freshly started
+/// three-broker cluster (the first transactions of the cluster, its
+/// `__transaction_state` still loading, then the kill): gdb stacks taken every
+/// 8 s show the shard inside `rd_kafka_send_offsets_to_transaction` →
+/// `rd_kafka_txn_op_req0` → an untimed `cnd_wait` for 48 s and more. That
+/// call waits for the transaction manager's result with `RD_POLL_INFINITE`
+/// (rdkafka_txnmgr.c, librdkafka 2.12.1): the 30 s timeout we pass only
+/// bounds the manager's retries, and here no result ever came. Run it with
+/// `-- --ignored` after `scripts/kafka down --brokers 3` to see it.
 #[test]
 #[ignore = "the shard hangs inside librdkafka after the broker kill in CI runs (see the doc comment); run with --ignored"]
 fn a_broker_killed_and_restarted_under_load_loses_and_doubles_nothing() -> anyhow::Result<()> {
