@@ -843,6 +843,25 @@ impl RdKafkaPort {
         Ok(())
     }
 
+    /// `send_offsets_to_transaction` for the consumed positions: they
+    /// commit with the transaction's outputs or not at all.
+    fn add_offsets_to_transaction(
+        &self,
+        offsets: &[InputOffset],
+        timeout: Duration,
+    ) -> Result<(), PortError> {
+        let list = self.offsets_list(offsets)?;
+        let group = self.consumer.group_metadata().ok_or(PortError::Kafka {
+            op: "send_offsets_to_transaction",
+            message: "the consumer has no group metadata".into(),
+            retryable: false,
+        })?;
+        self.producer
+            .current()
+            .send_offsets_to_transaction(&list, &group, timeout)
+            .map_err(|e| kafka_error("send_offsets_to_transaction", e))
+    }
+
     fn offsets_list(&self, offsets: &[InputOffset]) -> Result<TopicPartitionList, PortError> {
         let mut list = TopicPartitionList::new();
         for offset in offsets {
@@ -1112,11 +1131,23 @@ impl KafkaPort for RdKafkaPort {
                 if offsets.is_empty() && self.sent_since_commit == 0 {
                     return Ok(());
                 }
-                // Every record acknowledged first (rdkafka's own flush in
+                // The input offsets join the transaction first: AddOffsetsToTxn
+                // and TxnOffsetCommit are two broker round trips, and while
+                // this call waits for them librdkafka's broker thread keeps
+                // collecting the acknowledgements awaited below, so the two
+                // waits overlap instead of adding up. A record that already
+                // failed makes the transaction abortable and this call return
+                // at once; the delivery error is the cause reported then.
+                let offsets_added = if offsets.is_empty() {
+                    Ok(())
+                } else {
+                    self.add_offsets_to_transaction(offsets, timeout)
+                };
+                // Every record acknowledged (rdkafka's own flush in
                 // commit_transaction would wait in 100 ms slices; see
                 // `await_deliveries`); and a record that failed means the
                 // transaction cannot commit, so fail now (the shard
-                // restarts) rather than block in the transaction steps below.
+                // restarts) rather than block in commit_transaction.
                 await_deliveries(self.producer.current(), timeout, Some(waiting))?;
                 if let Err(e) = self.check_deliveries() {
                     return Err(if self.deliveries_purged {
@@ -1125,18 +1156,7 @@ impl KafkaPort for RdKafkaPort {
                         e
                     });
                 }
-                if !offsets.is_empty() {
-                    let list = self.offsets_list(offsets)?;
-                    let group = self.consumer.group_metadata().ok_or(PortError::Kafka {
-                        op: "send_offsets_to_transaction",
-                        message: "the consumer has no group metadata".into(),
-                        retryable: false,
-                    })?;
-                    self.producer
-                        .current()
-                        .send_offsets_to_transaction(&list, &group, timeout)
-                        .map_err(|e| kafka_error("send_offsets_to_transaction", e))?;
-                }
+                offsets_added?;
                 self.in_transaction = false;
                 self.producer
                     .current()
