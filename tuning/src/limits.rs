@@ -23,7 +23,7 @@ pub const NODE_NAME_BYTES_MAX: usize = 48;
 
 /// Default `runtime.park_us`: an idle parked shard re-polls every 200 µs. That
 /// is about what one cross-core wake-up already costs on the 2-vCPU reference
-/// VM (p50 120-170 µs, `shared/FACTS.md`), so an idle shard adds at most about
+/// VM (p50 120-170 µs measured there), so an idle shard adds at most about
 /// one wake-up to the first record after a lull while leaving its core almost
 /// entirely free.
 pub const PARK_US_DEFAULT: u32 = 200;

@@ -112,7 +112,7 @@ impl IdleStrategy {
 
 /// `runtime.client_threads`: where librdkafka's own threads (`rdk:main`,
 /// `rdk:broker*`) run. They inherit the affinity of the thread that creates the
-/// client, so the engine must choose deliberately (see `shared/FACTS.md`).
+/// client, so the engine must choose deliberately (see tuning/README.md).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientThreads {
     /// `"unpinned"`: create clients from an unpinned thread; the OS places

@@ -1,5 +1,5 @@
 //! The invariant audit: a pure function over every event read from every
-//! topic of the flow that checks MISSION.md's invariants after a run,
+//! topic of the flow that checks the domain's invariants (docs/ARCHITECTURE.md) after a run,
 //! crashes included, and says what it found in a readable report. It lives
 //! in `loadgen` so that every load run can end with it (`loadgen run`,
 //! `loadgen audit`); `services::audit` re-exports it and adds the adapters
