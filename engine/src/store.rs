@@ -61,6 +61,10 @@ pub trait StoreValue: Clone + 'static {
 /// million keys does not keep a million-key dirty list for ever.
 pub const DIRTY_CAPACITY_KEPT: usize = 4_096;
 
+/// Most bytes of slots a store reserves before a restore
+/// ([`ChangelogStore::reserve`]): 256 MiB, about 11 M entries of 24 bytes.
+pub const RESERVE_BYTES_MAX: usize = 256 << 20;
+
 /// An entry due for eviction at `at_ms` (event time). Ordered by time only,
 /// earliest first in a `BinaryHeap`.
 struct Due<K> {
@@ -212,6 +216,25 @@ impl<K: StoreKey, V: StoreValue> Store<K, V> {
         evicted
     }
 
+    /// Evicts `key` now if it is finished at or before `cutoff_ms`, whether or
+    /// not its turn in the queue has come: a stage calls it before deciding
+    /// on a key, so an entry past its retention is never taken for a live one
+    /// because the incremental eviction lags. Returns whether it went.
+    pub fn evict_if_finished_by(&mut self, key: &K, cutoff_ms: i64) -> bool {
+        let Some(retention) = self.retention.as_ref() else {
+            return false;
+        };
+        let due = self
+            .map
+            .get(key)
+            .and_then(retention.finished_at)
+            .is_some_and(|at_ms| at_ms <= cutoff_ms);
+        if due {
+            self.remove(key);
+        }
+        due
+    }
+
     /// Finished keys waiting in the retention queue (stale ones included).
     pub fn retention_queue_len(&self) -> usize {
         self.retention.as_ref().map_or(0, |r| r.queue.len())
@@ -253,6 +276,9 @@ pub trait ChangelogStore {
     /// Room for `additional` more entries, asked before a restore of that
     /// many changelog records so the map grows once, not 20 times.
     fn reserve(&mut self, _additional: usize) {}
+    /// A restore ended: give back capacity a [`ChangelogStore::reserve`]
+    /// overshot (the changelog held more records than keys).
+    fn restored(&mut self) {}
     fn len(&self) -> usize;
     fn is_empty(&self) -> bool {
         self.len() == 0
@@ -321,7 +347,15 @@ impl<K: StoreKey, V: StoreValue> ChangelogStore for Store<K, V> {
     }
 
     fn reserve(&mut self, additional: usize) {
-        self.map.reserve(additional);
+        // An uncompacted changelog may hold far more records than keys: never
+        // reserve more than RESERVE_BYTES_MAX up front (growth covers the rest).
+        let slot = std::mem::size_of::<(K, V)>().max(1);
+        self.map.reserve(additional.min(RESERVE_BYTES_MAX / slot));
+    }
+
+    fn restored(&mut self) {
+        // A no-op unless a smaller table holds every entry.
+        self.map.shrink_to(self.map.len());
     }
 
     fn len(&self) -> usize {
@@ -569,6 +603,25 @@ mod tests {
         assert_eq!(live.evict_finished(i64::MAX, 100), 2);
         assert_eq!(restored.dump(), live.dump());
         Ok(())
+    }
+
+    #[test]
+    fn a_key_past_its_retention_is_evicted_on_touch_before_its_turn() {
+        let mut store = retained();
+        for key in 0..10u64 {
+            store.insert(key, 100 + key as i64);
+        }
+        let _ = written(&mut store);
+        assert!(!store.evict_if_finished_by(&9, 108), "finished at 109");
+        assert!(store.evict_if_finished_by(&9, 109));
+        assert_eq!(store.get(&9), None);
+        assert!(!store.evict_if_finished_by(&9, i64::MAX), "gone already");
+        assert_eq!(
+            written(&mut store),
+            vec![(9u64.to_be_bytes().to_vec(), None)]
+        );
+        // Its queue entry is stale now, skipped by the incremental eviction.
+        assert_eq!(store.evict_finished(i64::MAX, 100), 9);
     }
 
     #[test]
