@@ -189,7 +189,10 @@ impl<K: StoreKey, V: StoreValue> Store<K, V> {
     /// at no more than `work_max` queued keys: bounded work per call, never a
     /// pause. An evicted key is removed like [`Store::remove`] (a tombstone at
     /// the next commit, so compaction drops it from the changelog too).
-    /// Returns how many were evicted; 0 for a store without retention.
+    /// Returns how many were evicted; 0 for a store without retention, or
+    /// when the keys looked at were all stale (changed or removed since they
+    /// were queued): to catch up, call until `retention_queue_len` stops
+    /// shrinking.
     pub fn evict_finished(&mut self, cutoff_ms: i64, work_max: usize) -> usize {
         let mut evicted = 0;
         for _ in 0..work_max {
