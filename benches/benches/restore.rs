@@ -5,7 +5,8 @@
 //! Needs a broker: `scripts/kafka up`, or TRADEFLOW_BOOTSTRAP. Without one it
 //! prints how to start one and measures memory only.
 //! Run: `cargo bench -p tradeflow-benches --bench restore` (TRADEFLOW_RESTORE_KEYS
-//! changes the key count).
+//! changes the key count; TRADEFLOW_RESTORE_RESERVE=0 restores without sizing
+//! the store first).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -66,6 +67,19 @@ impl StoreValue for Balance {
     }
 }
 
+/// User and system CPU seconds of this process so far, all threads
+/// (Linux `/proc/self/stat`, in clock ticks of 10 ms).
+fn process_cpu_s() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which is in parentheses).
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 here.
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
 fn memory_per_entry(keys: u64) {
     let before = LIVE_BYTES.load(Ordering::Relaxed);
     let mut store: Store<u64, Balance> = Store::new("balances");
@@ -84,7 +98,7 @@ fn memory_per_entry(keys: u64) {
     let per_entry = (after - before) as f64 / keys as f64;
     println!(
         "memory: {keys} entries of Store<u64, 16-byte value> use {:.1} MiB, {per_entry:.1} bytes/entry \
-         (payload 24 bytes + dirty flag, hashbrown control bytes and spare capacity)",
+         (payload 24 bytes, hashbrown control bytes and spare capacity)",
         (after - before) as f64 / (1 << 20) as f64
     );
     drop(store);
@@ -165,8 +179,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut port = RdKafkaPort::new(&settings, &[], &Ownership::Static(Vec::new()), "unused")?;
     let mut store: Store<u64, Balance> = Store::new("balances");
     let started = Instant::now();
+    let cpu_before = process_cpu_s();
+    // As the shard does: size the store from the changelog's extent first
+    // (TRADEFLOW_RESTORE_RESERVE=0 leaves it to grow, for comparison).
+    let reserve = std::env::var("TRADEFLOW_RESTORE_RESERVE").as_deref() != Ok("0");
+    if reserve {
+        if let Some(records) = port.changelog_records(&topic, PartitionId(0))? {
+            store.reserve(usize::try_from(records)?);
+        }
+    }
     let stats = port.restore(&topic, PartitionId(0), &mut |k, v| store.apply(k, v))?;
+    store.restored();
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu = process_cpu_s()
+        .zip(cpu_before)
+        .map(|(after, before)| after - before);
     println!(
         "restore: {} records ({:.1} MB of keys and values) into {} entries in {elapsed:.2} s: \
          {:.0} keys/s, {:.1} MB/s",
@@ -176,6 +203,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         stats.records as f64 / elapsed,
         stats.bytes as f64 / 1e6 / elapsed
     );
+    if let Some(cpu) = cpu {
+        println!(
+            "restore: {cpu:.2} s of CPU in this process (all threads, librdkafka's included; \
+             not the broker's): {:.0} keys per CPU-second",
+            stats.records as f64 / cpu.max(0.01)
+        );
+    }
     port.close();
     Ok(())
 }

@@ -1240,6 +1240,15 @@ impl KafkaPort for RdKafkaPort {
             .restore(&changelog, partition, apply, self.gauges.as_deref())
     }
 
+    fn changelog_records(
+        &mut self,
+        changelog: &str,
+        partition: PartitionId,
+    ) -> Result<Option<u64>, PortError> {
+        let changelog = self.settings.namespace.physical(changelog);
+        self.changelogs.extent(&changelog, partition).map(Some)
+    }
+
     fn positions(&mut self, out: &mut Vec<InputPosition>) {
         // `position()` reads the consumer's local state, like the cached
         // watermarks: no broker round trip on the shard's thread.

@@ -201,6 +201,18 @@ pub trait KafkaPort {
         apply: &mut ChangelogApply<'_>,
     ) -> Result<RestoreStats, PortError>;
 
+    /// Records in a changelog partition now (an upper bound on the keys its
+    /// restore brings back), so the shard can size a store once before the
+    /// restore; `None` where the port cannot tell.
+    fn changelog_records(
+        &mut self,
+        changelog: &str,
+        partition: PartitionId,
+    ) -> Result<Option<u64>, PortError> {
+        let _ = (changelog, partition);
+        Ok(None)
+    }
+
     /// Appends the position and end of every assigned input partition to
     /// `out`, from the client's cache (for consumer lag; called about once a
     /// second, never per record). Ports that cannot tell append nothing.

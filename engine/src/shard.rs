@@ -521,11 +521,26 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
                 }
                 let changelog = &changelogs[store_index];
                 store_index += 1;
+                // Sized once from the changelog's extent, not grown 20 times.
+                match port.changelog_records(changelog, partition) {
+                    Ok(Some(records)) => {
+                        store.reserve(usize::try_from(records).unwrap_or(usize::MAX));
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        failure = Some(e);
+                        return;
+                    }
+                }
                 let mut apply = |k: &[u8], v: Option<&[u8]>| {
                     gauges.restored((k.len() + v.map_or(0, <[u8]>::len)) as u64);
                     store.apply(k, v)
                 };
-                match port.restore(changelog, partition, &mut apply) {
+                let restored = port.restore(changelog, partition, &mut apply);
+                // An uncompacted changelog holds more records than keys:
+                // give back what the reservation overshot.
+                store.restored();
+                match restored {
                     Ok(restored) => {
                         stats.restored_records += restored.records;
                         stats.restored_bytes += restored.bytes;

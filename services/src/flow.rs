@@ -34,6 +34,7 @@ use tracing::error;
 use crate::inventory::StockLedger;
 use crate::order::{OrderBook, OrderOutcome, OutcomeNotice};
 use crate::payment::{AccountBook, PaymentOutcome};
+use crate::retention::ORDER_RETENTION_DEFAULT_MS;
 use crate::routing::{expect_home_partition, expect_topic};
 use crate::topics::{
     ACCOUNT_FUNDED, ORDER_CREATED, ORDER_UPDATED, PAYMENT_COMPLETED, PAYMENT_FAILED,
@@ -202,6 +203,9 @@ impl PartitionStores for TradeFlowState {
 pub struct TradeFlow {
     services: ServiceSet,
     inputs: Vec<&'static str>,
+    /// How long (event time, ms) a finished order's records stay in the
+    /// order, payment and inventory stores (`crate::retention`).
+    order_retention_ms: i64,
 }
 
 impl TradeFlow {
@@ -209,7 +213,21 @@ impl TradeFlow {
         TradeFlow {
             services,
             inputs: input_topics(services),
+            order_retention_ms: ORDER_RETENTION_DEFAULT_MS,
         }
+    }
+
+    /// The same flow keeping finished orders `retention_ms` of event time
+    /// (the core map's `[state] order_retention`).
+    pub fn with_order_retention(self, retention_ms: i64) -> Self {
+        TradeFlow {
+            order_retention_ms: retention_ms,
+            ..self
+        }
+    }
+
+    pub fn order_retention_ms(&self) -> i64 {
+        self.order_retention_ms
     }
 
     pub fn services(&self) -> ServiceSet {
@@ -314,6 +332,55 @@ impl Stage for TradeFlow {
         // the services each arm calls are running.
         expect_topic(input, event.kind())?;
         expect_home_partition(input, event, out.partitions())?;
+        let (at_ms, retention_ms) = (input.timestamp_ms, self.order_retention_ms);
+        // An order past its retention is forgotten before the event that
+        // names it again is decided, in every service (crate::retention).
+        match event {
+            EventRef::OrderCreated(order) => {
+                let id = order.header().order_id();
+                if self.runs(Service::Order) {
+                    state
+                        .orders
+                        .forget_if_past_retention(id, at_ms, retention_ms);
+                }
+                if self.runs(Service::Payment) {
+                    state
+                        .accounts
+                        .forget_if_past_retention(id, at_ms, retention_ms);
+                }
+            }
+            EventRef::PaymentCompleted(paid) => {
+                state
+                    .stock
+                    .forget_if_past_retention(paid.header().order_id(), at_ms, retention_ms);
+            }
+            _ => {}
+        }
+        self.apply(input, event, state, out)?;
+        // Incremental eviction after the event's own changes, and only for
+        // an accepted one.
+        if self.runs(Service::Order) {
+            state.orders.evict_finished(at_ms, retention_ms);
+        }
+        if self.runs(Service::Payment) {
+            state.accounts.evict_finished(at_ms, retention_ms);
+        }
+        if self.runs(Service::Inventory) {
+            state.stock.evict_finished(at_ms, retention_ms);
+        }
+        Ok(())
+    }
+}
+
+impl TradeFlow {
+    /// One checked event, applied to the running services.
+    fn apply(
+        &mut self,
+        input: &Input<'_>,
+        event: EventRef<'_>,
+        state: &mut TradeFlowState,
+        out: &mut Outbox,
+    ) -> Result<(), Rejection> {
         let at_ms = input.timestamp_ms;
         match event {
             EventRef::OrderCreated(order) => {
@@ -325,7 +392,7 @@ impl Stage for TradeFlow {
                     None
                 };
                 let outcome = if self.runs(Service::Payment) {
-                    Some(state.accounts.apply_order_created(order, out)?)
+                    Some(state.accounts.apply_order_created(order, at_ms, out)?)
                 } else {
                     None
                 };
@@ -351,9 +418,10 @@ impl Stage for TradeFlow {
             EventRef::AccountFunded(funded) => {
                 state.accounts.apply_account_funded(funded).map(drop)
             }
-            EventRef::PaymentCompleted(paid) => {
-                state.stock.apply_payment_completed(paid, out).map(drop)
-            }
+            EventRef::PaymentCompleted(paid) => state
+                .stock
+                .apply_payment_completed(paid, at_ms, out)
+                .map(drop),
             EventRef::StockReplenished(replenished) => {
                 state.stock.apply_stock_replenished(replenished).map(drop)
             }

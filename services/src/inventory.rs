@@ -23,6 +23,7 @@ use codecs::{
 use engine::stage::{Input, Outbox, Rejection, Stage};
 use engine::store::{ChangelogStore, PartitionStores, Store, StoreValue};
 
+use crate::retention::{StreamClock, EVICTIONS_PER_EVENT_MAX, ORDER_RETENTION_DEFAULT_MS};
 use crate::routing::{caused_header, emit, expect_partition, expect_topic, require_order};
 use crate::store_codec::{EventKey, OrderKey, SkuKey, ValueReader, ValueWriter};
 use crate::topics::{account_key, sku_key, PAYMENT_COMPLETED, STOCK_REPLENISHED};
@@ -74,6 +75,17 @@ pub struct FillRecord {
     pub quantity: Quantity,
     pub amount: Money,
     pub status: FillStatus,
+    /// Timestamp (ms) of the `payment.completed` record decided: the record
+    /// is evicted once the retention has passed after it. `None` for a
+    /// record written before this field existed (66 bytes), which is kept.
+    pub decided_at_ms: Option<i64>,
+}
+
+impl FillRecord {
+    /// From when the record may be evicted (see `crate::retention`).
+    pub fn finished_at_ms(&self) -> Option<i64> {
+        self.decided_at_ms
+    }
 }
 
 fn reject_reason_code(reason: StockRejectReason) -> u8 {
@@ -95,7 +107,8 @@ fn reject_reason_from(code: u8) -> Result<StockRejectReason, &'static str> {
 
 impl StoreValue for FillRecord {
     /// cause 16 | account 8 | sku 16 | quantity 8 | amount 8 | status 1 |
-    /// reason 1 | remaining 8: 66 bytes.
+    /// reason 1 | remaining 8 | decided_at_ms 8: 74 bytes (66 without
+    /// `decided_at_ms`, the layout before retention; still read).
     fn encode(&self, out: &mut Vec<u8>) {
         let (status, reason, remaining) = match self.status {
             FillStatus::Filled { remaining } => (0, 0, remaining),
@@ -110,6 +123,9 @@ impl StoreValue for FillRecord {
             .u8(status)
             .u8(reason)
             .quantity(remaining);
+        if let Some(at_ms) = self.decided_at_ms {
+            ValueWriter(out).i64(at_ms);
+        }
     }
     fn decode(bytes: &[u8]) -> Result<Self, &'static str> {
         let mut r = ValueReader::new(bytes);
@@ -121,6 +137,7 @@ impl StoreValue for FillRecord {
         let status = r.u8()?;
         let reason = r.u8()?;
         let remaining = r.quantity()?;
+        let decided_at_ms = if r.is_done() { None } else { Some(r.i64()?) };
         r.finish()?;
         let status = match status {
             0 => FillStatus::Filled { remaining },
@@ -134,6 +151,7 @@ impl StoreValue for FillRecord {
             quantity,
             amount,
             status,
+            decided_at_ms,
         })
     }
 }
@@ -160,19 +178,23 @@ impl StoreValue for ReplenishmentRecord {
     }
 }
 
-/// Inventory's state for one partition of the sku-keyed topics.
+/// Inventory's state for one partition of the sku-keyed topics. Fill
+/// records are evicted once the retention has passed after their decision
+/// (`crate::retention`); stock levels are never evicted.
 pub struct StockLedger {
     pub stock: Store<SkuKey, StockLevel>,
     pub fills: Store<OrderKey, FillRecord>,
     pub replenishments: Store<EventKey, ReplenishmentRecord>,
+    clock: StreamClock,
 }
 
 impl Default for StockLedger {
     fn default() -> Self {
         StockLedger {
             stock: Store::new(STOCK_STORE),
-            fills: Store::new(FILLS_STORE),
+            fills: Store::with_retention(FILLS_STORE, FillRecord::finished_at_ms),
             replenishments: Store::new(REPLENISHMENTS_STORE),
+            clock: StreamClock::default(),
         }
     }
 }
@@ -199,6 +221,27 @@ pub enum InventoryOutcome {
 }
 
 impl StockLedger {
+    /// Moves the partition's event time to `at_ms` and evicts a few fill
+    /// records whose retention has passed (a tombstone each). Returns the
+    /// evictions.
+    pub fn evict_finished(&mut self, at_ms: i64, retention_ms: i64) -> usize {
+        let cutoff = self.clock.advance(at_ms, retention_ms);
+        self.fills.evict_finished(cutoff, EVICTIONS_PER_EVENT_MAX)
+    }
+
+    /// Before a `payment.completed` at `at_ms` is decided: forgets the
+    /// order's fill record if its retention has passed, so a resubmitted
+    /// order after the retention is decided afresh.
+    pub fn forget_if_past_retention(
+        &mut self,
+        order: OrderId,
+        at_ms: i64,
+        retention_ms: i64,
+    ) -> bool {
+        let cutoff = self.clock.advance(at_ms, retention_ms);
+        self.fills.evict_if_finished_by(&OrderKey(order), cutoff)
+    }
+
     /// Units of `sku` on hand, if it was ever stocked.
     pub fn on_hand(&self, sku: &Sku) -> Option<Quantity> {
         self.stock.get(&SkuKey(*sku)).map(|s| s.on_hand)
@@ -213,6 +256,7 @@ impl StockLedger {
     pub fn apply_payment_completed(
         &mut self,
         paid: &ArchivedPaymentCompleted,
+        at_ms: i64,
         out: &mut Outbox,
     ) -> Result<InventoryOutcome, Rejection> {
         let header = paid.header();
@@ -263,6 +307,7 @@ impl StockLedger {
                 quantity,
                 amount,
                 status,
+                decided_at_ms: Some(at_ms),
             },
         );
         Ok(outcome)
@@ -358,10 +403,17 @@ impl Stage for InventoryStage {
     ) -> Result<(), Rejection> {
         expect_topic(input, event.kind())?;
         let partitions = out.partitions();
-        match event {
+        let applied = match event {
             EventRef::PaymentCompleted(paid) => {
                 expect_partition(input, sku_key(&paid.sku()), partitions)?;
-                ledger.apply_payment_completed(paid, out).map(drop)
+                ledger.forget_if_past_retention(
+                    paid.header().order_id(),
+                    input.timestamp_ms,
+                    ORDER_RETENTION_DEFAULT_MS,
+                );
+                ledger
+                    .apply_payment_completed(paid, input.timestamp_ms, out)
+                    .map(drop)
             }
             EventRef::StockReplenished(replenished) => {
                 expect_partition(input, sku_key(&replenished.sku()), partitions)?;
@@ -371,7 +423,10 @@ impl Stage for InventoryStage {
                 "inventory does not take {}",
                 other.kind()
             ))),
-        }
+        };
+        applied?;
+        ledger.evict_finished(input.timestamp_ms, ORDER_RETENTION_DEFAULT_MS);
+        Ok(())
     }
 }
 
@@ -396,7 +451,7 @@ mod tests {
         #[test]
         fn fill_records_round_trip(
             cause: u128, account: u64, quantity: i64, amount: i64, status in status(),
-            sku in "[A-Z0-9._-]{1,16}",
+            sku in "[A-Z0-9._-]{1,16}", at_ms: i64,
         ) {
             let sku = Sku::new(&sku).map_err(|e| TestCaseError::fail(e.to_string()))?;
             let record = FillRecord {
@@ -406,11 +461,17 @@ mod tests {
                 quantity: Quantity(quantity),
                 amount: Money(amount),
                 status,
+                decided_at_ms: Some(at_ms),
             };
             let mut bytes = Vec::new();
             record.encode(&mut bytes);
-            prop_assert_eq!(bytes.len(), 66);
+            prop_assert_eq!(bytes.len(), 74);
             prop_assert_eq!(FillRecord::decode(&bytes), Ok(record));
+            prop_assert!(FillRecord::decode(&bytes[..73]).is_err());
+            // The layout before retention (66 bytes) still reads, kept for ever.
+            let legacy = FillRecord { decided_at_ms: None, ..record };
+            prop_assert_eq!(FillRecord::decode(&bytes[..66]), Ok(legacy));
+            prop_assert_eq!(legacy.finished_at_ms(), None);
             let level = StockLevel { on_hand: Quantity(quantity) };
             bytes.clear();
             level.encode(&mut bytes);

@@ -19,6 +19,7 @@ pub mod inventory;
 pub mod observe;
 pub mod order;
 pub mod payment;
+pub mod retention;
 mod routing;
 pub mod store_codec;
 #[doc(hidden)]

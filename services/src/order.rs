@@ -44,6 +44,8 @@ use codecs::{
 use engine::stage::{Input, Outbox, Rejection, Stage};
 use engine::store::{ChangelogStore, PartitionStores, Store, StoreValue};
 
+pub use crate::retention::ORDER_RETENTION_DEFAULT_MS;
+use crate::retention::{StreamClock, EVICTIONS_PER_EVENT_MAX};
 use crate::routing::{expect_partition, expect_topic, require_order};
 use crate::store_codec::{fail_reason_code, fail_reason_from, OrderKey, ValueReader, ValueWriter};
 use crate::topics::{
@@ -234,6 +236,28 @@ impl OrderRecord {
     /// Whether its `order.created` was seen.
     pub fn is_created(&self) -> bool {
         !self.created_by.is_none()
+    }
+
+    /// The event time (ms) from which the order is finished and may be
+    /// evicted once the retention has passed: that of its outcome, when it has
+    /// one and no open request. `None` while it must be kept. (If later
+    /// requests pushed the outcome out of the bounded history, the latest
+    /// entry's time stands in: later, never earlier.)
+    pub fn finished_at_ms(&self) -> Option<i64> {
+        self.outcome?;
+        if self
+            .request
+            .is_some_and(|r| r.verdict == RequestVerdict::Open)
+        {
+            return None;
+        }
+        let entries = self.history.entries();
+        entries
+            .iter()
+            .rev()
+            .find(|e| matches!(e.milestone, Milestone::Outcome(_)))
+            .or(entries.last())
+            .map(|e| e.at_ms)
     }
 
     pub fn status(&self) -> OrderStatus {
@@ -459,14 +483,19 @@ pub enum CreatePlan {
 }
 
 /// The Order stage's state for one partition of the account-keyed topics.
+///
+/// Finished orders are evicted once the retention has passed in event time
+/// ([`OrderBook::evict_finished`], `crate::retention`).
 pub struct OrderBook {
     pub orders: Store<OrderKey, OrderRecord>,
+    clock: StreamClock,
 }
 
 impl Default for OrderBook {
     fn default() -> Self {
         OrderBook {
-            orders: Store::new(ORDERS_STORE),
+            orders: Store::with_retention(ORDERS_STORE, OrderRecord::finished_at_ms),
+            clock: StreamClock::default(),
         }
     }
 }
@@ -478,6 +507,33 @@ impl PartitionStores for OrderBook {
 }
 
 impl OrderBook {
+    /// Moves the partition's stream time to `at_ms` (never back) and evicts
+    /// orders finished more than `retention_ms` before it, looking at no more
+    /// than [`EVICTIONS_PER_EVENT_MAX`] queued orders. Each eviction is a
+    /// tombstone in the changelog at the next commit. Returns the evictions.
+    pub fn evict_finished(&mut self, at_ms: i64, retention_ms: i64) -> usize {
+        let cutoff = self.clock.advance(at_ms, retention_ms);
+        self.orders.evict_finished(cutoff, EVICTIONS_PER_EVENT_MAX)
+    }
+
+    /// Before an `order.created` at `at_ms` is checked: forgets `order` if
+    /// its retention has passed, so a resubmission after the retention is a
+    /// new order here as in Payment and Inventory. Returns whether it went.
+    pub fn forget_if_past_retention(
+        &mut self,
+        order: OrderId,
+        at_ms: i64,
+        retention_ms: i64,
+    ) -> bool {
+        let cutoff = self.clock.advance(at_ms, retention_ms);
+        self.orders.evict_if_finished_by(&OrderKey(order), cutoff)
+    }
+
+    /// The latest record timestamp seen (ms); `i64::MIN` before the first.
+    pub fn stream_time_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
     /// The order-status query.
     pub fn order(&self, order: OrderId) -> Option<&OrderRecord> {
         self.orders.get(&OrderKey(order))
@@ -757,7 +813,8 @@ fn outcome_notice(event: EventRef<'_>, at_ms: i64) -> Result<OutcomeNotice, Reje
 }
 
 /// The Order stage alone (see [`crate::flow::TradeFlow`] for the composite,
-/// where it hears Payment's outcomes directly).
+/// where it hears Payment's outcomes directly), with the default retention
+/// ([`ORDER_RETENTION_DEFAULT_MS`]; `TradeFlow` takes the core map's).
 #[derive(Debug, Default)]
 pub struct OrderStage;
 
@@ -787,7 +844,16 @@ impl Stage for OrderStage {
             )));
         };
         expect_partition(input, &account_key(account), out.partitions())?;
-        book.apply_event(input, event)
+        if let EventRef::OrderCreated(order) = event {
+            book.forget_if_past_retention(
+                order.header().order_id(),
+                input.timestamp_ms,
+                ORDER_RETENTION_DEFAULT_MS,
+            );
+        }
+        book.apply_event(input, event)?;
+        book.evict_finished(input.timestamp_ms, ORDER_RETENTION_DEFAULT_MS);
+        Ok(())
     }
 }
 
@@ -870,5 +936,176 @@ mod tests {
             prop_assert_eq!(OrderRecord::decode(&bytes), Ok(record));
             prop_assert!(OrderRecord::decode(&bytes[..bytes.len() - 1]).is_err());
         }
+    }
+
+    fn sku(text: &str) -> Result<Sku, TestCaseError> {
+        Sku::new(text).map_err(|e| TestCaseError::fail(e.to_string()))
+    }
+
+    /// One step of an order book's life in the retention property.
+    #[derive(Clone, Debug)]
+    enum Step {
+        /// An outcome for order `order` at event time `at_ms`.
+        Outcome { order: u64, at_ms: i64 },
+        /// A cancel request (open before the outcome, too late after it).
+        Cancel { order: u64, at_ms: i64 },
+        /// A record of another kind moves the stream time on.
+        Tick { at_ms: i64 },
+        /// A commit: dirty keys to the changelog.
+        Commit,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            (1u64..40, 0i64..10_000).prop_map(|(order, at_ms)| Step::Outcome { order, at_ms }),
+            (1u64..40, 0i64..10_000).prop_map(|(order, at_ms)| Step::Cancel { order, at_ms }),
+            (0i64..12_000).prop_map(|at_ms| Step::Tick { at_ms }),
+            Just(Step::Commit),
+        ]
+    }
+
+    fn commit(book: &mut OrderBook, changelog: &mut Vec<(Vec<u8>, Option<Vec<u8>>)>) {
+        book.orders
+            .write_dirty(&mut |k, v| changelog.push((k.to_vec(), v.map(<[u8]>::to_vec))));
+    }
+
+    /// Evicts until the retention queue stops shrinking (one call may only
+    /// skip stale entries and evict nothing).
+    fn drain(book: &mut OrderBook, now: i64, retention_ms: i64) {
+        loop {
+            let queued = book.orders.retention_queue_len();
+            book.evict_finished(now, retention_ms);
+            if book.orders.retention_queue_len() == queued {
+                return;
+            }
+        }
+    }
+
+    proptest! {
+        /// Retention evicts exactly the orders finished more than the
+        /// retention before the stream time (never an unfinished one, never
+        /// early), and a restore from the changelog (tombstones included)
+        /// brings back the live book, evicted orders staying gone.
+        #[test]
+        fn retention_evicts_only_finished_orders_past_it_and_restores_the_same(
+            steps in proptest::collection::vec(step(), 1..200),
+            retention_ms in 0i64..5_000,
+        ) {
+            let mut book = OrderBook::default();
+            let mut changelog = Vec::new();
+            let sku = sku("ACME")?;
+            for step in &steps {
+                let at_ms = match *step {
+                    Step::Outcome { order, at_ms } => {
+                        let notice = OutcomeNotice {
+                            order: OrderId(order),
+                            account: AccountId(1),
+                            sku,
+                            quantity: Quantity(1),
+                            outcome: OrderOutcome::Filled,
+                            event: EventId(u128::from(order)),
+                            at_ms,
+                        };
+                        prop_assert!(book.record_outcome(&notice).is_ok());
+                        at_ms
+                    }
+                    Step::Cancel { order, at_ms } => {
+                        let event = EventId(u128::from(order) << 64 | at_ms as u128);
+                        prop_assert!(book
+                            .record_request(OrderId(order), AccountId(1), sku, OrderRequest::Cancel, event, at_ms)
+                            .is_ok());
+                        at_ms
+                    }
+                    Step::Tick { at_ms } => at_ms,
+                    Step::Commit => {
+                        commit(&mut book, &mut changelog);
+                        continue;
+                    }
+                };
+                let before: Vec<_> = book.orders.iter().map(|(k, r)| (*k, *r)).collect();
+                book.evict_finished(at_ms, retention_ms);
+                let cutoff = book.stream_time_ms().saturating_sub(retention_ms);
+                for (key, record) in before {
+                    if book.orders.get(&key).is_none() {
+                        let finished = record.finished_at_ms();
+                        prop_assert!(
+                            finished.is_some_and(|t| t <= cutoff),
+                            "order {} evicted at cutoff {cutoff}: finished {finished:?}",
+                            key.0 .0
+                        );
+                    }
+                }
+            }
+            commit(&mut book, &mut changelog);
+            // Bounded work per event: catch up with more calls.
+            let now = book.stream_time_ms();
+            drain(&mut book, now, retention_ms);
+            commit(&mut book, &mut changelog);
+            let cutoff = now.saturating_sub(retention_ms);
+            for (key, record) in book.orders.iter() {
+                prop_assert!(
+                    record.finished_at_ms().is_none_or(|t| t > cutoff),
+                    "order {} finished at {:?} outlived cutoff {cutoff}",
+                    key.0 .0, record.finished_at_ms()
+                );
+            }
+            let mut restored = OrderBook::default();
+            for (key, value) in &changelog {
+                prop_assert!(restored.orders.apply(key, value.as_deref()).is_ok());
+            }
+            prop_assert_eq!(restored.orders.dump(), book.orders.dump());
+            // The restored book evicts nothing the live one keeps.
+            drain(&mut restored, now, retention_ms);
+            prop_assert_eq!(restored.orders.dump(), book.orders.dump());
+        }
+    }
+
+    #[test]
+    fn an_order_is_kept_until_its_outcome_and_then_for_the_retention() -> Result<(), TestCaseError>
+    {
+        let mut book = OrderBook::default();
+        let sku = sku("ACME")?;
+        let order = OrderId(9);
+        book.record_request(
+            order,
+            AccountId(1),
+            sku,
+            OrderRequest::Cancel,
+            EventId(1),
+            1_000,
+        )
+        .map_err(|r| TestCaseError::fail(r.reason))?;
+        assert_eq!(
+            book.evict_finished(1_000_000, 10),
+            0,
+            "an open request is kept"
+        );
+        let notice = OutcomeNotice {
+            order,
+            account: AccountId(1),
+            sku,
+            quantity: Quantity(1),
+            outcome: OrderOutcome::Filled,
+            event: EventId(2),
+            at_ms: 2_000,
+        };
+        book.record_outcome(&notice)
+            .map_err(|c| TestCaseError::fail(c.to_string()))?;
+        assert_eq!(
+            book.order(order).and_then(OrderRecord::finished_at_ms),
+            Some(2_000)
+        );
+        let mut changelog = Vec::new();
+        commit(&mut book, &mut changelog);
+        // The stream time is already 1 000 000 (never goes back): evicted at once.
+        assert_eq!(book.evict_finished(2_001, 1_000), 1);
+        assert!(book.order(order).is_none());
+        commit(&mut book, &mut changelog);
+        assert_eq!(
+            changelog.last().map(|(_, v)| v.is_none()),
+            Some(true),
+            "a tombstone"
+        );
+        Ok(())
     }
 }

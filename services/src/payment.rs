@@ -41,6 +41,7 @@ use engine::stage::{Input, Outbox, Rejection, Stage};
 use engine::store::{ChangelogStore, PartitionStores, Store, StoreValue};
 
 use crate::ids::derived_event_id;
+use crate::retention::{StreamClock, EVICTIONS_PER_EVENT_MAX, ORDER_RETENTION_DEFAULT_MS};
 use crate::routing::{
     caused_header, emit, expect_partition, expect_topic, internal, require_order,
 };
@@ -104,11 +105,25 @@ pub struct PaymentRecord {
     pub decided_by: EventId,
     /// The `stock.rejected` event refunded; `NONE` if none.
     pub refund_cause: EventId,
+    /// Timestamp (ms) of the `order.created` record decided: the record is
+    /// evicted once the retention has passed after it. `None` for a record
+    /// written before this field existed (82 bytes), which is kept.
+    pub decided_at_ms: Option<i64>,
+}
+
+impl PaymentRecord {
+    /// From when the record may be evicted (see `crate::retention`): its
+    /// decision's event time. A refund may still come within the retention,
+    /// so it must be longer than Inventory can lag behind Payment.
+    pub fn finished_at_ms(&self) -> Option<i64> {
+        self.decided_at_ms
+    }
 }
 
 impl StoreValue for PaymentRecord {
     /// account 8 | sku 16 | quantity 8 | limit price 8 | amount 8 | status 1 |
-    /// reason 1 | decided_by 16 | refund_cause 16: 82 bytes.
+    /// reason 1 | decided_by 16 | refund_cause 16 | decided_at_ms 8: 90 bytes
+    /// (82 without `decided_at_ms`, the layout before retention; still read).
     fn encode(&self, out: &mut Vec<u8>) {
         let (status, reason) = match self.status {
             PaymentStatus::Debited => (0, 0),
@@ -125,6 +140,9 @@ impl StoreValue for PaymentRecord {
             .u8(reason)
             .event_id(self.decided_by)
             .event_id(self.refund_cause);
+        if let Some(at_ms) = self.decided_at_ms {
+            ValueWriter(out).i64(at_ms);
+        }
     }
     fn decode(bytes: &[u8]) -> Result<Self, &'static str> {
         let mut r = ValueReader::new(bytes);
@@ -150,6 +168,11 @@ impl StoreValue for PaymentRecord {
             status,
             decided_by: r.event_id()?,
             refund_cause: r.event_id()?,
+            decided_at_ms: None,
+        };
+        let record = PaymentRecord {
+            decided_at_ms: if r.is_done() { None } else { Some(r.i64()?) },
+            ..record
         };
         r.finish()?;
         Ok(record)
@@ -178,19 +201,23 @@ impl StoreValue for FundingRecord {
     }
 }
 
-/// Payment's state for one partition of the account-keyed topics.
+/// Payment's state for one partition of the account-keyed topics. Payment
+/// records are evicted once the retention has passed after their decision
+/// (`crate::retention`); accounts are never evicted.
 pub struct AccountBook {
     pub accounts: Store<AccountKey, Account>,
     pub payments: Store<OrderKey, PaymentRecord>,
     pub fundings: Store<EventKey, FundingRecord>,
+    clock: StreamClock,
 }
 
 impl Default for AccountBook {
     fn default() -> Self {
         AccountBook {
             accounts: Store::new(ACCOUNTS_STORE),
-            payments: Store::new(PAYMENTS_STORE),
+            payments: Store::with_retention(PAYMENTS_STORE, PaymentRecord::finished_at_ms),
             fundings: Store::new(FUNDINGS_STORE),
+            clock: StreamClock::default(),
         }
     }
 }
@@ -227,6 +254,28 @@ pub enum PaymentOutcome {
 type Decision = Result<Money, (PaymentFailReason, Money)>;
 
 impl AccountBook {
+    /// Moves the partition's event time to `at_ms` and evicts a few payment
+    /// records whose retention has passed (a tombstone each). Returns the
+    /// evictions.
+    pub fn evict_finished(&mut self, at_ms: i64, retention_ms: i64) -> usize {
+        let cutoff = self.clock.advance(at_ms, retention_ms);
+        self.payments
+            .evict_finished(cutoff, EVICTIONS_PER_EVENT_MAX)
+    }
+
+    /// Before an `order.created` at `at_ms` is decided: forgets the order's
+    /// payment record if its retention has passed, so the order is decided
+    /// afresh (a resubmission after the retention is a new order).
+    pub fn forget_if_past_retention(
+        &mut self,
+        order: OrderId,
+        at_ms: i64,
+        retention_ms: i64,
+    ) -> bool {
+        let cutoff = self.clock.advance(at_ms, retention_ms);
+        self.payments.evict_if_finished_by(&OrderKey(order), cutoff)
+    }
+
     /// The balance of `account`, if it was ever funded.
     pub fn balance(&self, account: AccountId) -> Option<Money> {
         self.accounts.get(&AccountKey(account)).map(|a| a.balance)
@@ -260,6 +309,7 @@ impl AccountBook {
     pub fn apply_order_created(
         &mut self,
         order: OrderCreatedRef<'_>,
+        at_ms: i64,
         out: &mut Outbox,
     ) -> Result<PaymentOutcome, Rejection> {
         let header = order.header();
@@ -267,7 +317,7 @@ impl AccountBook {
         let key = OrderKey(order_id);
         let Some(record) = self.payments.get(&key).copied() else {
             let decision = self.decide(order);
-            return self.record_decision(order, decision, out);
+            return self.record_decision(order, decision, at_ms, out);
         };
         if record.decided_by == header.event_id() {
             // A replay of the event already decided: the same outputs again.
@@ -297,6 +347,7 @@ impl AccountBook {
         &mut self,
         order: OrderCreatedRef<'_>,
         decision: Decision,
+        at_ms: i64,
         out: &mut Outbox,
     ) -> Result<PaymentOutcome, Rejection> {
         let header = order.header();
@@ -334,6 +385,7 @@ impl AccountBook {
                 status,
                 decided_by: header.event_id(),
                 refund_cause: EventId::NONE,
+                decided_at_ms: Some(at_ms),
             },
         );
         Ok(outcome)
@@ -528,10 +580,16 @@ impl Stage for PaymentStage {
     ) -> Result<(), Rejection> {
         expect_topic(input, event.kind())?;
         let partitions = out.partitions();
-        match event {
+        let applied = match event {
             codecs::EventRef::OrderCreated(order) => {
                 expect_partition(input, &account_key(order.account()), partitions)?;
-                book.apply_order_created(order, out).map(drop)
+                book.forget_if_past_retention(
+                    order.header().order_id(),
+                    input.timestamp_ms,
+                    ORDER_RETENTION_DEFAULT_MS,
+                );
+                book.apply_order_created(order, input.timestamp_ms, out)
+                    .map(drop)
             }
             codecs::EventRef::StockRejected(rejection) => {
                 expect_partition(input, &account_key(rejection.account()), partitions)?;
@@ -545,7 +603,10 @@ impl Stage for PaymentStage {
                 "payment does not take {}",
                 other.kind()
             ))),
-        }
+        };
+        applied?;
+        book.evict_finished(input.timestamp_ms, ORDER_RETENTION_DEFAULT_MS);
+        Ok(())
     }
 }
 
@@ -576,7 +637,7 @@ mod tests {
         #[test]
         fn payment_records_round_trip(
             account: u64, quantity: i64, price: i64, amount: i64, status in status(),
-            decided: u128, cause: u128, sku in "[A-Z0-9._-]{1,16}",
+            decided: u128, cause: u128, sku in "[A-Z0-9._-]{1,16}", at_ms: i64,
         ) {
             let record = PaymentRecord {
                 account: AccountId(account),
@@ -587,11 +648,17 @@ mod tests {
                 status,
                 decided_by: EventId(decided),
                 refund_cause: EventId(cause),
+                decided_at_ms: Some(at_ms),
             };
             let mut bytes = Vec::new();
             record.encode(&mut bytes);
-            prop_assert_eq!(bytes.len(), 82);
+            prop_assert_eq!(bytes.len(), 90);
             prop_assert_eq!(PaymentRecord::decode(&bytes), Ok(record));
+            prop_assert!(PaymentRecord::decode(&bytes[..89]).is_err());
+            // The layout before retention (82 bytes) still reads, kept for ever.
+            let legacy = PaymentRecord { decided_at_ms: None, ..record };
+            prop_assert_eq!(PaymentRecord::decode(&bytes[..82]), Ok(legacy));
+            prop_assert_eq!(legacy.finished_at_ms(), None);
             prop_assert!(PaymentRecord::decode(&bytes[..81]).is_err());
         }
 
@@ -618,6 +685,7 @@ mod tests {
             status: PaymentStatus::Debited,
             decided_by: EventId(1),
             refund_cause: EventId::NONE,
+            decided_at_ms: Some(1),
         };
         let mut bytes = Vec::new();
         record.encode(&mut bytes);

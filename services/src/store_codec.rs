@@ -201,6 +201,12 @@ impl<'a> ValueReader<'a> {
             .map_err(|_| "client order id bytes are not valid")
     }
 
+    /// Whether every byte was read: an optional trailing field (one a later
+    /// layout appended) is absent.
+    pub(crate) fn is_done(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
     /// Fails if bytes are left over: a value written by another layout.
     pub(crate) fn finish(self) -> Result<(), &'static str> {
         if self.bytes.is_empty() {

@@ -160,6 +160,30 @@ pub fn deliver<S: Stage>(
     deliver_at(stage, state, event, topic, partition.0, partitions)
 }
 
+/// The record timestamp [`deliver`] gives every input (ms since the epoch).
+pub const DELIVERED_AT_MS: i64 = 1_700_000_000_000;
+
+/// Like [`deliver`], with the record timestamp `timestamp_ms` (event time,
+/// which drives retention).
+pub fn deliver_timed<S: Stage>(
+    stage: &mut S,
+    state: &mut S::State,
+    event: &Event,
+    partitions: i32,
+    timestamp_ms: i64,
+) -> Result<Vec<Emitted>, Rejection> {
+    let topic = topic_of(event.kind());
+    let partition = partition_for(&record_key(event), partitions);
+    deliver_record(
+        stage,
+        state,
+        event,
+        (topic, partition.0),
+        partitions,
+        timestamp_ms,
+    )
+}
+
 /// Like [`deliver`], on an explicit topic and partition (to test misrouting).
 pub fn deliver_at<S: Stage>(
     stage: &mut S,
@@ -168,6 +192,24 @@ pub fn deliver_at<S: Stage>(
     topic: &str,
     partition: i32,
     partitions: i32,
+) -> Result<Vec<Emitted>, Rejection> {
+    deliver_record(
+        stage,
+        state,
+        event,
+        (topic, partition),
+        partitions,
+        DELIVERED_AT_MS,
+    )
+}
+
+fn deliver_record<S: Stage>(
+    stage: &mut S,
+    state: &mut S::State,
+    event: &Event,
+    (topic, partition): (&str, i32),
+    partitions: i32,
+    timestamp_ms: i64,
 ) -> Result<Vec<Emitted>, Rejection> {
     let index = stage
         .input_topics()
@@ -180,7 +222,7 @@ pub fn deliver_at<S: Stage>(
         topic_name,
         partition: engine::PartitionId(partition),
         offset: Offset(0),
-        timestamp_ms: 1_700_000_000_000,
+        timestamp_ms,
     };
     let frame = encode_to_vec(event).unwrap_or_else(|e| panic!("encoding: {e}"));
     let view = decode(&frame).unwrap_or_else(|e| panic!("decoding: {e}"));

@@ -16,7 +16,9 @@ use services::order::{
     HISTORY_ENTRIES_MAX,
 };
 use services::payment::{AccountBook, PaymentStage, PaymentStatus};
-use services::testing::{deliver, deliver_at, sku_of, Emitted, EventFactory};
+use services::testing::{
+    deliver, deliver_at, deliver_timed, sku_of, Emitted, EventFactory, DELIVERED_AT_MS,
+};
 use services::topics::{
     account_key, sku_key, ACCOUNT_FUNDED, ORDER_CREATED, PAYMENT_COMPLETED, PAYMENT_FAILED,
     PAYMENT_REFUNDED, STOCK_REJECTED, STOCK_UPDATED,
@@ -753,4 +755,84 @@ fn a_single_service_composite_touches_only_its_stores() {
     assert!(state.orders.orders.is_empty());
     assert!(state.stock.stock.is_empty());
     assert_eq!(state.accounts.balance(AccountId(7)), Some(Money(400)));
+}
+
+/// A commit as the shard makes it: every store's dirty keys to the changelog
+/// (which is also when finished records join the retention queue).
+fn commit(state: &mut TradeFlowState) -> usize {
+    use engine::PartitionStores as _;
+    let mut records = 0;
+    state.for_each_store(&mut |store| store.write_dirty(&mut |_, _| records += 1));
+    records
+}
+
+#[test]
+fn after_the_retention_a_finished_order_is_forgotten_by_all_three_services_and_a_resubmission_is_a_new_order(
+) {
+    const HOUR_MS: i64 = 3_600_000;
+    let t0 = DELIVERED_AT_MS;
+    let mut f = EventFactory::new();
+    let mut flow = TradeFlow::new(ServiceSet::ALL).with_order_retention(HOUR_MS);
+    let mut state = TradeFlowState::default();
+    let mut send = |state: &mut TradeFlowState, e: &Event, at_ms: i64| {
+        deliver_timed(&mut flow, state, e, ONE, at_ms)
+    };
+    none(send(&mut state, &f.funding(7, 2_000), t0));
+    none(send(&mut state, &f.replenishment("AAPL", 10), t0));
+    let order = f.order(7, "c1", "AAPL", 2, 300);
+    let paid = single(send(&mut state, &order, t0));
+    let fill = single(send(&mut state, &paid.event, t0));
+    none(send(&mut state, &fill.event, t0));
+    commit(&mut state);
+    assert_eq!(state.accounts.balance(AccountId(7)), Some(Money(1_400)));
+
+    // Within the retention the same client order id is the same order.
+    let again = f.order(7, "c1", "AAPL", 2, 300);
+    none(send(&mut state, &again, t0 + HOUR_MS / 2));
+    assert_eq!(state.accounts.balance(AccountId(7)), Some(Money(1_400)));
+    assert_eq!(
+        order_status(&state.orders, &order),
+        Some(OrderStatus::Done(OrderOutcome::Filled))
+    );
+
+    // After it, a new order under the same id: decided, paid and filled again.
+    let later = f.order(7, "c1", "AAPL", 2, 300);
+    let paid = single(send(&mut state, &later, t0 + 2 * HOUR_MS));
+    assert_eq!(paid.topic, PAYMENT_COMPLETED);
+    assert_eq!(
+        order_status(&state.orders, &later),
+        Some(OrderStatus::Accepted),
+        "the old record was forgotten, not taken for this one"
+    );
+    let fill = single(send(&mut state, &paid.event, t0 + 2 * HOUR_MS));
+    assert_eq!(fill.topic, STOCK_UPDATED, "Inventory forgot its fill too");
+    none(send(&mut state, &fill.event, t0 + 2 * HOUR_MS));
+    assert_eq!(state.accounts.balance(AccountId(7)), Some(Money(800)));
+    assert_eq!(state.stock.on_hand(&sku_of("AAPL")), Some(Quantity(6)));
+    commit(&mut state);
+
+    // With nothing naming it again, the incremental eviction takes it once
+    // the clock passes the retention: all three records go, with
+    // tombstones; the account and the stock stay.
+    let id = order_id(&later);
+    assert!(state.orders.order(id).is_some());
+    none(send(&mut state, &f.funding(7, 1), t0 + 4 * HOUR_MS));
+    none(send(
+        &mut state,
+        &f.replenishment("AAPL", 1),
+        t0 + 4 * HOUR_MS,
+    ));
+    assert!(state.orders.order(id).is_none());
+    assert!(state.accounts.payment(id).is_none());
+    assert!(state.stock.fill(id).is_none());
+    assert_eq!(state.accounts.balance(AccountId(7)), Some(Money(801)));
+    assert_eq!(state.stock.on_hand(&sku_of("AAPL")), Some(Quantity(7)));
+    let mut tombstones = 0;
+    {
+        use engine::PartitionStores as _;
+        state.for_each_store(&mut |store| {
+            store.write_dirty(&mut |_, value| tombstones += usize::from(value.is_none()))
+        });
+    }
+    assert_eq!(tombstones, 3, "one per per-order store");
 }

@@ -267,6 +267,9 @@ pub enum ProblemKind {
     #[error("{value} is out of range; it must be 1-{RETRY_DEADLINE_MS_LIMIT} (ms)")]
     RetryDeadlineOutOfRange { value: i64 },
 
+    #[error("{text:?} is not a retention; write a positive whole number and a unit (ms, s, m, h or d) up to 3650d, like \"24h\" (the default) or \"90m\"")]
+    OrderRetention { text: String },
+
     #[error("{value} is out of range; it must be 1-{RETRY_BACKOFF_MS_LIMIT} (ms)")]
     RetryBackoffOutOfRange { value: i64 },
 

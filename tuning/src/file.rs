@@ -19,11 +19,11 @@ use toml::de::{DeTable, DeValue};
 
 use crate::error::{Key, KeyPart, Location, Problem, ProblemKind, TuningError};
 use crate::ids::{runs, CoreId, NodeName, PartitionId};
-use crate::limits::{CORES_MAX, PARK_US_DEFAULT, PARTITIONS_MAX};
+use crate::limits::{CORES_MAX, ORDER_RETENTION_MS_LIMIT, PARK_US_DEFAULT, PARTITIONS_MAX};
 use crate::model::{
     ApiAuth, ApiMetricsAccess, ApiSection, ApiTls, ClientThreads, CommitPolicy, CommitTiming,
     IdleStrategy, NodeSection, NodeTuning, Origin, Ownership, OwnershipMode, ProcessingGuarantee,
-    RetryPolicy, RuntimeKnobs, Sections, ShardPlacement,
+    RetryPolicy, RuntimeKnobs, Sections, ShardPlacement, StateSection,
 };
 
 #[derive(Deserialize)]
@@ -47,6 +47,14 @@ struct FileForm {
     kafka: Option<toml::Value>,
     #[serde(default)]
     api: FileApi,
+    #[serde(default)]
+    state: FileState,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileState {
+    order_retention: Option<String>,
 }
 
 #[derive(Default, Deserialize)]
@@ -217,14 +225,68 @@ pub(crate) fn parse(text: &str, path: Option<PathBuf>) -> Result<NodeTuning, Tun
         }
     })?;
     let api = read_api(&form.api, path.as_deref());
+    let mut state_problems = Vec::new();
+    let state = read_state(&form.state, &mut state_problems);
     let origin = Origin {
         path,
         text: Arc::from(text),
     };
-    let (sections, read_problems) = into_sections(form);
+    let (sections, mut read_problems) = into_sections(form);
+    read_problems.extend(state_problems);
     let mut tuning = NodeTuning::build(sections, read_problems, Some(origin))?;
     tuning.api = api;
+    tuning.state = state;
     Ok(tuning)
+}
+
+/// `[state]`, defaulted when absent; a retention that is not a duration in
+/// range is reported under its key.
+fn read_state(file: &FileState, problems: &mut Vec<Problem>) -> StateSection {
+    let mut state = StateSection::default();
+    if let Some(text) = &file.order_retention {
+        match parse_retention_ms(text) {
+            Some(ms) => state.order_retention_ms = ms,
+            None => problems.push(Problem::new(
+                Key::at("state").dot("order_retention"),
+                ProblemKind::OrderRetention { text: text.clone() },
+            )),
+        }
+    }
+    state
+}
+
+/// `"24h"`, `"90m"`, `"30s"`, `"500ms"`, `"7d"` as milliseconds: a positive
+/// whole number and a unit, at most `ORDER_RETENTION_MS_LIMIT`.
+pub(crate) fn parse_retention_ms(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let digits = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(digits);
+    let number: u64 = number.parse().ok()?;
+    let unit_ms: u64 = match unit.trim() {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    let ms = number.checked_mul(unit_ms)?;
+    (1..=ORDER_RETENTION_MS_LIMIT).contains(&ms).then_some(ms)
+}
+
+/// The largest unit that states `ms` exactly.
+fn retention_text(ms: u64) -> String {
+    for (unit, unit_ms) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
+        if ms % unit_ms == 0 {
+            return format!("{}{unit}", ms / unit_ms);
+        }
+    }
+    format!("{ms}ms")
 }
 
 /// `[api]`, with relative paths taken from the core map's directory: a map
@@ -599,6 +661,13 @@ pub(crate) fn write(tuning: &NodeTuning) -> String {
         tuning.commit.transactions_per_s_max
     );
     let _ = writeln!(out);
+    let _ = writeln!(out, "[state]");
+    let _ = writeln!(
+        out,
+        "order_retention = \"{}\"",
+        retention_text(tuning.state.order_retention_ms)
+    );
+    let _ = writeln!(out);
     let _ = writeln!(out, "[retry]");
     let _ = writeln!(out, "attempts_max = {}", tuning.retry.attempts_max);
     let _ = writeln!(out, "deadline_ms = {}", tuning.retry.deadline_ms);
@@ -857,6 +926,55 @@ mod syntax_tests {
         assert!(message.starts_with("retry.deadline_ms: "), "{message}");
         let (_, message) = syntax_error(&format!("{VALID}[retry]\nbackoff_min_ms = 1.5\n"));
         assert!(message.starts_with("retry.backoff_min_ms: "), "{message}");
+    }
+
+    #[test]
+    fn the_state_section_reads_retentions_and_names_the_key_of_a_bad_one() {
+        let tuning = NodeTuning::from_toml_str(VALID).expect("valid");
+        assert_eq!(tuning.state().order_retention_ms, 24 * 3_600_000);
+        let tuning =
+            NodeTuning::from_toml_str(&format!("{VALID}[state]\norder_retention = \"90m\"\n"))
+                .expect("valid");
+        assert_eq!(tuning.state().order_retention_ms, 90 * 60_000);
+        let written = tuning.to_toml_string();
+        assert!(
+            written.contains("[state]\norder_retention = \"90m\"\n"),
+            "{written}"
+        );
+        assert_eq!(
+            NodeTuning::from_toml_str(&written).expect("reads back"),
+            tuning
+        );
+        assert_ne!(NodeTuning::from_toml_str(VALID).expect("valid"), tuning);
+        for bad in [
+            "0h",
+            "24",
+            "1y",
+            "-1h",
+            "h",
+            "99999999999999999999d",
+            "3651d",
+        ] {
+            let error = NodeTuning::from_toml_str(&format!(
+                "{VALID}[state]\norder_retention = \"{bad}\"\n"
+            ))
+            .expect_err(bad)
+            .to_string();
+            assert!(error.contains("state.order_retention: "), "{bad}: {error}");
+            assert!(
+                error.contains(&format!("{bad:?} is not a retention")),
+                "{error}"
+            );
+        }
+        assert_eq!(parse_retention_ms("500ms"), Some(500));
+        assert_eq!(parse_retention_ms("3650d"), Some(ORDER_RETENTION_MS_LIMIT));
+        assert_eq!(retention_text(1_500), "1500ms");
+        assert_eq!(retention_text(2 * 86_400_000), "2d");
+        let (_, message) = syntax_error(&format!("{VALID}[state]\nretention = \"1h\"\n"));
+        assert!(
+            message.starts_with("state.retention: ") || message.contains("unknown field"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -68,6 +68,9 @@
 //!     deadline_ms = 120000       # longest failure streak
 //!     backoff_min_ms = 100       # first wait, doubling per restart
 //!     backoff_max_ms = 10000     # longest wait
+//!
+//!     [state]                    # optional; this is the default
+//!     order_retention = "24h"    # finished orders kept (event time): ms, s, m, h, d
 //! "#);
 //! // Partition 3 appears in both shards: refused, naming the key.
 //! let error = tuning.unwrap_err();
@@ -125,6 +128,6 @@ pub use machine::Machine;
 pub use model::{
     ApiAuth, ApiMetricsAccess, ApiSection, ApiTls, ClientThreads, CommitPolicy, CommitTiming,
     IdleStrategy, NodeSection, NodeTuning, Ownership, OwnershipMode, ProcessingGuarantee,
-    RetryPolicy, RuntimeKnobs, ShardPlacement,
+    RetryPolicy, RuntimeKnobs, ShardPlacement, StateSection,
 };
 pub use security::{KafkaSecurity, Secret, SecurityError};

@@ -83,6 +83,14 @@ pub const TRANSACTION_TIMEOUT_MS_DEFAULT: u32 = 10_000;
 /// which outlasts a broker restart (about 10-30 s).
 pub const RETRY_ATTEMPTS_MAX_DEFAULT: u32 = 10;
 
+/// Default `state.order_retention`: a finished order stays in the Order
+/// stage's store for 24 hours of event time after its outcome.
+pub const ORDER_RETENTION_MS_DEFAULT: u64 = 24 * 60 * 60 * 1000;
+
+/// Largest `state.order_retention`: ten years. (Longer is "never", which the
+/// memory of a node cannot promise.)
+pub const ORDER_RETENTION_MS_LIMIT: u64 = 3_650 * 24 * 60 * 60 * 1000;
+
 /// Largest `retry.attempts_max`. More restarts than this in one streak is a
 /// crash loop, not a recovery; to ride out a long outage, raise
 /// `retry.deadline_ms` instead.

@@ -17,9 +17,9 @@ use crate::error::{Key, Location, Problem, TuningError};
 use crate::ids::{CoreId, NodeName, PartitionId};
 use crate::limits::{
     COMMIT_BUSY_PERCENT_MAX_DEFAULT, COMMIT_INTERVAL_MS_DEFAULT, COMMIT_MIN_INTERVAL_MS_DEFAULT,
-    COMMIT_TARGET_LATENCY_MS_DEFAULT, COMMIT_TRANSACTIONS_PER_S_MAX_DEFAULT, PARK_US_DEFAULT,
-    RETRY_ATTEMPTS_MAX_DEFAULT, RETRY_BACKOFF_MAX_MS_DEFAULT, RETRY_BACKOFF_MIN_MS_DEFAULT,
-    RETRY_DEADLINE_MS_DEFAULT,
+    COMMIT_TARGET_LATENCY_MS_DEFAULT, COMMIT_TRANSACTIONS_PER_S_MAX_DEFAULT,
+    ORDER_RETENTION_MS_DEFAULT, PARK_US_DEFAULT, RETRY_ATTEMPTS_MAX_DEFAULT,
+    RETRY_BACKOFF_MAX_MS_DEFAULT, RETRY_BACKOFF_MIN_MS_DEFAULT, RETRY_DEADLINE_MS_DEFAULT,
 };
 
 /// `[node]`: who this node is.
@@ -320,6 +320,24 @@ pub struct ApiTls {
     pub key_file: PathBuf,
 }
 
+/// `[state]`: how long the stores keep what they may forget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StateSection {
+    /// `order_retention`: how long (event time) a finished order stays in the
+    /// Order stage's store (and its changelog) after its outcome. Within it a
+    /// resubmitted `client_order_id` is the same order; after it, a new one.
+    pub order_retention_ms: u64,
+}
+
+impl Default for StateSection {
+    /// 24 hours.
+    fn default() -> Self {
+        StateSection {
+            order_retention_ms: ORDER_RETENTION_MS_DEFAULT,
+        }
+    }
+}
+
 /// The sections of a map, in file order, before their combination is checked.
 pub(crate) type Sections = (
     NodeSection,
@@ -345,6 +363,8 @@ pub struct NodeTuning {
     pub(crate) retry: RetryPolicy,
     /// Order API settings; no rule relates them to the other sections.
     pub(crate) api: ApiSection,
+    /// `[state]`; no rule relates it to the other sections.
+    pub(crate) state: StateSection,
     /// Owning core of each partition, indexed by partition number; derived
     /// from `shards` (all `None` in consumer-group mode) so `owner_of` is O(1).
     pub(crate) owners: Vec<Option<CoreId>>,
@@ -363,6 +383,7 @@ impl PartialEq for NodeTuning {
             && self.commit == other.commit
             && self.retry == other.retry
             && self.api == other.api
+            && self.state == other.state
     }
 }
 
@@ -405,6 +426,11 @@ impl NodeTuning {
     /// `[api]`: the Order API's security settings.
     pub fn api(&self) -> &ApiSection {
         &self.api
+    }
+
+    /// `[state]`: retention of finished orders.
+    pub fn state(&self) -> StateSection {
+        self.state
     }
 
     pub fn node(&self) -> &NodeSection {

@@ -90,6 +90,7 @@ impl NodeTuning {
             commit,
             retry,
             api: crate::model::ApiSection::default(),
+            state: crate::model::StateSection::default(),
             owners,
             origin,
         })

@@ -49,6 +49,11 @@ pub const RESTORE_STALL_TIMEOUT_MS: u64 = TRANSACTION_TIMEOUT_MS + 30_000;
 pub const RESTORE_FETCH_BYTES: usize = 16 * 1024 * 1024;
 /// How often (in records) a restore updates its remaining-offsets gauge.
 pub const RESTORE_PROGRESS_EVERY_RECORDS: u64 = 1_024;
+/// Most records a restore takes from librdkafka's queue at once.
+pub const RESTORE_BATCH_RECORDS: usize = 4_096;
+/// Longest a restore waits for a batch to fill (it returns as soon as it is
+/// full; a partial batch costs at most this, once, at the end).
+pub const RESTORE_BATCH_WAIT: Duration = Duration::from_millis(10);
 
 /// Reads changelog partitions from their start to their decided end.
 pub struct ChangelogReader {
@@ -99,9 +104,22 @@ impl ChangelogReader {
         Ok(ChangelogReader { reader, watermarks })
     }
 
+    /// Records in the changelog partition (high watermark less low
+    /// watermark): an upper bound on the keys a restore brings back, for
+    /// sizing a store before it (compaction makes it tighter, never lower).
+    pub fn extent(&mut self, changelog: &str, partition: PartitionId) -> Result<u64, PortError> {
+        let (low, high) = watermarks_retrying(&self.watermarks, changelog, partition.0)?;
+        Ok(u64::try_from(high - low).unwrap_or(0))
+    }
+
     /// Applies every committed record of `changelog` (physical name)
     /// `partition` to `apply`, up to a decided end at or beyond the high
     /// watermark seen at the start.
+    ///
+    /// Records come from librdkafka's queue in batches of up to
+    /// [`RESTORE_BATCH_RECORDS`] (one queue lock and one clock reading per
+    /// batch, not per record), each applied in place from librdkafka's
+    /// buffer.
     pub fn restore(
         &mut self,
         changelog: &str,
@@ -126,9 +144,15 @@ impl ChangelogReader {
         let mut position = low;
         let mut waiting_since: Option<Instant> = None;
         let queue = ReaderQueue::of(&self.reader)?;
+        let mut batch = MessageBatch::new(RESTORE_BATCH_RECORDS);
         let mut done = false;
         while !done {
-            next_event(&queue, Duration::from_millis(100), |event| {
+            let records_before = stats.records;
+            for event in batch.fill(&queue, RESTORE_BATCH_WAIT) {
+                if done {
+                    // Past the decided end: nothing more to apply.
+                    break;
+                }
                 match event {
                     ReaderEvent::Nothing => {}
                     ReaderEvent::End { at } if at >= high => done = true,
@@ -147,7 +171,6 @@ impl ChangelogReader {
                     }
                     ReaderEvent::Record { offset, key, value } => {
                         position = offset + 1;
-                        last_progress = Instant::now();
                         if stats.records % RESTORE_PROGRESS_EVERY_RECORDS == 0 {
                             if let Some(gauges) = gauges {
                                 gauges.set_restore_remaining((high - position).max(0) as u64);
@@ -162,8 +185,11 @@ impl ChangelogReader {
                         stats.bytes += (key.len() + value.map_or(0, <[u8]>::len)) as u64;
                     }
                 }
-                Ok::<(), PortError>(())
-            })?;
+            }
+            batch.release();
+            if stats.records > records_before {
+                last_progress = Instant::now();
+            }
             if !done && last_progress.elapsed() > Duration::from_millis(RESTORE_STALL_TIMEOUT_MS) {
                 return Err(PortError::Kafka {
                     op: "restoring",
@@ -212,86 +238,115 @@ impl Drop for ReaderQueue {
     }
 }
 
-/// Waits up to `wait` for the reader's next event and hands it to `handle`.
-/// A record's slices point into librdkafka's event, which lives until
-/// `handle` returns.
-fn next_event<T>(
-    queue: &ReaderQueue,
-    wait: Duration,
-    handle: impl FnOnce(ReaderEvent<'_>) -> T,
-) -> T {
-    use rdkafka::bindings as rd;
-    let wait_ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX).max(1);
-    // SAFETY: the queue is valid while `queue` lives (the consumer outlives
-    // it); message fields are read, and the slices built from them used,
-    // only while the event lives; the event is destroyed exactly once, after
-    // `handle` returns.
-    unsafe {
-        let event = rd::rd_kafka_queue_poll(queue.0, wait_ms);
-        if event.is_null() {
-            return handle(ReaderEvent::Nothing);
+/// Messages taken from the reader's queue in one call, destroyed (handed
+/// back to librdkafka) by `release` or when dropped, so an early return
+/// (a corrupt record) leaks nothing.
+struct MessageBatch {
+    messages: Vec<*mut rdkafka::bindings::rd_kafka_message_t>,
+    len: usize,
+}
+
+impl MessageBatch {
+    fn new(capacity: usize) -> Self {
+        MessageBatch {
+            messages: vec![std::ptr::null_mut(); capacity],
+            len: 0,
         }
-        let outcome = match rd::rd_kafka_event_type(event) {
-            rd::RD_KAFKA_EVENT_FETCH => {
-                let message = rd::rd_kafka_event_message_next(event);
-                if message.is_null() {
-                    handle(ReaderEvent::Nothing)
-                } else if (*message).err
-                    == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__PARTITION_EOF
-                {
-                    handle(ReaderEvent::End {
-                        at: (*message).offset,
-                    })
-                } else if (*message).err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
-                    handle(ReaderEvent::Error(
-                        std::ffi::CStr::from_ptr(rd::rd_kafka_err2str((*message).err))
-                            .to_string_lossy()
-                            .into_owned(),
-                    ))
-                } else {
-                    let key = if (*message).key.is_null() {
-                        &[][..]
-                    } else {
-                        std::slice::from_raw_parts((*message).key as *const u8, (*message).key_len)
-                    };
-                    let value = if (*message).payload.is_null() {
-                        None
-                    } else {
-                        Some(std::slice::from_raw_parts(
-                            (*message).payload as *const u8,
-                            (*message).len,
-                        ))
-                    };
-                    handle(ReaderEvent::Record {
-                        offset: (*message).offset,
-                        key,
-                        value,
-                    })
-                }
-            }
-            rd::RD_KAFKA_EVENT_ERROR => {
-                let err = rd::rd_kafka_event_error(event);
-                if err == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__PARTITION_EOF {
-                    // The end's offset is the reader's fetch position there.
-                    let partition = rd::rd_kafka_event_topic_partition(event);
-                    if partition.is_null() {
-                        handle(ReaderEvent::Nothing)
-                    } else {
-                        let at = (*partition).offset;
-                        rd::rd_kafka_topic_partition_destroy(partition);
-                        handle(ReaderEvent::End { at })
-                    }
-                } else {
-                    handle(ReaderEvent::Error(
-                        std::ffi::CStr::from_ptr(rd::rd_kafka_event_error_string(event))
-                            .to_string_lossy()
-                            .into_owned(),
-                    ))
-                }
-            }
-            _ => handle(ReaderEvent::Nothing),
+    }
+
+    /// Takes up to the batch's capacity of messages, waiting at most `wait`
+    /// for it to fill, and reads them as events. The slices in the events
+    /// point into the messages, which live until `release`.
+    fn fill(
+        &mut self,
+        queue: &ReaderQueue,
+        wait: Duration,
+    ) -> impl Iterator<Item = ReaderEvent<'_>> + '_ {
+        self.release();
+        let wait_ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX).max(1);
+        // SAFETY: the queue is valid while `queue` lives (the consumer
+        // outlives it); librdkafka writes at most `messages.len()` pointers.
+        let taken = unsafe {
+            rdkafka::bindings::rd_kafka_consume_batch_queue(
+                queue.0,
+                wait_ms,
+                self.messages.as_mut_ptr(),
+                self.messages.len(),
+            )
         };
-        rd::rd_kafka_event_destroy(event);
-        outcome
+        self.len = usize::try_from(taken).unwrap_or(0).min(self.messages.len());
+        if taken < 0 {
+            self.len = 0;
+        }
+        let error = (taken < 0).then(|| ReaderEvent::Error("consuming a batch failed".into()));
+        error.into_iter().chain(
+            self.messages[..self.len]
+                .iter()
+                // SAFETY: each pointer was just handed over by librdkafka and
+                // is destroyed only in `release`, after the events are gone
+                // (the iterator borrows the batch).
+                .map(|&message| unsafe { message_event(message) }),
+        )
+    }
+
+    /// Hands the messages back to librdkafka.
+    fn release(&mut self) {
+        for message in self.messages[..self.len].iter_mut() {
+            // SAFETY: taken in `fill`, destroyed once, then forgotten.
+            unsafe { rdkafka::bindings::rd_kafka_message_destroy(*message) };
+            *message = std::ptr::null_mut();
+        }
+        self.len = 0;
+    }
+}
+
+impl Drop for MessageBatch {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// What one message of the reader's queue says.
+///
+/// # Safety
+/// `message` must be a valid message from librdkafka that outlives the
+/// returned event.
+unsafe fn message_event<'a>(
+    message: *mut rdkafka::bindings::rd_kafka_message_t,
+) -> ReaderEvent<'a> {
+    use rdkafka::bindings as rd;
+    if message.is_null() {
+        return ReaderEvent::Nothing;
+    }
+    // SAFETY: valid per the contract; fields are read, slices built over
+    // librdkafka's buffers, which live as long as the message.
+    unsafe {
+        let m = &*message;
+        if m.err == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__PARTITION_EOF {
+            // The end's offset is the reader's fetch position there.
+            return ReaderEvent::End { at: m.offset };
+        }
+        if m.err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            return ReaderEvent::Error(
+                std::ffi::CStr::from_ptr(rd::rd_kafka_err2str(m.err))
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+        }
+        let key = if m.key.is_null() {
+            &[][..]
+        } else {
+            std::slice::from_raw_parts(m.key as *const u8, m.key_len)
+        };
+        let value = if m.payload.is_null() {
+            None
+        } else {
+            Some(std::slice::from_raw_parts(m.payload as *const u8, m.len))
+        };
+        ReaderEvent::Record {
+            offset: m.offset,
+            key,
+            value,
+        }
     }
 }

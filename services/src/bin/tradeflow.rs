@@ -811,7 +811,9 @@ fn run(
         tracing::warn!(%warning, "core map");
     }
     let plan = plan_node(&tuning, &machine, &connection)?;
-    let flow = TradeFlow::new(services);
+    let order_retention_ms = i64::try_from(tuning.state().order_retention_ms)
+        .context("[state] order_retention does not fit in i64 milliseconds")?;
+    let flow = TradeFlow::new(services).with_order_retention(order_retention_ms);
     let stores = flow.store_names();
     let inputs = engine::Stage::input_topics(&flow).to_vec();
     let outputs = flow.output_topics();
@@ -855,7 +857,7 @@ fn run(
         plan.shards,
         plan.knobs,
         plan.partitions,
-        move |_| TradeFlow::new(services),
+        move |_| TradeFlow::new(services).with_order_retention(order_retention_ms),
     )?);
     let telemetry = engine.telemetry();
     let observability = Observability::new(Some(telemetry.clone()))?;
