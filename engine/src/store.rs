@@ -1,8 +1,9 @@
 //! Shard-local state stores: one `hashbrown` map per store per partition, with the
 //! dirty tracking that turns updates into changelog writes at each commit.
 //!
-//! Owns: the maps, which keys changed since the last commit, and the byte form of
-//! keys and values in the changelog.
+//! Owns: the maps, which keys changed since the last commit, the before-images
+//! of the keys the open transaction changed (to undo it on abort), and the
+//! byte form of keys and values in the changelog.
 //! Must never: be shared between shards or touched by a thread other than the
 //! owning shard's; write to Kafka itself (the shard does, at commit).
 //!
@@ -67,6 +68,28 @@ pub struct Store<K: StoreKey, V: StoreValue> {
     name: &'static str,
     map: HashMap<K, Slot<V>>,
     dirty: Vec<K>,
+    /// Before-images since the last commit, when the shard can abort.
+    undo: UndoLog<K, V>,
+}
+
+/// Before-images of the keys changed since the last commit, in the order
+/// they were taken: `None` for a key that did not exist. A key gets one entry
+/// each time it is first changed after a changelog write (the dirty flag
+/// tells), so undoing the entries newest first leaves every key as it was
+/// at the last commit. Off (empty, never written) unless the shard may abort
+/// a transaction and continue (exactly-once).
+struct UndoLog<K, V> {
+    on: bool,
+    entries: Vec<(K, Option<V>)>,
+}
+
+impl<K: StoreKey, V: StoreValue> UndoLog<K, V> {
+    #[inline]
+    fn before(&mut self, key: K, value: Option<&V>) {
+        if self.on {
+            self.entries.push((key, value.cloned()));
+        }
+    }
 }
 
 impl<K: StoreKey, V: StoreValue> Store<K, V> {
@@ -75,6 +98,10 @@ impl<K: StoreKey, V: StoreValue> Store<K, V> {
             name,
             map: HashMap::new(),
             dirty: Vec::new(),
+            undo: UndoLog {
+                on: false,
+                entries: Vec::new(),
+            },
         }
     }
 
@@ -90,6 +117,7 @@ impl<K: StoreKey, V: StoreValue> Store<K, V> {
     pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
         let slot = self.map.get_mut(key)?;
         if !slot.dirty {
+            self.undo.before(*key, Some(&slot.value));
             slot.dirty = true;
             self.dirty.push(*key);
         }
@@ -98,10 +126,23 @@ impl<K: StoreKey, V: StoreValue> Store<K, V> {
 
     /// The value for `key`, created with `default` if absent; marked dirty.
     pub fn upsert_with(&mut self, key: K, default: impl FnOnce() -> V) -> &mut V {
-        let slot = self.map.entry(key).or_insert_with(|| Slot {
-            value: default(),
-            dirty: false,
-        });
+        let undo = &mut self.undo;
+        let slot = match self.map.entry(key) {
+            hashbrown::hash_map::Entry::Occupied(occupied) => {
+                let slot = occupied.into_mut();
+                if !slot.dirty {
+                    undo.before(key, Some(&slot.value));
+                }
+                slot
+            }
+            hashbrown::hash_map::Entry::Vacant(vacant) => {
+                undo.before(key, None);
+                vacant.insert(Slot {
+                    value: default(),
+                    dirty: false,
+                })
+            }
+        };
         if !slot.dirty {
             slot.dirty = true;
             self.dirty.push(key);
@@ -113,13 +154,15 @@ impl<K: StoreKey, V: StoreValue> Store<K, V> {
         match self.map.entry(key) {
             hashbrown::hash_map::Entry::Occupied(mut slot) => {
                 let slot = slot.get_mut();
-                slot.value = value;
                 if !slot.dirty {
+                    self.undo.before(key, Some(&slot.value));
                     slot.dirty = true;
                     self.dirty.push(key);
                 }
+                slot.value = value;
             }
             hashbrown::hash_map::Entry::Vacant(vacant) => {
+                self.undo.before(key, None);
                 vacant.insert(Slot { value, dirty: true });
                 self.dirty.push(key);
             }
@@ -129,6 +172,8 @@ impl<K: StoreKey, V: StoreValue> Store<K, V> {
     /// Removes `key`; the next commit writes a tombstone for it.
     pub fn remove(&mut self, key: &K) -> Option<V> {
         let slot = self.map.remove(key)?;
+        // Logged even if already dirty: the older entry, undone later, wins.
+        self.undo.before(*key, Some(&slot.value));
         self.dirty.push(*key);
         Some(slot.value)
     }
@@ -169,6 +214,16 @@ pub trait ChangelogStore {
     /// Every entry in changelog byte form, sorted by key: for comparing state
     /// across restarts and against a reference in tests.
     fn dump(&self) -> StoreEntries;
+    /// Starts (or stops) keeping before-images, so that [`Self::undo`] can
+    /// take the store back to the last commit. Off by default.
+    fn keep_undo(&mut self, on: bool);
+    /// The open transaction committed: its before-images are dropped.
+    fn forget_undo(&mut self);
+    /// The open transaction was aborted: puts back every key changed since
+    /// the last [`Self::forget_undo`] (removing the ones that did not exist)
+    /// and forgets that they changed, since their changelog writes were
+    /// aborted with it. Returns how many before-images it put back.
+    fn undo(&mut self) -> usize;
 }
 
 impl<K: StoreKey, V: StoreValue> ChangelogStore for Store<K, V> {
@@ -228,6 +283,43 @@ impl<K: StoreKey, V: StoreValue> ChangelogStore for Store<K, V> {
 
     fn table_bytes(&self) -> usize {
         self.map.allocation_size() + self.dirty.capacity() * std::mem::size_of::<K>()
+    }
+
+    fn keep_undo(&mut self, on: bool) {
+        self.undo.on = on;
+        self.undo.entries.clear();
+    }
+
+    fn forget_undo(&mut self) {
+        self.undo.entries.clear();
+    }
+
+    fn undo(&mut self) -> usize {
+        let undone = self.undo.entries.len();
+        for (key, before) in self.undo.entries.drain(..).rev() {
+            match before {
+                Some(value) => {
+                    self.map.insert(
+                        key,
+                        Slot {
+                            value,
+                            dirty: false,
+                        },
+                    );
+                }
+                None => {
+                    self.map.remove(&key);
+                }
+            }
+        }
+        // Keys changed since the last changelog write are all in the log
+        // (their first change took a before-image), so all are back now.
+        for key in self.dirty.drain(..) {
+            if let Some(slot) = self.map.get_mut(&key) {
+                slot.dirty = false;
+            }
+        }
+        undone
     }
 
     fn dump(&self) -> StoreEntries {
@@ -351,6 +443,45 @@ mod tests {
         assert_eq!(restored.dump(), live.dump());
         assert_eq!(restored.dirty_len(), 0, "restoring marks nothing dirty");
         Ok(())
+    }
+
+    #[test]
+    fn undo_puts_back_the_committed_values_across_changelog_writes() {
+        let mut store: Store<u64, i64> = Store::new("tally");
+        store.keep_undo(true);
+        store.insert(1, 10);
+        store.insert(2, 20);
+        store.insert(3, 30);
+        let _ = written(&mut store);
+        store.forget_undo();
+        let committed = store.dump();
+        // One batch, a changelog write, then another batch, then the abort.
+        *store.get_mut(&1).expect("present") += 1;
+        store.remove(&2);
+        store.insert(4, 40);
+        let _ = written(&mut store);
+        *store.upsert_with(1, || 0) += 1;
+        store.insert(2, 22);
+        store.remove(&3);
+        store.remove(&4);
+        *store.upsert_with(5, || 0) += 5;
+        assert!(store.undo() > 0);
+        assert_eq!(store.dump(), committed);
+        assert_eq!(store.dirty_len(), 0, "the aborted changes are forgotten");
+        assert!(written(&mut store).is_empty());
+        // The next transaction starts clean.
+        *store.get_mut(&1).expect("present") += 100;
+        store.forget_undo();
+        assert_eq!(store.undo(), 0);
+        assert_eq!(store.get(&1), Some(&110));
+    }
+
+    #[test]
+    fn without_undo_no_before_image_is_kept() {
+        let mut store: Store<u64, i64> = Store::new("tally");
+        store.insert(1, 10);
+        *store.get_mut(&1).expect("present") += 1;
+        assert_eq!(store.undo.entries.len(), 0);
     }
 
     #[test]
