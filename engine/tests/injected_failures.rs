@@ -1,9 +1,11 @@
-//! Transaction failures injected with librdkafka's mock cluster: a commit,
-//! offset send or transaction end that fails (fatally, or abortably) makes the
-//! shard drop its producer, rewind to the committed offsets, restore its state
-//! from the changelog, and start over with a new producer that re-runs
+//! Transaction failures injected with librdkafka's mock cluster: a
+//! transaction end that fails fatally (fenced) makes the shard drop its
+//! producer, rewind to the committed offsets, restore its state from the
+//! changelog, and start over with a new producer that re-runs
 //! `init_transactions` — the recovery the KIP-890-less librdkafka needs
-//! (Jepsen). Afterwards every input is applied once and output once to a
+//! (Jepsen); an offset send that fails abortably is rolled back in memory
+//! with the same clients (before-images put back, inputs rewound, no
+//! restore). Afterwards every input is applied once and output once to a
 //! `read_committed` reader.
 //!
 //! The mock is fine here because nothing depends on it reporting committed
@@ -149,9 +151,10 @@ fn failed_transactions_restart_the_shard_and_lose_or_double_nothing(
     }
     let reference = fund(&bootstrap)?;
 
-    // The first transaction end is fenced (fatal for the producer), a later
-    // offset commit inside a transaction fails abortably, and an offset send
-    // times out: each must end in a restart, never in a half-applied commit.
+    // The first transaction end is fenced (fatal for the producer: a
+    // restart), a later offset commit inside a transaction fails abortably
+    // and an offset send is refused (a roll-back, or a restart if the
+    // producer cannot abort): never a half-applied commit.
     mock.request_errors(
         RDKafkaApiKey::EndTxn,
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_PRODUCER_EPOCH],
@@ -211,17 +214,25 @@ fn failed_transactions_restart_the_shard_and_lose_or_double_nothing(
         std::thread::sleep(Duration::from_millis(100));
     }
     let restarts: u32 = engine.restarts().iter().map(|(_, r)| r).sum();
+    let rollbacks: u64 = engine
+        .stats(Duration::from_secs(10))?
+        .iter()
+        .map(|(_, stats, _)| stats.rollbacks)
+        .sum();
     engine.shutdown()?;
 
     let ids = committed_echoes(&bootstrap)?;
     let distinct: BTreeSet<_> = ids.iter().collect();
     println!(
-        "{FUNDINGS} fundings, {restarts} shard restarts after injected failures, \
-         {} committed outputs ({} distinct)",
+        "{FUNDINGS} fundings, {restarts} shard restarts and {rollbacks} roll-backs after \
+         injected failures, {} committed outputs ({} distinct)",
         ids.len(),
         distinct.len()
     );
-    assert!(restarts >= 1, "the injected failures restarted the shard");
+    assert!(
+        restarts >= 1,
+        "the fenced transaction end restarted the shard"
+    );
     assert_eq!(
         distinct.len() as u64,
         FUNDINGS,
