@@ -130,6 +130,18 @@ impl std::fmt::Debug for KafkaSettings {
 }
 
 impl KafkaSettings {
+    fn has_property(&self, key: &str) -> bool {
+        self.client_properties.iter().any(|(k, _)| k == key)
+    }
+
+    /// Whether the group mode uses KIP-848's consumer protocol (the broker
+    /// assigns, incrementally); needs Kafka 4.0 or later.
+    pub fn consumer_group_protocol(&self) -> bool {
+        self.client_properties
+            .iter()
+            .any(|(k, v)| k == "group.protocol" && v == "consumer")
+    }
+
     fn base(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.bootstrap);
@@ -597,9 +609,21 @@ impl RdKafkaPort {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("isolation.level", "read_committed")
-            .set("fetch.wait.max.ms", settings.fetch_wait_max_ms.to_string())
-            // Range keeps partition N of every co-partitioned topic on one member.
-            .set("partition.assignment.strategy", "range");
+            .set("fetch.wait.max.ms", settings.fetch_wait_max_ms.to_string());
+        // Range keeps partition N of every co-partitioned topic on one member.
+        // Under KIP-848's consumer protocol (`group.protocol=consumer` among
+        // the client properties) the broker's range assignor does, and it is
+        // sticky and incremental: a rebalance revokes and assigns only the
+        // partitions that move, so the others keep their state (the shard
+        // restores only what it gains). The classic protocol's range
+        // assignor is eager: every rebalance revokes everything.
+        if settings.consumer_group_protocol() {
+            if !settings.has_property("group.remote.assignor") {
+                consumer_config.set("group.remote.assignor", "range");
+            }
+        } else {
+            consumer_config.set("partition.assignment.strategy", "range");
+        }
         if let Ownership::Group { instance_id } = ownership {
             consumer_config.set("group.instance.id", instance_id);
         }
