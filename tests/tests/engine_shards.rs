@@ -360,7 +360,25 @@ fn a_second_engine_joining_the_group_takes_partitions_with_their_state() -> anyh
 
 #[test]
 fn exactly_once_outputs_stay_single_across_a_rebalance_mid_stream() -> anyhow::Result<()> {
-    let deployment = Deployment::new("group-eos", Guarantee::ExactlyOnce)?;
+    outputs_stay_single_across_a_rebalance_mid_stream(Deployment::new(
+        "group-eos",
+        Guarantee::ExactlyOnce,
+    )?)
+}
+
+/// The same under KIP-848's consumer protocol: node-a keeps two partitions
+/// with uncommitted work when node-b joins, so it rolls its transaction back
+/// in memory and reads the kept partitions again from their committed
+/// offsets, without restoring them.
+#[test]
+fn exactly_once_outputs_stay_single_across_an_incremental_rebalance_mid_stream(
+) -> anyhow::Result<()> {
+    let mut deployment = Deployment::new("group-eos-kip848", Guarantee::ExactlyOnce)?;
+    deployment.group_properties = vec![("group.protocol".into(), "consumer".into())];
+    outputs_stay_single_across_a_rebalance_mid_stream(deployment)
+}
+
+fn outputs_stay_single_across_a_rebalance_mid_stream(deployment: Deployment) -> anyhow::Result<()> {
     // Long commit intervals and no commit on drain keep work uncommitted for
     // seconds, so the revocation is sure to find an open transaction with
     // outputs in it.
@@ -383,6 +401,21 @@ fn exactly_once_outputs_stay_single_across_a_rebalance_mid_stream() -> anyhow::R
     merge(&mut reference, deployment.fund(100_000, 2_000, 250)?);
     wait_for(&[&first, &second], &reference)?;
     let total: u64 = reference.values().map(|v| v.1).sum();
+    let node_a = first.stats(Duration::from_secs(10))?;
+    println!(
+        "node-a: {} restores, {} roll-backs, owns {:?}",
+        node_a[0].1.restores, node_a[0].1.rollbacks, node_a[0].2
+    );
+    if deployment
+        .group_properties
+        .iter()
+        .any(|(k, v)| k == "group.protocol" && v == "consumer")
+    {
+        assert_eq!(
+            node_a[0].1.restores, PARTITIONS as u64,
+            "node-a restored nothing after its first assignment"
+        );
+    }
     second.shutdown()?;
     first.shutdown()?;
 
