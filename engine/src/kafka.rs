@@ -617,11 +617,17 @@ impl RdKafkaPort {
         // partitions that move, so the others keep their state (the shard
         // restores only what it gains). The classic protocol's range
         // assignor is eager: every rebalance revokes everything.
-        if settings.consumer_group_protocol() {
+        let group_member = matches!(ownership, Ownership::Group { .. });
+        if group_member && settings.consumer_group_protocol() {
             if !settings.has_property("group.remote.assignor") {
                 consumer_config.set("group.remote.assignor", "range");
             }
         } else {
+            if settings.consumer_group_protocol() {
+                // A core-map shard assign()s its partitions and joins no
+                // group: the consumer protocol has nothing to do there.
+                consumer_config.set("group.protocol", "classic");
+            }
             consumer_config.set("partition.assignment.strategy", "range");
         }
         if let Ownership::Group { instance_id } = ownership {
