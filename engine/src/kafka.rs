@@ -130,6 +130,18 @@ impl std::fmt::Debug for KafkaSettings {
 }
 
 impl KafkaSettings {
+    fn has_property(&self, key: &str) -> bool {
+        self.client_properties.iter().any(|(k, _)| k == key)
+    }
+
+    /// Whether the group mode uses KIP-848's consumer protocol (the broker
+    /// assigns, incrementally); needs Kafka 4.0 or later.
+    pub fn consumer_group_protocol(&self) -> bool {
+        self.client_properties
+            .iter()
+            .any(|(k, v)| k == "group.protocol" && v == "consumer")
+    }
+
     fn base(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.bootstrap);
@@ -163,6 +175,15 @@ fn kafka_error(op: &'static str, e: KafkaError) -> PortError {
             message: e.to_string(),
         };
     }
+    if let KafkaError::Transaction(t) = &e {
+        // The transaction failed but the producer is sound: abort and redo.
+        if t.txn_requires_abort() && !t.is_fatal() {
+            return PortError::TransactionAbortable {
+                op,
+                message: e.to_string(),
+            };
+        }
+    }
     let retryable = match &e {
         KafkaError::Transaction(t) => t.is_retriable(),
         other => matches!(
@@ -191,6 +212,21 @@ fn kafka_error(op: &'static str, e: KafkaError) -> PortError {
         retryable,
     }
 }
+
+/// An error met before `commit_transaction` was called: the transaction is
+/// known not to have committed, so aborting it is always safe; it becomes
+/// abortable unless the cluster refused this principal. (A fenced or fatal
+/// producer then fails the abort, and the shard restarts.)
+fn uncommitted(error: PortError) -> PortError {
+    match error {
+        PortError::Kafka { op, message, .. } => PortError::TransactionAbortable { op, message },
+        other => other,
+    }
+}
+
+/// How often a retriable `commit_transaction` error is retried (librdkafka
+/// allows calling it again) before the shard restarts instead.
+const COMMIT_RETRIES_MAX: u32 = 3;
 
 /// A rebalance as the consumer context saw it, forwarded to the shard's thread.
 #[derive(Debug)]
@@ -573,9 +609,27 @@ impl RdKafkaPort {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("isolation.level", "read_committed")
-            .set("fetch.wait.max.ms", settings.fetch_wait_max_ms.to_string())
-            // Range keeps partition N of every co-partitioned topic on one member.
-            .set("partition.assignment.strategy", "range");
+            .set("fetch.wait.max.ms", settings.fetch_wait_max_ms.to_string());
+        // Range keeps partition N of every co-partitioned topic on one member.
+        // Under KIP-848's consumer protocol (`group.protocol=consumer` among
+        // the client properties) the broker's range assignor does, and it is
+        // sticky and incremental: a rebalance revokes and assigns only the
+        // partitions that move, so the others keep their state (the shard
+        // restores only what it gains). The classic protocol's range
+        // assignor is eager: every rebalance revokes everything.
+        let group_member = matches!(ownership, Ownership::Group { .. });
+        if group_member && settings.consumer_group_protocol() {
+            if !settings.has_property("group.remote.assignor") {
+                consumer_config.set("group.remote.assignor", "range");
+            }
+        } else {
+            if settings.consumer_group_protocol() {
+                // A core-map shard assign()s its partitions and joins no
+                // group: the consumer protocol has nothing to do there.
+                consumer_config.set("group.protocol", "classic");
+            }
+            consumer_config.set("partition.assignment.strategy", "range");
+        }
         if let Ownership::Group { instance_id } = ownership {
             consumer_config.set("group.instance.id", instance_id);
         }
@@ -1146,22 +1200,43 @@ impl KafkaPort for RdKafkaPort {
                 // Every record acknowledged (rdkafka's own flush in
                 // commit_transaction would wait in 100 ms slices; see
                 // `await_deliveries`); and a record that failed means the
-                // transaction cannot commit, so fail now (the shard
-                // restarts) rather than block in commit_transaction.
-                await_deliveries(self.producer.current(), timeout, Some(waiting))?;
+                // transaction cannot commit, so fail now (the shard rolls
+                // back) rather than block in commit_transaction.
+                await_deliveries(self.producer.current(), timeout, Some(waiting))
+                    .map_err(uncommitted)?;
                 if let Err(e) = self.check_deliveries() {
-                    return Err(if self.deliveries_purged {
+                    return Err(uncommitted(if self.deliveries_purged {
                         transaction_cause(self.producer.current(), e)
                     } else {
                         e
-                    });
+                    }));
                 }
-                offsets_added?;
+                offsets_added.map_err(uncommitted)?;
+                // From here an error may leave the outcome undecided: only
+                // an abortable one (the transaction cannot commit) is rolled
+                // back; a retriable one is retried; the rest restart.
+                let mut retries = 0;
+                loop {
+                    match self.producer.current().commit_transaction(timeout) {
+                        Ok(()) => break,
+                        Err(KafkaError::Transaction(t))
+                            if t.is_retriable()
+                                && !t.txn_requires_abort()
+                                && retries < COMMIT_RETRIES_MAX =>
+                        {
+                            retries += 1;
+                            warn!(error = %t, retries, "commit_transaction failed; retrying it");
+                        }
+                        Err(e) => {
+                            let error = kafka_error("commit_transaction", e);
+                            if !error.is_abortable() {
+                                self.in_transaction = false;
+                            }
+                            return Err(error);
+                        }
+                    }
+                }
                 self.in_transaction = false;
-                self.producer
-                    .current()
-                    .commit_transaction(timeout)
-                    .map_err(|e| kafka_error("commit_transaction", e))?;
                 self.check_deliveries()?;
                 // The other transactional id takes the next transaction while
                 // this one's markers are written (see `ProducerPair`).
@@ -1227,6 +1302,47 @@ impl KafkaPort for RdKafkaPort {
                 .map_err(|e| kafka_error("rewinding to committed offsets", e))?;
         }
         Ok(Rewind::Done)
+    }
+
+    fn roll_back(&mut self, resume: &[InputOffset]) -> Result<(), PortError> {
+        if self.settings.guarantee != Guarantee::ExactlyOnce {
+            return Err(PortError::Kafka {
+                op: "roll_back",
+                message: "only an exactly-once shard rolls a transaction back".into(),
+                retryable: false,
+            });
+        }
+        let timeout = Duration::from_millis(KAFKA_CALL_TIMEOUT_MS);
+        self.in_transaction = false;
+        self.counters.transaction_aborts += 1;
+        self.producer
+            .current()
+            .abort_transaction(timeout)
+            .map_err(|e| kafka_error("abort_transaction", e))?;
+        // The aborted records' delivery reports (purged) are moot: serve
+        // them now and forget them, so the next commit does not see them.
+        self.producer.current().poll(Duration::ZERO);
+        self.failures_seen = self.delivery_failures.load(Ordering::Acquire);
+        while self.failure_reasons.try_recv().is_ok() {}
+        self.deliveries_purged = false;
+        self.sent_since_commit = 0;
+        self.begin()?;
+        if resume.is_empty() {
+            return Ok(());
+        }
+        // A record fetched ahead for the next poll is read again after the
+        // seek if its partition moves back.
+        if let Some(message) = &self.stashed {
+            let partition = PartitionId(message.partition());
+            if resume.iter().any(|r| r.partition == partition) {
+                self.stashed = None;
+            }
+        }
+        let list = self.offsets_list(resume)?;
+        self.consumer
+            .seek_partitions(list, timeout)
+            .map_err(|e| kafka_error("rewinding to committed offsets", e))?;
+        Ok(())
     }
 
     fn restore(

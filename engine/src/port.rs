@@ -78,7 +78,8 @@ pub struct InputPosition {
 pub struct PortCounters {
     /// Sends that waited for room in a full producer queue and went again.
     pub send_retries: u64,
-    /// Transactions aborted to discard uncommitted work (revocations).
+    /// Transactions aborted to discard uncommitted work (revocations,
+    /// roll-backs after an abortable commit error).
     pub transaction_aborts: u64,
 }
 
@@ -99,6 +100,11 @@ pub enum PortError {
          `tradeflow acls` prints for this process, or fix [kafka.security] in the core map"
     )]
     NotAuthorized { op: &'static str, message: String },
+    /// The open transaction cannot commit, but the clients are sound: abort
+    /// it and redo the work since the last commit (see
+    /// [`KafkaPort::roll_back`]). Nothing of it was committed.
+    #[error("{op}: the transaction must be aborted: {message}")]
+    TransactionAbortable { op: &'static str, message: String },
     #[error("restoring {changelog} {partition}: {source}")]
     CorruptChangelog {
         changelog: String,
@@ -122,6 +128,12 @@ impl PortError {
                 ..
             }
         )
+    }
+
+    /// Whether aborting the open transaction and redoing the work since the
+    /// last commit, with the same clients, cures it.
+    pub fn is_abortable(&self) -> bool {
+        matches!(self, PortError::TransactionAbortable { .. })
     }
 }
 
@@ -191,6 +203,20 @@ pub trait KafkaPort {
     /// their committed offsets. Called when partitions are revoked with
     /// uncommitted work, which must not commit without its input offsets.
     fn rewind(&mut self, keep: &[PartitionId]) -> Result<Rewind, PortError>;
+
+    /// Aborts the open transaction (what was sent since the last commit is
+    /// discarded) and moves each listed input partition back to its `next`
+    /// offset, keeping the clients and the assignment: the shard undoes its
+    /// state in memory instead of restoring it. An error means the clients
+    /// cannot go on (a fenced or fatal producer): the shard restarts.
+    fn roll_back(&mut self, resume: &[InputOffset]) -> Result<(), PortError> {
+        let _ = resume;
+        Err(PortError::Kafka {
+            op: "roll_back",
+            message: "this port cannot roll a transaction back".into(),
+            retryable: false,
+        })
+    }
 
     /// Feeds every record of a changelog partition, from its start to its end
     /// at the time of the call, to `apply`.

@@ -51,6 +51,9 @@ pub const IDLE_DEEP_AFTER_MS: u64 = 20;
 pub const IDLE_WAIT_MAX_MS: u64 = 5;
 /// A commit slower than this is logged as a warning: outputs wait for it.
 const SLOW_COMMIT: Duration = Duration::from_millis(1000);
+/// Abortable commit failures in a row that are rolled back in memory
+/// before the shard restarts instead (a failure every redo meets again).
+pub const ROLLBACKS_IN_A_ROW_MAX: u32 = 3;
 /// Commands queued for one shard before senders are told it is busy.
 pub const COMMAND_QUEUE_DEPTH: usize = 16;
 /// Defaults of [`RetryPolicy`].
@@ -674,6 +677,9 @@ where
         context.partitions,
     )?
     .with_output_timing(output_timing)
+    // Under exactly-once an aborted transaction is undone in memory (see
+    // Shard::roll_back); at-least-once never aborts a transaction of outputs.
+    .with_undo(context.settings.guarantee == Guarantee::ExactlyOnce)
     .with_gauges(Arc::clone(&context.gauges))
     .with_spare_histograms(context.reports.spares.clone());
     run_shard(shard, context).instrument(span).await
@@ -722,6 +728,10 @@ async fn run_shard<S: Stage>(
     let mut last_publish = Instant::now();
     let mut cadence = CommitCadence::new(context.knobs.commit, Instant::now());
     let mut idle_since: Option<Instant> = None;
+    // Roll-backs since the last successful commit: past the limit the
+    // failure is taken to be one the redo meets again, and the shard
+    // restarts (with the supervisor's backoff and its limit on attempts).
+    let mut rollbacks_in_a_row = 0u32;
     while !context.stop.load(Ordering::Acquire) {
         while let Ok(command) = context.commands.try_recv() {
             serve_command(&mut shard, command);
@@ -752,7 +762,7 @@ async fn run_shard<S: Stage>(
             // Queries are answered while the commit waits on the broker;
             // anything that needs the whole shard waits for the commit.
             let mut deferred = Vec::new();
-            shard.commit_serving(&mut |state_of| {
+            let committed = shard.commit_serving(&mut |state_of| {
                 while let Ok(command) = context.commands.try_recv() {
                     match command {
                         ShardCommand::Query { partition, query } => {
@@ -761,11 +771,28 @@ async fn run_shard<S: Stage>(
                         other => deferred.push(other),
                     }
                 }
-            })?;
+            });
             for command in deferred {
                 serve_command(&mut shard, command);
             }
-            context.commits.fetch_add(1, Ordering::AcqRel);
+            match committed {
+                Ok(()) => {
+                    rollbacks_in_a_row = 0;
+                    context.commits.fetch_add(1, Ordering::AcqRel);
+                }
+                // The transaction failed but the clients are sound: undo it
+                // in memory and read its inputs again; no restart, no
+                // restore. If the abort fails too, the shard restarts.
+                Err(e)
+                    if shard.can_roll_back(&e) && rollbacks_in_a_row < ROLLBACKS_IN_A_ROW_MAX =>
+                {
+                    rollbacks_in_a_row += 1;
+                    warn!(%id, error = %e, "commit failed; rolling the transaction back");
+                    shard.roll_back()?;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
             let ended = Instant::now();
             cadence.committed(started, ended);
             let took = ended - started;
@@ -778,7 +805,14 @@ async fn run_shard<S: Stage>(
             // The batch's state changes go out now, inside the open
             // transaction, so their partitions' registration and acks overlap
             // the next batch instead of lengthening the commit.
-            shard.write_changelogs()?;
+            if let Err(e) = shard.write_changelogs() {
+                if !shard.can_roll_back(&e) || rollbacks_in_a_row >= ROLLBACKS_IN_A_ROW_MAX {
+                    return Err(e.into());
+                }
+                rollbacks_in_a_row += 1;
+                warn!(%id, error = %e, "changelog write failed; rolling the transaction back");
+                shard.roll_back()?;
+            }
         }
         if last_publish.elapsed() >= publish_every {
             publish(&mut shard, &context.reports);

@@ -85,6 +85,9 @@ pub struct ShardStats {
     pub restored_bytes: u64,
     /// Partition restores completed (one per partition per assignment).
     pub restores: u64,
+    /// Transactions rolled back in memory (before-images put back, inputs
+    /// rewound) instead of a restart and restore.
+    pub rollbacks: u64,
     /// From the port: transactions aborted to discard uncommitted work.
     pub transaction_aborts: u64,
     /// From the port: sends retried after waiting for a full producer queue.
@@ -115,6 +118,7 @@ impl ShardStats {
             restored_records: f(self.restored_records, o.restored_records),
             restored_bytes: f(self.restored_bytes, o.restored_bytes),
             restores: f(self.restores, o.restores),
+            rollbacks: f(self.rollbacks, o.rollbacks),
             transaction_aborts: f(self.transaction_aborts, o.transaction_aborts),
             send_retries: f(self.send_retries, o.send_retries),
             commit_blocked_ns: f(self.commit_blocked_ns, o.commit_blocked_ns),
@@ -163,6 +167,9 @@ pub struct Shard<S: Stage, P: KafkaPort> {
     gauges: Arc<ShardGauges>,
     /// Reused by each report's lag reading.
     positions: Vec<InputPosition>,
+    /// The stores keep before-images, so an aborted transaction is undone
+    /// in memory ([`Shard::roll_back`]) instead of restored.
+    undo: bool,
 }
 
 impl<S: Stage, P: KafkaPort> Shard<S, P> {
@@ -206,6 +213,7 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
             telemetry,
             gauges: Arc::new(ShardGauges::default()),
             positions: Vec::new(),
+            undo: false,
         })
     }
 
@@ -235,6 +243,24 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
     /// The shard's recorder (tests and benches read its histograms).
     pub fn telemetry(&self) -> &ShardTelemetry {
         &self.telemetry
+    }
+
+    /// Keeps, per transaction, the before-image of each key the first time
+    /// it changes, so that [`Self::roll_back`] can undo an aborted
+    /// transaction without a restore (exactly-once; off by default: it
+    /// costs a clone of each value changed per batch).
+    pub fn with_undo(mut self, on: bool) -> Self {
+        self.undo = on;
+        for owned in self.owned.values_mut() {
+            owned.state.for_each_store(&mut |store| store.keep_undo(on));
+        }
+        self
+    }
+
+    /// Whether [`Self::roll_back`] can cure `error`: an abortable
+    /// transaction, on a shard that keeps before-images.
+    pub fn can_roll_back(&self, error: &ShardError) -> bool {
+        self.undo && matches!(error, ShardError::Port { source, .. } if source.is_abortable())
     }
 
     /// Chooses when outputs go to the producer (default: immediately).
@@ -561,6 +587,9 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
             }
             self.telemetry.record_since(Timing::Restore, 0, started);
             self.stats.restores += 1;
+            if self.undo {
+                state.for_each_store(&mut |store| store.keep_undo(true));
+            }
             self.owned.insert(
                 partition,
                 OwnedPartition {
@@ -591,6 +620,11 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
         self.gauges.set_owned(self.owned.keys().map(|p| p.0));
         if !self.uncommitted {
             return Ok(());
+        }
+        if self.undo {
+            // The kept partitions' stores go back to the last commit in
+            // memory; only the revoked ones will be restored (elsewhere).
+            return self.roll_back();
         }
         let keep = self.owned_partitions();
         let id = self.id;
@@ -708,11 +742,73 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
                 owned.committed[offset.topic.0 as usize] = Some(offset.next);
             }
         }
+        if self.undo {
+            for owned in self.owned.values_mut() {
+                owned.state.for_each_store(&mut |store| store.forget_undo());
+            }
+        }
         self.stats.commits += 1;
         self.uncommitted = false;
         let ended = self.telemetry.record_since(Timing::Commit, 0, started);
         self.stats.commit_blocked_ns += self.telemetry.ticks_to_ns(started, ended);
         self.telemetry.clock_went_stale();
+        Ok(())
+    }
+
+    /// Aborts the open transaction and takes every owned partition back to
+    /// its last commit without a restore, with the same clients: each
+    /// store puts its before-images back, held outputs are dropped, and each
+    /// input is read again from its committed offset (or, with nothing
+    /// committed since the assignment, from where processing resumed).
+    /// Needs [`Self::with_undo`]; an error means the clients cannot go on
+    /// (the runtime restarts the shard, which restores).
+    pub fn roll_back(&mut self) -> Result<(), ShardError> {
+        let id = self.id;
+        if !self.undo {
+            return Err(ShardError::Port {
+                shard: id,
+                source: PortError::Kafka {
+                    op: "roll_back",
+                    message: "the shard keeps no before-images".into(),
+                    retryable: false,
+                },
+            });
+        }
+        let mut resume = Vec::new();
+        for (partition, owned) in &self.owned {
+            for topic in 0..self.topics.inputs.len() {
+                if owned.next[topic].is_none() || owned.next[topic] == owned.committed[topic] {
+                    continue;
+                }
+                if let Some(next) = owned.committed[topic].or(owned.resumed_from[topic]) {
+                    resume.push(InputOffset {
+                        topic: TopicIdx(topic as u8),
+                        partition: *partition,
+                        next,
+                    });
+                }
+            }
+        }
+        self.port
+            .roll_back(&resume)
+            .map_err(|source| ShardError::Port { shard: id, source })?;
+        let mut undone = 0usize;
+        for owned in self.owned.values_mut() {
+            owned
+                .state
+                .for_each_store(&mut |store| undone += store.undo());
+            for topic in 0..INPUT_TOPICS_MAX {
+                owned.next[topic] = owned.committed[topic];
+                if owned.committed[topic].is_none() {
+                    owned.resumed_from[topic] = None;
+                }
+            }
+        }
+        self.outbox.clear();
+        self.uncommitted = false;
+        self.stats.rollbacks += 1;
+        info!(shard = %id, rewound = resume.len(), undone,
+              "transaction aborted; state undone in memory, inputs rewound");
         Ok(())
     }
 

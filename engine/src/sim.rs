@@ -89,6 +89,8 @@ pub struct SimPort {
     key: Vec<u8>,
     payload: Vec<u8>,
     cursor: usize,
+    /// The next commit fails as an abortable transaction would.
+    abort_next_commit: bool,
 }
 
 impl SimPort {
@@ -103,6 +105,7 @@ impl SimPort {
             key: Vec::new(),
             payload: Vec::new(),
             cursor: 0,
+            abort_next_commit: false,
         }
     }
 
@@ -147,6 +150,13 @@ impl SimPort {
 
     pub fn unacked(&self) -> usize {
         self.unacked.len()
+    }
+
+    /// Makes the next commit fail with an abortable transaction error
+    /// (what a record over the topic's size limit does on a real broker):
+    /// nothing of it lands, and the shard must roll back.
+    pub fn abort_next_commit(&mut self) {
+        self.abort_next_commit = true;
     }
 }
 
@@ -209,6 +219,12 @@ impl KafkaPort for SimPort {
         waiting: &mut dyn FnMut(),
     ) -> Result<(), PortError> {
         waiting();
+        if std::mem::take(&mut self.abort_next_commit) {
+            return Err(PortError::TransactionAbortable {
+                op: "commit_transaction",
+                message: "simulated abortable error".into(),
+            });
+        }
         let mut cluster = self.cluster.borrow_mut();
         for (topic, partition, record) in self.unacked.drain(..) {
             cluster.append(&topic, partition, record);
@@ -244,6 +260,19 @@ impl KafkaPort for SimPort {
             }
         }
         Ok(Rewind::Done)
+    }
+
+    /// Like an aborted transaction that keeps the clients: unacknowledged
+    /// sends are discarded and the listed inputs are read again from `next`.
+    fn roll_back(&mut self, resume: &[InputOffset]) -> Result<(), PortError> {
+        self.unacked.clear();
+        for offset in resume {
+            if self.owned.contains(&offset.partition) {
+                self.positions
+                    .insert((offset.topic.0, offset.partition.0), offset.next.0);
+            }
+        }
+        Ok(())
     }
 
     fn restore(

@@ -1,8 +1,9 @@
 //! Shard-local state stores: one `hashbrown` map per store per partition, with the
 //! dirty tracking that turns updates into changelog writes at each commit.
 //!
-//! Owns: the maps, which keys changed since the last commit, and the byte form of
-//! keys and values in the changelog.
+//! Owns: the maps, which keys changed since the last commit, the before-images
+//! of the keys the open transaction changed (to undo it on abort), and the
+//! byte form of keys and values in the changelog.
 //! Must never: be shared between shards or touched by a thread other than the
 //! owning shard's; write to Kafka itself (the shard does, at commit).
 //!
@@ -115,6 +116,28 @@ pub struct Store<K: StoreKey, V: StoreValue> {
     /// The keys of `dirty`, for a constant-time "listed already?".
     dirty_set: HashSet<K>,
     retention: Option<Retention<K, V>>,
+    /// Before-images since the last commit, when the shard can abort.
+    undo: UndoLog<K, V>,
+}
+
+/// Before-images of the keys changed since the last commit, in the order
+/// they were taken: `None` for a key that did not exist. A key gets one entry
+/// each time it is first changed after a changelog write (`dirty_set` tells),
+/// and one at each removal, so undoing the entries newest first leaves every
+/// key as it was at the last commit. Off (empty, never written) unless the
+/// shard may abort a transaction and continue (exactly-once).
+struct UndoLog<K, V> {
+    on: bool,
+    entries: Vec<(K, Option<V>)>,
+}
+
+impl<K: StoreKey, V: StoreValue> UndoLog<K, V> {
+    #[inline]
+    fn before(&mut self, key: K, value: Option<&V>) {
+        if self.on {
+            self.entries.push((key, value.cloned()));
+        }
+    }
 }
 
 impl<K: StoreKey, V: StoreValue> Store<K, V> {
@@ -125,6 +148,10 @@ impl<K: StoreKey, V: StoreValue> Store<K, V> {
             dirty: Vec::new(),
             dirty_set: HashSet::new(),
             retention: None,
+            undo: UndoLog {
+                on: false,
+                entries: Vec::new(),
+            },
         }
     }
 
@@ -152,9 +179,15 @@ impl<K: StoreKey, V: StoreValue> Store<K, V> {
     }
 
     /// Lists `key` as changed, once per commit interval.
+    /// Marks `key` changed, before the change: its first change since the
+    /// last changelog write also takes its before-image.
     fn mark_dirty(&mut self, key: K) {
         if self.dirty_set.insert(key) {
             self.dirty.push(key);
+            if self.undo.on {
+                let before = self.map.get(&key).cloned();
+                self.undo.entries.push((key, before));
+            }
         }
     }
 
@@ -162,6 +195,7 @@ impl<K: StoreKey, V: StoreValue> Store<K, V> {
     pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
         let value = self.map.get_mut(key)?;
         if self.dirty_set.insert(*key) {
+            self.undo.before(*key, Some(value));
             self.dirty.push(*key);
         }
         Some(value)
@@ -181,7 +215,11 @@ impl<K: StoreKey, V: StoreValue> Store<K, V> {
     /// Removes `key`; the next commit writes a tombstone for it.
     pub fn remove(&mut self, key: &K) -> Option<V> {
         let value = self.map.remove(key)?;
-        self.mark_dirty(*key);
+        // Logged even if already dirty: the older entry, undone later, wins.
+        self.undo.before(*key, Some(&value));
+        if self.dirty_set.insert(*key) {
+            self.dirty.push(*key);
+        }
         Some(value)
     }
 
@@ -294,6 +332,16 @@ pub trait ChangelogStore {
     /// Every entry in changelog byte form, sorted by key: for comparing state
     /// across restarts and against a reference in tests.
     fn dump(&self) -> StoreEntries;
+    /// Starts (or stops) keeping before-images, so that [`Self::undo`] can
+    /// take the store back to the last commit. Off by default.
+    fn keep_undo(&mut self, on: bool);
+    /// The open transaction committed: its before-images are dropped.
+    fn forget_undo(&mut self);
+    /// The open transaction was aborted: puts back every key changed since
+    /// the last [`Self::forget_undo`] (removing the ones that did not exist)
+    /// and forgets that they changed, since their changelog writes were
+    /// aborted with it. Returns how many before-images it put back.
+    fn undo(&mut self) -> usize;
 }
 
 impl<K: StoreKey, V: StoreValue> ChangelogStore for Store<K, V> {
@@ -373,6 +421,38 @@ impl<K: StoreKey, V: StoreValue> ChangelogStore for Store<K, V> {
                 .retention
                 .as_ref()
                 .map_or(0, |r| r.queue.capacity() * std::mem::size_of::<Due<K>>())
+    }
+
+    fn keep_undo(&mut self, on: bool) {
+        self.undo.on = on;
+        self.undo.entries.clear();
+    }
+
+    fn forget_undo(&mut self) {
+        self.undo.entries.clear();
+    }
+
+    fn undo(&mut self) -> usize {
+        let undone = self.undo.entries.len();
+        for (key, before) in self.undo.entries.drain(..).rev() {
+            match before {
+                Some(value) => {
+                    // An eviction undone: the key is finished again, so it
+                    // goes back in the retention queue (a stale duplicate is
+                    // skipped by `evict_finished`).
+                    Self::queue_if_finished(&mut self.retention, key, &value);
+                    self.map.insert(key, value);
+                }
+                None => {
+                    self.map.remove(&key);
+                }
+            }
+        }
+        // Keys changed since the last changelog write are all in the log
+        // (their first change took a before-image), so all are back now.
+        self.dirty.clear();
+        self.dirty_set.clear();
+        undone
     }
 
     fn dump(&self) -> StoreEntries {
@@ -496,6 +576,45 @@ mod tests {
         assert_eq!(restored.dump(), live.dump());
         assert_eq!(restored.dirty_len(), 0, "restoring marks nothing dirty");
         Ok(())
+    }
+
+    #[test]
+    fn undo_puts_back_the_committed_values_across_changelog_writes() {
+        let mut store: Store<u64, i64> = Store::new("tally");
+        store.keep_undo(true);
+        store.insert(1, 10);
+        store.insert(2, 20);
+        store.insert(3, 30);
+        let _ = written(&mut store);
+        store.forget_undo();
+        let committed = store.dump();
+        // One batch, a changelog write, then another batch, then the abort.
+        *store.get_mut(&1).expect("present") += 1;
+        store.remove(&2);
+        store.insert(4, 40);
+        let _ = written(&mut store);
+        *store.upsert_with(1, || 0) += 1;
+        store.insert(2, 22);
+        store.remove(&3);
+        store.remove(&4);
+        *store.upsert_with(5, || 0) += 5;
+        assert!(store.undo() > 0);
+        assert_eq!(store.dump(), committed);
+        assert_eq!(store.dirty_len(), 0, "the aborted changes are forgotten");
+        assert!(written(&mut store).is_empty());
+        // The next transaction starts clean.
+        *store.get_mut(&1).expect("present") += 100;
+        store.forget_undo();
+        assert_eq!(store.undo(), 0);
+        assert_eq!(store.get(&1), Some(&110));
+    }
+
+    #[test]
+    fn without_undo_no_before_image_is_kept() {
+        let mut store: Store<u64, i64> = Store::new("tally");
+        store.insert(1, 10);
+        *store.get_mut(&1).expect("present") += 1;
+        assert_eq!(store.undo.entries.len(), 0);
     }
 
     #[test]

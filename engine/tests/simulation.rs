@@ -50,6 +50,8 @@ fn new_shard(cluster: &Rc<RefCell<SimCluster>>, id: usize, timing: OutputTiming)
     )
     .expect("one input topic fits")
     .with_output_timing(timing)
+    // Exactly-once shards undo a revocation's aborted work in memory.
+    .with_undo(timing == OutputTiming::Immediate)
 }
 
 fn owned_by(owner: &[usize], shard: usize) -> Vec<PartitionId> {

@@ -95,6 +95,9 @@ struct FaultRun {
     started: Instant,
     /// Engines started so far: each gets a log of its own.
     spawned: AtomicUsize,
+    /// Group mode under KIP-848's consumer protocol (the broker's sticky,
+    /// incremental range assignor) instead of the classic eager one.
+    consumer_protocol: bool,
 }
 
 /// A running `tradeflow run` process.
@@ -266,6 +269,7 @@ impl FaultRun {
             dir,
             started: Instant::now(),
             spawned: AtomicUsize::new(0),
+            consumer_protocol: false,
         };
         // Create the flow's topics before anything reads them: on a fresh
         // cluster the driver would otherwise look for outcome topics the
@@ -390,7 +394,10 @@ guarantee = "{guarantee}"
             .args(["--namespace", self.namespace.name()])
             .args(["--application-id", &self.application_id])
             .args(args);
-        if self.ownership == Ownership::Group {
+        if self.ownership == Ownership::Group && self.consumer_protocol {
+            // The session is the broker's (6 s on the test clusters).
+            command.args(["--property", "group.protocol=consumer"]);
+        } else if self.ownership == Ownership::Group {
             // A static member that leaves keeps its partitions until its
             // session times out (it sends no LeaveGroup): keep that short.
             command.args(["--property", "session.timeout.ms=10000"]);
@@ -779,6 +786,85 @@ fn a_second_engine_joining_and_leaving_under_load_loses_and_doubles_nothing() ->
     assert!(left.success(), "node-b exited {left} after SIGTERM");
     assert!(owned_max >= 1.0, "node-b was never assigned a partition");
     assert!(processed > 0, "node-b processed no record");
+    run.finish(load, vec![first])
+}
+
+/// The same join and leave under KIP-848's consumer protocol, with the
+/// engines as separate processes running the whole flow (three stages,
+/// co-partitioned topics): node-a restores nothing for the partitions it
+/// keeps when node-b joins (its restore counter stays put), and when node-b
+/// leaves it restores only the partitions it gets back.
+#[test]
+fn under_the_consumer_protocol_a_node_joining_and_leaving_moves_only_its_partitions(
+) -> anyhow::Result<()> {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut run = FaultRun::new("rebalance-kip848", Guarantee::ExactlyOnce, Ownership::Group)?;
+    run.consumer_protocol = true;
+    let mut first = run.spawn("node-a")?;
+    first.wait_ready()?;
+    let load = run.start_load(6_000, &mut first)?;
+    std::thread::sleep(Duration::from_secs(3));
+    let node_a = first.rest_addr()?;
+    let metric = |addr: &str, name: &str| -> anyhow::Result<f64> {
+        match http_get(addr, "/metrics")? {
+            (200, page) => Ok(gauge_sum(&page, name)),
+            (status, _) => anyhow::bail!("/metrics answered {status}"),
+        }
+    };
+    let restores_alone = metric(&node_a, "tradeflow_restores_total")?;
+    let owned_alone = metric(&node_a, "tradeflow_owned_partitions")?;
+    let mut second = run.spawn("node-b")?;
+    let node_b = second.rest_addr()?;
+    let joined = Instant::now();
+    let mut owned_b = 0.0f64;
+    while owned_b < 1.0 || joined.elapsed() < Duration::from_secs(5) {
+        anyhow::ensure!(
+            joined.elapsed() < Duration::from_secs(JOIN_WAIT_S),
+            "node-b was never assigned a partition"
+        );
+        owned_b = metric(&node_b, "tradeflow_owned_partitions").unwrap_or(0.0);
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let restores_joined = metric(&node_a, "tradeflow_restores_total")?;
+    let owned_joined = metric(&node_a, "tradeflow_owned_partitions")?;
+    let restores_b = metric(&node_b, "tradeflow_restores_total")?;
+    println!(
+        "{}: node-b joined: node-a owned {owned_alone} partitions (over its shards and \
+         stages), keeps {owned_joined} and restored {} since; node-b owns {owned_b} after \
+         {restores_b} restores",
+        run.label,
+        restores_joined - restores_alone
+    );
+    assert_eq!(
+        restores_joined, restores_alone,
+        "node-a restored nothing for the partitions it kept"
+    );
+    assert!(
+        owned_joined < owned_alone,
+        "node-a gave partitions to node-b"
+    );
+    let (_, left) = second.stop()?;
+    assert!(left.success(), "node-b exited {left} after SIGTERM");
+    let gone = Instant::now();
+    while metric(&node_a, "tradeflow_owned_partitions")? < owned_alone {
+        anyhow::ensure!(
+            gone.elapsed() < Duration::from_secs(JOIN_WAIT_S),
+            "node-b's partitions never came back to node-a"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let restores_left = metric(&node_a, "tradeflow_restores_total")?;
+    println!(
+        "{}: node-b left; node-a owns all {owned_alone} again after {:.1} s, with {} restores",
+        run.label,
+        gone.elapsed().as_secs_f64(),
+        restores_left - restores_joined
+    );
+    assert_eq!(
+        restores_left - restores_joined,
+        owned_alone - owned_joined,
+        "node-a restored only what it got back"
+    );
     run.finish(load, vec![first])
 }
 

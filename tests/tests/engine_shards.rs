@@ -27,6 +27,8 @@ struct Deployment {
     echo: &'static str,
     application_id: String,
     guarantee: Guarantee,
+    /// The group's protocol and its own client properties.
+    group_properties: Vec<(String, String)>,
 }
 
 impl Deployment {
@@ -44,6 +46,8 @@ impl Deployment {
             echo,
             application_id,
             guarantee,
+            // Static members that leave are noticed after this long.
+            group_properties: vec![("session.timeout.ms".into(), "6000".into())],
         };
         ensure_topics(
             &deployment.settings(),
@@ -66,11 +70,10 @@ impl Deployment {
             bootstrap: self.cluster.bootstrap().to_string(),
             application_id: self.application_id.clone(),
             guarantee: self.guarantee,
-            client_properties: vec![
-                ("broker.address.family".into(), "v4".into()),
-                // Static members that leave are noticed after this long.
-                ("session.timeout.ms".into(), "6000".into()),
-            ],
+            client_properties: [("broker.address.family".to_string(), "v4".to_string())]
+                .into_iter()
+                .chain(self.group_properties.iter().cloned())
+                .collect(),
             linger_ms: 1,
             fetch_wait_max_ms: 10,
             namespace: codecs::topics::TopicNamespace::none(),
@@ -357,7 +360,25 @@ fn a_second_engine_joining_the_group_takes_partitions_with_their_state() -> anyh
 
 #[test]
 fn exactly_once_outputs_stay_single_across_a_rebalance_mid_stream() -> anyhow::Result<()> {
-    let deployment = Deployment::new("group-eos", Guarantee::ExactlyOnce)?;
+    outputs_stay_single_across_a_rebalance_mid_stream(Deployment::new(
+        "group-eos",
+        Guarantee::ExactlyOnce,
+    )?)
+}
+
+/// The same under KIP-848's consumer protocol: node-a keeps two partitions
+/// with uncommitted work when node-b joins, so it rolls its transaction back
+/// in memory and reads the kept partitions again from their committed
+/// offsets, without restoring them.
+#[test]
+fn exactly_once_outputs_stay_single_across_an_incremental_rebalance_mid_stream(
+) -> anyhow::Result<()> {
+    let mut deployment = Deployment::new("group-eos-kip848", Guarantee::ExactlyOnce)?;
+    deployment.group_properties = vec![("group.protocol".into(), "consumer".into())];
+    outputs_stay_single_across_a_rebalance_mid_stream(deployment)
+}
+
+fn outputs_stay_single_across_a_rebalance_mid_stream(deployment: Deployment) -> anyhow::Result<()> {
     // Long commit intervals and no commit on drain keep work uncommitted for
     // seconds, so the revocation is sure to find an open transaction with
     // outputs in it.
@@ -380,6 +401,21 @@ fn exactly_once_outputs_stay_single_across_a_rebalance_mid_stream() -> anyhow::R
     merge(&mut reference, deployment.fund(100_000, 2_000, 250)?);
     wait_for(&[&first, &second], &reference)?;
     let total: u64 = reference.values().map(|v| v.1).sum();
+    let node_a = first.stats(Duration::from_secs(10))?;
+    println!(
+        "node-a: {} restores, {} roll-backs, owns {:?}",
+        node_a[0].1.restores, node_a[0].1.rollbacks, node_a[0].2
+    );
+    if deployment
+        .group_properties
+        .iter()
+        .any(|(k, v)| k == "group.protocol" && v == "consumer")
+    {
+        assert_eq!(
+            node_a[0].1.restores, PARTITIONS as u64,
+            "node-a restored nothing after its first assignment"
+        );
+    }
     second.shutdown()?;
     first.shutdown()?;
 
@@ -408,5 +444,77 @@ fn exactly_once_outputs_stay_single_across_a_rebalance_mid_stream() -> anyhow::R
         total,
         "every input output exactly once"
     );
+    Ok(())
+}
+
+/// Under KIP-848's consumer protocol (the broker's range assignor, sticky and
+/// incremental) a node joining takes only the partitions it gets: the first
+/// node keeps the others, with their state, and restores nothing; when the
+/// second node leaves, the first restores only the partitions it gets back.
+#[test]
+fn under_the_consumer_protocol_a_node_joining_and_leaving_restores_only_what_moves(
+) -> anyhow::Result<()> {
+    let mut deployment = Deployment::new("group-kip848", Guarantee::ExactlyOnce)?;
+    // The session timeout is the broker's (group.consumer.session.timeout.ms).
+    deployment.group_properties = vec![("group.protocol".into(), "consumer".into())];
+    let mut reference = deployment.fund(1, 2_000, 200)?;
+    let first = deployment.start(vec![deployment.group_plan("node-a", 0)])?;
+    wait_for(&[&first], &reference)?;
+    let restores = |engine: &Engine| -> anyhow::Result<(u64, Vec<PartitionId>)> {
+        let stats = engine.stats(Duration::from_secs(10))?;
+        Ok((stats[0].1.restores, stats[0].2.clone()))
+    };
+    let (alone, owned) = restores(&first)?;
+    assert_eq!(owned.len(), PARTITIONS as usize);
+    assert_eq!(
+        alone, PARTITIONS as u64,
+        "one restore per partition at the start"
+    );
+
+    let second = deployment.start(vec![deployment.group_plan("node-b", 0)])?;
+    wait_for_split(&first, &second)?;
+    merge(&mut reference, deployment.fund(10_000, 2_000, 200)?);
+    wait_for(&[&first, &second], &reference)?;
+    let (after_join, kept) = restores(&first)?;
+    let (joined, taken) = restores(&second)?;
+    println!(
+        "node-b joined: node-a kept {kept:?} with {} new restores, node-b restored {joined} for {taken:?}",
+        after_join - alone
+    );
+    assert_eq!(
+        after_join, alone,
+        "node-a restored nothing for the partitions it kept"
+    );
+    assert_eq!(
+        joined,
+        taken.len() as u64,
+        "node-b restored only what it took"
+    );
+
+    let left = Instant::now();
+    second.shutdown()?;
+    let started = Instant::now();
+    while restores(&first)?.1.len() < PARTITIONS as usize {
+        anyhow::ensure!(
+            started.elapsed() < WAIT,
+            "node-b's partitions never came back"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    merge(&mut reference, deployment.fund(20_000, 1_000, 200)?);
+    wait_for(&[&first], &reference)?;
+    let (after_leave, _) = restores(&first)?;
+    println!(
+        "node-b left: node-a got {:?} back after {:?} and restored {} partitions",
+        taken,
+        left.elapsed(),
+        after_leave - after_join
+    );
+    assert_eq!(
+        after_leave - after_join,
+        taken.len() as u64,
+        "node-a restored only the partitions it got back"
+    );
+    first.shutdown()?;
     Ok(())
 }

@@ -483,6 +483,15 @@ impl<const GATED: bool> ChangelogStore for TestStore<GATED> {
     fn dump(&self) -> StoreEntries {
         self.0.dump()
     }
+    fn keep_undo(&mut self, on: bool) {
+        self.0.keep_undo(on)
+    }
+    fn forget_undo(&mut self) {
+        self.0.forget_undo()
+    }
+    fn undo(&mut self) -> usize {
+        self.0.undo()
+    }
 }
 
 struct TestState<const GATED: bool> {

@@ -185,6 +185,9 @@ pub fn register(
     let consumer: BaseConsumer<RegistryContext> = settings
         .base()
         .set("group.id", &group)
+        // Its own session timeout needs the classic protocol, whatever the
+        // shards' groups use.
+        .set("group.protocol", "classic")
         .set("client.id", &client_id)
         .set("enable.auto.commit", "false")
         .set(

@@ -98,7 +98,13 @@ pub const ENGINE_METRICS: &[MetricSpec] = &[
         name: "tradeflow_transaction_aborts_total",
         kind: MetricKind::Counter,
         labels: SHARD,
-        help: "Transactions aborted to discard uncommitted work after a revocation (exactly-once).",
+        help: "Transactions aborted to discard uncommitted work: after a revocation, or to roll back an abortable commit error (exactly-once).",
+    },
+    MetricSpec {
+        name: "tradeflow_transaction_rollbacks_total",
+        kind: MetricKind::Counter,
+        labels: SHARD,
+        help: "Aborted transactions undone in memory (before-images put back, inputs rewound, same clients): no restart, no restore (exactly-once).",
     },
     MetricSpec {
         name: "tradeflow_changelog_records_total",
@@ -402,6 +408,11 @@ fn shard_families(out: &mut Families, m: &ShardMetrics) {
         "tradeflow_transaction_aborts_total",
         &labels,
         c.transaction_aborts,
+    );
+    out.counter(
+        "tradeflow_transaction_rollbacks_total",
+        &labels,
+        c.rollbacks,
     );
     out.counter(
         "tradeflow_changelog_records_total",
