@@ -29,6 +29,7 @@ use std::str::FromStr;
 use codecs::{AccountId, EventRef, OrderId, Quantity, Sku};
 use engine::stage::{Input, Outbox, Rejection, Stage};
 use engine::store::{ChangelogStore, PartitionStores};
+use engine::wire::WireFormats;
 use tracing::error;
 
 use crate::inventory::StockLedger;
@@ -202,6 +203,8 @@ impl PartitionStores for TradeFlowState {
 pub struct TradeFlow {
     services: ServiceSet,
     inputs: Vec<&'static str>,
+    /// Which outputs are written as Avro, how Avro inputs are read.
+    wire: WireFormats,
 }
 
 impl TradeFlow {
@@ -209,7 +212,14 @@ impl TradeFlow {
         TradeFlow {
             services,
             inputs: input_topics(services),
+            wire: WireFormats::default(),
         }
+    }
+
+    /// Writes and reads the topics as `wire` says (`services::wire`).
+    pub fn with_wire_formats(mut self, wire: WireFormats) -> Self {
+        self.wire = wire;
+        self
     }
 
     pub fn services(&self) -> ServiceSet {
@@ -301,6 +311,10 @@ impl Stage for TradeFlow {
 
     fn input_topics(&self) -> &[&'static str] {
         &self.inputs
+    }
+
+    fn wire_formats(&self) -> WireFormats {
+        self.wire.clone()
     }
 
     fn process(

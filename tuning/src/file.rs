@@ -47,6 +47,11 @@ struct FileForm {
     kafka: Option<toml::Value>,
     #[serde(default)]
     api: FileApi,
+    // `[wire]` is read and checked by `wire.rs` (`WireSettings::load`),
+    // which knows the flow's topics from its caller; the writer leaves it out.
+    #[serde(default)]
+    #[allow(dead_code)]
+    wire: Option<toml::Value>,
 }
 
 #[derive(Default, Deserialize)]
