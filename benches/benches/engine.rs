@@ -356,7 +356,11 @@ fn engine_only(c: &mut Criterion) {
         println!(
             "engine-only, wire {}: {:.3} M events/s on one core ({:.0} ns/event), \
              {:.0} payload bytes out/event, dead-lettered {}",
-            if avro { "avro in + avro out" } else { "rkyv in + rkyv out" },
+            if avro {
+                "avro in + avro out"
+            } else {
+                "rkyv in + rkyv out"
+            },
             events as f64 / elapsed.as_secs_f64() / 1e6,
             elapsed.as_nanos() as f64 / events as f64,
             shard.port_mut().sent_bytes as f64 / stats.records_out.max(1) as f64,
