@@ -642,6 +642,23 @@ mod tests {
     }
 
     #[test]
+    fn a_registry_schema_is_known_by_canonical_form_and_a_stranger_is_not() {
+        for schema in value_schemas() {
+            // As a registry serves it: the checked-in file, pretty-printed.
+            let served = std::fs::read_to_string(checked_in_path(&schema)).expect("checked in");
+            assert_eq!(
+                known_value_schema(&served).expect("parses"),
+                Some(schema.clone()),
+                "{}",
+                schema.subject()
+            );
+        }
+        let stranger = r#"{"type":"record","name":"Trade","fields":[{"name":"id","type":"long"}]}"#;
+        assert_eq!(known_value_schema(stranger).expect("parses"), None);
+        assert!(known_value_schema("{not json").is_err());
+    }
+
+    #[test]
     fn every_schema_parses_and_matches_the_checked_in_file() {
         // TRADEFLOW_BLESS=1 rewrites the files after an intended change.
         let bless = std::env::var_os("TRADEFLOW_BLESS").is_some();
