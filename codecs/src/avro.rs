@@ -404,6 +404,21 @@ pub fn latest_value_schema(topic: &str) -> Option<ValueSchema> {
         .max_by_key(|s| s.version)
 }
 
+/// Which value schema of this build `text` (a schema as a registry serves it,
+/// e.g. from `GET /schemas/ids/{id}`) is, compared by Avro's Parsing
+/// Canonical Form (docs, defaults and whitespace aside); `None` when it is
+/// none of them. The newest version wins when two versions print the same.
+pub fn known_value_schema(text: &str) -> Result<Option<ValueSchema>, AvroError> {
+    let theirs = Schema::parse_str(text)?.canonical_form();
+    let mut found = None;
+    for schema in value_schemas() {
+        if schema.parse()?.canonical_form() == theirs {
+            found = Some(schema);
+        }
+    }
+    Ok(found)
+}
+
 /// A value schema parsed once, for encoding and decoding many events (parsing
 /// a schema costs far more than one datum).
 #[derive(Debug, Clone)]
@@ -624,6 +639,23 @@ mod tests {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("schemas/avro")
             .join(format!("{}.v{}.avsc", schema.subject(), schema.version))
+    }
+
+    #[test]
+    fn a_registry_schema_is_known_by_canonical_form_and_a_stranger_is_not() {
+        for schema in value_schemas() {
+            // As a registry serves it: the checked-in file, pretty-printed.
+            let served = std::fs::read_to_string(checked_in_path(&schema)).expect("checked in");
+            assert_eq!(
+                known_value_schema(&served).expect("parses"),
+                Some(schema.clone()),
+                "{}",
+                schema.subject()
+            );
+        }
+        let stranger = r#"{"type":"record","name":"Trade","fields":[{"name":"id","type":"long"}]}"#;
+        assert_eq!(known_value_schema(stranger).expect("parses"), None);
+        assert!(known_value_schema("{not json").is_err());
     }
 
     #[test]

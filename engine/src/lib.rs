@@ -20,10 +20,11 @@ pub mod stage;
 pub mod store;
 pub mod telemetry;
 pub mod topics;
+pub mod wire;
 
 pub use ids::{Offset, PartitionId, ShardId, TopicIdx};
 pub use port::{InputOffset, InputRecord, KafkaPort, OutRecord, Polled, PortError};
 pub use shard::{Shard, ShardError, ShardStats, Step};
-pub use stage::{ErrorClass, Input, Outbox, Rejection, Stage};
+pub use stage::{EmitError, ErrorClass, Input, Outbox, Rejection, Stage};
 pub use store::{ChangelogStore, PartitionStores, Store, StoreKey, StoreValue};
 pub use telemetry::{MetricsSnapshot, Telemetry, Timing};

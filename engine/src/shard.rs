@@ -14,7 +14,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use codecs::decode;
 use hashbrown::HashMap;
 use tracing::{debug, info, warn};
 
@@ -28,6 +27,7 @@ use crate::telemetry::{
     PartitionLag, ReportBody, ShardGauges, ShardReport, ShardTelemetry, StoreSize, Timing,
 };
 use crate::topics::{changelog_topic, dead_letter_topic};
+use crate::wire::WireReader;
 use hdrhistogram::Histogram;
 
 /// Why a shard stopped.
@@ -160,6 +160,8 @@ pub struct Shard<S: Stage, P: KafkaPort> {
     topics: TopicNames,
     owned: HashMap<PartitionId, OwnedPartition<S::State>>,
     outbox: Outbox,
+    /// Decodes input records, rkyv or Avro (see `wire`).
+    wire: WireReader,
     stats: ShardStats,
     uncommitted: bool,
     output_timing: OutputTiming,
@@ -196,6 +198,7 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
             .collect();
         let dead_letters = inputs.iter().map(|t| dead_letter_topic(t)).collect();
         let telemetry = ShardTelemetry::new(&inputs);
+        let formats = stage.wire_formats();
         Ok(Shard {
             id,
             stage,
@@ -206,7 +209,8 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
                 dead_letters,
             },
             owned: HashMap::new(),
-            outbox: Outbox::new(partitions),
+            outbox: Outbox::new(partitions).with_wire_formats(&formats),
+            wire: WireReader::new(formats),
             stats: ShardStats::default(),
             uncommitted: false,
             output_timing: OutputTiming::Immediate,
@@ -427,6 +431,7 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
         let stage = &mut self.stage;
         let owned = &mut self.owned;
         let outbox = &mut self.outbox;
+        let wire = &mut self.wire;
         let topics = &self.topics;
         let telemetry = &mut self.telemetry;
         let mut processed_at = None;
@@ -440,7 +445,8 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
                     // A sampled record is timed; every record gets its
                     // end-to-end latency against a recent clock reading.
                     let sampled = telemetry.start_record();
-                    let step = process_record(id, stage, owned, outbox, topics, telemetry, &record);
+                    let step =
+                        process_record(id, stage, owned, outbox, wire, topics, telemetry, &record);
                     if let Some(started) = sampled {
                         processed_at = Some(telemetry.record_since(
                             Timing::Process,
@@ -845,6 +851,7 @@ fn process_record<S: Stage>(
     stage: &mut S,
     owned: &mut HashMap<PartitionId, OwnedPartition<S::State>>,
     outbox: &mut Outbox,
+    wire: &mut WireReader,
     topics: &TopicNames,
     telemetry: &mut ShardTelemetry,
     record: &InputRecord<'_>,
@@ -880,13 +887,13 @@ fn process_record<S: Stage>(
         offset: record.offset,
         timestamp_ms: record.timestamp_ms,
     };
-    let verdict = match record.payload.map(decode) {
+    let verdict = match record.payload.map(|payload| wire.decode(payload)) {
         None => Err((
             ErrorClass::UserData,
             "missing_value",
             "record has no value".to_string(),
         )),
-        Some(Err(e)) => Err((ErrorClass::UserData, e.reason(), e.to_string())),
+        Some(Err(e)) => Err((e.class(), e.reason(), e.to_string())),
         Some(Ok(event)) => {
             telemetry.record_end_to_end(topic, event.created_at_ns().0);
             let mark = outbox.mark();

@@ -7,11 +7,13 @@
 //! Must never: give a stage access to another partition's state, to Kafka
 //! clients, or to anything shared with another shard.
 
-use codecs::{EncodeError, Encoder, Event, EventRef};
+use codecs::avro::AvroError;
+use codecs::{EncodeError, Encoder, Event, EventRef, MAGIC_BYTE};
 
 use crate::ids::{Offset, PartitionId, TopicIdx};
 use crate::partitioner::partition_for;
 use crate::store::PartitionStores;
+use crate::wire::{AvroWriter, WireFormats};
 
 /// Metadata of the record being processed.
 #[derive(Clone, Copy, Debug)]
@@ -87,6 +89,28 @@ pub trait Stage: 'static {
         state: &mut Self::State,
         out: &mut Outbox,
     ) -> Result<(), Rejection>;
+
+    /// The wire formats of this stage's topics (which outputs are written as
+    /// Avro, how Avro inputs are read); read once when its shard is made.
+    /// Default: rkyv everywhere.
+    fn wire_formats(&self) -> WireFormats {
+        WireFormats::default()
+    }
+}
+
+/// Why an emitted event was not put into the outbox.
+#[derive(Debug, thiserror::Error)]
+pub enum EmitError {
+    /// The event is not valid (see [`EncodeError`]).
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+    /// The topic is written as Avro and the event does not fit its schema.
+    #[error("{topic} is written as Avro: {source}")]
+    Avro {
+        topic: &'static str,
+        #[source]
+        source: AvroError,
+    },
 }
 
 /// One record waiting in the outbox, as offsets into the outbox's byte arena.
@@ -141,6 +165,8 @@ pub struct PendingDeadLetter {
 /// hand them to its producer without further copies or allocation.
 pub struct Outbox {
     encoder: Encoder,
+    /// Output topics written as Avro (empty: rkyv everywhere).
+    avro: Vec<(&'static str, AvroWriter)>,
     bytes: Vec<u8>,
     entries: Vec<OutboxEntry>,
     dead_letters: Vec<PendingDeadLetter>,
@@ -152,6 +178,7 @@ impl Outbox {
     pub fn new(partitions: i32) -> Self {
         Outbox {
             encoder: Encoder::new(),
+            avro: Vec::new(),
             bytes: Vec::with_capacity(64 * 1024),
             entries: Vec::with_capacity(256),
             dead_letters: Vec::new(),
@@ -159,23 +186,49 @@ impl Outbox {
         }
     }
 
+    /// Writes the topics `formats` names as Avro, the others as rkyv.
+    pub fn with_wire_formats(mut self, formats: &WireFormats) -> Self {
+        self.avro = formats
+            .avro_topics()
+            .map(|(topic, writer)| (topic, writer.clone()))
+            .collect();
+        self
+    }
+
     pub fn partitions(&self) -> i32 {
         self.partitions
     }
 
-    /// Encodes `event` for `topic` with `key` (which decides the partition).
+    /// Encodes `event` for `topic` with `key` (which decides the partition),
+    /// as rkyv or, for a topic written as Avro, in Confluent's Avro form.
     pub fn emit(
         &mut self,
         topic: &'static str,
         key: &[u8],
         event: &Event,
-    ) -> Result<(), EncodeError> {
+    ) -> Result<(), EmitError> {
         let partition = partition_for(key, self.partitions);
+        // Validated as rkyv either way: Avro records obey the same rules.
         let frame = self.encoder.encode(event)?;
         let key_start = self.bytes.len() as u32;
         self.bytes.extend_from_slice(key);
         let payload_start = self.bytes.len() as u32;
-        self.bytes.extend_from_slice(frame);
+        match self.avro.iter().find(|(t, _)| *t == topic) {
+            None => self.bytes.extend_from_slice(frame),
+            Some((_, writer)) => {
+                let datum = match writer.schema.encode(event) {
+                    Ok(datum) => datum,
+                    Err(source) => {
+                        self.bytes.truncate(key_start as usize);
+                        return Err(EmitError::Avro { topic, source });
+                    }
+                };
+                self.bytes.push(MAGIC_BYTE);
+                self.bytes
+                    .extend_from_slice(&writer.registry_id.to_be_bytes());
+                self.bytes.extend_from_slice(&datum);
+            }
+        }
         self.entries.push(OutboxEntry {
             topic,
             partition,

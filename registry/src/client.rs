@@ -6,8 +6,10 @@
 //! schema of each topic a node writes, under `<physical topic>-value`, and
 //! turning a refusal into an error that names the subject and the registry's
 //! reason. Works with `tradeflow registry` or any Confluent-compatible one.
-//! Must never: run on a shard's core or on the data path (it is start-up
-//! only), or retry an incompatibility (a 409 is a decision, not a fault).
+//! Also looks a schema id up (`GET /schemas/ids/{id}`) for a node that reads
+//! Avro records: once per id a shard has not seen, never per record.
+//! Must never: sit on the data path beyond that one lookup per unseen id,
+//! or retry an incompatibility (a 409 is a decision, not a fault).
 
 use std::time::Duration;
 
@@ -96,4 +98,47 @@ pub fn register_value_schemas(
         out.push(Registered { subject, id });
     }
     Ok(out)
+}
+
+/// How long a lookup of one schema id may take: it runs on a shard's thread,
+/// once per id it has not seen.
+pub const LOOKUP_TIMEOUT_MS: u64 = 2_000;
+
+/// The schema the registry at `base_url` holds under `id`
+/// (`GET /schemas/ids/{id}`), as text; `Ok(None)` when the registry answers
+/// that it has no such schema (HTTP 404). Called by a node's shards on an id
+/// they have not seen, once per id (they cache the answer).
+pub fn schema_by_id(base_url: &str, id: u32) -> Result<Option<String>, ClientError> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_millis(LOOKUP_TIMEOUT_MS)))
+        .build()
+        .into();
+    let url = format!("{}/schemas/ids/{id}", base_url.trim_end_matches('/'));
+    let transport = |reason: String| ClientError::Transport {
+        url: url.clone(),
+        reason,
+    };
+    let response = agent
+        .get(&url)
+        .header("accept", crate::CONTENT_TYPE)
+        .call()
+        .map_err(|e| transport(e.to_string()))?;
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .read_to_string()
+        .map_err(|e| transport(e.to_string()))?;
+    if status == 404 {
+        return Ok(None);
+    }
+    let answer: Value = serde_json::from_str(&body)
+        .map_err(|e| transport(format!("HTTP {status}, not JSON ({e}): {body}")))?;
+    if !(200..300).contains(&status) {
+        return Err(transport(format!("HTTP {status}: {body}")));
+    }
+    answer["schema"]
+        .as_str()
+        .map(|s| Some(s.to_owned()))
+        .ok_or_else(|| transport(format!("no schema in {body}")))
 }

@@ -29,6 +29,7 @@ use std::str::FromStr;
 use codecs::{AccountId, EventRef, OrderId, Quantity, Sku};
 use engine::stage::{Input, Outbox, Rejection, Stage};
 use engine::store::{ChangelogStore, PartitionStores};
+use engine::wire::WireFormats;
 use tracing::error;
 
 use crate::inventory::StockLedger;
@@ -206,6 +207,8 @@ pub struct TradeFlow {
     /// How long (event time, ms) a finished order's records stay in the
     /// order, payment and inventory stores (`crate::retention`).
     order_retention_ms: i64,
+    /// Which outputs are written as Avro, how Avro inputs are read.
+    wire: WireFormats,
 }
 
 impl TradeFlow {
@@ -214,6 +217,7 @@ impl TradeFlow {
             services,
             inputs: input_topics(services),
             order_retention_ms: ORDER_RETENTION_DEFAULT_MS,
+            wire: WireFormats::default(),
         }
     }
 
@@ -228,6 +232,12 @@ impl TradeFlow {
 
     pub fn order_retention_ms(&self) -> i64 {
         self.order_retention_ms
+    }
+
+    /// Writes and reads the topics as `wire` says (`services::wire`).
+    pub fn with_wire_formats(mut self, wire: WireFormats) -> Self {
+        self.wire = wire;
+        self
     }
 
     pub fn services(&self) -> ServiceSet {
@@ -319,6 +329,10 @@ impl Stage for TradeFlow {
 
     fn input_topics(&self) -> &[&'static str] {
         &self.inputs
+    }
+
+    fn wire_formats(&self) -> WireFormats {
+        self.wire.clone()
     }
 
     fn process(

@@ -24,5 +24,6 @@ mod routing;
 pub mod store_codec;
 #[doc(hidden)]
 pub mod testing;
+pub mod wire;
 /// The flow's topics and keys live with the wire format; re-exported here.
 pub use codecs::topics;

@@ -49,6 +49,11 @@ struct FileForm {
     api: FileApi,
     #[serde(default)]
     state: FileState,
+    // `[wire]` is read and checked by `wire.rs` (`WireSettings::load`),
+    // which knows the flow's topics from its caller; the writer leaves it out.
+    #[serde(default)]
+    #[allow(dead_code)]
+    wire: Option<toml::Value>,
 }
 
 #[derive(Default, Deserialize)]

@@ -121,6 +121,7 @@ mod machine;
 mod model;
 pub mod security;
 mod validate;
+pub mod wire;
 
 pub use error::{Key, Location, Problem, ProblemKind, TuningError, Warning, WarningKind};
 pub use ids::{CoreId, NodeName, NodeNameError, PartitionId};
@@ -131,3 +132,4 @@ pub use model::{
     RetryPolicy, RuntimeKnobs, ShardPlacement, StateSection,
 };
 pub use security::{KafkaSecurity, Secret, SecurityError};
+pub use wire::{ValueFormatName, WireSettings, WireSettingsError};

@@ -434,7 +434,7 @@ fn register_schemas(
     namespace: &TopicNamespace,
     outputs: &[&'static str],
     api: bool,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<registry::client::Registered>> {
     use codecs::topics;
     let mut written = outputs.to_vec();
     if api {
@@ -450,7 +450,7 @@ fn register_schemas(
     for r in &registered {
         tracing::info!(subject = %r.subject, id = r.id, "schema registered");
     }
-    Ok(())
+    Ok(registered)
 }
 
 /// `tradeflow acls --emit` values.
@@ -817,8 +817,29 @@ fn run(
     let stores = flow.store_names();
     let inputs = engine::Stage::input_topics(&flow).to_vec();
     let outputs = flow.output_topics();
-    if let Some(url) = schema_registry {
-        register_schemas(url, &connection.namespace, &outputs, api.is_some())?;
+    // `[wire]`: which topics are Avro; Avro needs the registry's ids.
+    let wire_settings = tuning::WireSettings::load(config, &services::topics::ALL)?;
+    if schema_registry.is_none() {
+        services::wire::wire_formats(&wire_settings, None, &connection.namespace, &outputs, &[])
+            .with_context(|| format!("core map {}", config.display()))?;
+    }
+    let registered = match schema_registry {
+        Some(url) => register_schemas(url, &connection.namespace, &outputs, api.is_some())?,
+        None => Vec::new(),
+    };
+    let wire = services::wire::wire_formats(
+        &wire_settings,
+        schema_registry,
+        &connection.namespace,
+        &outputs,
+        &registered,
+    )
+    .with_context(|| format!("core map {}", config.display()))?;
+    for (topic, writer) in wire.avro_topics() {
+        println!(
+            "tradeflow: writes {topic} as Avro (schema id {})",
+            writer.registry_id
+        );
     }
     prepare_topics(
         &plan.settings,
@@ -857,7 +878,11 @@ fn run(
         plan.shards,
         plan.knobs,
         plan.partitions,
-        move |_| TradeFlow::new(services).with_order_retention(order_retention_ms),
+        move |_| {
+            TradeFlow::new(services)
+                .with_order_retention(order_retention_ms)
+                .with_wire_formats(wire.clone())
+        },
     )?);
     let telemetry = engine.telemetry();
     let observability = Observability::new(Some(telemetry.clone()))?;
