@@ -13,8 +13,11 @@
 //! digits, a SKU its symbol, an enum its snake_case name), so that the JSON
 //! form is the bridge: encoding is `Event` → JSON value → Avro value, decoding
 //! the reverse, and any drift between the Rust types and the schemas fails the
-//! round-trip tests. Unsigned ids travel as Avro `long`: a value above
-//! `i64::MAX` is refused on encoding, never wrapped.
+//! round-trip tests. The unsigned 64-bit fields (`UNSIGNED_LONGS`: order ids,
+//! accounts, timestamps) travel as Avro `long` holding the same 64 bits (two's
+//! complement, as Java clients hold unsigned ids): order ids are hashes, so
+//! half of them are above `i64::MAX` and read as negative longs elsewhere;
+//! decoding turns them back into the same `u64`.
 //!
 //! Must never: sit on the hot path (the engine writes rkyv frames; Avro is for
 //! the edges and for foreign clients), know about Kafka or any registry client
@@ -40,7 +43,7 @@ pub const NAMESPACE: &str = "com.tradeflow.events";
 #[derive(Debug, thiserror::Error)]
 pub enum AvroError {
     /// The event does not fit the schema it was to be written with (a kind the
-    /// topic does not carry, v2 data in a v1 schema, an id above `i64::MAX`).
+    /// topic does not carry, v2 data in a v1 schema).
     #[error("event does not fit {schema}: {reason}")]
     DoesNotFit {
         /// The subject and version written.
@@ -64,6 +67,12 @@ pub enum AvroError {
     #[error("generated Avro schema does not parse: {0}")]
     Schema(#[from] apache_avro::Error),
 }
+
+/// The `long` fields whose Rust type is `u64` (`OrderId`, `AccountId`,
+/// `TimestampNs`): written as their 64 bits (`u64 as i64`) and read back the
+/// same way. Every other `long` is an `i64` (`Money`, `Quantity`). The
+/// round-trip test with `u64::MAX` in each of them keeps this list true.
+const UNSIGNED_LONGS: [&str; 3] = ["order_id", "account", "created_at_ns"];
 
 /// How each event field is typed in Avro. Every field of every event is one
 /// of these, so one match covers the whole table.
@@ -589,10 +598,12 @@ fn json_to_avro(
             }
             Ok(AvroValue::Record(fields))
         }
+        // An unsigned field above i64::MAX keeps its 64 bits (see UNSIGNED_LONGS).
         Schema::Long => json
             .as_i64()
+            .or_else(|| json.as_u64().map(|unsigned| unsigned as i64))
             .map(AvroValue::Long)
-            .ok_or_else(|| format!("{json} is not an Avro long (unsigned above i64::MAX?)")),
+            .ok_or_else(|| format!("{json} is not a 64-bit integer")),
         Schema::String => json
             .as_str()
             .map(|s| AvroValue::String(s.to_owned()))
@@ -619,7 +630,12 @@ fn avro_to_json(value: AvroValue) -> Result<Json, String> {
         AvroValue::Record(fields) => Json::Object(
             fields
                 .into_iter()
-                .map(|(name, v)| avro_to_json(v).map(|j| (name, j)))
+                .map(|(name, v)| match v {
+                    AvroValue::Long(n) if UNSIGNED_LONGS.contains(&name.as_str()) => {
+                        Ok((name, json!(n as u64)))
+                    }
+                    v => avro_to_json(v).map(|j| (name, j)),
+                })
                 .collect::<Result<Map<_, _>, _>>()?,
         ),
         AvroValue::Long(n) => json!(n),
