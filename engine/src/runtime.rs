@@ -31,11 +31,11 @@ use crate::port::PortError;
 use crate::shard::{OutputTiming, Shard, ShardError, ShardStats, Step};
 use crate::stage::Stage;
 use crate::standby::StandbyCopies;
-use crate::topics::changelog_topic;
 use crate::store::{PartitionStores, StoreEntries};
 use crate::telemetry::{
     ReportChannel, ShardGauges, Telemetry, FINAL_REPORT_TIMEOUT_MS, PUBLISH_INTERVAL_MS,
 };
+use crate::topics::changelog_topic;
 
 pub use crate::telemetry::ShardStatus;
 
@@ -261,13 +261,12 @@ impl Engine {
                 reason: format!("starting the telemetry hub: {e}"),
             })?;
         let first_shard = plans.first().map_or(ShardId(0), |p| p.shard);
-        let standbys = (knobs.standby_replicas > 0)
-            .then(|| {
-                Arc::new(StandbyCopies::<S::State>::new(
-                    knobs.standby_replicas,
-                    telemetry.standby_lag_sink(),
-                ))
-            });
+        let standbys = (knobs.standby_replicas > 0).then(|| {
+            Arc::new(StandbyCopies::<S::State>::new(
+                knobs.standby_replicas,
+                telemetry.standby_lag_sink(),
+            ))
+        });
         let standby_keeper = match &standbys {
             Some(copies) => {
                 let all_gauges: Vec<Arc<ShardGauges>> =
@@ -278,9 +277,7 @@ impl Engine {
                         .map(|store| changelog_topic(&settings.application_id, store))
                         .collect(),
                     partitions,
-                    shards_assigned: Box::new(move || {
-                        all_gauges.iter().all(|g| g.read().assigned)
-                    }),
+                    shards_assigned: Box::new(move || all_gauges.iter().all(|g| g.read().assigned)),
                 };
                 Some(
                     spawn_keeper(

@@ -587,7 +587,9 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
                     };
                     // A store the copy never read (`None`) restores in full.
                     let restored = match tail_from {
-                        Some(next) => port.restore_tail(changelog, partition, Offset(next), &mut apply),
+                        Some(next) => {
+                            port.restore_tail(changelog, partition, Offset(next), &mut apply)
+                        }
                         None => port.restore(changelog, partition, &mut apply),
                     };
                     match restored {

@@ -120,7 +120,9 @@ impl<St: PartitionStores> StandbyCopies<St> {
         let mut slots = self.slots();
         slots.retain(|p, slot| matches!(slot, Slot::Active) || wanted.contains(p));
         for &p in wanted {
-            slots.entry(p).or_insert_with(|| Slot::Warm(WarmCopy::empty()));
+            slots
+                .entry(p)
+                .or_insert_with(|| Slot::Warm(WarmCopy::empty()));
         }
         let mut warm: Vec<PartitionId> = slots
             .iter()

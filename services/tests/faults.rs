@@ -72,6 +72,11 @@ const START_WAIT_S: u64 = 60;
 const STATE_READ_WAIT_S: u64 = 60;
 /// Longest wait for the joining engine to own partitions and process records.
 const JOIN_WAIT_S: u64 = 60;
+/// Longest wait for a survivor to take a killed node's partitions over: the
+/// group's session (6 s on the test clusters), then the restore, which waits
+/// out the killed node's open transaction until the coordinator aborts it
+/// (`engine::kafka::TRANSACTION_TIMEOUT_MS`, 60 s), then some.
+const TAKE_OVER_WAIT_S: u64 = 120;
 /// Longest wait for a partition's leadership to move off a killed broker.
 const LEADER_MOVE_WAIT_S: u64 = 60;
 
@@ -1036,7 +1041,10 @@ struct TakeOver {
 /// Two group-mode engines under the consumer protocol with
 /// `standby_replicas`; node-b is killed with `kill -9` under load and
 /// node-a takes its partitions over. The whole run is audited as always.
-fn kill_nine_beside_a_survivor(label: &'static str, standby_replicas: u32) -> anyhow::Result<TakeOver> {
+fn kill_nine_beside_a_survivor(
+    label: &'static str,
+    standby_replicas: u32,
+) -> anyhow::Result<TakeOver> {
     let mut run = FaultRun::new(label, Guarantee::ExactlyOnce, Ownership::Group)?;
     run.consumer_protocol = true;
     run.standby_replicas = standby_replicas;
@@ -1088,13 +1096,16 @@ fn kill_nine_beside_a_survivor(label: &'static str, standby_replicas: u32) -> an
             "node-a keeps a standby copy of every partition node-b owns"
         );
     } else {
-        assert!(standby_lag.is_empty(), "no standby without standby_replicas");
+        assert!(
+            standby_lag.is_empty(),
+            "no standby without standby_replicas"
+        );
     }
     second.kill_nine()?;
     let killed = Instant::now();
     while metric("tradeflow_owned_partitions")? < owned_alone {
         anyhow::ensure!(
-            killed.elapsed() < Duration::from_secs(JOIN_WAIT_S),
+            killed.elapsed() < Duration::from_secs(TAKE_OVER_WAIT_S),
             "node-b's partitions never came to node-a"
         );
         std::thread::sleep(Duration::from_millis(20));
@@ -1116,10 +1127,15 @@ fn kill_nine_beside_a_survivor(label: &'static str, standby_replicas: u32) -> an
 /// Issue #15 item 5: the same kill -9 without and with a standby replica;
 /// prints both take-overs. The time until the group hands the partitions
 /// over is the consumer protocol's session timeout on the broker (6 s on
-/// the test clusters) and the same in both; what a standby saves is the
-/// restore. Asserted: every audit; with the standby the restore read fewer
-/// records than without (the tail, not the history); never a timing.
+/// the test clusters) and the same in both; then the restore, which must
+/// wait out the killed node's open transaction (nobody fences it, so the
+/// coordinator aborts it after `transaction.timeout.ms`, 60 s) before it
+/// may end, with or without a copy (see docs/STATE.md). What a standby
+/// saves is the reading. Asserted: every audit (state compared through
+/// REST); with the standby the restore read fewer records than without
+/// (the tail, not the history); never a timing.
 #[test]
+#[ignore = "about 5 minutes, two of them waiting for the killed node's open transaction to time out; run with --ignored"]
 fn kill_nine_of_a_node_with_and_without_a_standby_replica_prints_both_take_overs(
 ) -> anyhow::Result<()> {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());

@@ -259,9 +259,15 @@ fn read_state(file: &FileState, mode: OwnershipMode, problems: &mut Vec<Problem>
                 state.standby_replicas = n;
             }
             Ok(n) if n <= STANDBY_REPLICAS_MAX => {
-                problems.push(Problem::new(key, ProblemKind::StandbyInCoreMap { value: n }));
+                problems.push(Problem::new(
+                    key,
+                    ProblemKind::StandbyInCoreMap { value: n },
+                ));
             }
-            _ => problems.push(Problem::new(key, ProblemKind::StandbyReplicasOutOfRange { value })),
+            _ => problems.push(Problem::new(
+                key,
+                ProblemKind::StandbyReplicasOutOfRange { value },
+            )),
         }
     }
     if let Some(text) = &file.order_retention {
@@ -689,11 +695,7 @@ pub(crate) fn write(tuning: &NodeTuning) -> String {
         retention_text(tuning.state.order_retention_ms)
     );
     if tuning.state.standby_replicas > 0 {
-        let _ = writeln!(
-            out,
-            "standby_replicas = {}",
-            tuning.state.standby_replicas
-        );
+        let _ = writeln!(out, "standby_replicas = {}", tuning.state.standby_replicas);
     }
     let _ = writeln!(out);
     let _ = writeln!(out, "[retry]");
@@ -967,7 +969,10 @@ mod syntax_tests {
         assert_eq!(tuning.state().standby_replicas, 1);
         let written = tuning.to_toml_string();
         assert!(written.contains("standby_replicas = 1\n"), "{written}");
-        assert_eq!(NodeTuning::from_toml_str(&written).expect("reads back"), tuning);
+        assert_eq!(
+            NodeTuning::from_toml_str(&written).expect("reads back"),
+            tuning
+        );
         assert_ne!(default, tuning);
         let zero = NodeTuning::from_toml_str(&format!("{VALID}[state]\nstandby_replicas = 0\n"))
             .expect("0 is today's behaviour in either mode");

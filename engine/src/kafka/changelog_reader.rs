@@ -406,6 +406,8 @@ pub(super) unsafe fn topic_name(topic: usize) -> String {
         if name.is_null() {
             return String::new();
         }
-        std::ffi::CStr::from_ptr(name).to_string_lossy().into_owned()
+        std::ffi::CStr::from_ptr(name)
+            .to_string_lossy()
+            .into_owned()
     }
 }
