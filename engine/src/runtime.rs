@@ -569,6 +569,7 @@ where
                 warn!(%shard, error = %e, attempt = attempts, backoff_ms = backoff.as_millis() as u64,
                       retryable = is_retryable(&e), "shard failed; restarting from its last commit");
                 context.gauges.set_status(ShardStatus::Restarting);
+                release_standbys::<S::State>(&context);
                 context.gauges.count_restart();
                 // Wait in short steps so a shutdown during the backoff is
                 // honoured at once rather than after it.
@@ -581,6 +582,24 @@ where
                     return Err(e);
                 }
             }
+        }
+    }
+}
+
+/// A failed shard's partitions are active no more: the standby keeper may
+/// copy them until a shard (the restarted one, or another node's) takes them
+/// again, which then restores only the tail after the copy.
+fn release_standbys<St: PartitionStores + Send>(context: &SupervisorContext) {
+    let Some(standbys) = context
+        .standbys
+        .clone()
+        .and_then(|c| c.downcast::<StandbyCopies<St>>().ok())
+    else {
+        return;
+    };
+    for partition in 0..context.partitions {
+        if context.gauges.may_own(partition) {
+            standbys.release(PartitionId(partition));
         }
     }
 }
