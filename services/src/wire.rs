@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use codecs::avro::{known_value_schema, latest_value_schema, value_subject, PreparedSchema};
+use codecs::avro::{latest_value_schema, value_subject, PreparedSchema};
 use codecs::topics::TopicNamespace;
 use engine::wire::{AvroWriter, Resolution, SchemaResolver, WireFormats};
 use registry::client::Registered;
@@ -51,21 +51,16 @@ impl RegistryResolver {
 
 impl SchemaResolver for RegistryResolver {
     fn resolve(&self, id: u32) -> Result<Resolution, String> {
-        let Some(text) =
-            registry::client::schema_by_id(&self.base_url, id).map_err(|e| e.to_string())?
-        else {
-            return Ok(Resolution::NotRegistered);
-        };
-        Ok(match known_value_schema(&text) {
-            Ok(Some(schema)) => match PreparedSchema::new(schema) {
-                Ok(prepared) => Resolution::Readable(Arc::new(prepared)),
-                Err(e) => Resolution::Unreadable(e.to_string()),
+        use registry::client::ValueSchemaLookup;
+        Ok(
+            match registry::client::value_schema_by_id(&self.base_url, id)
+                .map_err(|e| e.to_string())?
+            {
+                ValueSchemaLookup::Readable(schema) => Resolution::Readable(Arc::new(schema)),
+                ValueSchemaLookup::NotRegistered => Resolution::NotRegistered,
+                ValueSchemaLookup::Unreadable(reason) => Resolution::Unreadable(reason),
             },
-            Ok(None) => Resolution::Unreadable(format!(
-                "the registry's schema is none of this build's value schemas: {text}"
-            )),
-            Err(e) => Resolution::Unreadable(format!("the registry's schema does not parse: {e}")),
-        })
+        )
     }
 }
 
