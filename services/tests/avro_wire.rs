@@ -5,10 +5,15 @@
 //! engine's `payment.completed` and `stock.updated` records are Avro under
 //! the ids the registry gave their schemas (and Inventory reads Payment's
 //! Avro on the internal hop); funding and stock stay rkyv on the same
-//! inputs; and an order with a schema id the registry does not know lands in
-//! the dead-letter topic with that cause.
+//! inputs; an order placed through the REST API, whose core map says
+//! `order.created` is Avro, is published in Confluent's Avro form under the
+//! registry's id and filled; and an order with a schema id the registry does
+//! not know lands in the dead-letter topic with that cause.
 
 use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use codecs::avro::{frame, latest_value_schema, unframe, value_subject, PreparedSchema};
@@ -25,6 +30,7 @@ use engine::kafka::{publish_and_wait, read_to_end, Guarantee, KafkaSettings, Own
 use engine::partitioner::partition_for;
 use engine::runtime::{Engine, RuntimeKnobs, ShardPlan};
 use engine::{OutRecord, PartitionId, ShardId};
+use services::api::{ApiConfig, PUBLISHED_TOPICS};
 use services::flow::{ServiceSet, TradeFlow, TradeFlowState};
 use tradeflow_tests::{unique_topic, KafkaCluster};
 use tuning::WireSettings;
@@ -65,6 +71,21 @@ fn order(run: u64, n: u64, account: AccountId, sku: Sku) -> anyhow::Result<Event
     }))
 }
 
+/// One plain HTTP/1.1 request; the answer's status line, headers and body.
+fn http(addr: &str, method: &str, path: &str, body: &str) -> anyhow::Result<String> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    Ok(answer)
+}
+
 #[test]
 fn avro_orders_are_filled_and_the_outcomes_are_avro_under_the_registry_ids() -> anyhow::Result<()> {
     tradeflow_tests::init_logging();
@@ -98,8 +119,9 @@ fn avro_orders_are_filled_and_the_outcomes_are_avro_under_the_registry_ids() -> 
     let flow = TradeFlow::new(ServiceSet::ALL);
     let inputs = engine::Stage::input_topics(&flow).to_vec();
     let outputs = flow.output_topics();
+    // What `tradeflow run` with the API registers: outputs and what the API publishes.
     let mut written = outputs.clone();
-    written.push(ORDER_CREATED);
+    written.extend(PUBLISHED_TOPICS);
     let registered = registry::client::register_value_schemas(&url, &namespace, &written)?;
     let id_of = |topic: &str| -> anyhow::Result<u32> {
         let subject = value_subject(&physical(topic));
@@ -118,6 +140,13 @@ fn avro_orders_are_filled_and_the_outcomes_are_avro_under_the_registry_ids() -> 
     )?;
     let formats =
         services::wire::wire_formats(&settings, Some(&url), &namespace, &outputs, &registered)?;
+    let api_formats = services::wire::wire_formats(
+        &settings,
+        Some(&url),
+        &namespace,
+        &PUBLISHED_TOPICS,
+        &registered,
+    )?;
 
     let application_id = unique_topic("avro-app");
     let kafka = KafkaSettings {
@@ -152,6 +181,14 @@ fn avro_orders_are_filled_and_the_outcomes_are_avro_under_the_registry_ids() -> 
         move |_| TradeFlow::new(ServiceSet::ALL).with_wire_formats(formats.clone()),
     )?;
     anyhow::ensure!(engine.wait_running(WAIT), "engine did not start");
+    let engine = Arc::new(engine);
+    let any: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
+    let mut api_config = ApiConfig::new(any, any, cluster.bootstrap(), partitions);
+    api_config.client_properties = props.clone();
+    api_config.namespace = namespace.clone();
+    api_config.wire = api_formats;
+    let api = services::api::spawn(api_config, engine.clone())?;
+    let rest = api.rest_addr().to_string();
 
     let run = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
@@ -248,6 +285,46 @@ fn avro_orders_are_filled_and_the_outcomes_are_avro_under_the_registry_ids() -> 
         .collect();
     publish_and_wait(cluster.bootstrap(), &props, &records)?;
 
+    // An order through the REST API: order.created is Avro in the core map.
+    let answer = http(
+        &rest,
+        "POST",
+        "/v1/orders",
+        &serde_json::json!({
+            "account": account.0, "sku": sku.as_str(), "quantity": 1,
+            "limit_price": 100, "client_order_id": format!("rest-{run}"),
+        })
+        .to_string(),
+    )?;
+    anyhow::ensure!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let rest_order = OrderId(
+        serde_json::from_str::<serde_json::Value>(body)?["order_id"]
+            .as_str()
+            .and_then(|id| id.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("no order id in {body}"))?,
+    );
+    orders.insert(rest_order);
+    let mut from_rest = Vec::new();
+    read_to_end(cluster.bootstrap(), &props, &[&orders_topic], &mut |r| {
+        let Some(payload) = r.payload else { return };
+        if let Ok((id, datum)) = unframe(payload) {
+            if let Ok(event) = order_schema.decode(datum) {
+                if event.header().order_id == rest_order {
+                    from_rest.push((id, event));
+                }
+            }
+        }
+    })?;
+    let [(rest_id, Event::OrderCreated(created))] = from_rest.as_slice() else {
+        anyhow::bail!("the API's order is not one Avro order.created: {from_rest:?}");
+    };
+    assert_eq!(*rest_id, order_id, "the API writes under the registry's id");
+    assert_eq!(
+        (created.account, created.sku, created.quantity),
+        (account, sku, Quantity(1))
+    );
+
     let outcome = |id: OrderId| {
         engine
             .query(
@@ -325,7 +402,10 @@ fn avro_orders_are_filled_and_the_outcomes_are_avro_under_the_registry_ids() -> 
         payloads.last().map(Vec::as_slice)
     );
 
-    engine.shutdown()?;
+    api.stop()?;
+    Arc::try_unwrap(engine)
+        .map_err(|_| anyhow::anyhow!("the engine is still shared"))?
+        .shutdown()?;
     let _ = stop.send(());
     runtime.block_on(server)??;
     Ok(())
