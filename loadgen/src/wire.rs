@@ -216,8 +216,7 @@ impl ValueReader {
         {
             return Err(rkyv.into());
         }
-        let (id, datum) =
-            codecs::avro::unframe(payload).map_err(|_| ValueError::Rkyv(rkyv.clone()))?;
+        let (id, datum) = codecs::avro::unframe(payload).map_err(|_| ValueError::Rkyv(rkyv))?;
         let schema = match self.schema_of(id) {
             Ok(schema) => schema,
             // An id of the rkyv table the registry does not know: a broken
@@ -241,7 +240,7 @@ impl ValueReader {
             return Err(ValueError::UnknownSchemaId { id });
         };
         let answer = match registry::client::value_schema_by_id(url, id) {
-            Ok(ValueSchemaLookup::Readable(schema)) => Ok(Arc::new(schema)),
+            Ok(ValueSchemaLookup::Readable(schema)) => Ok(schema),
             Ok(ValueSchemaLookup::NotRegistered) => Err(ValueError::UnknownSchemaId { id }),
             Ok(ValueSchemaLookup::Unreadable(cause)) => {
                 Err(ValueError::UnreadableSchema { id, cause })

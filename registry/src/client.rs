@@ -149,7 +149,7 @@ pub fn schema_by_id(base_url: &str, id: u32) -> Result<Option<String>, ClientErr
 pub enum ValueSchemaLookup {
     /// One of this build's value schemas (compared by Avro's Parsing
     /// Canonical Form), parsed, ready to decode datums written with it.
-    Readable(codecs::avro::PreparedSchema),
+    Readable(std::sync::Arc<codecs::avro::PreparedSchema>),
     /// The registry has no schema with this id (HTTP 404).
     NotRegistered,
     /// The registry has it, but it is no value schema of this build, or it
@@ -168,7 +168,7 @@ pub fn value_schema_by_id(base_url: &str, id: u32) -> Result<ValueSchemaLookup, 
     };
     Ok(match known_value_schema(&text) {
         Ok(Some(schema)) => match PreparedSchema::new(schema) {
-            Ok(prepared) => ValueSchemaLookup::Readable(prepared),
+            Ok(prepared) => ValueSchemaLookup::Readable(std::sync::Arc::new(prepared)),
             Err(e) => ValueSchemaLookup::Unreadable(e.to_string()),
         },
         Ok(None) => ValueSchemaLookup::Unreadable(format!(

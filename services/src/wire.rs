@@ -56,7 +56,7 @@ impl SchemaResolver for RegistryResolver {
             match registry::client::value_schema_by_id(&self.base_url, id)
                 .map_err(|e| e.to_string())?
             {
-                ValueSchemaLookup::Readable(schema) => Resolution::Readable(Arc::new(schema)),
+                ValueSchemaLookup::Readable(schema) => Resolution::Readable(schema),
                 ValueSchemaLookup::NotRegistered => Resolution::NotRegistered,
                 ValueSchemaLookup::Unreadable(reason) => Resolution::Unreadable(reason),
             },
