@@ -58,6 +58,7 @@ use crate::latency::{LatencyError, LatencyRecorder, HISTOGRAM_SIGFIG, LATENCY_NS
 use crate::progress::{Progress, PROGRESS_UPDATE_MS};
 use crate::traffic::replay::stamp_created_at;
 use crate::traffic::Payload;
+use crate::wire::{ValueError, ValueFormats, ValueWriter};
 
 /// Topics whose events end an order: filled, rejected for funds, refunded.
 pub const OUTCOME_TOPICS: [&str; 3] = [STOCK_UPDATED, PAYMENT_FAILED, PAYMENT_REFUNDED];
@@ -134,6 +135,10 @@ pub struct DriveOptions {
     /// Counts records sent (set its total to the schedule's length if known);
     /// its message counts outcomes.
     pub progress: Progress,
+    /// The form each topic's records are written in, and how records read
+    /// are decoded (rkyv first, Avro through the registry): rkyv only by
+    /// default.
+    pub values: ValueFormats,
 }
 
 impl Default for DriveOptions {
@@ -142,6 +147,7 @@ impl Default for DriveOptions {
             pending_orders_max: PENDING_ORDERS_MAX_DEFAULT,
             interval: Duration::from_millis(INTERVAL_MS_DEFAULT),
             progress: Progress::hidden(),
+            values: ValueFormats::default(),
         }
     }
 }
@@ -301,10 +307,7 @@ pub enum DriveError {
     #[error(transparent)]
     Read(#[from] crate::kafka::ReadError),
     #[error("encoding {kind:?}: {source}")]
-    Encode {
-        kind: EventKind,
-        source: codecs::EncodeError,
-    },
+    Encode { kind: EventKind, source: ValueError },
     #[error(transparent)]
     Latency(#[from] LatencyError),
     #[error(transparent)]
@@ -413,6 +416,7 @@ where
     let start = Instant::now();
     let sender = {
         let sent_records = Arc::clone(&sent_records);
+        let values = options.values.writer();
         let drain_timeout = config.drain_timeout;
         let schedule = schedule
             .into_iter()
@@ -423,6 +427,7 @@ where
                 send_schedule(SendContext {
                     producer,
                     topics,
+                    values,
                     start,
                     start_wall_ns,
                     sent: sent_tx,
@@ -446,6 +451,7 @@ where
     let mut sender = Some(sender);
     let mut drain_started: Option<Instant> = None;
     let mut send_elapsed = Duration::ZERO;
+    let mut values = options.values.reader();
     loop {
         let now_ns = start.elapsed().as_nanos() as u64;
         if now_ns >= progress_at_ns {
@@ -502,11 +508,11 @@ where
         };
         let now = wall_ns();
         let now_ns = start.elapsed().as_nanos() as u64;
-        let Some(Ok(event)) = message.payload().map(codecs::decode) else {
+        let Some(Ok(event)) = message.payload().map(|p| values.decode(p)) else {
             counts.undecodable += 1;
             continue;
         };
-        let order = event.order_id();
+        let order = event.header().order_id;
         if !actual_send_ns.contains_key(&order) {
             // An outcome can overtake the sender's note; pick the note up first.
             while let Ok((o, actual)) = sent_rx.try_recv() {
@@ -521,7 +527,7 @@ where
             Timestamp::NotAvailable => None,
         };
         let order_steps = steps.entry(order).or_default();
-        order_steps.intended_ns = event.created_at_ns().0;
+        order_steps.intended_ns = event.header().created_at_ns.0;
         match event.kind() {
             EventKind::PaymentCompleted => {
                 order_steps.payment_ms = order_steps.payment_ms.or(produced_ms);
@@ -554,7 +560,7 @@ where
         counts.outcome(event.kind());
         last_outcome_ns = now_ns;
         // Outputs carry their order's created_at_ns: its intended send time.
-        let intended = event.created_at_ns().0;
+        let intended = event.header().created_at_ns.0;
         let actual = actual_send_ns.get(&order).copied().unwrap_or(intended);
         recorder.record(
             now_ns,
@@ -637,6 +643,8 @@ struct SendContext<I> {
     producer: BaseProducer,
     /// Physical topic of each of `codecs::topics::ALL`, in that order.
     topics: Vec<String>,
+    /// Encodes each event in its topic's form.
+    values: ValueWriter,
     start: Instant,
     start_wall_ns: u64,
     sent: Sender<SentOrder>,
@@ -654,6 +662,7 @@ where
     let SendContext {
         producer,
         topics,
+        mut values,
         start,
         start_wall_ns,
         sent,
@@ -666,8 +675,6 @@ where
     let mut orders = 0u64;
     let mut orders_intended_ns: Option<(u64, u64)> = None;
     let mut pending_wait_max = Duration::ZERO;
-    // One reused arena for every encoded event.
-    let mut encoder = codecs::Encoder::new();
     for item in schedule {
         let mut item = item?;
         loop {
@@ -718,8 +725,8 @@ where
                 // Latency is measured from when the event was due, not when it left.
                 stamp_created_at(event, TimestampNs(start_wall_ns + item.at_ns));
                 let kind = event.kind();
-                encoder
-                    .encode(event)
+                values
+                    .encode(item.topic, event)
                     .map_err(|source| DriveError::Encode { kind, source })?
             }
             Payload::Raw(bytes) => bytes,

@@ -17,6 +17,7 @@
 //! | [`record`] | capturing a range of topics into a traffic file |
 //! | [`session`] | `run`/`replay`: drive a schedule, write the report, audit |
 //! | [`state`] | balances and stock read through the engines' Order API, for the audit to compare |
+//! | [`wire`] | record values in rkyv or Confluent's Avro form, per topic; schema ids through the registry |
 //!
 //! Owns: send schedules, latency recording and reports.
 //! Must never: measure from the actual send time alone (a stalled system would
@@ -37,3 +38,4 @@ pub mod session;
 pub mod state;
 pub mod synth;
 pub mod traffic;
+pub mod wire;

@@ -30,6 +30,7 @@ use loadgen::session::{self, RunLabel, SessionConfig, SessionOutcome};
 use loadgen::synth::{self, SequentialOrderIds, SynthConfig};
 use loadgen::traffic::replay::{plan_replay, IdRewriter, Pace, Schedule};
 use loadgen::traffic::{Header, TrafficReader, TrafficWriter};
+use loadgen::wire::ValueFormats;
 
 /// Directory under which reports go unless `--report-dir` says otherwise.
 const REPORTS_DIR_DEFAULT: &str = "reports";
@@ -147,6 +148,69 @@ impl ClusterArgs {
     }
 }
 
+/// The form of record values, as a core map's `[wire.value_format]` gives
+/// it to `tradeflow run` (docs/SCHEMAS.md).
+#[derive(Debug, Args)]
+struct WireArgs {
+    /// A Confluent-compatible schema registry (`tradeflow registry` or any
+    /// other; http only). Records in Confluent's Avro form are read with the
+    /// schema it holds under their id (each id asked once); topics written
+    /// as Avro get their ids from it at start (registered, or found when
+    /// already there, as `tradeflow run --schema-registry` does).
+    #[arg(long, value_name = "URL")]
+    schema_registry: Option<String>,
+    /// Write records as `avro` (Confluent's form: magic 0, the registry's
+    /// id, an Avro datum; needs --schema-registry) or `rkyv` (the default):
+    /// FORMAT alone sets the seed topics (order.created, order.updated,
+    /// account.funded, stock.replenished), TOPIC=FORMAT one topic by its
+    /// logical name (repeatable; later ones win).
+    #[arg(long = "value-format", value_name = "[TOPIC=]FORMAT", value_parser = parse_value_format)]
+    value_formats: Vec<(Option<String>, ValueFormatArg)>,
+}
+
+/// `--value-format` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ValueFormatArg {
+    Rkyv,
+    Avro,
+}
+
+impl WireArgs {
+    /// The formats, with the Avro topics' schemas registered.
+    fn formats(&self, namespace: &TopicNamespace) -> anyhow::Result<ValueFormats> {
+        let mut avro: Vec<String> = Vec::new();
+        for (topic, format) in &self.value_formats {
+            let topics = match topic {
+                Some(topic) => vec![topic.clone()],
+                None => INPUT_TOPICS.map(String::from).to_vec(),
+            };
+            for topic in topics {
+                avro.retain(|t| *t != topic);
+                if *format == ValueFormatArg::Avro {
+                    avro.push(topic);
+                }
+            }
+        }
+        let avro: Vec<&str> = avro.iter().map(String::as_str).collect();
+        let formats = ValueFormats::new(self.schema_registry.as_deref(), namespace, &avro)
+            .context("--value-format")?;
+        for (topic, id) in formats.avro_topics() {
+            println!("loadgen: writes {topic} as Avro (schema id {id})");
+        }
+        Ok(formats)
+    }
+}
+
+fn parse_value_format(text: &str) -> Result<(Option<String>, ValueFormatArg), String> {
+    let (topic, format) = match text.split_once('=') {
+        Some((topic, format)) => (Some(topic.trim().to_string()), format.trim()),
+        None => (None, text.trim()),
+    };
+    let format = ValueFormatArg::from_str(format, true)
+        .map_err(|_| format!("expected [TOPIC=]rkyv or [TOPIC=]avro, got '{text}'"))?;
+    Ok((topic, format))
+}
+
 /// `--guarantee` values, as Kafka Streams spells them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum GuaranteeArg {
@@ -192,6 +256,8 @@ struct RunArgs {
     #[command(flatten)]
     cluster: ClusterArgs,
     #[command(flatten)]
+    wire: WireArgs,
+    #[command(flatten)]
     session: SessionArgs,
     /// Offered rate of every record (set-up, then orders, amends, cancels), per second.
     #[arg(long, default_value_t = 500)]
@@ -218,6 +284,11 @@ struct RunArgs {
 struct RecordArgs {
     #[command(flatten)]
     cluster: ClusterArgs,
+    /// A Confluent-compatible schema registry: records in Confluent's Avro
+    /// form are captured as the events they hold (a replay writes them in
+    /// the form it is told).
+    #[arg(long, value_name = "URL")]
+    schema_registry: Option<String>,
     /// Traffic file to write.
     #[arg(long)]
     out: PathBuf,
@@ -243,6 +314,8 @@ struct ReplayArgs {
     #[command(flatten)]
     cluster: ClusterArgs,
     #[command(flatten)]
+    wire: WireArgs,
+    #[command(flatten)]
     session: SessionArgs,
     /// Replay this many times faster than recorded.
     #[arg(long)]
@@ -259,6 +332,10 @@ struct ReplayArgs {
 struct AuditArgs {
     #[command(flatten)]
     cluster: ClusterArgs,
+    /// A Confluent-compatible schema registry: records in Confluent's Avro
+    /// form are read with the schema it holds under their id.
+    #[arg(long, value_name = "URL")]
+    schema_registry: Option<String>,
     /// The guarantee the flow ran under.
     #[arg(long, value_enum, default_value_t = GuaranteeArg::ExactlyOnce)]
     guarantee: GuaranteeArg,
@@ -581,9 +658,11 @@ fn clock_run_id() -> u64 {
 fn session_config(
     command: &str,
     cluster: &ClusterArgs,
+    wire: &WireArgs,
     args: &SessionArgs,
     progress: Progress,
 ) -> anyhow::Result<SessionConfig> {
+    let values = wire.formats(&cluster.namespace()?)?;
     Ok(SessionConfig {
         drive: DriveConfig {
             bootstrap: cluster.bootstrap.clone(),
@@ -595,6 +674,7 @@ fn session_config(
             pending_orders_max: args.pending_max.max(1),
             interval: Duration::from_millis(args.interval_ms),
             progress,
+            values,
         },
         out_dir: args
             .out
@@ -671,7 +751,7 @@ fn run_command(args: RunArgs, verbosity: Verbosity) -> anyhow::Result<()> {
     });
     let (records, schedule) = session::synth_schedule(&config).context("the scenario")?;
     let progress = Progress::new(records, "records", verbosity);
-    let mut session = session_config("run", &args.cluster, &args.session, progress)?;
+    let mut session = session_config("run", &args.cluster, &args.wire, &args.session, progress)?;
     if session.audit.is_some() {
         session.deserved = Some(
             loadgen::synth::deserved_outcomes(&config, codecs::ids::order_id_for)
@@ -703,6 +783,7 @@ fn record_command(args: RecordArgs) -> anyhow::Result<()> {
     } else {
         args.topics.clone()
     };
+    let values = ValueFormats::new(args.schema_registry.as_deref(), &namespace, &[])?;
     let config = RecordConfig {
         bootstrap: args.cluster.bootstrap.clone(),
         client_properties: args.cluster.client_properties()?,
@@ -721,6 +802,7 @@ fn record_command(args: RecordArgs) -> anyhow::Result<()> {
             since_unix_ms: args.since_unix_ms,
             until_unix_ms: args.until_unix_ms,
         },
+        values,
     };
     let file =
         File::create(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
@@ -765,7 +847,7 @@ fn replay_command(args: ReplayArgs, verbosity: Verbosity) -> anyhow::Result<()> 
         IdRewriter::with_services_order_ids(run_id),
     );
     let progress = Progress::new(records, "records", verbosity);
-    let session = session_config("replay", &args.cluster, &args.session, progress)?;
+    let session = session_config("replay", &args.cluster, &args.wire, &args.session, progress)?;
     println!(
         "replaying {} ({pace:?}, ids rewritten under run id {run_id:#x}) into namespace {}",
         args.file.display(),
@@ -786,6 +868,7 @@ fn audit_command(args: AuditArgs) -> anyhow::Result<()> {
         &args.cluster.bootstrap,
         &args.cluster.client_properties()?,
         &namespace,
+        &ValueFormats::new(args.schema_registry.as_deref(), &namespace, &[])?,
         args.guarantee.into(),
     )
     .with_context(|| {
@@ -881,6 +964,54 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn value_formats_apply_to_the_seed_topics_or_one_topic_and_avro_needs_a_registry() {
+        let cli = Cli::try_parse_from([
+            "loadgen",
+            "run",
+            "--value-format",
+            "avro",
+            "--value-format",
+            "order-service.order.updated=rkyv",
+        ]);
+        let Ok(Cli {
+            command: Command::Run(run),
+            ..
+        }) = cli
+        else {
+            panic!("run did not parse: {cli:?}");
+        };
+        assert_eq!(
+            run.wire.value_formats,
+            [
+                (None, ValueFormatArg::Avro),
+                (
+                    Some(codecs::topics::ORDER_UPDATED.to_string()),
+                    ValueFormatArg::Rkyv
+                )
+            ]
+        );
+        // No registry: refused before anything is sent.
+        let error = run
+            .wire
+            .formats(&TopicNamespace::none())
+            .expect_err("avro without a registry")
+            .to_string();
+        assert!(error.contains("--value-format"), "{error}");
+        assert!(Cli::try_parse_from(["loadgen", "run", "--value-format", "json"]).is_err());
+        let rkyv = WireArgs {
+            schema_registry: None,
+            value_formats: vec![(None, ValueFormatArg::Rkyv)],
+        };
+        assert_eq!(
+            rkyv.formats(&TopicNamespace::none())
+                .expect("rkyv needs no registry")
+                .avro_topics()
+                .count(),
+            0
+        );
     }
 
     #[test]

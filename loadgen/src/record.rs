@@ -55,6 +55,11 @@ pub struct RecordConfig {
     pub bounds: TimeBounds,
     /// The header's `source` line.
     pub source: String,
+    /// How values are decoded: rkyv, and Confluent's Avro form when a
+    /// registry is given. Events are written to the file as events, so a
+    /// replay sends them in whatever form it is told; a value that is
+    /// neither is kept raw.
+    pub values: crate::wire::ValueFormats,
 }
 
 /// What a capture wrote.
@@ -112,6 +117,7 @@ pub fn capture<W: Write>(config: &RecordConfig, out: W) -> Result<(Captured, W),
     let mut failure: Option<RecordError> = None;
     // Latest timestamp per partition, to keep each partition's order.
     let mut latest: HashMap<(String, i32), i64> = HashMap::new();
+    let mut values = config.values.reader();
     kafka::read_ranges(&consumer, &ranges, &mut |message| {
         if failure.is_some() {
             return;
@@ -147,8 +153,8 @@ pub fn capture<W: Write>(config: &RecordConfig, out: W) -> Result<(Captured, W),
             partition: message.partition(),
             offset: message.offset(),
             key: message.key().map(<[u8]>::to_vec),
-            payload: match codecs::decode(payload) {
-                Ok(event) => Payload::Event(event.to_event()),
+            payload: match values.decode(payload) {
+                Ok(event) => Payload::Event(event),
                 Err(_) => Payload::Raw(payload.to_vec()),
             },
             topic,

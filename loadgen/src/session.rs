@@ -187,6 +187,7 @@ where
                 &config.drive.bootstrap,
                 &config.drive.client_properties,
                 &config.drive.namespace,
+                &config.options.values,
                 audit,
                 state.as_ref(),
             )?)

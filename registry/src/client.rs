@@ -142,3 +142,40 @@ pub fn schema_by_id(base_url: &str, id: u32) -> Result<Option<String>, ClientErr
         .map(|s| Some(s.to_owned()))
         .ok_or_else(|| transport(format!("no schema in {body}")))
 }
+
+/// What a registry holds under a schema id, for a reader of this build's
+/// events.
+#[derive(Debug, Clone)]
+pub enum ValueSchemaLookup {
+    /// One of this build's value schemas (compared by Avro's Parsing
+    /// Canonical Form), parsed, ready to decode datums written with it.
+    Readable(std::sync::Arc<codecs::avro::PreparedSchema>),
+    /// The registry has no schema with this id (HTTP 404).
+    NotRegistered,
+    /// The registry has it, but it is no value schema of this build, or it
+    /// does not parse (the reason says which).
+    Unreadable(String),
+}
+
+/// Looks `id` up at the registry at `base_url` ([`schema_by_id`]) and
+/// matches the answer against this build's value schemas: what a node's
+/// shards and `loadgen` ask about an id they have not seen (once per id;
+/// they cache the answer). `Err` means the registry could not be asked.
+pub fn value_schema_by_id(base_url: &str, id: u32) -> Result<ValueSchemaLookup, ClientError> {
+    use codecs::avro::{known_value_schema, PreparedSchema};
+    let Some(text) = schema_by_id(base_url, id)? else {
+        return Ok(ValueSchemaLookup::NotRegistered);
+    };
+    Ok(match known_value_schema(&text) {
+        Ok(Some(schema)) => match PreparedSchema::new(schema) {
+            Ok(prepared) => ValueSchemaLookup::Readable(std::sync::Arc::new(prepared)),
+            Err(e) => ValueSchemaLookup::Unreadable(e.to_string()),
+        },
+        Ok(None) => ValueSchemaLookup::Unreadable(format!(
+            "the registry's schema is none of this build's value schemas: {text}"
+        )),
+        Err(e) => {
+            ValueSchemaLookup::Unreadable(format!("the registry's schema does not parse: {e}"))
+        }
+    })
+}

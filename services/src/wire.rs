@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use codecs::avro::{known_value_schema, latest_value_schema, value_subject, PreparedSchema};
+use codecs::avro::{latest_value_schema, value_subject, PreparedSchema};
 use codecs::topics::TopicNamespace;
 use engine::wire::{AvroWriter, Resolution, SchemaResolver, WireFormats};
 use registry::client::Registered;
@@ -51,26 +51,22 @@ impl RegistryResolver {
 
 impl SchemaResolver for RegistryResolver {
     fn resolve(&self, id: u32) -> Result<Resolution, String> {
-        let Some(text) =
-            registry::client::schema_by_id(&self.base_url, id).map_err(|e| e.to_string())?
-        else {
-            return Ok(Resolution::NotRegistered);
-        };
-        Ok(match known_value_schema(&text) {
-            Ok(Some(schema)) => match PreparedSchema::new(schema) {
-                Ok(prepared) => Resolution::Readable(Arc::new(prepared)),
-                Err(e) => Resolution::Unreadable(e.to_string()),
+        use registry::client::ValueSchemaLookup;
+        Ok(
+            match registry::client::value_schema_by_id(&self.base_url, id)
+                .map_err(|e| e.to_string())?
+            {
+                ValueSchemaLookup::Readable(schema) => Resolution::Readable(schema),
+                ValueSchemaLookup::NotRegistered => Resolution::NotRegistered,
+                ValueSchemaLookup::Unreadable(reason) => Resolution::Unreadable(reason),
             },
-            Ok(None) => Resolution::Unreadable(format!(
-                "the registry's schema is none of this build's value schemas: {text}"
-            )),
-            Err(e) => Resolution::Unreadable(format!("the registry's schema does not parse: {e}")),
-        })
+        )
     }
 }
 
 /// The wire formats of a node: with a registry, every input reads Avro as
-/// well as rkyv, and each topic `settings` sets to Avro that the node writes
+/// well as rkyv (the ids in `registered` known from the start, others asked
+/// once), and each topic `settings` sets to Avro that the node writes
 /// (`outputs`) is written with the id in `registered`. Without one, rkyv
 /// only, and any Avro setting is an error.
 pub fn wire_formats(
@@ -89,6 +85,23 @@ pub fn wire_formats(
         };
     };
     let mut formats = WireFormats::with_registry(Arc::new(RegistryResolver::new(url)));
+    // Every id this node registered is known for reading without asking the
+    // registry: no shard stalls on a lookup for the node's own schemas.
+    for r in registered {
+        let Some(topic) = codecs::topics::ALL
+            .iter()
+            .find(|t| value_subject(&namespace.physical(t)) == r.subject)
+        else {
+            continue;
+        };
+        if let Some(schema) = latest_value_schema(topic) {
+            let schema = PreparedSchema::new(schema).map_err(|e| WireSetupError::Schema {
+                topic: topic.to_string(),
+                reason: e.to_string(),
+            })?;
+            formats = formats.read_avro(r.id, Arc::new(schema));
+        }
+    }
     for topic in settings.avro_topics() {
         let Some(&output) = outputs.iter().find(|t| **t == topic) else {
             // Read as Avro like any input; written by someone else.
@@ -186,6 +199,35 @@ mod tests {
             .collect();
         assert_eq!(written, [(codecs::topics::PAYMENT_COMPLETED, 17)]);
         assert!(formats.reads_avro());
+        // An id the node registered reads without asking the registry (none
+        // listens on port 9).
+        let with_order = [
+            registered[0].clone(),
+            Registered {
+                subject: value_subject(codecs::topics::ORDER_CREATED),
+                id: 18,
+            },
+        ];
+        let formats = wire_formats(
+            &settings,
+            Some("http://127.0.0.1:9"),
+            &namespace,
+            &[codecs::topics::PAYMENT_COMPLETED],
+            &with_order,
+        )
+        .expect("registered");
+        let order = codecs::testing::sample_events()
+            .into_iter()
+            .find(|e| e.kind() == codecs::EventKind::OrderCreated)
+            .expect("a sample order");
+        let schema = PreparedSchema::new(
+            latest_value_schema(codecs::topics::ORDER_CREATED).expect("a flow topic"),
+        )
+        .expect("parses");
+        let record = codecs::avro::frame(18, &schema.encode(&order).expect("fits"));
+        let mut reader = engine::wire::WireReader::new(formats);
+        assert_eq!(reader.decode(&record).expect("known id").to_event(), order);
+
         let unregistered = wire_formats(
             &settings,
             Some("http://127.0.0.1:9"),

@@ -315,6 +315,7 @@ fn a_recorded_namespace_replays_to_the_same_orders_and_outcomes() -> anyhow::Res
             topics: INPUT_TOPICS.map(String::from).to_vec(),
             bounds: Default::default(),
             source: "test".into(),
+            values: Default::default(),
         },
         Vec::new(),
     )?;

@@ -1,7 +1,8 @@
 //! Reading a deployment's flow topics for the audit: every flow topic of a
 //! namespace, from its beginning to its end when the read begins, as a
-//! `read_committed` consumer, decoded and fed to an [`Audit`] under the
-//! topic's logical name.
+//! `read_committed` consumer, decoded (rkyv, or Confluent's Avro form
+//! through the schema registry: [`crate::wire`]) and fed to an [`Audit`]
+//! under the topic's logical name.
 //!
 //! Owns: the namespace → topics → audit plumbing behind `loadgen audit` and
 //! the audit at the end of `loadgen run`/`replay`. Must never: judge an
@@ -12,6 +13,7 @@ use rdkafka::message::Message;
 
 use super::{Audit, AuditReport, DeliveryGuarantee, StateSnapshot};
 use crate::kafka::{self, ReadError, TimeBounds};
+use crate::wire::ValueFormats;
 
 /// An audit of what a namespace's topics hold.
 #[derive(Debug, Clone)]
@@ -24,17 +26,20 @@ pub struct TopicAudit {
     pub undecodable: u64,
 }
 
-/// Reads every flow topic of `namespace` and audits it under `guarantee`.
+/// Reads every flow topic of `namespace`, decoding values as `values`
+/// says, and audits it under `guarantee`.
 pub fn audit_namespace(
     bootstrap: &str,
     client_properties: &[(String, String)],
     namespace: &TopicNamespace,
+    values: &ValueFormats,
     guarantee: DeliveryGuarantee,
 ) -> Result<TopicAudit, ReadError> {
     audit_namespace_with(
         bootstrap,
         client_properties,
         namespace,
+        values,
         Audit::new(guarantee),
         None,
     )
@@ -47,16 +52,18 @@ pub fn audit_namespace_with(
     bootstrap: &str,
     client_properties: &[(String, String)],
     namespace: &TopicNamespace,
+    values: &ValueFormats,
     mut audit: Audit,
     state: Option<&StateSnapshot>,
 ) -> Result<TopicAudit, ReadError> {
+    let mut values = values.reader();
     let consumer = kafka::reader(bootstrap, client_properties)?;
     let ranges = kafka::ranges(&consumer, &namespace.all(), TimeBounds::default())?;
     let mut undecodable = 0u64;
     let records = kafka::read_ranges(&consumer, &ranges, &mut |message| {
-        let decoded = message.payload().map(codecs::decode);
+        let decoded = message.payload().map(|p| values.decode(p));
         match (namespace.flow_topic(message.topic()), decoded) {
-            (Some(topic), Some(Ok(event))) => audit.record(topic, &event.to_event()),
+            (Some(topic), Some(Ok(event))) => audit.record(topic, &event),
             _ => undecodable += 1,
         }
     })?;

@@ -4,11 +4,13 @@
 //! Owns: request validation (every rule and its machine-readable code,
 //! `error`, `validate`), turning a valid request into the flow's event
 //! (`ops`), publishing it and waiting for Kafka's acknowledgement
-//! (`publish`, `kafka`), answering status queries from the engine's
-//! in-memory state (`source`), who may call (`auth`: bearer tokens, account
-//! scopes, the `ops` role, reload on SIGHUP), TLS on both ports (`tls`), and
-//! the two servers with their runtime (`rest`, `grpc`, [`spawn`], [`serve`]).
-//! See docs/SECURITY.md.
+//! (`publish`, `kafka`) in the form the core map's `[wire.value_format]`
+//! gives each topic (rkyv, or Confluent's Avro under the id the registry
+//! gave the topic's schema at start: [`ApiConfig::wire`]), answering
+//! status queries from the engine's in-memory state (`source`), who may
+//! call (`auth`: bearer tokens, account scopes, the `ops` role, reload on
+//! SIGHUP), TLS on both ports (`tls`), and the two servers with their
+//! runtime (`rest`, `grpc`, [`spawn`], [`serve`]). See docs/SECURITY.md.
 //! Must never: publish an event it has not validated, answer a create with
 //! success before Kafka acknowledged the event (acks=all, idempotent
 //! producer), run on a shard's core or block one (reads go through
@@ -141,7 +143,20 @@ pub struct ApiConfig {
     pub auth: Option<AuthConfig>,
     /// TLS on both ports; `None`: plain HTTP and plaintext gRPC.
     pub tls: Option<TlsConfig>,
+    /// Which of [`PUBLISHED_TOPICS`] are written as Avro, with the ids the
+    /// registry gave their schemas when the node registered them at start
+    /// (`services::wire::wire_formats`); the default is rkyv everywhere.
+    pub wire: engine::wire::WireFormats,
 }
+
+/// The topics the API publishes to (logical names): what a node with the
+/// API registers in the schema registry beside its stages' outputs.
+pub const PUBLISHED_TOPICS: [&str; 4] = [
+    codecs::topics::ORDER_CREATED,
+    codecs::topics::ORDER_UPDATED,
+    codecs::topics::ACCOUNT_FUNDED,
+    codecs::topics::STOCK_REPLENISHED,
+];
 
 impl ApiConfig {
     /// REST on `rest_addr`, gRPC on `grpc_addr`, defaults for the rest.
@@ -163,6 +178,7 @@ impl ApiConfig {
             observability: None,
             auth: None,
             tls: None,
+            wire: engine::wire::WireFormats::default(),
         }
     }
 }

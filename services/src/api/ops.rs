@@ -122,6 +122,9 @@ pub(crate) struct OrderApi {
     ids: EventIds,
     /// Who may call; off unless a token file is configured.
     auth: super::auth::Auth,
+    /// The published topics written as Avro, with their registry ids (the
+    /// core map's `[wire.value_format]`); the others are rkyv.
+    wire: engine::wire::WireFormats,
 }
 
 impl OrderApi {
@@ -138,6 +141,7 @@ impl OrderApi {
             queries: Semaphore::new(QUERIES_IN_FLIGHT_MAX),
             ids: EventIds::new(),
             auth: super::auth::Auth::off(),
+            wire: config.wire.clone(),
         }
     }
 
@@ -195,10 +199,22 @@ impl OrderApi {
         key: Vec<u8>,
         partition: PartitionId,
     ) -> Result<(), Reject> {
-        let payload = encode_to_vec(event)
-            .map_err(|e| Reject::internal(format!("encoding {}: {e}", event.kind())))?;
+        let topic = topic_of(event.kind());
+        let encoding = |e: String| Reject::internal(format!("encoding {}: {e}", event.kind()));
+        // Validated as rkyv either way: Avro records obey the same rules.
+        let rkyv = encode_to_vec(event).map_err(|e| encoding(e.to_string()))?;
+        let payload = match self.wire.writer(topic) {
+            None => rkyv,
+            Some(avro) => codecs::avro::frame(
+                avro.registry_id,
+                &avro
+                    .schema
+                    .encode(event)
+                    .map_err(|e| encoding(e.to_string()))?,
+            ),
+        };
         let record = OutgoingRecord {
-            topic: topic_of(event.kind()),
+            topic,
             partition,
             key,
             payload,

@@ -838,6 +838,94 @@ async fn amend_cancel_fund_and_replenish_publish_their_events() {
 }
 
 #[tokio::test]
+async fn topics_the_core_map_sets_to_avro_are_published_in_confluents_avro_form() {
+    use codecs::avro::{latest_value_schema, unframe, PreparedSchema};
+    use engine::wire::{AvroWriter, WireFormats};
+    let prepared = |topic: &str| {
+        Arc::new(
+            PreparedSchema::new(latest_value_schema(topic).expect("a flow topic"))
+                .expect("schemas parse"),
+        )
+    };
+    let (created_schema, funded_schema) = (prepared(ORDER_CREATED), prepared(ACCOUNT_FUNDED));
+    let wire = WireFormats::default()
+        .write_avro(
+            ORDER_CREATED,
+            AvroWriter {
+                registry_id: 41,
+                schema: created_schema.clone(),
+            },
+        )
+        .write_avro(
+            ACCOUNT_FUNDED,
+            AvroWriter {
+                registry_id: 43,
+                schema: funded_schema.clone(),
+            },
+        );
+    let state = FakeState::new();
+    state
+        .stock
+        .lock()
+        .expect("stock")
+        .insert(sku("AAPL"), Quantity(10));
+    let recorder = Arc::new(Recorder::default());
+    let f = Fixture {
+        api: Arc::new(OrderApi::new(
+            &ApiConfig {
+                wire,
+                ..config(InstrumentPolicy::Inventory)
+            },
+            Arc::clone(&state) as Arc<dyn StateSource>,
+            Arc::clone(&recorder) as Arc<dyn Publisher>,
+        )),
+        state,
+        recorder,
+    };
+    let (status, body) = post(&f, "/v1/orders", order_json()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let (status, _) = post(&f, "/v1/accounts/7/fundings", json!({"amount": 500})).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, _) = post(
+        &f,
+        "/v1/instruments/AAPL/replenishments",
+        json!({"quantity": 4}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let records = f.recorder.taken();
+    assert_eq!(records.len(), 3);
+
+    let (id, datum) = unframe(&records[0].payload).expect("Confluent frame");
+    assert_eq!((records[0].topic, id), (ORDER_CREATED, 41));
+    let Event::OrderCreated(created) = created_schema.decode(datum).expect("Avro datum") else {
+        panic!("not an order.created");
+    };
+    let order_id = order_id_for(AccountId(7), &ClientOrderId::new("c-1").expect("id"));
+    assert_eq!(body["order_id"], json!(order_id.0.to_string()));
+    assert_eq!(created.header.order_id, order_id);
+    assert_eq!(
+        (created.quantity, created.limit_price),
+        (Quantity(3), Money(1500))
+    );
+    assert!(
+        decode(&records[0].payload).is_err(),
+        "not an rkyv frame as well"
+    );
+
+    let (id, datum) = unframe(&records[1].payload).expect("Confluent frame");
+    assert_eq!((records[1].topic, id), (ACCOUNT_FUNDED, 43));
+    let Event::AccountFunded(funded) = funded_schema.decode(datum).expect("Avro datum") else {
+        panic!("not a funding");
+    };
+    assert_eq!((funded.account, funded.amount), (AccountId(7), Money(500)));
+
+    // Not set to Avro: rkyv, as before.
+    assert_eq!(records[2].topic, STOCK_REPLENISHED);
+    assert!(matches!(decoded(&records[2]), Event::StockReplenished(_)));
+}
+
+#[tokio::test]
 async fn an_unacknowledged_publish_is_a_retryable_503() {
     let f = fixture();
     f.recorder.fail.store(true, Ordering::Relaxed);

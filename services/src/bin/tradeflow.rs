@@ -69,6 +69,11 @@ enum Command {
         /// SASL/SCRAM); --property settings come after it.
         #[arg(long, value_name = "CORE_MAP")]
         kafka_config: Option<PathBuf>,
+        /// A Confluent-compatible schema registry: records in Confluent's
+        /// Avro form (topics a core map sets to "avro") are read with the
+        /// schema it holds under their id.
+        #[arg(long, value_name = "URL")]
+        schema_registry: Option<String>,
     },
     /// Run the engine and the chosen services on this node, pinned as the core
     /// map says, until SIGINT or SIGTERM.
@@ -302,9 +307,12 @@ fn main() -> anyhow::Result<()> {
             namespace,
             properties,
             kafka_config,
+            schema_registry,
         } => {
             let properties = with_security(kafka_config.as_deref(), properties)?;
-            let report = audit_topics(&bootstrap, &properties, &namespace, guarantee)?;
+            let values =
+                loadgen::wire::ValueFormats::new(schema_registry.as_deref(), &namespace, &[])?;
+            let report = audit_topics(&bootstrap, &properties, &namespace, &values, guarantee)?;
             print!("{report}");
             if !report.passed() {
                 anyhow::bail!("the audit found violations");
@@ -435,15 +443,9 @@ fn register_schemas(
     outputs: &[&'static str],
     api: bool,
 ) -> anyhow::Result<Vec<registry::client::Registered>> {
-    use codecs::topics;
     let mut written = outputs.to_vec();
     if api {
-        written.extend([
-            topics::ORDER_CREATED,
-            topics::ORDER_UPDATED,
-            topics::ACCOUNT_FUNDED,
-            topics::STOCK_REPLENISHED,
-        ]);
+        written.extend(services::api::PUBLISHED_TOPICS);
     }
     let registered = registry::client::register_value_schemas(url, namespace, &written)
         .context("the schemas this node writes were not accepted; not starting")?;
@@ -646,8 +648,10 @@ fn audit_topics(
     bootstrap: &str,
     properties: &[(String, String)],
     namespace: &TopicNamespace,
+    values: &loadgen::wire::ValueFormats,
     guarantee: GuaranteeArg,
 ) -> anyhow::Result<services::audit::AuditReport> {
+    let mut values = values.reader();
     let mut audit = services::audit::Audit::new(match guarantee {
         GuaranteeArg::ExactlyOnce => services::audit::DeliveryGuarantee::ExactlyOnce,
         GuaranteeArg::AtLeastOnce => services::audit::DeliveryGuarantee::AtLeastOnce,
@@ -657,9 +661,9 @@ fn audit_topics(
     let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
     let read = engine::kafka::read_to_end(bootstrap, properties, &topics, &mut |record| match (
         namespace.flow_topic(record.topic),
-        record.payload.map(codecs::decode),
+        record.payload.map(|p| values.decode(p)),
     ) {
-        (Some(topic), Some(Ok(event))) => audit.record(topic, &event.to_event()),
+        (Some(topic), Some(Ok(event))) => audit.record(topic, &event),
         // Bad input records sit in the input topics too; the stages sent
         // them to dead-letter topics and they are no part of the flow.
         _ => undecodable += 1,
@@ -835,7 +839,21 @@ fn run(
         &registered,
     )
     .with_context(|| format!("core map {}", config.display()))?;
-    for (topic, writer) in wire.avro_topics() {
+    // What the API publishes, in the same formats, under the ids the same
+    // registration gave.
+    let api_wire = services::wire::wire_formats(
+        &wire_settings,
+        schema_registry,
+        &connection.namespace,
+        if api.is_some() {
+            &services::api::PUBLISHED_TOPICS[..]
+        } else {
+            &[]
+        },
+        &registered,
+    )
+    .with_context(|| format!("core map {}", config.display()))?;
+    for (topic, writer) in wire.avro_topics().chain(api_wire.avro_topics()) {
         println!(
             "tradeflow: writes {topic} as Avro (schema id {})",
             writer.registry_id
@@ -899,6 +917,7 @@ fn run(
             config.client_properties = connection.client_properties.clone();
             config.namespace = connection.namespace.clone();
             config.observability = Some(observability.clone());
+            config.wire = api_wire;
             api_security.apply(tuning.api(), &mut config);
             let scheme = if config.tls.is_some() {
                 "https"
@@ -1163,7 +1182,13 @@ fn demo(
         observe::report::table(&telemetry.snapshot(Duration::from_secs(5))?)
     );
 
-    let audit = audit_topics(&bootstrap, &[], &TopicNamespace::none(), guarantee)?;
+    let audit = audit_topics(
+        &bootstrap,
+        &[],
+        &TopicNamespace::none(),
+        &loadgen::wire::ValueFormats::default(),
+        guarantee,
+    )?;
     print!("{audit}");
     anyhow::ensure!(audit.passed(), "the audit found violations");
     anyhow::ensure!(
