@@ -1676,6 +1676,12 @@ pub fn read_to_end(
         .map_err(|e| kafka_error("creating a reader", e))?;
     let mut assignment = TopicPartitionList::new();
     let mut remaining = BTreeSet::new();
+    // Where each partition ends: its end when the read began. An EOF at or
+    // past it finishes the partition; the end is not asked again at each
+    // EOF (a round trip per partition, and on librdkafka's mock cluster a
+    // query made while the reader fetches waited out its whole 30 s timeout,
+    // twice, at the end of every `tradeflow demo`).
+    let mut ends = BTreeMap::new();
     for topic in topics {
         let metadata = reader
             .fetch_metadata(Some(topic), timeout)
@@ -1688,6 +1694,7 @@ pub fn read_to_end(
                         .add_partition_offset(topic, p.id(), KafkaOffset::Beginning)
                         .map_err(|e| kafka_error("assigning", e))?;
                     remaining.insert((topic.to_string(), p.id()));
+                    ends.insert((topic.to_string(), p.id()), high);
                 }
             }
         }
@@ -1712,10 +1719,12 @@ pub fn read_to_end(
                     if element.partition() != partition {
                         continue;
                     }
-                    if let KafkaOffset::Offset(position) = element.offset() {
-                        let (_, high) = watermarks_retrying(&reader, element.topic(), partition)?;
-                        if position >= high {
-                            remaining.remove(&(element.topic().to_string(), partition));
+                    let key = (element.topic().to_string(), partition);
+                    if let (KafkaOffset::Offset(position), Some(end)) =
+                        (element.offset(), ends.get(&key))
+                    {
+                        if position >= *end {
+                            remaining.remove(&key);
                         }
                     }
                 }

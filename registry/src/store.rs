@@ -24,6 +24,8 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::model::{Change, Registry};
 
+/// How long listing the cluster's topics may take at start.
+const METADATA_TIMEOUT_MS: u64 = 10_000;
 /// Default name of the schemas topic, as Confluent's.
 pub const DEFAULT_TOPIC: &str = "_schemas";
 /// How long reading the log to its end at start may take.
@@ -129,6 +131,21 @@ impl KafkaLog {
 
 async fn ensure_topic(config: &StoreConfig) -> Result<(), StoreError> {
     let admin: AdminClient<DefaultClientContext> = client_config(config).create()?;
+    // A topic that exists is used as it is, as Confluent's registry does: the
+    // registry then needs no right to create topics (an operator made it),
+    // and a cluster that serves no CreateTopics (librdkafka's mock, under
+    // `tradeflow demo`) works. All topics are listed, not this one, so that
+    // the request cannot make a broker auto-create it uncompacted.
+    let listed = admin
+        .inner()
+        .fetch_metadata(None, Duration::from_millis(METADATA_TIMEOUT_MS))?;
+    if listed
+        .topics()
+        .iter()
+        .any(|t| t.name() == config.topic && t.error().is_none() && !t.partitions().is_empty())
+    {
+        return Ok(());
+    }
     // Compacted: only the latest record per key matters, as in Confluent's
     // store; one partition gives every node one order of changes.
     let topic = NewTopic::new(

@@ -273,6 +273,11 @@ enum Command {
         /// the core maps' default) or `interval` (Kafka Streams' rule).
         #[arg(long, value_enum, default_value_t = CommitPolicyArg::Adaptive)]
         commit_policy: CommitPolicyArg,
+        /// Where the demo's own schema registry (the Confluent Schema
+        /// Registry REST API, as `tradeflow registry` serves it) listens while
+        /// the demo runs; port 0 picks a free one, printed at start.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        schema_registry_listen: std::net::SocketAddr,
     },
 }
 
@@ -287,10 +292,12 @@ fn main() -> anyhow::Result<()> {
             commit_interval_ms,
             commit_on_drain,
             commit_policy,
+            schema_registry_listen,
         } => demo(
             rate,
             duration_s,
             guarantee,
+            schema_registry_listen,
             tuning::CommitPolicy {
                 interval_ms: commit_interval_ms,
                 on_drain: commit_on_drain,
@@ -537,6 +544,20 @@ fn registry_command(
 ) -> anyhow::Result<()> {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     stop_on_signals(&stop).context("installing the signal handlers")?;
+    serve_registry(config, listen, stop, |bound| {
+        // Scripts read this line for the address (a port of 0 picks one).
+        println!("tradeflow registry listening on http://{bound}");
+    })
+}
+
+/// Serves the schema registry until `stop` is set; `bound` is told the
+/// address once it listens.
+fn serve_registry(
+    config: registry::StoreConfig,
+    listen: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    bound: impl FnOnce(std::net::SocketAddr),
+) -> anyhow::Result<()> {
     // A small runtime of its own: the registry is a control-plane service,
     // it must not take cores from an engine on the same node.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -550,14 +571,73 @@ fn registry_command(
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         };
-        let (bound, server) = registry::bind(&config, listen, shutdown)
+        let (address, server) = registry::bind(&config, listen, shutdown)
             .await
             .with_context(|| format!("starting the registry on topic {}", config.topic))?;
-        // Scripts read this line for the address (a port of 0 picks one).
-        println!("tradeflow registry listening on http://{bound}");
-        tracing::info!(%bound, topic = %config.topic, "schema registry serving");
+        bound(address);
+        tracing::info!(%address, topic = %config.topic, "schema registry serving");
         server.await.context("serving the registry")
     })
+}
+
+/// The schema registry of `tradeflow demo`: `tradeflow registry` on the
+/// demo's in-process cluster, on a thread of its own, stopped when dropped.
+struct EmbeddedRegistry {
+    url: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl EmbeddedRegistry {
+    fn start(bootstrap: &str, listen: std::net::SocketAddr) -> anyhow::Result<Self> {
+        let config = registry::StoreConfig {
+            bootstrap: bootstrap.to_owned(),
+            topic: registry::DEFAULT_TOPIC.to_owned(),
+            replication: 1,
+            properties: Vec::new(),
+        };
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (bound_tx, bound_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("schema-registry".into())
+            .spawn({
+                let stop = stop.clone();
+                move || {
+                    serve_registry(config, listen, stop, move |address| {
+                        let _ = bound_tx.send(address);
+                    })
+                }
+            })
+            .context("starting the schema registry's thread")?;
+        match bound_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(address) => Ok(EmbeddedRegistry {
+                url: format!("http://{address}"),
+                stop,
+                thread: Some(thread),
+            }),
+            // The thread ended (it says why) or never bound in time.
+            Err(_) => {
+                stop.store(true, Ordering::Relaxed);
+                Err(match thread.join() {
+                    Ok(Err(e)) => e,
+                    Ok(Ok(())) | Err(_) => {
+                        anyhow::anyhow!("the schema registry did not start listening in 30 s")
+                    }
+                })
+            }
+        }
+    }
+}
+
+impl Drop for EmbeddedRegistry {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            if let Ok(Err(e)) = thread.join() {
+                tracing::warn!(error = %e, "the demo's schema registry stopped with an error");
+            }
+        }
+    }
 }
 
 /// The core map's `[kafka.security]` client properties (the password read
@@ -1045,6 +1125,7 @@ fn demo(
     rate: u64,
     duration_s: u64,
     guarantee: GuaranteeArg,
+    schema_registry_listen: std::net::SocketAddr,
     commit: tuning::CommitPolicy,
 ) -> anyhow::Result<()> {
     const PARTITIONS: i32 = 4;
@@ -1074,6 +1155,25 @@ fn demo(
             .create_topic(topic, PARTITIONS, 1)
             .with_context(|| format!("creating {topic} on the mock cluster"))?;
     }
+
+    // The quick start serves the Confluent Schema Registry API too, on the same
+    // in-process cluster, with the value schema of every topic of the flow
+    // registered: a client can fetch a subject or an id while the demo runs.
+    cluster
+        .create_topic(registry::DEFAULT_TOPIC, 1, 1)
+        .context("creating the registry's topic on the mock cluster")?;
+    let schema_registry = EmbeddedRegistry::start(&bootstrap, schema_registry_listen)?;
+    let registered = register_schemas(
+        &schema_registry.url,
+        &TopicNamespace::none(),
+        &flow.output_topics(),
+        true,
+    )?;
+    println!(
+        "schema registry (Confluent REST API) at {}: {} value schemas registered, subjects <topic>-value",
+        schema_registry.url,
+        registered.len()
+    );
 
     let settings = engine::kafka::KafkaSettings {
         bootstrap: bootstrap.clone(),
