@@ -25,7 +25,7 @@ use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{Offset as KafkaOffset, TopicPartitionList};
 use tracing::{info, warn};
@@ -40,12 +40,14 @@ use crate::store::ChangelogApply;
 use crate::telemetry::ShardGauges;
 
 mod changelog_reader;
+pub mod input_order;
 pub mod registry;
 
 use changelog_reader::ChangelogReader;
 pub use changelog_reader::{
     RESTORE_FETCH_BYTES, RESTORE_PROGRESS_EVERY_RECORDS, RESTORE_STALL_TIMEOUT_MS,
 };
+use input_order::{InputLag, InputTimeline, NextInput, TimedRecord};
 
 /// How long a blocking Kafka call (flush, commit, transaction step) may take
 /// before it counts as failed.
@@ -557,6 +559,11 @@ fn producer_pair(
 /// One shard's Kafka clients. See the module doc.
 pub struct RdKafkaPort {
     settings: KafkaSettings,
+    /// Fetched input records not yet handed to the shard, handed over in
+    /// timestamp order across co-partitioned topics (see `input_order`).
+    /// Declared before `consumer`: fields drop in order, and a held record
+    /// must not outlive its client.
+    timeline: InputTimeline<HeldRecord>,
     consumer: BaseConsumer<ShardConsumerContext>,
     /// Exactly-once: two transactional producers used in turn (see
     /// [`ProducerPair`]); at-least-once: one idempotent producer.
@@ -575,7 +582,9 @@ pub struct RdKafkaPort {
     outputs: Vec<(String, String)>,
     notes: Receiver<RebalanceNote>,
     changes: VecDeque<Polled<'static>>,
-    stashed: Option<OwnedMessage>,
+    /// Set while every held record waits for a lagging co-partitioned topic:
+    /// when the wait ends at the latest.
+    held_wait_until: Option<Instant>,
     delivery_failures: Arc<AtomicU64>,
     failure_reasons: Receiver<DeliveryFailure>,
     failures_seen: u64,
@@ -584,7 +593,8 @@ pub struct RdKafkaPort {
     deliveries_purged: bool,
     in_transaction: bool,
     sent_since_commit: u64,
-    /// Input topic names for librdkafka's C API (watermark reads).
+    /// Physical input topic names for librdkafka's C API (cached watermark
+    /// and lag reads), in the stage's order.
     input_names: Vec<CString>,
     counters: PortCounters,
     /// Where a restore reports how much is left, when the runtime asked.
@@ -711,6 +721,7 @@ impl RdKafkaPort {
 
         let mut port = RdKafkaPort {
             settings: settings.clone(),
+            timeline: InputTimeline::new(inputs.len()),
             consumer,
             producer,
             state_producer,
@@ -723,7 +734,7 @@ impl RdKafkaPort {
             outputs: Vec::new(),
             notes,
             changes: VecDeque::new(),
-            stashed: None,
+            held_wait_until: None,
             delivery_failures: failures,
             failure_reasons,
             failures_seen: 0,
@@ -732,7 +743,7 @@ impl RdKafkaPort {
             sent_since_commit: 0,
             input_names: inputs
                 .iter()
-                .filter_map(|t| CString::new(*t).ok())
+                .filter_map(|t| CString::new(settings.namespace.physical(t)).ok())
                 .collect(),
             counters: PortCounters::default(),
             gauges: None,
@@ -818,6 +829,11 @@ impl RdKafkaPort {
                 }
                 RebalanceNote::Revoked(list) => {
                     let partitions: BTreeSet<i32> = list.iter().map(|(_, p)| *p).collect();
+                    // Held records of a revoked partition are the new
+                    // owner's to read.
+                    for partition in &partitions {
+                        self.timeline.forget(*partition);
+                    }
                     let partitions: Vec<_> = partitions.into_iter().map(PartitionId).collect();
                     info!(?partitions, "partitions revoked by the group");
                     self.changes.push_back(Polled::Revoked(partitions));
@@ -828,6 +844,64 @@ impl RdKafkaPort {
             }
         }
         Ok(())
+    }
+
+    /// Moves what the consumer has fetched into the timeline, without
+    /// blocking, so the next record is chosen among everything fetched.
+    fn take_fetched(&mut self) -> Result<(), PortError> {
+        while self.timeline.held() < input_order::HELD_RECORDS_MAX {
+            match self.consumer.poll(Duration::ZERO) {
+                None => break,
+                Some(Ok(message)) => {
+                    let held = HeldRecord::new(message);
+                    self.hold(held)?;
+                }
+                Some(Err(e)) => {
+                    // librdkafka reports transient broker trouble here and
+                    // retries by itself; only a fatal error ends the shard.
+                    if matches!(e.rdkafka_error_code(), Some(RDKafkaErrorCode::Fatal)) {
+                        return Err(kafka_error("consuming", e));
+                    }
+                    warn!(error = %e, "consumer error (librdkafka retries)");
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Holds one fetched record. A rebalance the same consumer poll served
+    /// came before the record: it is collected first, so a revocation drops
+    /// only records fetched before it.
+    fn hold(&mut self, held: HeldRecord) -> Result<(), PortError> {
+        if !self.notes.is_empty() {
+            self.collect_rebalances()?;
+        }
+        if let Some(topic) = self.input_index(held.0.topic()) {
+            self.timeline.hold(topic, held);
+        }
+        Ok(())
+    }
+
+    /// The held record whose turn it is (see `input_order`), if one may go.
+    fn next_held(&mut self) -> Option<(TopicIdx, HeldRecord)> {
+        let client = self.consumer.client().native_ptr();
+        let names = &self.input_names;
+        let mut lag = |topic: TopicIdx, partition: i32| stable_lag(client, names, topic, partition);
+        match self.timeline.next(Instant::now(), &mut lag) {
+            NextInput::Record(topic, held) => {
+                self.held_wait_until = None;
+                Some((topic, held))
+            }
+            NextInput::Waiting { until } => {
+                self.held_wait_until = Some(until);
+                None
+            }
+            NextInput::Empty => {
+                self.held_wait_until = None;
+                None
+            }
+        }
     }
 
     fn input_index(&self, topic: &str) -> Option<TopicIdx> {
@@ -930,7 +1004,8 @@ impl RdKafkaPort {
     }
 
     /// Leaves the group and closes the clients (the last step of shutdown).
-    pub fn close(self) {
+    pub fn close(mut self) {
+        self.timeline.clear();
         let timeout = Duration::from_millis(KAFKA_CALL_TIMEOUT_MS);
         if let (Some(state), true) = (&self.state_producer, self.state_in_transaction) {
             let _ = state.current().abort_transaction(timeout);
@@ -1016,14 +1091,86 @@ fn send_with_backpressure(
     }
 }
 
-fn input_record<'a>(message: &'a BorrowedMessage<'_>, topic: TopicIdx) -> InputRecord<'a> {
-    InputRecord {
-        topic,
-        partition: PartitionId(message.partition()),
-        offset: Offset(message.offset()),
-        key: message.key(),
-        payload: message.payload(),
-        timestamp_ms: message.timestamp().to_millis().unwrap_or(0),
+/// A record librdkafka fetched for this shard, held in the timeline until
+/// its turn: librdkafka's own message, not a copy.
+struct HeldRecord(BorrowedMessage<'static>);
+
+// SAFETY: a librdkafka message (and the event that owns it) may be read and
+// destroyed on any thread; librdkafka counts its references. A port is
+// created on one thread and then used by its shard's thread alone, so a
+// held record is never touched from two threads at once.
+unsafe impl Send for HeldRecord {}
+
+impl HeldRecord {
+    fn new(message: BorrowedMessage<'_>) -> Self {
+        // SAFETY: the lifetime only ties the message to its consumer, which
+        // must outlive it. Held records live in `RdKafkaPort::timeline`,
+        // declared before `consumer` so they drop first, and `close` clears
+        // them before it shuts the consumer down.
+        HeldRecord(unsafe {
+            std::mem::transmute::<BorrowedMessage<'_>, BorrowedMessage<'static>>(message)
+        })
+    }
+
+    fn input_record(&self, topic: TopicIdx) -> InputRecord<'_> {
+        let message = &self.0;
+        InputRecord {
+            topic,
+            partition: PartitionId(message.partition()),
+            offset: Offset(message.offset()),
+            key: message.key(),
+            payload: message.payload(),
+            timestamp_ms: message.timestamp().to_millis().unwrap_or(0),
+        }
+    }
+}
+
+impl TimedRecord for HeldRecord {
+    fn partition(&self) -> i32 {
+        self.0.partition()
+    }
+
+    fn timestamp_ms(&self) -> i64 {
+        self.0.timestamp().to_millis().unwrap_or(0)
+    }
+}
+
+unsafe extern "C" {
+    /// Added to the vendored librdkafka (vendor/rdkafka-sys/stable-lag.patch):
+    /// a partition's last stable offset minus the consumer's position, from
+    /// the consumer's cached state; -1 when either is not known yet.
+    fn tradeflow_rd_kafka_stable_lag(
+        rk: *mut rdkafka::bindings::rd_kafka_t,
+        topic: *const std::os::raw::c_char,
+        partition: i32,
+        lag: *mut i64,
+    ) -> rdkafka::bindings::rd_kafka_resp_err_t;
+}
+
+/// How far the consumer `client` is behind the committed end of input
+/// `topic`'s `partition`, from its cache (no broker request).
+fn stable_lag(
+    client: *mut rdkafka::bindings::rd_kafka_t,
+    names: &[CString],
+    topic: TopicIdx,
+    partition: i32,
+) -> InputLag {
+    let Some(name) = names.get(topic.0 as usize) else {
+        return InputLag::NotAssigned;
+    };
+    let mut lag = -1i64;
+    // SAFETY: `client` is the live consumer handle of the calling port,
+    // `name` a NUL-terminated string that outlives the call, and librdkafka
+    // writes only the i64 it is given, under its partition lock, without
+    // blocking on the network.
+    let err = unsafe { tradeflow_rd_kafka_stable_lag(client, name.as_ptr(), partition, &mut lag) };
+    if err != rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+        return InputLag::NotAssigned;
+    }
+    match lag {
+        l if l < 0 => InputLag::Unknown,
+        0 => InputLag::CaughtUp,
+        _ => InputLag::Behind,
     }
 }
 
@@ -1036,64 +1183,37 @@ impl KafkaPort for RdKafkaPort {
         if let Some(change) = self.changes.pop_front() {
             return Ok(handler(change));
         }
-        if let Some(message) = self.stashed.take() {
-            return Ok(match self.input_index(message.topic()) {
-                Some(topic) => handler(Polled::Record(InputRecord {
-                    topic,
-                    partition: PartitionId(message.partition()),
-                    offset: Offset(message.offset()),
-                    key: message.key(),
-                    payload: message.payload(),
-                    timestamp_ms: message.timestamp().to_millis().unwrap_or(0),
-                })),
-                None => handler(Polled::Idle),
-            });
-        }
         // Serve delivery reports without blocking.
         self.producer.current().poll(Duration::ZERO);
-        match self.consumer.poll(Duration::ZERO) {
-            None => {
-                self.collect_rebalances()?;
-                Ok(handler(self.changes.pop_front().unwrap_or(Polled::Idle)))
-            }
-            Some(Err(e)) => {
-                // librdkafka reports transient broker trouble here and retries
-                // by itself; only a fatal error ends the shard.
-                if matches!(e.rdkafka_error_code(), Some(RDKafkaErrorCode::Fatal)) {
-                    return Err(kafka_error("consuming", e));
-                }
-                warn!(error = %e, "consumer error (librdkafka retries)");
-                Ok(handler(Polled::Idle))
-            }
-            Some(Ok(message)) => {
-                if !self.notes.is_empty() {
-                    // A rebalance arrived with this record: report it first, and
-                    // keep the record (rare, so the copy does not matter).
-                    self.stashed = Some(message.detach());
-                    self.collect_rebalances()?;
-                    return Ok(handler(self.changes.pop_front().unwrap_or(Polled::Idle)));
-                }
-                Ok(match self.input_index(message.topic()) {
-                    Some(topic) => handler(Polled::Record(input_record(&message, topic))),
-                    None => handler(Polled::Idle),
-                })
-            }
+        self.take_fetched()?;
+        if let Some(change) = self.changes.pop_front() {
+            return Ok(handler(change));
         }
+        Ok(match self.next_held() {
+            Some((topic, held)) => handler(Polled::Record(held.input_record(topic))),
+            None => handler(Polled::Idle),
+        })
     }
 
     fn wait_for_input(&mut self, max: Duration) -> Result<(), PortError> {
-        if !self.changes.is_empty() || self.stashed.is_some() || !self.notes.is_empty() {
+        if !self.changes.is_empty() || !self.notes.is_empty() {
             return Ok(());
         }
+        let mut max = max;
+        if self.timeline.held() > 0 {
+            // A held record may go now, unless every unit holding one waits
+            // for a lagging topic: then sleep until its fetch or the bound.
+            let Some(until) = self.held_wait_until else {
+                return Ok(());
+            };
+            max = max.min(until.saturating_duration_since(Instant::now()));
+        }
         // librdkafka wakes this poll as soon as a fetched record (or a
-        // rebalance) lands in the consumer's queue. The record found is kept
-        // for the next `poll` (one copy per wake-up from idle).
+        // rebalance) lands in the consumer's queue. The record found is held
+        // for the next `poll`.
         match self.consumer.poll(max) {
             None => Ok(()),
-            Some(Ok(message)) => {
-                self.stashed = Some(message.detach());
-                Ok(())
-            }
+            Some(Ok(message)) => self.hold(HeldRecord::new(message)),
             Some(Err(e)) => {
                 if matches!(e.rdkafka_error_code(), Some(RDKafkaErrorCode::Fatal)) {
                     return Err(kafka_error("consuming", e));
@@ -1278,6 +1398,11 @@ impl KafkaPort for RdKafkaPort {
             self.begin()?;
         }
         if !keep.is_empty() {
+            // Held records of the kept partitions are fetched again after
+            // the seek back to their committed offsets.
+            for partition in keep {
+                self.timeline.forget(partition.0);
+            }
             let mut list = TopicPartitionList::new();
             for topic in &self.inputs {
                 for partition in keep {
@@ -1330,13 +1455,10 @@ impl KafkaPort for RdKafkaPort {
         if resume.is_empty() {
             return Ok(());
         }
-        // A record fetched ahead for the next poll is read again after the
-        // seek if its partition moves back.
-        if let Some(message) = &self.stashed {
-            let partition = PartitionId(message.partition());
-            if resume.iter().any(|r| r.partition == partition) {
-                self.stashed = None;
-            }
+        // Records held for a partition that moves back are fetched again
+        // after the seek.
+        for offset in resume {
+            self.timeline.forget(offset.partition.0);
         }
         let list = self.offsets_list(resume)?;
         self.consumer
@@ -1390,7 +1512,12 @@ impl KafkaPort for RdKafkaPort {
     }
 
     fn counters(&self) -> PortCounters {
-        self.counters
+        let ordering = self.timeline.counts();
+        PortCounters {
+            input_order_waits: ordering.waits,
+            input_order_enforced: ordering.enforced,
+            ..self.counters
+        }
     }
 }
 

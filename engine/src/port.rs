@@ -81,6 +81,11 @@ pub struct PortCounters {
     /// Transactions aborted to discard uncommitted work (revocations,
     /// roll-backs after an abortable commit error).
     pub transaction_aborts: u64,
+    /// Times a partition waited for a lagging co-partitioned input topic
+    /// before handing over its earliest record (see `kafka::input_order`).
+    pub input_order_waits: u64,
+    /// Times such a wait ran out and the shard went on without that topic.
+    pub input_order_enforced: u64,
 }
 
 /// A failure at the Kafka boundary, classified so the caller knows whether a

@@ -92,6 +92,10 @@ pub struct ShardStats {
     pub transaction_aborts: u64,
     /// From the port: sends retried after waiting for a full producer queue.
     pub send_retries: u64,
+    /// From the port: waits for a lagging co-partitioned input topic.
+    pub input_order_waits: u64,
+    /// From the port: such waits that ran out (processing went on).
+    pub input_order_enforced: u64,
     /// Nanoseconds the shard spent blocked in commits (its input waits
     /// meanwhile): the share of a shard's time a commit costs.
     pub commit_blocked_ns: u64,
@@ -121,6 +125,8 @@ impl ShardStats {
             rollbacks: f(self.rollbacks, o.rollbacks),
             transaction_aborts: f(self.transaction_aborts, o.transaction_aborts),
             send_retries: f(self.send_retries, o.send_retries),
+            input_order_waits: f(self.input_order_waits, o.input_order_waits),
+            input_order_enforced: f(self.input_order_enforced, o.input_order_enforced),
             commit_blocked_ns: f(self.commit_blocked_ns, o.commit_blocked_ns),
         }
     }
@@ -288,6 +294,8 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
         ShardStats {
             transaction_aborts: port.transaction_aborts,
             send_retries: port.send_retries,
+            input_order_waits: port.input_order_waits,
+            input_order_enforced: port.input_order_enforced,
             ..self.stats
         }
     }

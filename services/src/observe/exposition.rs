@@ -119,6 +119,18 @@ pub const ENGINE_METRICS: &[MetricSpec] = &[
         help: "Producer sends retried after waiting for room in a full queue.",
     },
     MetricSpec {
+        name: "tradeflow_input_order_waits_total",
+        kind: MetricKind::Counter,
+        labels: SHARD,
+        help: "Times a partition held its earliest record back to wait for a co-partitioned input topic the consumer was behind on (records are handed over in timestamp order across co-partitioned topics).",
+    },
+    MetricSpec {
+        name: "tradeflow_input_order_enforced_total",
+        kind: MetricKind::Counter,
+        labels: SHARD,
+        help: "Times such a wait ran out (500 ms, or too many records held) and the partition went on without the lagging topic: records may then be handled out of timestamp order.",
+    },
+    MetricSpec {
         name: "tradeflow_shard_restarts_total",
         kind: MetricKind::Counter,
         labels: SHARD,
@@ -420,6 +432,16 @@ fn shard_families(out: &mut Families, m: &ShardMetrics) {
         c.changelog_records,
     );
     out.counter("tradeflow_send_retries_total", &labels, c.send_retries);
+    out.counter(
+        "tradeflow_input_order_waits_total",
+        &labels,
+        c.input_order_waits,
+    );
+    out.counter(
+        "tradeflow_input_order_enforced_total",
+        &labels,
+        c.input_order_enforced,
+    );
     out.counter(
         "tradeflow_shard_restarts_total",
         &labels,

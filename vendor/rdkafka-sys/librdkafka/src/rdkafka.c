@@ -3918,6 +3918,36 @@ rd_kafka_resp_err_t rd_kafka_get_watermark_offsets(rd_kafka_t *rk,
 }
 
 
+/* tradeflow addition (vendor/rdkafka-sys/PATCHED.md, stable-lag.patch). */
+rd_kafka_resp_err_t tradeflow_rd_kafka_stable_lag(rd_kafka_t *rk,
+                                                  const char *topic,
+                                                  int32_t partition,
+                                                  int64_t *lag) {
+        rd_kafka_toppar_t *rktp;
+        int64_t end, position;
+
+        rktp = rd_kafka_toppar_get2(rk, topic, partition, 0, 1);
+        if (!rktp)
+                return RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION;
+
+        rd_kafka_toppar_lock(rktp);
+        /* The fetcher keeps here the end a consumer may read to: the last
+         * stable offset under read_committed, the high watermark otherwise. */
+        end      = rktp->rktp_ls_offset;
+        position = rktp->rktp_app_pos.offset;
+        /* Nothing polled since the assignment or a seek: where the fetcher
+         * starts (or went on to) stands in for the position. */
+        if (position < 0)
+                position = rktp->rktp_offsets.fetch_pos.offset;
+        rd_kafka_toppar_unlock(rktp);
+
+        rd_kafka_toppar_destroy(rktp);
+
+        *lag = (end < 0 || position < 0) ? -1 : end - position;
+        return RD_KAFKA_RESP_ERR_NO_ERROR;
+}
+
+
 /**
  * @brief get_offsets_for_times() state
  */

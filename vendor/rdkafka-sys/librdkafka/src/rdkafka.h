@@ -3346,6 +3346,27 @@ RD_EXPORT rd_kafka_resp_err_t rd_kafka_get_watermark_offsets(rd_kafka_t *rk,
                                                              int64_t *high);
 
 
+/**
+ * @brief tradeflow addition (not in upstream librdkafka; see
+ *        vendor/rdkafka-sys/PATCHED.md): how many offsets an assigned
+ *        partition's consumer may still read, from the state the consumer
+ *        cached from its last fetch response (no broker request).
+ *
+ * The end is the last stable offset under `isolation.level=read_committed`
+ * (records of open transactions are not counted, the consumer could not
+ * read them) and the high watermark otherwise; the position is the
+ * application's (past the last message and control record polled), or the
+ * fetch position while nothing was polled since the assignment or a seek.
+ * \p *lag is -1 while either is unknown (no fetch response yet).
+ *
+ * @returns RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION if the partition is unknown.
+ */
+RD_EXPORT rd_kafka_resp_err_t tradeflow_rd_kafka_stable_lag(rd_kafka_t *rk,
+                                                            const char *topic,
+                                                            int32_t partition,
+                                                            int64_t *lag);
+
+
 
 /**
  * @brief Look up the offsets for the given partitions by timestamp.
