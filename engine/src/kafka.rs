@@ -867,6 +867,11 @@ impl RdKafkaPort {
                 }
             }
         }
+        // A rebalance served by the last, empty poll: its revocation must
+        // drop the held records of its partitions before one is handed over.
+        if !self.notes.is_empty() {
+            self.collect_rebalances()?;
+        }
         Ok(())
     }
 
@@ -1498,9 +1503,15 @@ impl KafkaPort for RdKafkaPort {
                 continue;
             };
             let partition = PartitionId(element.partition());
-            let position = match element.offset() {
-                KafkaOffset::Offset(o) => Some(Offset(o)),
-                _ => None,
+            // Records fetched but still held are not consumed yet: the
+            // position is the first of them.
+            let position = match (
+                self.timeline.first_held(topic, partition.0),
+                element.offset(),
+            ) {
+                (Some(held), _) => Some(Offset(held.0.offset())),
+                (None, KafkaOffset::Offset(o)) => Some(Offset(o)),
+                (None, _) => None,
             };
             out.push(InputPosition {
                 topic,

@@ -155,6 +155,17 @@ impl<M: TimedRecord> InputTimeline<M> {
         self.held += 1;
     }
 
+    /// The oldest held record of input `topic`'s `partition`: the next one of
+    /// it the shard will see (the consumer's position is past it).
+    pub fn first_held(&self, topic: TopicIdx, partition: i32) -> Option<&M> {
+        self.units
+            .get(&partition)?
+            .queues
+            .get(topic.0 as usize)?
+            .front()
+            .map(|(_, record)| record)
+    }
+
     /// Drops every held record of `partition` (revoked, or sought back: the
     /// consumer fetches them again).
     pub fn forget(&mut self, partition: i32) {
