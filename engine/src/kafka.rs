@@ -24,9 +24,11 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::producer::{
+    BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig,
+};
 use rdkafka::{Offset as KafkaOffset, TopicPartitionList};
 use tracing::{info, warn};
 
@@ -362,6 +364,27 @@ impl ProducerContext for ShardProducerContext {
             );
         }
     }
+}
+
+/// `abort_transaction`, with the delivery reports it waits for served.
+///
+/// librdkafka's `rd_kafka_abort_transaction` purges the records still
+/// queued, then waits in `rd_kafka_flush` until every outstanding record's
+/// delivery report has been handled. With the event API, which rdkafka 0.39's
+/// `BaseProducer` uses, only the application handles them
+/// (`RD_KAFKA_DR_MODE_EVENT`: flush just waits for the count to reach zero;
+/// librdkafka 2.12.1 `rdkafka.c`), and the application is the thread blocked
+/// in the call: with records in flight the abort waited out its whole
+/// timeout and failed. So the queue is purged and the reports served here
+/// first, and the abort finds nothing left to wait for.
+fn abort_transaction(
+    producer: &BaseProducer<ShardProducerContext>,
+    timeout: Duration,
+) -> KafkaResult<()> {
+    producer.purge(PurgeConfig::default().queue());
+    // Bounded: an abort that still finds records in flight fails on its own.
+    let _ = await_deliveries(producer, timeout, None);
+    producer.abort_transaction(timeout)
 }
 
 /// Serves `producer`'s event queue (delivery reports, errors) until nothing
@@ -1013,10 +1036,10 @@ impl RdKafkaPort {
         self.timeline.clear();
         let timeout = Duration::from_millis(KAFKA_CALL_TIMEOUT_MS);
         if let (Some(state), true) = (&self.state_producer, self.state_in_transaction) {
-            let _ = state.current().abort_transaction(timeout);
+            let _ = abort_transaction(state.current(), timeout);
         }
         if self.in_transaction {
-            let _ = self.producer.current().abort_transaction(timeout);
+            let _ = abort_transaction(self.producer.current(), timeout);
         }
         self.consumer.unsubscribe();
         for producer in self.producer.all() {
@@ -1231,7 +1254,22 @@ impl KafkaPort for RdKafkaPort {
 
     fn send(&mut self, record: &OutRecord<'_>) -> Result<(), PortError> {
         let topic = physical_topic(&self.settings.namespace, &mut self.outputs, record.topic);
-        let retries = send_with_backpressure(self.producer.current(), base_record(topic, record))?;
+        let retries =
+            match send_with_backpressure(self.producer.current(), base_record(topic, record)) {
+                Ok(retries) => retries,
+                Err(e)
+                    if self.settings.guarantee == Guarantee::ExactlyOnce && self.in_transaction =>
+                {
+                    // Once a record of the open transaction has failed (the
+                    // broker refused it: MESSAGE_TOO_LARGE, ...), librdkafka
+                    // refuses every further send with ERR__STATE. The transaction
+                    // cannot commit, so aborting it is safe (the shard rolls
+                    // back); the failed record's delivery report names the cause.
+                    self.producer.current().poll(Duration::ZERO);
+                    return Err(uncommitted(self.check_deliveries().err().unwrap_or(e)));
+                }
+                Err(e) => return Err(e),
+            };
         self.counters.send_retries += retries;
         self.sent_since_commit += 1;
         Ok(())
@@ -1380,9 +1418,7 @@ impl KafkaPort for RdKafkaPort {
         if self.settings.guarantee == Guarantee::ExactlyOnce && self.in_transaction {
             self.in_transaction = false;
             self.counters.transaction_aborts += 1;
-            self.producer
-                .current()
-                .abort_transaction(timeout)
+            abort_transaction(self.producer.current(), timeout)
                 .map_err(|e| kafka_error("abort_transaction", e))?;
         }
         // Changelog writes of the work being discarded may already sit in an
@@ -1390,9 +1426,7 @@ impl KafkaPort for RdKafkaPort {
         if self.state_in_transaction {
             if let Some(state) = &self.state_producer {
                 self.state_in_transaction = false;
-                state
-                    .current()
-                    .abort_transaction(timeout)
+                abort_transaction(state.current(), timeout)
                     .map_err(|e| kafka_error("abort_transaction (state)", e))?;
             }
         }
@@ -1445,9 +1479,7 @@ impl KafkaPort for RdKafkaPort {
         let timeout = Duration::from_millis(KAFKA_CALL_TIMEOUT_MS);
         self.in_transaction = false;
         self.counters.transaction_aborts += 1;
-        self.producer
-            .current()
-            .abort_transaction(timeout)
+        abort_transaction(self.producer.current(), timeout)
             .map_err(|e| kafka_error("abort_transaction", e))?;
         // The aborted records' delivery reports (purged) are moot: serve
         // them now and forget them, so the next commit does not see them.

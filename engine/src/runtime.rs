@@ -738,13 +738,27 @@ async fn run_shard<S: Stage>(
         }
         let mut handled = 0;
         while handled < BATCH_RECORDS_MAX {
-            match shard.step()? {
-                Step::Idle => break,
-                Step::Rebalanced => {
+            match shard.step() {
+                Ok(Step::Idle) => break,
+                Ok(Step::Rebalanced) => {
                     context.gauges.set_status(ShardStatus::Running);
                     handled += 1;
                 }
-                Step::Processed | Step::DeadLettered => handled += 1,
+                Ok(Step::Processed | Step::DeadLettered) => handled += 1,
+                // A send refused because the open transaction already failed
+                // (a record of it the broker refused): as for a failed
+                // commit, undo the transaction in memory and read its inputs
+                // again. The record in hand counts as read (its position is
+                // past it), so it is read again too.
+                Err(e)
+                    if shard.can_roll_back(&e) && rollbacks_in_a_row < ROLLBACKS_IN_A_ROW_MAX =>
+                {
+                    rollbacks_in_a_row += 1;
+                    warn!(%id, error = %e, "a send failed in the open transaction; rolling it back");
+                    shard.roll_back()?;
+                    break;
+                }
+                Err(e) => return Err(e.into()),
             }
         }
         context.gauges.set_polling();
