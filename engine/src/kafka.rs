@@ -41,6 +41,7 @@ use crate::telemetry::ShardGauges;
 
 mod changelog_reader;
 pub mod registry;
+pub mod standby;
 
 use changelog_reader::ChangelogReader;
 pub use changelog_reader::{
@@ -1354,6 +1355,23 @@ impl KafkaPort for RdKafkaPort {
         let changelog = self.settings.namespace.physical(changelog);
         self.changelogs
             .restore(&changelog, partition, apply, self.gauges.as_deref())
+    }
+
+    fn restore_tail(
+        &mut self,
+        changelog: &str,
+        partition: PartitionId,
+        from: Offset,
+        apply: &mut ChangelogApply<'_>,
+    ) -> Result<RestoreStats, PortError> {
+        let changelog = self.settings.namespace.physical(changelog);
+        self.changelogs.restore_from(
+            &changelog,
+            partition,
+            Some(from.0),
+            apply,
+            self.gauges.as_deref(),
+        )
     }
 
     fn changelog_records(

@@ -22,6 +22,7 @@ use crate::port::{
     InputOffset, InputPosition, InputRecord, KafkaPort, OutRecord, Polled, PortError, Rewind,
 };
 use crate::stage::{ErrorClass, Input, Outbox, Stage};
+use crate::standby::StandbyCopies;
 use crate::store::{PartitionStores, StoreEntries};
 use crate::telemetry::{
     PartitionLag, ReportBody, ShardGauges, ShardReport, ShardTelemetry, StoreSize, Timing,
@@ -172,6 +173,11 @@ pub struct Shard<S: Stage, P: KafkaPort> {
     /// The stores keep before-images, so an aborted transaction is undone
     /// in memory ([`Shard::roll_back`]) instead of restored.
     undo: bool,
+    /// The node's standby copies (`[state] standby_replicas` > 0): `assign`
+    /// takes a partition's warm copy and restores only its tail; `revoke`
+    /// lets the node keep a copy again. `None`: every assignment restores
+    /// in full, as without standbys.
+    standbys: Option<Arc<StandbyCopies<S::State>>>,
 }
 
 impl<S: Stage, P: KafkaPort> Shard<S, P> {
@@ -218,7 +224,15 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
             gauges: Arc::new(ShardGauges::default()),
             positions: Vec::new(),
             undo: false,
+            standbys: None,
         })
+    }
+
+    /// Takes over partitions from the node's standby copies when it has one
+    /// (see [`crate::standby`]).
+    pub fn with_standbys(mut self, standbys: Arc<StandbyCopies<S::State>>) -> Self {
+        self.standbys = Some(standbys);
+        self
     }
 
     /// Keeps `gauges` (restore progress, assignment) current for other
@@ -538,7 +552,17 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
             // Log lines of the restore carry the partition (and, through the
             // runtime's span, the shard and service).
             let _span = tracing::info_span!("restore", %partition).entered();
-            let mut state = S::State::default();
+            // A warm standby copy, if the node kept one: only the tail after
+            // its read positions is restored.
+            let warm = self
+                .standbys
+                .as_ref()
+                .and_then(|standbys| standbys.take(partition))
+                .filter(|copy| !copy.poisoned);
+            let (mut state, from) = match warm {
+                Some(copy) => (copy.state, Some(copy.next)),
+                None => (S::State::default(), None),
+            };
             let mut failure = None;
             let mut store_index = 0;
             let port = &mut self.port;
@@ -552,7 +576,36 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
                     return;
                 }
                 let changelog = &changelogs[store_index];
+                let tail_from = from
+                    .as_ref()
+                    .map(|next| next.get(store_index).copied().flatten());
                 store_index += 1;
+                if let Some(tail_from) = tail_from {
+                    let mut apply = |k: &[u8], v: Option<&[u8]>| {
+                        gauges.restored((k.len() + v.map_or(0, <[u8]>::len)) as u64);
+                        store.apply(k, v)
+                    };
+                    // A store the copy never read (`None`) restores in full.
+                    let restored = match tail_from {
+                        Some(next) => {
+                            port.restore_tail(changelog, partition, Offset(next), &mut apply)
+                        }
+                        None => port.restore(changelog, partition, &mut apply),
+                    };
+                    match restored {
+                        Ok(restored) => {
+                            stats.restored_records += restored.records;
+                            stats.restored_bytes += restored.bytes;
+                            info!(
+                                changelog = %changelog, %partition, from = ?tail_from,
+                                records = restored.records, entries = store.len(),
+                                "took over a standby copy; restored its tail"
+                            );
+                        }
+                        Err(e) => failure = Some(e),
+                    }
+                    return;
+                }
                 // Sized once from the changelog's extent, not grown 20 times.
                 match port.changelog_records(changelog, partition) {
                     Ok(Some(records)) => {
@@ -621,6 +674,9 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
         for partition in partitions {
             if self.owned.remove(partition).is_some() {
                 debug!(shard = %self.id, %partition, "partition revoked");
+            }
+            if let Some(standbys) = &self.standbys {
+                standbys.release(*partition);
             }
         }
         self.gauges.set_owned(self.owned.keys().map(|p| p.0));

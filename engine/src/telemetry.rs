@@ -27,7 +27,7 @@
 //! contended cache line on the per-record path.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{select, Receiver, Sender};
@@ -36,6 +36,7 @@ use hdrhistogram::Histogram;
 use crate::ids::{Offset, PartitionId, ShardId};
 use crate::shard::ShardStats;
 use crate::stage::ErrorClass;
+use crate::standby::StandbyLag;
 
 /// Longest duration a histogram resolves (one hour); longer ones saturate.
 /// Restores of large changelogs are the longest thing measured.
@@ -723,6 +724,9 @@ impl ShardMetrics {
 #[derive(Clone, Debug, Default)]
 pub struct MetricsSnapshot {
     pub shards: Vec<ShardMetrics>,
+    /// The node's standby copies and how far each is behind its changelogs
+    /// (empty without `[state] standby_replicas`).
+    pub standby_lag: Vec<StandbyLag>,
 }
 
 impl MetricsSnapshot {
@@ -761,6 +765,8 @@ enum HubRequest {
 pub struct Telemetry {
     gauges: Vec<(ShardId, Arc<ShardGauges>)>,
     requests: Sender<HubRequest>,
+    /// Written by the standby keeper about once a second.
+    standby_lag: Arc<Mutex<Vec<StandbyLag>>>,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -811,6 +817,7 @@ impl Telemetry {
             Telemetry {
                 gauges,
                 requests: request_tx,
+                standby_lag: Arc::new(Mutex::new(Vec::new())),
             },
             channels,
         ))
@@ -833,8 +840,20 @@ impl Telemetry {
         self.requests
             .send_timeout(HubRequest::Snapshot(tx), timeout)
             .map_err(|_| TelemetryError::Stopped)?;
-        rx.recv_timeout(timeout)
-            .map_err(|_| TelemetryError::Timeout(timeout))
+        let mut snapshot = rx
+            .recv_timeout(timeout)
+            .map_err(|_| TelemetryError::Timeout(timeout))?;
+        snapshot.standby_lag = self
+            .standby_lag
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        Ok(snapshot)
+    }
+
+    /// Where the standby keeper publishes its copies' lag.
+    pub fn standby_lag_sink(&self) -> Arc<Mutex<Vec<StandbyLag>>> {
+        Arc::clone(&self.standby_lag)
     }
 }
 
@@ -882,7 +901,10 @@ impl Hub {
                         metrics
                     })
                     .collect();
-                let _ = reply.try_send(MetricsSnapshot { shards });
+                let _ = reply.try_send(MetricsSnapshot {
+                    shards,
+                    standby_lag: Vec::new(),
+                });
             }
         }
     }
