@@ -59,6 +59,11 @@ pub struct InputOffset {
 pub struct RestoreStats {
     pub records: u64,
     pub bytes: u64,
+    /// Where the restore ended: every committed record of the changelog
+    /// partition below this offset is applied (`None` where the port does
+    /// not say). A shard that gives the partition up hands its stores to the
+    /// standby keeper with it, which re-reads from there.
+    pub next: Option<Offset>,
 }
 
 /// Where the consumer stands in one assigned input partition, from what the

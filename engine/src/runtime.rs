@@ -30,7 +30,7 @@ use crate::kafka::{Guarantee, KafkaSettings, Ownership, RdKafkaPort};
 use crate::port::PortError;
 use crate::shard::{OutputTiming, Shard, ShardError, ShardStats, Step};
 use crate::stage::Stage;
-use crate::standby::StandbyCopies;
+use crate::standby::StandbyHandle;
 use crate::store::{PartitionStores, StoreEntries};
 use crate::telemetry::{
     ReportChannel, ShardGauges, Telemetry, FINAL_REPORT_TIMEOUT_MS, PUBLISH_INTERVAL_MS,
@@ -261,39 +261,34 @@ impl Engine {
                 reason: format!("starting the telemetry hub: {e}"),
             })?;
         let first_shard = plans.first().map_or(ShardId(0), |p| p.shard);
-        let standbys = (knobs.standby_replicas > 0).then(|| {
-            Arc::new(StandbyCopies::<S::State>::new(
-                knobs.standby_replicas,
-                telemetry.standby_lag_sink(),
-            ))
-        });
-        let standby_keeper = match &standbys {
-            Some(copies) => {
-                let all_gauges: Vec<Arc<ShardGauges>> =
-                    gauges.iter().map(|(_, g)| Arc::clone(g)).collect();
-                let plan = StandbyPlan {
-                    changelogs: S::State::store_names()
-                        .into_iter()
-                        .map(|store| changelog_topic(&settings.application_id, store))
-                        .collect(),
-                    partitions,
-                    shards_assigned: Box::new(move || all_gauges.iter().all(|g| g.read().assigned)),
-                };
-                Some(
-                    spawn_keeper(
-                        &settings,
-                        plan,
-                        Arc::clone(copies),
-                        Arc::clone(&stop),
-                        "standby".to_string(),
-                    )
-                    .map_err(|source| EngineError::Port {
-                        shard: first_shard,
-                        source,
-                    })?,
-                )
-            }
-            None => None,
+        // The keeper owns the copies; shards reach them through the handle.
+        let (standbys, standby_keeper) = if knobs.standby_replicas > 0 {
+            let (handle, copies) = StandbyHandle::<S::State>::pair(knobs.standby_replicas);
+            let all_gauges: Vec<Arc<ShardGauges>> =
+                gauges.iter().map(|(_, g)| Arc::clone(g)).collect();
+            let plan = StandbyPlan {
+                changelogs: S::State::store_names()
+                    .into_iter()
+                    .map(|store| changelog_topic(&settings.application_id, store))
+                    .collect(),
+                partitions,
+                shards_assigned: Box::new(move || all_gauges.iter().all(|g| g.read().assigned)),
+                lag: telemetry.standby_lag_sink(),
+            };
+            let keeper = spawn_keeper(
+                &settings,
+                plan,
+                copies,
+                Arc::clone(&stop),
+                "standby".to_string(),
+            )
+            .map_err(|source| EngineError::Port {
+                shard: first_shard,
+                source,
+            })?;
+            (Some(Arc::new(handle)), Some(keeper))
+        } else {
+            (None, None)
         };
         let mut shards = Vec::with_capacity(plans.len());
         for ((plan, (_, gauges)), reports) in plans.into_iter().zip(gauges).zip(channels) {
@@ -509,7 +504,7 @@ struct SupervisorContext {
     gauges: Arc<ShardGauges>,
     commands: Receiver<ShardCommand>,
     reports: ReportChannel,
-    /// The node's `StandbyCopies<S::State>`, typed back in `shard_loop`.
+    /// The node's `StandbyHandle<S::State>`, typed back in `shard_loop`.
     standbys: Option<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
@@ -593,13 +588,15 @@ fn release_standbys<St: PartitionStores + Send>(context: &SupervisorContext) {
     let Some(standbys) = context
         .standbys
         .clone()
-        .and_then(|c| c.downcast::<StandbyCopies<St>>().ok())
+        .and_then(|c| c.downcast::<StandbyHandle<St>>().ok())
     else {
         return;
     };
     for partition in 0..context.partitions {
         if context.gauges.may_own(partition) {
-            standbys.release(PartitionId(partition));
+            // The failed shard's stores are gone (or not known to be
+            // committed): the keeper copies the partition from its start.
+            standbys.release(PartitionId(partition), None);
         }
     }
 }
@@ -766,9 +763,9 @@ where
     let shard = match context
         .standbys
         .clone()
-        .and_then(|c| c.downcast::<StandbyCopies<S::State>>().ok())
+        .and_then(|c| c.downcast::<StandbyHandle<S::State>>().ok())
     {
-        Some(standbys) => shard.with_standbys(standbys),
+        Some(standbys) => shard.with_standbys(StandbyHandle::clone(&standbys)),
         None => shard,
     };
     run_shard(shard, context).instrument(span).await

@@ -27,7 +27,7 @@
 //! contended cache line on the per-record path.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{select, Receiver, Sender};
@@ -756,6 +756,23 @@ pub enum TelemetryError {
 
 enum HubRequest {
     Snapshot(Sender<MetricsSnapshot>),
+    /// The standby keeper's latest measure of its copies' lag.
+    StandbyLag(Vec<StandbyLag>),
+}
+
+/// Where the standby keeper sends its copies' lag: a message to the hub,
+/// which keeps the latest one for its snapshots (nothing is shared).
+#[derive(Clone)]
+pub struct StandbyLagSink {
+    requests: Sender<HubRequest>,
+}
+
+impl StandbyLagSink {
+    /// Hands `lag` to the hub without waiting: if its queue is full the
+    /// measure is dropped, and the next one (a second later) replaces it.
+    pub fn publish(&self, lag: Vec<StandbyLag>) {
+        let _ = self.requests.try_send(HubRequest::StandbyLag(lag));
+    }
 }
 
 /// A cloneable handle on the engine's telemetry: live readiness straight from
@@ -765,8 +782,6 @@ enum HubRequest {
 pub struct Telemetry {
     gauges: Vec<(ShardId, Arc<ShardGauges>)>,
     requests: Sender<HubRequest>,
-    /// Written by the standby keeper about once a second.
-    standby_lag: Arc<Mutex<Vec<StandbyLag>>>,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -809,6 +824,7 @@ impl Telemetry {
                 .map(|(id, g)| (ShardMetrics::new(*id, g.read()), Arc::clone(g)))
                 .collect(),
             spares: spare_senders,
+            standby_lag: Vec::new(),
         };
         std::thread::Builder::new()
             .name("tradeflow-telemetry".into())
@@ -817,7 +833,6 @@ impl Telemetry {
             Telemetry {
                 gauges,
                 requests: request_tx,
-                standby_lag: Arc::new(Mutex::new(Vec::new())),
             },
             channels,
         ))
@@ -840,20 +855,15 @@ impl Telemetry {
         self.requests
             .send_timeout(HubRequest::Snapshot(tx), timeout)
             .map_err(|_| TelemetryError::Stopped)?;
-        let mut snapshot = rx
-            .recv_timeout(timeout)
-            .map_err(|_| TelemetryError::Timeout(timeout))?;
-        snapshot.standby_lag = self
-            .standby_lag
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        Ok(snapshot)
+        rx.recv_timeout(timeout)
+            .map_err(|_| TelemetryError::Timeout(timeout))
     }
 
-    /// Where the standby keeper publishes its copies' lag.
-    pub fn standby_lag_sink(&self) -> Arc<Mutex<Vec<StandbyLag>>> {
-        Arc::clone(&self.standby_lag)
+    /// Where the standby keeper sends its copies' lag.
+    pub fn standby_lag_sink(&self) -> StandbyLagSink {
+        StandbyLagSink {
+            requests: self.requests.clone(),
+        }
     }
 }
 
@@ -861,6 +871,8 @@ impl Telemetry {
 struct Hub {
     shards: Vec<(ShardMetrics, Arc<ShardGauges>)>,
     spares: Vec<(ShardId, Sender<Histogram<u64>>)>,
+    /// The standby keeper's last lag message (empty without standbys).
+    standby_lag: Vec<StandbyLag>,
 }
 
 impl Hub {
@@ -903,9 +915,10 @@ impl Hub {
                     .collect();
                 let _ = reply.try_send(MetricsSnapshot {
                     shards,
-                    standby_lag: Vec::new(),
+                    standby_lag: self.standby_lag.clone(),
                 });
             }
+            HubRequest::StandbyLag(lag) => self.standby_lag = lag,
         }
     }
 
@@ -1091,6 +1104,24 @@ mod tests {
         assert!(gauges.read().ready);
         gauges.reset_readiness();
         assert!(!gauges.read().ready);
+    }
+
+    #[test]
+    fn the_standby_keepers_last_lag_message_is_in_the_snapshots() -> Result<(), TelemetryError> {
+        let (telemetry, _channels) =
+            Telemetry::start(vec![(ShardId(0), Arc::new(ShardGauges::default()))])
+                .expect("hub thread");
+        let timeout = Duration::from_secs(5);
+        assert!(telemetry.snapshot(timeout)?.standby_lag.is_empty());
+        let sink = telemetry.standby_lag_sink();
+        let lag = |behind| StandbyLag {
+            partition: PartitionId(3),
+            offsets_behind: behind,
+        };
+        sink.publish(vec![lag(12)]);
+        sink.publish(vec![lag(0)]);
+        assert_eq!(telemetry.snapshot(timeout)?.standby_lag, vec![lag(0)]);
+        Ok(())
     }
 
     #[test]

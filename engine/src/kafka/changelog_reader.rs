@@ -35,7 +35,7 @@ use tracing::{info, warn};
 use super::{
     kafka_error, watermarks_retrying, EndAwareContext, KafkaSettings, TRANSACTION_TIMEOUT_MS,
 };
-use crate::ids::PartitionId;
+use crate::ids::{Offset, PartitionId};
 use crate::port::{PortError, RestoreStats};
 use crate::store::ChangelogApply;
 use crate::telemetry::ShardGauges;
@@ -162,6 +162,7 @@ impl ChangelogReader {
             // Nothing was written at or after `start`: every transaction
             // that wrote before the high watermark was decided by the time
             // the copy read past it.
+            stats.next = Some(Offset(start));
             return Ok(stats);
         }
         let offset = match from {
@@ -189,7 +190,10 @@ impl ChangelogReader {
                 }
                 match event {
                     ReaderEvent::Nothing => {}
-                    ReaderEvent::End { at, .. } if at >= high => done = true,
+                    ReaderEvent::End { at, .. } if at >= high => {
+                        position = position.max(at);
+                        done = true;
+                    }
                     ReaderEvent::End { at, .. } => {
                         // Everything before `at` is read; a transaction that
                         // began at `at` is still undecided. Its commit or
@@ -242,6 +246,7 @@ impl ChangelogReader {
         self.reader
             .unassign()
             .map_err(|e| kafka_error("releasing the changelog", e))?;
+        stats.next = Some(Offset(position));
         Ok(stats)
     }
 }

@@ -1,20 +1,25 @@
 //! The standby keeper: one thread per node that tails the changelogs of the
 //! partitions no shard of this node owns into warm copies
-//! (`crate::standby::StandbyCopies`), so a take-over restores only the tail.
+//! (`crate::standby::StandbyCopies`, which this thread owns outright), so a
+//! take-over restores only the tail.
 //!
 //! Owns: one `read_committed` consumer that `assign()`s changelog
-//! partitions (it joins no group and commits nothing), the read positions
-//! of the copies, and their lag (offsets behind the high watermark, from the
-//! client's cached watermarks, about once a second).
+//! partitions (it joins no group and commits nothing), the copies and their
+//! read positions, and their lag (offsets behind the high watermark, from the
+//! client's cached watermarks, about once a second, sent to the telemetry
+//! hub by message).
 //!
-//! Must never: produce, commit offsets, or take part in a transaction; or
-//! apply a record past a corrupt one (the copy is dropped instead, so the
+//! Must never: produce, commit offsets, or take part in a transaction; apply
+//! a record past a corrupt one (the copy is dropped instead, so the
 //! take-over restores that partition in full and meets the corruption the
-//! way any restore does).
+//! way any restore does); or share a copy: shards ask for one by message
+//! (`crate::standby::StandbyHandle`) and get it by value, between two of
+//! the keeper's batches.
 //!
 //! Lives on: its own unpinned thread (`<node>-standby`), which sleeps in its
-//! consumer when nothing arrives; shards touch the copies only when their
-//! assignment changes.
+//! consumer (at most [`STANDBY_BATCH_WAIT`]) when nothing arrives and serves
+//! the shards' requests between batches; shards send requests only when
+//! their assignment changes.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -31,16 +36,15 @@ use crate::ids::PartitionId;
 use crate::port::PortError;
 use crate::standby::{StandbyCopies, StandbyLag, WarmCopy};
 use crate::store::PartitionStores;
+use crate::telemetry::StandbyLagSink;
 
-/// How often the keeper checks which partitions to keep (a shard took one
-/// over or gave one up).
-pub const STANDBY_RESCAN: Duration = Duration::from_millis(200);
-/// How often it measures its copies' lag.
+/// How often the keeper measures its copies' lag.
 pub const STANDBY_LAG_EVERY: Duration = Duration::from_secs(1);
-/// Most records it takes from its queue at once (one lock per record).
+/// Most records it takes from its queue at once.
 const STANDBY_BATCH_RECORDS: usize = 1_024;
-/// Longest it waits for a batch: it sleeps there when nothing arrives.
-const STANDBY_BATCH_WAIT: Duration = Duration::from_millis(50);
+/// Longest it waits for a batch: it sleeps there when nothing arrives, so
+/// this bounds how long a shard's request for a copy waits to be served.
+pub const STANDBY_BATCH_WAIT: Duration = Duration::from_millis(10);
 
 /// What the keeper needs to know about the node.
 pub struct StandbyPlan {
@@ -51,13 +55,16 @@ pub struct StandbyPlan {
     /// True once every shard of the node was first given its partitions:
     /// until then the keeper would copy partitions the node is about to own.
     pub shards_assigned: Box<dyn Fn() -> bool + Send>,
+    /// Where the copies' lag goes (the node's telemetry hub).
+    pub lag: StandbyLagSink,
 }
 
-/// Starts the keeper; it runs until `stop` is set.
+/// Starts the keeper with the node's `copies`; it runs until `stop` is set
+/// or every shard's handle is gone.
 pub fn spawn_keeper<St>(
     settings: &KafkaSettings,
     plan: StandbyPlan,
-    copies: Arc<StandbyCopies<St>>,
+    copies: StandbyCopies<St>,
     stop: Arc<AtomicBool>,
     thread_name: String,
 ) -> Result<JoinHandle<()>, PortError>
@@ -96,14 +103,17 @@ fn keep<St: PartitionStores>(
     consumer: BaseConsumer<EndAwareContext>,
     plan: StandbyPlan,
     physical: Vec<String>,
-    copies: Arc<StandbyCopies<St>>,
+    mut copies: StandbyCopies<St>,
     stop: Arc<AtomicBool>,
 ) {
+    // Until every shard has its first partitions, requests are answered
+    // (takes find nothing, the partitions become active) but nothing is
+    // copied yet.
     while !(plan.shards_assigned)() {
-        if stop.load(Ordering::Acquire) {
+        if stop.load(Ordering::Acquire) || copies.serve().orphaned {
             return;
         }
-        std::thread::sleep(STANDBY_RESCAN);
+        std::thread::sleep(STANDBY_BATCH_WAIT);
     }
     let all: Vec<PartitionId> = (0..plan.partitions).map(PartitionId).collect();
     let queue = match ReaderQueue::of(&consumer) {
@@ -116,23 +126,28 @@ fn keep<St: PartitionStores>(
     let mut batch = MessageBatch::new(STANDBY_BATCH_RECORDS);
     // Topic handles seen in batches, resolved once to changelog indexes.
     let mut handles: Vec<(usize, Option<usize>)> = Vec::new();
-    let mut kept: Vec<PartitionId> = Vec::new();
-    let mut rescanned = Instant::now() - STANDBY_RESCAN;
+    let mut kept: Option<Vec<PartitionId>> = None;
     let mut measured = Instant::now();
     info!(replicas = copies.replicas(), "standby keeper started");
     while !stop.load(Ordering::Acquire) {
-        if rescanned.elapsed() >= STANDBY_RESCAN {
-            rescanned = Instant::now();
-            let now = copies.keep(&all);
-            if now != kept {
-                batch.release();
-                if let Err(e) = assign(&consumer, &physical, &copies) {
-                    warn!(error = %e, "standby keeper could not assign its changelogs (retrying)");
-                    continue;
-                }
-                info!(partitions = ?now.iter().map(|p| p.0).collect::<Vec<_>>(), "standby copies kept");
-                kept = now;
+        let served = copies.serve();
+        if served.orphaned {
+            break;
+        }
+        let now = copies.keep(&all);
+        if served.positions_changed || kept.as_ref() != Some(&now) {
+            // A copy came or went: read positions are the copies' own.
+            batch.release();
+            if let Err(e) = assign(&consumer, &physical, &copies) {
+                warn!(error = %e, "standby keeper could not assign its changelogs (retrying)");
+                kept = None;
+                std::thread::sleep(STANDBY_BATCH_WAIT);
+                continue;
             }
+            info!(partitions = ?now.iter().map(|p| p.0).collect::<Vec<_>>(),
+                  active = ?copies.active().iter().map(|p| p.0).collect::<Vec<_>>(),
+                  "standby copies kept");
+            kept = Some(now);
         }
         for event in batch.fill(&queue, STANDBY_BATCH_WAIT) {
             match event {
@@ -150,11 +165,11 @@ fn keep<St: PartitionStores>(
                     };
                     // Under read_committed the end is the last stable
                     // offset: everything before it is read or decided.
-                    copies.with_copy(PartitionId(partition), |copy| {
+                    if let Some(copy) = copies.copy_mut(PartitionId(partition)) {
                         if !copy.poisoned {
                             copy.next[store] = Some(copy.next[store].map_or(at, |n| n.max(at)));
                         }
-                    });
+                    }
                 }
                 ReaderEvent::Record {
                     topic,
@@ -166,19 +181,20 @@ fn keep<St: PartitionStores>(
                     let Some(store) = store_of(&mut handles, &physical, topic) else {
                         continue;
                     };
-                    copies.with_copy(PartitionId(partition), |copy| {
-                        apply(copy, store, offset, key, value, &physical[store], partition)
-                    });
+                    if let Some(copy) = copies.copy_mut(PartitionId(partition)) {
+                        apply(copy, store, offset, key, value, &physical[store], partition);
+                    }
                 }
             }
         }
         batch.release();
         if measured.elapsed() >= STANDBY_LAG_EVERY {
             measured = Instant::now();
-            copies.set_lag(lag(&consumer, &physical, &copies));
+            plan.lag.publish(lag(&consumer, &physical, &copies));
         }
     }
     batch.release();
+    plan.lag.publish(Vec::new());
     info!("standby keeper stopped");
 }
 
