@@ -550,20 +550,25 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
     /// Takes ownership of `partitions`: restores each one's stores from its
     /// changelogs before any of its records is processed.
     pub fn assign(&mut self, partitions: &[PartitionId]) -> Result<(), ShardError> {
-        for &partition in partitions {
-            if self.owned.contains_key(&partition) {
-                continue;
-            }
+        let new: Vec<PartitionId> = partitions
+            .iter()
+            .copied()
+            .filter(|p| !self.owned.contains_key(p))
+            .collect();
+        // The warm standby copies of them all, asked for at once (one wait
+        // for the keeper), if the node keeps any.
+        let mut warm_copies = match &self.standbys {
+            Some(standbys) => standbys.take(&new),
+            None => Vec::new(),
+        }
+        .into_iter();
+        for partition in new {
             // Log lines of the restore carry the partition (and, through the
             // runtime's span, the shard and service).
             let _span = tracing::info_span!("restore", %partition).entered();
             // A warm standby copy, if the node kept one: only the tail after
             // its read positions is restored.
-            let warm = self
-                .standbys
-                .as_ref()
-                .and_then(|standbys| standbys.take(partition))
-                .filter(|copy| !copy.poisoned);
+            let warm = warm_copies.next().flatten().filter(|copy| !copy.poisoned);
             let (mut state, from) = match warm {
                 Some(copy) => (copy.state, Some(copy.next)),
                 None => (S::State::default(), None),

@@ -74,12 +74,13 @@ impl<St: PartitionStores> WarmCopy<St> {
 
 /// What a shard (or its supervisor) asks of the node's keeper.
 pub enum StandbyRequest<St> {
-    /// A shard of this node takes `partition` over: the keeper answers with
-    /// its warm copy, moved out of its map (`None` if it keeps none), and
-    /// marks the partition active.
+    /// A shard of this node takes `partitions` over (all those of one
+    /// assignment, so the shard waits for the keeper once): the keeper
+    /// answers with their warm copies in the same order, moved out of its
+    /// map (`None` for one it keeps none of), and marks them active.
     Take {
-        partition: PartitionId,
-        reply: Sender<Option<WarmCopy<St>>>,
+        partitions: Vec<PartitionId>,
+        reply: Sender<Vec<Option<WarmCopy<St>>>>,
     },
     /// A shard of this node gave `partition` up (or failed while it may have
     /// held it). `copy`: the shard's committed stores and the changelog
@@ -130,29 +131,39 @@ impl<St: PartitionStores> StandbyHandle<St> {
         self.replicas
     }
 
-    /// Takes `partition`'s warm copy from the keeper, if it keeps one; the
-    /// partition is active from then on. `None` too when the keeper has
-    /// stopped or did not answer in time: the caller restores in full.
-    pub fn take(&self, partition: PartitionId) -> Option<WarmCopy<St>> {
-        let (reply, copy) = crossbeam_channel::bounded(1);
+    /// Takes the warm copies of `partitions` from the keeper, in the same
+    /// order (`None` for a partition it keeps no copy of); they are active
+    /// from then on. All `None` when the keeper has stopped or did not
+    /// answer in time: the caller restores in full.
+    pub fn take(&self, partitions: &[PartitionId]) -> Vec<Option<WarmCopy<St>>> {
+        let none = || partitions.iter().map(|_| None).collect();
+        if partitions.is_empty() {
+            return Vec::new();
+        }
+        let (reply, copies) = crossbeam_channel::bounded(1);
+        let request = StandbyRequest::Take {
+            partitions: partitions.to_vec(),
+            reply,
+        };
         if self
             .requests
-            .send_timeout(
-                StandbyRequest::Take { partition, reply },
-                STANDBY_REPLY_TIMEOUT,
-            )
+            .send_timeout(request, STANDBY_REPLY_TIMEOUT)
             .is_err()
         {
-            warn!(%partition, "the standby keeper took no request: restoring in full");
-            return None;
+            warn!(
+                ?partitions,
+                "the standby keeper took no request: restoring in full"
+            );
+            return none();
         }
-        match copy.recv_timeout(STANDBY_REPLY_TIMEOUT) {
-            Ok(copy) => copy,
+        match copies.recv_timeout(STANDBY_REPLY_TIMEOUT) {
+            Ok(copies) if copies.len() == partitions.len() => copies,
+            Ok(_) => none(),
             Err(e) => {
                 // A late answer finds the reply channel gone and drops the
-                // copy; the keeper marked the partition active either way.
-                warn!(%partition, error = %e, "the standby keeper did not hand a copy over: restoring in full");
-                None
+                // copies; the keeper marked the partitions active either way.
+                warn!(?partitions, error = %e, "the standby keeper did not hand copies over: restoring in full");
+                none()
             }
         }
     }
@@ -238,15 +249,18 @@ impl<St: PartitionStores> StandbyCopies<St> {
     /// Answers one request; true if a warm copy came or went.
     fn answer(&mut self, request: StandbyRequest<St>) -> bool {
         match request {
-            StandbyRequest::Take { partition, reply } => {
-                let copy = match self.slots.insert(partition, Slot::Active) {
-                    Some(Slot::Warm(copy)) => Some(copy),
-                    Some(Slot::Active) | None => None,
-                };
-                let moved = copy.is_some();
+            StandbyRequest::Take { partitions, reply } => {
+                let copies: Vec<Option<WarmCopy<St>>> = partitions
+                    .iter()
+                    .map(|&p| match self.slots.insert(p, Slot::Active) {
+                        Some(Slot::Warm(copy)) => Some(copy),
+                        Some(Slot::Active) | None => None,
+                    })
+                    .collect();
+                let moved = copies.iter().any(Option::is_some);
                 // A shard that stopped waiting dropped its reply channel:
-                // the copy is dropped, the partition stays active.
-                let _ = reply.try_send(copy);
+                // the copies are dropped, the partitions stay active.
+                let _ = reply.try_send(copies);
                 moved
             }
             StandbyRequest::Release { partition, copy } => match self.slots.get(&partition) {
@@ -372,15 +386,17 @@ mod tests {
         copy.state.a.insert(7, 70);
         copy.next[0] = Some(5);
         let running = keeper(copies);
-        let taken = handle.take(p).expect("a warm copy");
+        let mut taken = handle.take(&[PartitionId(4), p]);
+        assert!(taken[0].is_none(), "no copy of partition 4 was kept");
+        let taken = taken.pop().flatten().expect("a warm copy");
         assert_eq!(taken.next, vec![Some(5), None]);
         assert_eq!(taken.state.a.get(&7), Some(&70));
-        assert!(handle.take(p).is_none(), "handed over once");
+        assert!(handle.take(&[p])[0].is_none(), "handed over once");
         drop(handle);
         let mut copies = running.join().expect("keeper");
         assert!(copies.copy_mut(p).is_none(), "the keeper let go of it");
         assert_eq!(copies.keep(&[PartitionId(1), p]), vec![PartitionId(1)]);
-        assert_eq!(copies.active(), vec![p]);
+        assert_eq!(copies.active(), vec![p, PartitionId(4)]);
     }
 
     #[test]
@@ -389,7 +405,7 @@ mod tests {
         let p = PartitionId(0);
         copies.keep(&[p]);
         let running = keeper(copies);
-        assert!(handle.take(p).is_some());
+        assert!(handle.take(&[p])[0].is_some());
         handle.release(p, None);
         drop(handle);
         let mut copies = running.join().expect("keeper");
@@ -403,7 +419,7 @@ mod tests {
         let (handle, copies) = StandbyHandle::<Two>::pair(1);
         let p = PartitionId(3);
         let running = keeper(copies);
-        assert!(handle.take(p).is_none(), "nothing kept yet");
+        assert!(handle.take(&[p])[0].is_none(), "nothing kept yet");
         let mut stores = WarmCopy::<Two>::empty();
         stores.state.b.insert(1, 11);
         stores.next = vec![Some(40), Some(41)];
@@ -426,7 +442,7 @@ mod tests {
     fn a_partition_taken_without_a_copy_is_active_and_a_stopped_keeper_hands_nothing() {
         let (handle, copies) = StandbyHandle::<Two>::pair(1);
         let running = keeper(copies);
-        assert!(handle.take(PartitionId(0)).is_none());
+        assert!(handle.take(&[PartitionId(0)])[0].is_none());
         let other = handle.clone();
         drop(handle);
         drop(other);
@@ -435,7 +451,7 @@ mod tests {
         let (handle, copies) = StandbyHandle::<Two>::pair(1);
         drop(copies);
         assert!(
-            handle.take(PartitionId(1)).is_none(),
+            handle.take(&[PartitionId(1)])[0].is_none(),
             "no keeper: restore in full"
         );
     }
