@@ -75,7 +75,8 @@ const JOIN_WAIT_S: u64 = 60;
 /// Longest wait for a survivor to take a killed node's partitions over: the
 /// group's session (6 s on the test clusters), then the restore, which waits
 /// out the killed node's open transaction until the coordinator aborts it
-/// (`engine::kafka::TRANSACTION_TIMEOUT_MS`, 60 s), then some.
+/// (`engine::kafka::TRANSACTION_TIMEOUT_MS`, 35 s, checked every 10 s),
+/// then some.
 const TAKE_OVER_WAIT_S: u64 = 120;
 /// Longest wait for a partition's leadership to move off a killed broker.
 const LEADER_MOVE_WAIT_S: u64 = 60;
@@ -1129,13 +1130,13 @@ fn kill_nine_beside_a_survivor(
 /// over is the consumer protocol's session timeout on the broker (6 s on
 /// the test clusters) and the same in both; then the restore, which must
 /// wait out the killed node's open transaction (nobody fences it, so the
-/// coordinator aborts it after `transaction.timeout.ms`, 60 s) before it
+/// coordinator aborts it after `transaction.timeout.ms`, 35 s) before it
 /// may end, with or without a copy (see docs/STATE.md). What a standby
 /// saves is the reading. Asserted: every audit (state compared through
 /// REST); with the standby the restore read fewer records than without
 /// (the tail, not the history); never a timing.
 #[test]
-#[ignore = "about 5 minutes, two of them waiting for the killed node's open transaction to time out; run with --ignored"]
+#[ignore = "about 4 minutes, one or two of them waiting for the killed node's open transaction to time out; run with --ignored"]
 fn kill_nine_of_a_node_with_and_without_a_standby_replica_prints_both_take_overs(
 ) -> anyhow::Result<()> {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
