@@ -179,6 +179,7 @@ pub fn plan_node(
             backoff_min: retry.backoff_min(),
             backoff_max: retry.backoff_max(),
         },
+        standby_replicas: tuning.state().standby_replicas,
     };
     let settings = KafkaSettings {
         bootstrap: connection.bootstrap.clone(),

@@ -44,6 +44,7 @@ use crate::telemetry::ShardGauges;
 mod changelog_reader;
 pub mod input_order;
 pub mod registry;
+pub mod standby;
 
 use changelog_reader::ChangelogReader;
 pub use changelog_reader::{
@@ -54,19 +55,37 @@ use input_order::{InputLag, InputTimeline, NextInput, TimedRecord};
 /// How long a blocking Kafka call (flush, commit, transaction step) may take
 /// before it counts as failed.
 pub const KAFKA_CALL_TIMEOUT_MS: u64 = 30_000;
-/// `transaction.timeout.ms` of shard producers (the Java producer's default).
+/// `transaction.timeout.ms` of shard producers: about as long as the shard
+/// itself waits for a transaction ([`KAFKA_CALL_TIMEOUT_MS`] for its commit
+/// and [`TRANSACTIONAL_DELIVERY_TIMEOUT_MS`] for its records, plus 5 s for
+/// the batch processed before the commit), no longer.
 ///
-/// It must outlast a partition leader's failover. A broker that dies without a
-/// controlled shutdown stays leader, and stays in the ISR of every partition it
-/// replicates, until the controller fences it after `broker.session.timeout.ms`
-/// (9 s by default); until then every `acks=all` write to those partitions,
-/// `__consumer_offsets` and `__transaction_state` included, waits. librdkafka
-/// requires `message.timeout.ms <= transaction.timeout.ms`, so Kafka Streams'
-/// 10 s left records no room to reach the new leader: they timed out locally
-/// ("requires epoch bump") and the transaction failed. A crashed shard's open
-/// transaction does not hold readers back for this long: its restart calls
-/// `init_transactions` with the same `transactional.id`, which aborts it.
-pub const TRANSACTION_TIMEOUT_MS: u64 = 60_000;
+/// Lower bound: it must outlast a partition leader's failover. A broker that
+/// dies without a controlled shutdown stays leader, and stays in the ISR of
+/// every partition it replicates, until the controller fences it after
+/// `broker.session.timeout.ms` (9 s by default); until then every `acks=all`
+/// write to those partitions, `__consumer_offsets` and `__transaction_state`
+/// included, waits. librdkafka requires `message.timeout.ms <=
+/// transaction.timeout.ms`, so Kafka Streams' 10 s left records no room to
+/// reach the new leader: they timed out locally ("requires epoch bump") and
+/// the transaction failed. 35 s leaves three such failovers.
+///
+/// Upper bound, and why not the Java producer's 60 s: a node killed with
+/// `kill -9` leaves its open transaction undecided, nobody restarts its
+/// `transactional.id` to abort it, and the node taking its partitions over
+/// may not end a restore before that transaction is decided (issue #16), so
+/// the coordinator's abort after this timeout (checked every
+/// `transaction.abort.timed.out.transaction.cleanup.interval.ms`, 10 s) is
+/// what the take-over waits for (docs/STATE.md, "Take-over after kill -9").
+/// A longer timeout would save nothing during a failover: a transaction that
+/// stays open longer than the shard's commit call and its records' delivery
+/// timeout has failed at the shard already. The cost: a live shard's
+/// transaction open longer than this (a commit stuck through several
+/// failovers) is aborted by the coordinator and fails, as it would have
+/// failed at the shard's own timeouts a moment later. A crashed shard that
+/// restarts under the same `transactional.id` does not wait at all: its
+/// `init_transactions` aborts its open transaction.
+pub const TRANSACTION_TIMEOUT_MS: u64 = KAFKA_CALL_TIMEOUT_MS + 5_000;
 /// `delivery.timeout.ms` of transactional records: several failovers long, and
 /// no longer than one blocking call, so a record that cannot be delivered fails
 /// the commit (and restarts the shard) rather than outliving it.
@@ -1513,6 +1532,23 @@ impl KafkaPort for RdKafkaPort {
         let changelog = self.settings.namespace.physical(changelog);
         self.changelogs
             .restore(&changelog, partition, apply, self.gauges.as_deref())
+    }
+
+    fn restore_tail(
+        &mut self,
+        changelog: &str,
+        partition: PartitionId,
+        from: Offset,
+        apply: &mut ChangelogApply<'_>,
+    ) -> Result<RestoreStats, PortError> {
+        let changelog = self.settings.namespace.physical(changelog);
+        self.changelogs.restore_from(
+            &changelog,
+            partition,
+            Some(from.0),
+            apply,
+            self.gauges.as_deref(),
+        )
     }
 
     fn changelog_records(

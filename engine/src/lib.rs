@@ -17,6 +17,7 @@ pub mod runtime;
 pub mod shard;
 pub mod sim;
 pub mod stage;
+pub mod standby;
 pub mod store;
 pub mod telemetry;
 pub mod topics;

@@ -59,6 +59,11 @@ pub struct InputOffset {
 pub struct RestoreStats {
     pub records: u64,
     pub bytes: u64,
+    /// Where the restore ended: every committed record of the changelog
+    /// partition below this offset is applied (`None` where the port does
+    /// not say). A shard that gives the partition up hands its stores to the
+    /// standby keeper with it, which re-reads from there.
+    pub next: Option<Offset>,
 }
 
 /// Where the consumer stands in one assigned input partition, from what the
@@ -231,6 +236,22 @@ pub trait KafkaPort {
         partition: PartitionId,
         apply: &mut ChangelogApply<'_>,
     ) -> Result<RestoreStats, PortError>;
+
+    /// Feeds the records of a changelog partition from offset `from` (a
+    /// standby copy's next offset: what came before is applied already) to
+    /// its end, the same end as [`Self::restore`]'s. The default reads the
+    /// partition from its start: applying the whole changelog in order over
+    /// a copy of a prefix of it gives the same state, only slower.
+    fn restore_tail(
+        &mut self,
+        changelog: &str,
+        partition: PartitionId,
+        from: Offset,
+        apply: &mut ChangelogApply<'_>,
+    ) -> Result<RestoreStats, PortError> {
+        let _ = from;
+        self.restore(changelog, partition, apply)
+    }
 
     /// Records in a changelog partition now (an upper bound on the keys its
     /// restore brings back), so the shard can size a store once before the

@@ -25,14 +25,17 @@ use tracing::{debug, error, info, info_span, warn, Instrument};
 
 use crate::cadence::{BatchEnd, CommitCadence};
 use crate::ids::{PartitionId, ShardId};
+use crate::kafka::standby::{spawn_keeper, StandbyPlan};
 use crate::kafka::{Guarantee, KafkaSettings, Ownership, RdKafkaPort};
 use crate::port::PortError;
 use crate::shard::{OutputTiming, Shard, ShardError, ShardStats, Step};
 use crate::stage::Stage;
-use crate::store::StoreEntries;
+use crate::standby::StandbyHandle;
+use crate::store::{PartitionStores, StoreEntries};
 use crate::telemetry::{
     ReportChannel, ShardGauges, Telemetry, FINAL_REPORT_TIMEOUT_MS, PUBLISH_INTERVAL_MS,
 };
+use crate::topics::changelog_topic;
 
 pub use crate::telemetry::ShardStatus;
 
@@ -141,6 +144,10 @@ pub struct RuntimeKnobs {
     pub client_threads: ClientThreads,
     pub commit: CommitPolicy,
     pub retry: RetryPolicy,
+    /// `[state] standby_replicas`: above 0 the node keeps warm copies of
+    /// the partitions its shards do not own (`kafka::standby`); 0 keeps none
+    /// and starts no keeper.
+    pub standby_replicas: u32,
 }
 
 impl Default for RuntimeKnobs {
@@ -150,6 +157,7 @@ impl Default for RuntimeKnobs {
             client_threads: ClientThreads::Unpinned,
             commit: CommitPolicy::fixed(Duration::from_millis(100), true),
             retry: RetryPolicy::default(),
+            standby_replicas: 0,
         }
     }
 }
@@ -222,6 +230,8 @@ pub struct Engine {
     shards: Vec<ShardHandle>,
     stop: Arc<AtomicBool>,
     telemetry: Telemetry,
+    /// The standby keeper's thread, when the node keeps standby copies.
+    standby_keeper: Option<JoinHandle<()>>,
 }
 
 impl Engine {
@@ -236,6 +246,7 @@ impl Engine {
     ) -> Result<Engine, EngineError>
     where
         S: Stage,
+        S::State: Send,
         F: Fn(ShardId) -> S + Send + Clone + 'static,
     {
         check_locked_memory(plans.len())?;
@@ -249,6 +260,36 @@ impl Engine {
                 shard: plans.first().map_or(ShardId(0), |p| p.shard),
                 reason: format!("starting the telemetry hub: {e}"),
             })?;
+        let first_shard = plans.first().map_or(ShardId(0), |p| p.shard);
+        // The keeper owns the copies; shards reach them through the handle.
+        let (standbys, standby_keeper) = if knobs.standby_replicas > 0 {
+            let (handle, copies) = StandbyHandle::<S::State>::pair(knobs.standby_replicas);
+            let all_gauges: Vec<Arc<ShardGauges>> =
+                gauges.iter().map(|(_, g)| Arc::clone(g)).collect();
+            let plan = StandbyPlan {
+                changelogs: S::State::store_names()
+                    .into_iter()
+                    .map(|store| changelog_topic(&settings.application_id, store))
+                    .collect(),
+                partitions,
+                shards_assigned: Box::new(move || all_gauges.iter().all(|g| g.read().assigned)),
+                lag: telemetry.standby_lag_sink(),
+            };
+            let keeper = spawn_keeper(
+                &settings,
+                plan,
+                copies,
+                Arc::clone(&stop),
+                "standby".to_string(),
+            )
+            .map_err(|source| EngineError::Port {
+                shard: first_shard,
+                source,
+            })?;
+            (Some(Arc::new(handle)), Some(keeper))
+        } else {
+            (None, None)
+        };
         let mut shards = Vec::with_capacity(plans.len());
         for ((plan, (_, gauges)), reports) in plans.into_iter().zip(gauges).zip(channels) {
             let (commands_tx, commands_rx) = crossbeam_channel::bounded(COMMAND_QUEUE_DEPTH);
@@ -262,6 +303,9 @@ impl Engine {
                 gauges: Arc::clone(&gauges),
                 commands: commands_rx,
                 reports,
+                standbys: standbys
+                    .as_ref()
+                    .map(|c| Arc::clone(c) as Arc<dyn std::any::Any + Send + Sync>),
             };
             let make_stage = make_stage.clone();
             let supervisor = std::thread::Builder::new()
@@ -282,6 +326,7 @@ impl Engine {
             shards,
             stop,
             telemetry,
+            standby_keeper,
         })
     }
 
@@ -419,6 +464,11 @@ impl Engine {
     /// close, on every shard; returns each shard's final counters.
     pub fn shutdown(self) -> Result<Vec<(ShardId, ShardStats)>, EngineError> {
         self.stop.store(true, Ordering::Release);
+        if let Some(keeper) = self.standby_keeper {
+            if keeper.join().is_err() {
+                warn!("the standby keeper panicked");
+            }
+        }
         let mut out = Vec::new();
         let mut first_error = None;
         for shard in self.shards {
@@ -454,6 +504,8 @@ struct SupervisorContext {
     gauges: Arc<ShardGauges>,
     commands: Receiver<ShardCommand>,
     reports: ReportChannel,
+    /// The node's `StandbyHandle<S::State>`, typed back in `shard_loop`.
+    standbys: Option<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 /// Runs a shard until it stops cleanly, restarting it from its last commit
@@ -461,6 +513,7 @@ struct SupervisorContext {
 fn supervise<S, F>(context: SupervisorContext, make_stage: F) -> Result<ShardStats, EngineError>
 where
     S: Stage,
+    S::State: Send,
     F: Fn(ShardId) -> S + Send + Clone + 'static,
 {
     let shard = context.plan.shard;
@@ -511,6 +564,7 @@ where
                 warn!(%shard, error = %e, attempt = attempts, backoff_ms = backoff.as_millis() as u64,
                       retryable = is_retryable(&e), "shard failed; restarting from its last commit");
                 context.gauges.set_status(ShardStatus::Restarting);
+                release_standbys::<S::State>(&context);
                 context.gauges.count_restart();
                 // Wait in short steps so a shutdown during the backoff is
                 // honoured at once rather than after it.
@@ -523,6 +577,26 @@ where
                     return Err(e);
                 }
             }
+        }
+    }
+}
+
+/// A failed shard's partitions are active no more: the standby keeper may
+/// copy them until a shard (the restarted one, or another node's) takes them
+/// again, which then restores only the tail after the copy.
+fn release_standbys<St: PartitionStores + Send>(context: &SupervisorContext) {
+    let Some(standbys) = context
+        .standbys
+        .clone()
+        .and_then(|c| c.downcast::<StandbyHandle<St>>().ok())
+    else {
+        return;
+    };
+    for partition in 0..context.partitions {
+        if context.gauges.may_own(partition) {
+            // The failed shard's stores are gone (or not known to be
+            // committed): the keeper copies the partition from its start.
+            standbys.release(PartitionId(partition), None);
         }
     }
 }
@@ -576,6 +650,7 @@ fn new_port<S: Stage>(context: &SupervisorContext, stage: &S) -> Result<RdKafkaP
 fn run_once<S, F>(context: &SupervisorContext, make_stage: F) -> Result<ShardStats, EngineError>
 where
     S: Stage,
+    S::State: Send,
     F: Fn(ShardId) -> S + Send + 'static,
 {
     let shard_id = context.plan.shard;
@@ -612,6 +687,7 @@ where
         commands: context.commands.clone(),
         commits: Arc::clone(&context.commits),
         reports: context.reports.clone(),
+        standbys: context.standbys.clone(),
     };
     let handle = LocalExecutorBuilder::new(placement)
         .name(&format!("{shard_id}"))
@@ -638,6 +714,7 @@ struct LoopContext {
     /// Counted per commit, read by the supervisor (see SupervisorContext).
     commits: Arc<AtomicU64>,
     reports: ReportChannel,
+    standbys: Option<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 async fn shard_loop<S, F>(
@@ -647,6 +724,7 @@ async fn shard_loop<S, F>(
 ) -> Result<ShardStats, EngineError>
 where
     S: Stage,
+    S::State: Send,
     F: Fn(ShardId) -> S,
 {
     let id = context.plan.shard;
@@ -682,6 +760,14 @@ where
     .with_undo(context.settings.guarantee == Guarantee::ExactlyOnce)
     .with_gauges(Arc::clone(&context.gauges))
     .with_spare_histograms(context.reports.spares.clone());
+    let shard = match context
+        .standbys
+        .clone()
+        .and_then(|c| c.downcast::<StandbyHandle<S::State>>().ok())
+    {
+        Some(standbys) => shard.with_standbys(StandbyHandle::clone(&standbys)),
+        None => shard,
+    };
     run_shard(shard, context).instrument(span).await
 }
 

@@ -22,6 +22,7 @@ use crate::port::{
     InputOffset, InputPosition, InputRecord, KafkaPort, OutRecord, Polled, PortError, Rewind,
 };
 use crate::stage::{ErrorClass, Input, Outbox, Stage};
+use crate::standby::{StandbyHandle, WarmCopy};
 use crate::store::{PartitionStores, StoreEntries};
 use crate::telemetry::{
     PartitionLag, ReportBody, ShardGauges, ShardReport, ShardTelemetry, StoreSize, Timing,
@@ -149,6 +150,11 @@ struct OwnedPartition<St> {
     /// The first offset processed since the partition was assigned: where
     /// the group's committed offset stood then (for lag before a commit).
     resumed_from: [Option<Offset>; INPUT_TOPICS_MAX],
+    /// Per store, where its restore ended (`RestoreStats::next`): the state
+    /// holds every committed changelog record below it, and this shard has
+    /// been the partition's only writer since. A revoke hands the stores to
+    /// the standby keeper with these as the copy's read positions.
+    restored_to: Vec<Option<i64>>,
 }
 
 /// Names a shard writes to, computed once.
@@ -178,6 +184,11 @@ pub struct Shard<S: Stage, P: KafkaPort> {
     /// The stores keep before-images, so an aborted transaction is undone
     /// in memory ([`Shard::roll_back`]) instead of restored.
     undo: bool,
+    /// The way to the node's standby keeper (`[state] standby_replicas` >
+    /// 0): `assign` asks it for a partition's warm copy and restores only
+    /// its tail; `revoke` hands the partition's committed stores back to it.
+    /// `None`: every assignment restores in full, as without standbys.
+    standbys: Option<StandbyHandle<S::State>>,
 }
 
 impl<S: Stage, P: KafkaPort> Shard<S, P> {
@@ -224,7 +235,15 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
             gauges: Arc::new(ShardGauges::default()),
             positions: Vec::new(),
             undo: false,
+            standbys: None,
         })
+    }
+
+    /// Takes over partitions from the node's standby copies when it has one
+    /// (see [`crate::standby`]).
+    pub fn with_standbys(mut self, standbys: StandbyHandle<S::State>) -> Self {
+        self.standbys = Some(standbys);
+        self
     }
 
     /// Keeps `gauges` (restore progress, assignment) current for other
@@ -539,16 +558,32 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
     /// Takes ownership of `partitions`: restores each one's stores from its
     /// changelogs before any of its records is processed.
     pub fn assign(&mut self, partitions: &[PartitionId]) -> Result<(), ShardError> {
-        for &partition in partitions {
-            if self.owned.contains_key(&partition) {
-                continue;
-            }
+        let new: Vec<PartitionId> = partitions
+            .iter()
+            .copied()
+            .filter(|p| !self.owned.contains_key(p))
+            .collect();
+        // The warm standby copies of them all, asked for at once (one wait
+        // for the keeper), if the node keeps any.
+        let mut warm_copies = match &self.standbys {
+            Some(standbys) => standbys.take(&new),
+            None => Vec::new(),
+        }
+        .into_iter();
+        for partition in new {
             // Log lines of the restore carry the partition (and, through the
             // runtime's span, the shard and service).
             let _span = tracing::info_span!("restore", %partition).entered();
-            let mut state = S::State::default();
+            // A warm standby copy, if the node kept one: only the tail after
+            // its read positions is restored.
+            let warm = warm_copies.next().flatten().filter(|copy| !copy.poisoned);
+            let (mut state, from) = match warm {
+                Some(copy) => (copy.state, Some(copy.next)),
+                None => (S::State::default(), None),
+            };
             let mut failure = None;
             let mut store_index = 0;
+            let mut restored_to = Vec::with_capacity(self.topics.changelogs.len());
             let port = &mut self.port;
             let changelogs = &self.topics.changelogs;
             let stats = &mut self.stats;
@@ -560,7 +595,37 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
                     return;
                 }
                 let changelog = &changelogs[store_index];
+                let tail_from = from
+                    .as_ref()
+                    .map(|next| next.get(store_index).copied().flatten());
                 store_index += 1;
+                if let Some(tail_from) = tail_from {
+                    let mut apply = |k: &[u8], v: Option<&[u8]>| {
+                        gauges.restored((k.len() + v.map_or(0, <[u8]>::len)) as u64);
+                        store.apply(k, v)
+                    };
+                    // A store the copy never read (`None`) restores in full.
+                    let restored = match tail_from {
+                        Some(next) => {
+                            port.restore_tail(changelog, partition, Offset(next), &mut apply)
+                        }
+                        None => port.restore(changelog, partition, &mut apply),
+                    };
+                    match restored {
+                        Ok(restored) => {
+                            stats.restored_records += restored.records;
+                            stats.restored_bytes += restored.bytes;
+                            restored_to.push(restored.next.map(|o| o.0));
+                            info!(
+                                changelog = %changelog, %partition, from = ?tail_from,
+                                records = restored.records, entries = store.len(),
+                                "took over a standby copy; restored its tail"
+                            );
+                        }
+                        Err(e) => failure = Some(e),
+                    }
+                    return;
+                }
                 // Sized once from the changelog's extent, not grown 20 times.
                 match port.changelog_records(changelog, partition) {
                     Ok(Some(records)) => {
@@ -584,6 +649,7 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
                     Ok(restored) => {
                         stats.restored_records += restored.records;
                         stats.restored_bytes += restored.bytes;
+                        restored_to.push(restored.next.map(|o| o.0));
                         info!(
                             changelog = %changelog, %partition, records = restored.records,
                             bytes = restored.bytes, entries = store.len(), "restored store"
@@ -611,6 +677,7 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
                     next: [None; INPUT_TOPICS_MAX],
                     committed: [None; INPUT_TOPICS_MAX],
                     resumed_from: [None; INPUT_TOPICS_MAX],
+                    restored_to,
                 },
             );
             debug!(shard = %self.id, %partition, "partition assigned and restored");
@@ -625,10 +692,38 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
     /// Under exactly-once the open transaction holds outputs of the revoked
     /// partitions that must not commit without their offsets, so it is aborted
     /// and the partitions this shard keeps are rewound and restored.
+    ///
+    /// With standbys the revoked stores go to the node's keeper as its warm
+    /// copies, at their last commit (before-images put back when a
+    /// transaction is open), read again from where their restore ended;
+    /// stores that may hold uncommitted changes with no before-images
+    /// (at-least-once with work since the checkpoint) are dropped instead and
+    /// the keeper copies the partition from its changelogs' start.
     pub fn revoke(&mut self, partitions: &[PartitionId]) -> Result<(), ShardError> {
+        let committed_state = !self.uncommitted || self.undo;
+        let uncommitted = self.uncommitted;
         for partition in partitions {
-            if self.owned.remove(partition).is_some() {
+            let owned = self.owned.remove(partition);
+            if owned.is_some() {
                 debug!(shard = %self.id, %partition, "partition revoked");
+            }
+            if let Some(standbys) = &self.standbys {
+                let copy = owned.filter(|_| committed_state).map(|mut owned| {
+                    owned.state.for_each_store(&mut |store| {
+                        if uncommitted {
+                            // Back to the last commit: the open transaction
+                            // is aborted below.
+                            store.undo();
+                        }
+                        store.keep_undo(false);
+                    });
+                    WarmCopy {
+                        state: owned.state,
+                        next: owned.restored_to,
+                        poisoned: false,
+                    }
+                });
+                standbys.release(*partition, copy);
             }
         }
         self.gauges.set_owned(self.owned.keys().map(|p| p.0));

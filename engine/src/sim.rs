@@ -281,9 +281,26 @@ impl KafkaPort for SimPort {
         partition: PartitionId,
         apply: &mut ChangelogApply<'_>,
     ) -> Result<RestoreStats, PortError> {
+        self.restore_tail(changelog, partition, Offset(0), apply)
+    }
+
+    /// A log holds committed records only, so a record's index is its
+    /// offset.
+    fn restore_tail(
+        &mut self,
+        changelog: &str,
+        partition: PartitionId,
+        from: Offset,
+        apply: &mut ChangelogApply<'_>,
+    ) -> Result<RestoreStats, PortError> {
         let cluster = self.cluster.borrow();
-        let mut stats = RestoreStats::default();
-        for (key, value) in cluster.log(changelog, partition) {
+        let log = cluster.log(changelog, partition);
+        let mut stats = RestoreStats {
+            next: Some(Offset(log.len() as i64)),
+            ..RestoreStats::default()
+        };
+        let skip = usize::try_from(from.0).unwrap_or(0);
+        for (key, value) in log.iter().skip(skip) {
             let key = key.as_deref().unwrap_or_default();
             apply(key, value.as_deref()).map_err(|source| PortError::CorruptChangelog {
                 changelog: changelog.to_string(),

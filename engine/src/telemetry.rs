@@ -36,6 +36,7 @@ use hdrhistogram::Histogram;
 use crate::ids::{Offset, PartitionId, ShardId};
 use crate::shard::ShardStats;
 use crate::stage::ErrorClass;
+use crate::standby::StandbyLag;
 
 /// Longest duration a histogram resolves (one hour); longer ones saturate.
 /// Restores of large changelogs are the longest thing measured.
@@ -723,6 +724,9 @@ impl ShardMetrics {
 #[derive(Clone, Debug, Default)]
 pub struct MetricsSnapshot {
     pub shards: Vec<ShardMetrics>,
+    /// The node's standby copies and how far each is behind its changelogs
+    /// (empty without `[state] standby_replicas`).
+    pub standby_lag: Vec<StandbyLag>,
 }
 
 impl MetricsSnapshot {
@@ -752,6 +756,23 @@ pub enum TelemetryError {
 
 enum HubRequest {
     Snapshot(Sender<MetricsSnapshot>),
+    /// The standby keeper's latest measure of its copies' lag.
+    StandbyLag(Vec<StandbyLag>),
+}
+
+/// Where the standby keeper sends its copies' lag: a message to the hub,
+/// which keeps the latest one for its snapshots (nothing is shared).
+#[derive(Clone)]
+pub struct StandbyLagSink {
+    requests: Sender<HubRequest>,
+}
+
+impl StandbyLagSink {
+    /// Hands `lag` to the hub without waiting: if its queue is full the
+    /// measure is dropped, and the next one (a second later) replaces it.
+    pub fn publish(&self, lag: Vec<StandbyLag>) {
+        let _ = self.requests.try_send(HubRequest::StandbyLag(lag));
+    }
 }
 
 /// A cloneable handle on the engine's telemetry: live readiness straight from
@@ -803,6 +824,7 @@ impl Telemetry {
                 .map(|(id, g)| (ShardMetrics::new(*id, g.read()), Arc::clone(g)))
                 .collect(),
             spares: spare_senders,
+            standby_lag: Vec::new(),
         };
         std::thread::Builder::new()
             .name("tradeflow-telemetry".into())
@@ -836,12 +858,21 @@ impl Telemetry {
         rx.recv_timeout(timeout)
             .map_err(|_| TelemetryError::Timeout(timeout))
     }
+
+    /// Where the standby keeper sends its copies' lag.
+    pub fn standby_lag_sink(&self) -> StandbyLagSink {
+        StandbyLagSink {
+            requests: self.requests.clone(),
+        }
+    }
 }
 
 /// The hub's state: cumulative metrics per shard. Lives on its own thread.
 struct Hub {
     shards: Vec<(ShardMetrics, Arc<ShardGauges>)>,
     spares: Vec<(ShardId, Sender<Histogram<u64>>)>,
+    /// The standby keeper's last lag message (empty without standbys).
+    standby_lag: Vec<StandbyLag>,
 }
 
 impl Hub {
@@ -882,8 +913,12 @@ impl Hub {
                         metrics
                     })
                     .collect();
-                let _ = reply.try_send(MetricsSnapshot { shards });
+                let _ = reply.try_send(MetricsSnapshot {
+                    shards,
+                    standby_lag: self.standby_lag.clone(),
+                });
             }
+            HubRequest::StandbyLag(lag) => self.standby_lag = lag,
         }
     }
 
@@ -1069,6 +1104,24 @@ mod tests {
         assert!(gauges.read().ready);
         gauges.reset_readiness();
         assert!(!gauges.read().ready);
+    }
+
+    #[test]
+    fn the_standby_keepers_last_lag_message_is_in_the_snapshots() -> Result<(), TelemetryError> {
+        let (telemetry, _channels) =
+            Telemetry::start(vec![(ShardId(0), Arc::new(ShardGauges::default()))])
+                .expect("hub thread");
+        let timeout = Duration::from_secs(5);
+        assert!(telemetry.snapshot(timeout)?.standby_lag.is_empty());
+        let sink = telemetry.standby_lag_sink();
+        let lag = |behind| StandbyLag {
+            partition: PartitionId(3),
+            offsets_behind: behind,
+        };
+        sink.publish(vec![lag(12)]);
+        sink.publish(vec![lag(0)]);
+        assert_eq!(telemetry.snapshot(timeout)?.standby_lag, vec![lag(0)]);
+        Ok(())
     }
 
     #[test]

@@ -1,7 +1,11 @@
 //! Abort without restore, on the simulated port: random interleavings of
 //! process / changelog write / commit / aborted commit / revocation leave
 //! every store equal to a replay of the committed inputs, with no restore
-//! for a partition the shard kept.
+//! for a partition the shard kept. With a standby keeper beside the shard,
+//! a revoked partition's stores are handed to the keeper (rolled back to the
+//! last commit) and taken back on the next assignment, which then restores
+//! only the changelog after where the first restore ended: the state is the
+//! same replay.
 //!
 //! The stage here is deliberately not idempotent (it sums, counts and
 //! deletes without looking at offsets), so a before-image that is not put
@@ -16,6 +20,7 @@ use codecs::{
 use engine::partitioner::partition_for;
 use engine::sim::{SimCluster, SimPort};
 use engine::stage::{Input, Outbox, Rejection, Stage};
+use engine::standby::{StandbyCopies, StandbyHandle};
 use engine::store::{ChangelogStore, PartitionStores, Store};
 use engine::{PartitionId, Shard, ShardId, Step};
 use proptest::prelude::*;
@@ -199,10 +204,24 @@ fn committed_inputs(cluster: &SimCluster) -> usize {
         .sum()
 }
 
+/// A standby keeper with no changelog to tail: it only answers the shard's
+/// takes and releases, on its own thread, until the shard is gone.
+fn keeper(mut copies: StandbyCopies<Ledger>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        while !copies.serve().orphaned {
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+    })
+}
+
 fn run(ops: &[Op]) {
+    run_with(ops, false);
+}
+
+fn run_with(ops: &[Op], standbys: bool) {
     let cluster = SimCluster::shared();
     let all: Vec<PartitionId> = (0..PARTITIONS).map(PartitionId).collect();
-    let mut shard = Shard::new(
+    let shard = Shard::new(
         ShardId(0),
         APPLICATION,
         LedgerStage,
@@ -211,6 +230,12 @@ fn run(ops: &[Op]) {
     )
     .expect("one input")
     .with_undo(true);
+    let (mut shard, keeping) = if standbys {
+        let (handle, copies) = StandbyHandle::<Ledger>::pair(1);
+        (shard.with_standbys(handle), Some(keeper(copies)))
+    } else {
+        (shard, None)
+    };
     shard.port_mut().grant(all.clone());
     assert_eq!(shard.step().expect("assign"), Step::Rebalanced);
     let mut next_event = 1u128;
@@ -308,6 +333,10 @@ fn run(ops: &[Op]) {
         expected,
         "the changelogs hold no aborted write"
     );
+    drop(shard);
+    if let Some(keeping) = keeping {
+        keeping.join().expect("the keeper stops with the shard");
+    }
 }
 
 proptest! {
@@ -316,6 +345,11 @@ proptest! {
     #[test]
     fn aborted_transactions_leave_the_state_of_the_committed_inputs(ops in prop::collection::vec(op(), 1..120)) {
         run(&ops);
+    }
+
+    #[test]
+    fn revoked_stores_handed_to_a_standby_keeper_and_taken_back_equal_the_committed_inputs(ops in prop::collection::vec(op(), 1..120)) {
+        run_with(&ops, true);
     }
 }
 

@@ -15,6 +15,10 @@
 //! - a second node started with a core map that overlaps the first's, under
 //!   the same application id: it refuses to start (the owners' registry),
 //!   processes nothing, and the audit finds no duplicate;
+//! - `kill -9` of one of two group-mode engines (consumer protocol), once
+//!   without and once with a standby replica: the survivor takes the killed
+//!   node's partitions over; the time to that and what it restored are
+//!   printed side by side (the standby restores only the tail);
 //! - SIGTERM to an engine whose broker is stopped: it exits within its
 //!   shutdown deadline saying whether it committed (0), aborted (2) or ran
 //!   out of time (3), and a new engine finishes the flow with nothing lost.
@@ -68,6 +72,12 @@ const START_WAIT_S: u64 = 60;
 const STATE_READ_WAIT_S: u64 = 60;
 /// Longest wait for the joining engine to own partitions and process records.
 const JOIN_WAIT_S: u64 = 60;
+/// Longest wait for a survivor to take a killed node's partitions over: the
+/// group's session (6 s on the test clusters), then the restore, which waits
+/// out the killed node's open transaction until the coordinator aborts it
+/// (`engine::kafka::TRANSACTION_TIMEOUT_MS`, 35 s, checked every 10 s),
+/// then some.
+const TAKE_OVER_WAIT_S: u64 = 120;
 /// Longest wait for a partition's leadership to move off a killed broker.
 const LEADER_MOVE_WAIT_S: u64 = 60;
 
@@ -98,6 +108,8 @@ struct FaultRun {
     /// Group mode under KIP-848's consumer protocol (the broker's sticky,
     /// incremental range assignor) instead of the classic eager one.
     consumer_protocol: bool,
+    /// `[state] standby_replicas` of the engines' core maps.
+    standby_replicas: u32,
 }
 
 /// A running `tradeflow run` process.
@@ -270,6 +282,7 @@ impl FaultRun {
             started: Instant::now(),
             spawned: AtomicUsize::new(0),
             consumer_protocol: false,
+            standby_replicas: 0,
         };
         // Create the flow's topics before anything reads them: on a fresh
         // cluster the driver would otherwise look for outcome topics the
@@ -346,6 +359,13 @@ on_drain = true
 guarantee = "{guarantee}"
 "#
         )?;
+        if self.standby_replicas > 0 {
+            writeln!(
+                file,
+                "[state]\nstandby_replicas = {}",
+                self.standby_replicas
+            )?;
+        }
         Ok(path)
     }
 
@@ -1007,4 +1027,135 @@ fn sigterm_with_the_broker_stopped_ends_within_the_deadline_and_says_how() -> an
     // finishes the flow and the run is audited in full.
     let engine = run.spawn("fault")?;
     run.finish(load, vec![engine])
+}
+
+/// What one take-over after a `kill -9` cost the survivor.
+struct TakeOver {
+    /// From the kill until the survivor owned (restored) every partition.
+    total_s: f64,
+    /// Restoring the taken partitions (the restore histogram's sum).
+    restore_s: f64,
+    /// Changelog records those restores read.
+    restored_records: f64,
+}
+
+/// Two group-mode engines under the consumer protocol with
+/// `standby_replicas`; node-b is killed with `kill -9` under load and
+/// node-a takes its partitions over. The whole run is audited as always.
+fn kill_nine_beside_a_survivor(
+    label: &'static str,
+    standby_replicas: u32,
+) -> anyhow::Result<TakeOver> {
+    let mut run = FaultRun::new(label, Guarantee::ExactlyOnce, Ownership::Group)?;
+    run.consumer_protocol = true;
+    run.standby_replicas = standby_replicas;
+    let mut first = run.spawn("node-a")?;
+    first.wait_ready()?;
+    let load = run.start_load(6_000, &mut first)?;
+    let node_a = first.rest_addr()?;
+    let metric = |name: &str| -> anyhow::Result<f64> {
+        match http_get(&node_a, "/metrics")? {
+            (200, page) => Ok(gauge_sum(&page, name)),
+            (status, _) => anyhow::bail!("/metrics answered {status}"),
+        }
+    };
+    let owned_alone = metric("tradeflow_owned_partitions")?;
+    let mut second = run.spawn("node-b")?;
+    let node_b = second.rest_addr()?;
+    let joined = Instant::now();
+    let mut owned_b = 0.0f64;
+    // node-b must own partitions and node-a's copies have time to catch up.
+    while owned_b < 1.0 || joined.elapsed() < Duration::from_secs(8) {
+        anyhow::ensure!(
+            joined.elapsed() < Duration::from_secs(JOIN_WAIT_S),
+            "node-b was never assigned a partition"
+        );
+        owned_b = match http_get(&node_b, "/metrics") {
+            Ok((200, page)) => gauge_sum(&page, "tradeflow_owned_partitions"),
+            _ => 0.0,
+        };
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let standby_lag = match http_get(&node_a, "/metrics")? {
+        (200, page) => page
+            .lines()
+            .filter(|l| l.starts_with("tradeflow_standby_lag_offsets{"))
+            .map(str::to_string)
+            .collect::<Vec<_>>(),
+        (status, _) => anyhow::bail!("/metrics answered {status}"),
+    };
+    let restored_before = metric("tradeflow_restored_records_total")?;
+    let restore_s_before = metric("tradeflow_restore_duration_seconds_sum")?;
+    println!(
+        "{}: node-b owns {owned_b} partitions; node-a's standby lag before the kill: {:?}",
+        run.label, standby_lag
+    );
+    if standby_replicas > 0 {
+        assert_eq!(
+            standby_lag.len() as f64,
+            owned_b,
+            "node-a keeps a standby copy of every partition node-b owns"
+        );
+    } else {
+        assert!(
+            standby_lag.is_empty(),
+            "no standby without standby_replicas"
+        );
+    }
+    second.kill_nine()?;
+    let killed = Instant::now();
+    while metric("tradeflow_owned_partitions")? < owned_alone {
+        anyhow::ensure!(
+            killed.elapsed() < Duration::from_secs(TAKE_OVER_WAIT_S),
+            "node-b's partitions never came to node-a"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let take_over = TakeOver {
+        total_s: killed.elapsed().as_secs_f64(),
+        restore_s: metric("tradeflow_restore_duration_seconds_sum")? - restore_s_before,
+        restored_records: metric("tradeflow_restored_records_total")? - restored_before,
+    };
+    println!(
+        "{}: kill -9 of node-b: node-a owned all {owned_alone} partitions again after {:.2} s; \
+         restoring them took {:.3} s and read {} changelog records",
+        run.label, take_over.total_s, take_over.restore_s, take_over.restored_records
+    );
+    run.finish(load, vec![first])?;
+    Ok(take_over)
+}
+
+/// Issue #15 item 5: the same kill -9 without and with a standby replica;
+/// prints both take-overs. The time until the group hands the partitions
+/// over is the consumer protocol's session timeout on the broker (6 s on
+/// the test clusters) and the same in both; then the restore, which must
+/// wait out the killed node's open transaction (nobody fences it, so the
+/// coordinator aborts it after `transaction.timeout.ms`, 35 s) before it
+/// may end, with or without a copy (see docs/STATE.md). What a standby
+/// saves is the reading. Asserted: every audit (state compared through
+/// REST); with the standby the restore read fewer records than without
+/// (the tail, not the history); never a timing.
+#[test]
+#[ignore = "about 4 minutes, one or two of them waiting for the killed node's open transaction to time out; run with --ignored"]
+fn kill_nine_of_a_node_with_and_without_a_standby_replica_prints_both_take_overs(
+) -> anyhow::Result<()> {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let cold = kill_nine_beside_a_survivor("takeover-cold", 0)?;
+    let warm = kill_nine_beside_a_survivor("takeover-standby", 1)?;
+    println!(
+        "take-over after kill -9 (consumer protocol, 2 nodes, 3 brokers): \
+         without standby {:.2} s in all, restore {:.3} s, {} records; \
+         with 1 standby {:.2} s in all, restore {:.3} s, {} records",
+        cold.total_s,
+        cold.restore_s,
+        cold.restored_records,
+        warm.total_s,
+        warm.restore_s,
+        warm.restored_records
+    );
+    assert!(
+        warm.restored_records < cold.restored_records,
+        "the standby's take-over restored only the tail"
+    );
+    Ok(())
 }

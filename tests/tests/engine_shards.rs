@@ -29,6 +29,8 @@ struct Deployment {
     guarantee: Guarantee,
     /// The group's protocol and its own client properties.
     group_properties: Vec<(String, String)>,
+    /// `RuntimeKnobs::standby_replicas` of the engines it starts.
+    standby_replicas: u32,
 }
 
 impl Deployment {
@@ -48,6 +50,7 @@ impl Deployment {
             guarantee,
             // Static members that leave are noticed after this long.
             group_properties: vec![("session.timeout.ms".into(), "6000".into())],
+            standby_replicas: 0,
         };
         ensure_topics(
             &deployment.settings(),
@@ -87,6 +90,7 @@ impl Deployment {
     fn start_with(&self, plans: Vec<ShardPlan>, commit: CommitPolicy) -> anyhow::Result<Engine> {
         let (topic, echo) = (self.topic, self.echo);
         let knobs = RuntimeKnobs {
+            standby_replicas: self.standby_replicas,
             idle: IdleStrategy::Park(Duration::from_millis(1)),
             client_threads: ClientThreads::Unpinned,
             commit,
@@ -515,6 +519,75 @@ fn under_the_consumer_protocol_a_node_joining_and_leaving_restores_only_what_mov
         taken.len() as u64,
         "node-a restored only the partitions it got back"
     );
+    first.shutdown()?;
+    Ok(())
+}
+
+/// Standby replicas (issue #15 item 5), under the consumer protocol: while
+/// node-b owns two partitions node-a keeps warm copies of them (their lag is
+/// on node-a's metrics); when node-b leaves, node-a takes them over and
+/// restores only the tail after its copies, not the changelogs node-b
+/// restored in full when it joined, and the state is the reference.
+#[test]
+fn with_a_standby_replica_a_node_taking_partitions_over_restores_only_the_tail(
+) -> anyhow::Result<()> {
+    let mut deployment = Deployment::new("standby", Guarantee::ExactlyOnce)?;
+    deployment.group_properties = vec![("group.protocol".into(), "consumer".into())];
+    deployment.standby_replicas = 1;
+    let mut reference = deployment.fund(1, 4_000, 400)?;
+    let first = deployment.start(vec![deployment.group_plan("node-a", 0)])?;
+    wait_for(&[&first], &reference)?;
+    let restored = |engine: &Engine| -> anyhow::Result<(u64, Vec<PartitionId>)> {
+        let stats = engine.stats(Duration::from_secs(10))?;
+        Ok((stats[0].1.restored_records, stats[0].2.clone()))
+    };
+    let second = deployment.start(vec![deployment.group_plan("node-b", 0)])?;
+    wait_for_split(&first, &second)?;
+    // node-b restored its partitions in full; more state arrives after.
+    let (restored_by_b, mut taken) = restored(&second)?;
+    taken.sort();
+    merge(&mut reference, deployment.fund(10_000, 4_000, 400)?);
+    wait_for(&[&first, &second], &reference)?;
+    // node-a's copies of node-b's partitions catch up (lag 0 once read).
+    let started = Instant::now();
+    let lag = loop {
+        let lag = first
+            .telemetry()
+            .snapshot(Duration::from_secs(10))?
+            .standby_lag;
+        let copied: Vec<PartitionId> = lag.iter().map(|l| l.partition).collect();
+        if copied == taken && lag.iter().all(|l| l.offsets_behind == 0) {
+            break lag;
+        }
+        anyhow::ensure!(
+            started.elapsed() < WAIT,
+            "node-a's copies never caught up with {taken:?}: {lag:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let (before, _) = restored(&first)?;
+    let left = Instant::now();
+    second.shutdown()?;
+    let shut_down = left.elapsed();
+    while restored(&first)?.1.len() < PARTITIONS as usize {
+        anyhow::ensure!(left.elapsed() < WAIT, "node-b's partitions never came back");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = left.elapsed();
+    let (after, _) = restored(&first)?;
+    println!(
+        "node-b left (its shutdown took {shut_down:?}): node-a owned {taken:?} again \
+         {took:?} after the shutdown began, restoring {} changelog records from its copies \
+         (lag before: {lag:?}); node-b had restored {restored_by_b} records for them when it \
+         joined",
+        after - before
+    );
+    assert!(
+        after - before < restored_by_b,
+        "the take-over restored the tail, not the whole changelogs"
+    );
+    merge(&mut reference, deployment.fund(20_000, 1_000, 400)?);
+    wait_for(&[&first], &reference)?;
     first.shutdown()?;
     Ok(())
 }

@@ -98,6 +98,7 @@ fn start() -> anyhow::Result<Fixture> {
     )?;
     cluster.start_group_at_end(&application_id, &inputs, partitions)?;
     let knobs = RuntimeKnobs {
+        standby_replicas: 0,
         idle: IdleStrategy::Park(Duration::from_millis(1)),
         client_threads: ClientThreads::Unpinned,
         commit: CommitPolicy::fixed(Duration::from_millis(100), true),

@@ -16,7 +16,7 @@ use crate::ids::{ranges_text, CoreId, NodeNameError, PartitionId};
 use crate::limits::{
     COMMIT_INTERVAL_MS_MAX, CORES_MAX, EXACTLY_ONCE_COMMIT_INTERVAL_MS_MAX, PARK_US_MAX,
     PARTITIONS_MAX, RETRY_ATTEMPTS_MAX_DEFAULT, RETRY_ATTEMPTS_MAX_LIMIT, RETRY_BACKOFF_MS_LIMIT,
-    RETRY_DEADLINE_MS_DEFAULT, RETRY_DEADLINE_MS_LIMIT,
+    RETRY_DEADLINE_MS_DEFAULT, RETRY_DEADLINE_MS_LIMIT, STANDBY_REPLICAS_MAX,
 };
 
 /// A core map cannot be used as it is.
@@ -269,6 +269,12 @@ pub enum ProblemKind {
 
     #[error("{text:?} is not a retention; write a positive whole number and a unit (ms, s, m, h or d) up to 3650d, like \"24h\" (the default) or \"90m\"")]
     OrderRetention { text: String },
+
+    #[error("{value} is out of range; it must be 0-{STANDBY_REPLICAS_MAX} (0, the default, keeps no standby copies)")]
+    StandbyReplicasOutOfRange { value: i64 },
+
+    #[error("{value} standby replica(s) in core-map mode: a core-map node never takes over another node's partitions (ownership is static), so a warm copy would never be used; standbys need ownership.mode = \"consumer-group\", or set standby_replicas = 0")]
+    StandbyInCoreMap { value: u32 },
 
     #[error("{value} is out of range; it must be 1-{RETRY_BACKOFF_MS_LIMIT} (ms)")]
     RetryBackoffOutOfRange { value: i64 },

@@ -19,7 +19,9 @@ use toml::de::{DeTable, DeValue};
 
 use crate::error::{Key, KeyPart, Location, Problem, ProblemKind, TuningError};
 use crate::ids::{runs, CoreId, NodeName, PartitionId};
-use crate::limits::{CORES_MAX, ORDER_RETENTION_MS_LIMIT, PARK_US_DEFAULT, PARTITIONS_MAX};
+use crate::limits::{
+    CORES_MAX, ORDER_RETENTION_MS_LIMIT, PARK_US_DEFAULT, PARTITIONS_MAX, STANDBY_REPLICAS_MAX,
+};
 use crate::model::{
     ApiAuth, ApiMetricsAccess, ApiSection, ApiTls, ClientThreads, CommitPolicy, CommitTiming,
     IdleStrategy, NodeSection, NodeTuning, Origin, Ownership, OwnershipMode, ProcessingGuarantee,
@@ -60,6 +62,7 @@ struct FileForm {
 #[serde(deny_unknown_fields)]
 struct FileState {
     order_retention: Option<String>,
+    standby_replicas: Option<i64>,
 }
 
 #[derive(Default, Deserialize)]
@@ -231,7 +234,7 @@ pub(crate) fn parse(text: &str, path: Option<PathBuf>) -> Result<NodeTuning, Tun
     })?;
     let api = read_api(&form.api, path.as_deref());
     let mut state_problems = Vec::new();
-    let state = read_state(&form.state, &mut state_problems);
+    let state = read_state(&form.state, form.ownership.mode, &mut state_problems);
     let origin = Origin {
         path,
         text: Arc::from(text),
@@ -246,8 +249,27 @@ pub(crate) fn parse(text: &str, path: Option<PathBuf>) -> Result<NodeTuning, Tun
 
 /// `[state]`, defaulted when absent; a retention that is not a duration in
 /// range is reported under its key.
-fn read_state(file: &FileState, problems: &mut Vec<Problem>) -> StateSection {
+fn read_state(file: &FileState, mode: OwnershipMode, problems: &mut Vec<Problem>) -> StateSection {
     let mut state = StateSection::default();
+    if let Some(value) = file.standby_replicas {
+        let key = Key::at("state").dot("standby_replicas");
+        match u32::try_from(value) {
+            Ok(0) => {}
+            Ok(n) if n <= STANDBY_REPLICAS_MAX && mode == OwnershipMode::ConsumerGroup => {
+                state.standby_replicas = n;
+            }
+            Ok(n) if n <= STANDBY_REPLICAS_MAX => {
+                problems.push(Problem::new(
+                    key,
+                    ProblemKind::StandbyInCoreMap { value: n },
+                ));
+            }
+            _ => problems.push(Problem::new(
+                key,
+                ProblemKind::StandbyReplicasOutOfRange { value },
+            )),
+        }
+    }
     if let Some(text) = &file.order_retention {
         match parse_retention_ms(text) {
             Some(ms) => state.order_retention_ms = ms,
@@ -672,6 +694,9 @@ pub(crate) fn write(tuning: &NodeTuning) -> String {
         "order_retention = \"{}\"",
         retention_text(tuning.state.order_retention_ms)
     );
+    if tuning.state.standby_replicas > 0 {
+        let _ = writeln!(out, "standby_replicas = {}", tuning.state.standby_replicas);
+    }
     let _ = writeln!(out);
     let _ = writeln!(out, "[retry]");
     let _ = writeln!(out, "attempts_max = {}", tuning.retry.attempts_max);
@@ -931,6 +956,40 @@ mod syntax_tests {
         assert!(message.starts_with("retry.deadline_ms: "), "{message}");
         let (_, message) = syntax_error(&format!("{VALID}[retry]\nbackoff_min_ms = 1.5\n"));
         assert!(message.starts_with("retry.backoff_min_ms: "), "{message}");
+    }
+
+    #[test]
+    fn standby_replicas_are_read_in_group_mode_and_refused_in_core_map_mode_under_their_key() {
+        const GROUP: &str = "[node]\nname = \"n\"\n[ownership]\nmode = \"consumer-group\"\npartitions = 4\n[[shard]]\ncore = 0\n";
+        let default = NodeTuning::from_toml_str(GROUP).expect("valid");
+        assert_eq!(default.state().standby_replicas, 0);
+        assert!(!default.to_toml_string().contains("standby"));
+        let tuning = NodeTuning::from_toml_str(&format!("{GROUP}[state]\nstandby_replicas = 1\n"))
+            .expect("valid");
+        assert_eq!(tuning.state().standby_replicas, 1);
+        let written = tuning.to_toml_string();
+        assert!(written.contains("standby_replicas = 1\n"), "{written}");
+        assert_eq!(
+            NodeTuning::from_toml_str(&written).expect("reads back"),
+            tuning
+        );
+        assert_ne!(default, tuning);
+        let zero = NodeTuning::from_toml_str(&format!("{VALID}[state]\nstandby_replicas = 0\n"))
+            .expect("0 is today's behaviour in either mode");
+        assert_eq!(zero, NodeTuning::from_toml_str(VALID).expect("valid"));
+        let error = NodeTuning::from_toml_str(&format!("{VALID}[state]\nstandby_replicas = 1\n"))
+            .expect_err("core-map mode")
+            .to_string();
+        assert!(error.contains("state.standby_replicas: "), "{error}");
+        assert!(error.contains("consumer-group"), "{error}");
+        for bad in ["-1", "9", "4294967296"] {
+            let error =
+                NodeTuning::from_toml_str(&format!("{GROUP}[state]\nstandby_replicas = {bad}\n"))
+                    .expect_err(bad)
+                    .to_string();
+            assert!(error.contains("state.standby_replicas: "), "{bad}: {error}");
+            assert!(error.contains("out of range"), "{bad}: {error}");
+        }
     }
 
     #[test]

@@ -147,3 +147,8 @@ const _: () = assert!(RETRY_BACKOFF_MIN_MS_DEFAULT >= 1);
 const _: () = assert!(RETRY_BACKOFF_MIN_MS_DEFAULT <= RETRY_BACKOFF_MAX_MS_DEFAULT);
 const _: () = assert!(RETRY_BACKOFF_MAX_MS_DEFAULT <= RETRY_BACKOFF_MS_LIMIT);
 const _: () = assert!(RETRY_BACKOFF_MIN_MS_DEFAULT <= RETRY_DEADLINE_MS_DEFAULT);
+
+/// Most `[state] standby_replicas`: warm copies of a partition beyond its
+/// owner (Kafka Streams' `num.standby.replicas` has no cap; each copy costs
+/// a node the partition's memory and a changelog reader's fetches).
+pub const STANDBY_REPLICAS_MAX: u32 = 8;

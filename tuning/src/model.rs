@@ -327,6 +327,11 @@ pub struct StateSection {
     /// Order stage's store (and its changelog) after its outcome. Within it a
     /// resubmitted `client_order_id` is the same order; after it, a new one.
     pub order_retention_ms: u64,
+    /// `standby_replicas`: warm copies this node keeps of partitions other
+    /// nodes own, by tailing their changelogs, so a take-over restores only
+    /// the tail (Kafka Streams' `num.standby.replicas`). 0 (the default):
+    /// none. Group mode only.
+    pub standby_replicas: u32,
 }
 
 impl Default for StateSection {
@@ -334,6 +339,7 @@ impl Default for StateSection {
     fn default() -> Self {
         StateSection {
             order_retention_ms: ORDER_RETENTION_MS_DEFAULT,
+            standby_replicas: 0,
         }
     }
 }

@@ -35,7 +35,7 @@ use tracing::{info, warn};
 use super::{
     kafka_error, watermarks_retrying, EndAwareContext, KafkaSettings, TRANSACTION_TIMEOUT_MS,
 };
-use crate::ids::PartitionId;
+use crate::ids::{Offset, PartitionId};
 use crate::port::{PortError, RestoreStats};
 use crate::store::ChangelogApply;
 use crate::telemetry::ShardGauges;
@@ -64,8 +64,13 @@ pub struct ChangelogReader {
 }
 
 /// One thing the reader's queue handed over.
-enum ReaderEvent<'a> {
+pub(super) enum ReaderEvent<'a> {
     Record {
+        /// The record's topic handle, only to tell topics apart while the
+        /// batch lives ([`topic_name`] reads its name), and its partition:
+        /// a standby keeper reads several of each.
+        topic: usize,
+        partition: i32,
         offset: i64,
         key: &'a [u8],
         value: Option<&'a [u8]>,
@@ -73,6 +78,8 @@ enum ReaderEvent<'a> {
     /// The reader's fetch position reached the end it may read (under
     /// `read_committed`, the last stable offset).
     End {
+        topic: usize,
+        partition: i32,
         at: i64,
     },
     Error(String),
@@ -127,21 +134,49 @@ impl ChangelogReader {
         apply: &mut ChangelogApply<'_>,
         gauges: Option<&ShardGauges>,
     ) -> Result<RestoreStats, PortError> {
+        self.restore_from(changelog, partition, None, apply, gauges)
+    }
+
+    /// [`Self::restore`] from `from` (a standby copy's next offset: every
+    /// committed record before it is applied already) instead of the
+    /// partition's start, to the same decided end: at or beyond the high
+    /// watermark seen now, undecided transactions waited out. `None`, or an
+    /// offset the log no longer holds (below its start), reads it all.
+    pub fn restore_from(
+        &mut self,
+        changelog: &str,
+        partition: PartitionId,
+        from: Option<i64>,
+        apply: &mut ChangelogApply<'_>,
+        gauges: Option<&ShardGauges>,
+    ) -> Result<RestoreStats, PortError> {
         // Right after a topic is created or a leader moves, the broker may not
         // lead the partition yet: retry such errors here rather than restart.
         let (low, high) = watermarks_retrying(&self.watermarks, changelog, partition.0)?;
         let mut stats = RestoreStats::default();
-        if high <= low {
+        let start = match from {
+            Some(from) if from > low => from,
+            _ => low,
+        };
+        if high <= start {
+            // Nothing was written at or after `start`: every transaction
+            // that wrote before the high watermark was decided by the time
+            // the copy read past it.
+            stats.next = Some(Offset(start));
             return Ok(stats);
         }
+        let offset = match from {
+            Some(from) if from > low => KafkaOffset::Offset(from),
+            _ => KafkaOffset::Beginning,
+        };
         let mut list = TopicPartitionList::new();
-        list.add_partition_offset(changelog, partition.0, KafkaOffset::Beginning)
+        list.add_partition_offset(changelog, partition.0, offset)
             .map_err(|e| kafka_error("assigning the changelog", e))?;
         self.reader
             .assign(&list)
             .map_err(|e| kafka_error("assigning the changelog", e))?;
         let mut last_progress = Instant::now();
-        let mut position = low;
+        let mut position = start;
         let mut waiting_since: Option<Instant> = None;
         let queue = ReaderQueue::of(&self.reader)?;
         let mut batch = MessageBatch::new(RESTORE_BATCH_RECORDS);
@@ -155,8 +190,11 @@ impl ChangelogReader {
                 }
                 match event {
                     ReaderEvent::Nothing => {}
-                    ReaderEvent::End { at } if at >= high => done = true,
-                    ReaderEvent::End { at } => {
+                    ReaderEvent::End { at, .. } if at >= high => {
+                        position = position.max(at);
+                        done = true;
+                    }
+                    ReaderEvent::End { at, .. } => {
                         // Everything before `at` is read; a transaction that
                         // began at `at` is still undecided. Its commit or
                         // abort (or the coordinator's timeout) moves the end.
@@ -169,7 +207,9 @@ impl ChangelogReader {
                     ReaderEvent::Error(e) => {
                         warn!(error = %e, changelog, %partition, "changelog read error (retrying)")
                     }
-                    ReaderEvent::Record { offset, key, value } => {
+                    ReaderEvent::Record {
+                        offset, key, value, ..
+                    } => {
                         position = offset + 1;
                         if stats.records % RESTORE_PROGRESS_EVERY_RECORDS == 0 {
                             if let Some(gauges) = gauges {
@@ -206,16 +246,17 @@ impl ChangelogReader {
         self.reader
             .unassign()
             .map_err(|e| kafka_error("releasing the changelog", e))?;
+        stats.next = Some(Offset(position));
         Ok(stats)
     }
 }
 
 /// The reader's consumer queue, held for one restore rather than taken and
 /// released per record.
-struct ReaderQueue(*mut rdkafka::bindings::rd_kafka_queue_t);
+pub(super) struct ReaderQueue(*mut rdkafka::bindings::rd_kafka_queue_t);
 
 impl ReaderQueue {
-    fn of(reader: &BaseConsumer<EndAwareContext>) -> Result<Self, PortError> {
+    pub(super) fn of(reader: &BaseConsumer<EndAwareContext>) -> Result<Self, PortError> {
         // SAFETY: the consumer's handle is valid while `reader` is borrowed;
         // the queue reference taken here is released in `drop`.
         let queue =
@@ -241,13 +282,13 @@ impl Drop for ReaderQueue {
 /// Messages taken from the reader's queue in one call, destroyed (handed
 /// back to librdkafka) by `release` or when dropped, so an early return
 /// (a corrupt record) leaks nothing.
-struct MessageBatch {
+pub(super) struct MessageBatch {
     messages: Vec<*mut rdkafka::bindings::rd_kafka_message_t>,
     len: usize,
 }
 
 impl MessageBatch {
-    fn new(capacity: usize) -> Self {
+    pub(super) fn new(capacity: usize) -> Self {
         MessageBatch {
             messages: vec![std::ptr::null_mut(); capacity],
             len: 0,
@@ -257,7 +298,7 @@ impl MessageBatch {
     /// Takes up to the batch's capacity of messages, waiting at most `wait`
     /// for it to fill, and reads them as events. The slices in the events
     /// point into the messages, which live until `release`.
-    fn fill(
+    pub(super) fn fill(
         &mut self,
         queue: &ReaderQueue,
         wait: Duration,
@@ -290,7 +331,7 @@ impl MessageBatch {
     }
 
     /// Hands the messages back to librdkafka.
-    fn release(&mut self) {
+    pub(super) fn release(&mut self) {
         for message in self.messages[..self.len].iter_mut() {
             // SAFETY: taken in `fill`, destroyed once, then forgotten.
             unsafe { rdkafka::bindings::rd_kafka_message_destroy(*message) };
@@ -324,7 +365,11 @@ unsafe fn message_event<'a>(
         let m = &*message;
         if m.err == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__PARTITION_EOF {
             // The end's offset is the reader's fetch position there.
-            return ReaderEvent::End { at: m.offset };
+            return ReaderEvent::End {
+                topic: m.rkt as usize,
+                partition: m.partition,
+                at: m.offset,
+            };
         }
         if m.err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
             return ReaderEvent::Error(
@@ -344,9 +389,30 @@ unsafe fn message_event<'a>(
             Some(std::slice::from_raw_parts(m.payload as *const u8, m.len))
         };
         ReaderEvent::Record {
+            topic: m.rkt as usize,
+            partition: m.partition,
             offset: m.offset,
             key,
             value,
         }
+    }
+}
+
+/// The name of the topic behind a handle of a [`ReaderEvent`].
+///
+/// # Safety
+/// `topic` must come from an event of a batch that has not been released
+/// yet (the message holds the handle).
+pub(super) unsafe fn topic_name(topic: usize) -> String {
+    // SAFETY: per the contract the handle is alive; librdkafka returns a
+    // NUL-terminated name owned by it.
+    unsafe {
+        let name = rdkafka::bindings::rd_kafka_topic_name(topic as *const _);
+        if name.is_null() {
+            return String::new();
+        }
+        std::ffi::CStr::from_ptr(name)
+            .to_string_lossy()
+            .into_owned()
     }
 }

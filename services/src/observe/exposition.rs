@@ -185,6 +185,12 @@ pub const ENGINE_METRICS: &[MetricSpec] = &[
         help: "High watermark minus the group's committed offset, per input partition (as of the shard's last report).",
     },
     MetricSpec {
+        name: "tradeflow_standby_lag_offsets",
+        kind: MetricKind::Gauge,
+        labels: &["partition"],
+        help: "Offsets a standby copy of a partition another node owns is behind its changelogs' high watermarks, summed over the stores (as of the keeper's last fetch; absent without [state] standby_replicas).",
+    },
+    MetricSpec {
         name: "tradeflow_state_entries",
         kind: MetricKind::Gauge,
         labels: &["service", "shard", "store"],
@@ -395,6 +401,14 @@ pub fn families(snapshot: &MetricsSnapshot) -> Vec<MetricFamily> {
     let mut out = Families::new();
     for shard in &snapshot.shards {
         shard_families(&mut out, shard);
+    }
+    for lag in &snapshot.standby_lag {
+        let partition = lag.partition.0.to_string();
+        out.gauge(
+            "tradeflow_standby_lag_offsets",
+            &[("partition", partition.as_str())],
+            lag.offsets_behind as f64,
+        );
     }
     out.finish()
 }
