@@ -157,18 +157,14 @@ pub fn split_frame(frame: &[u8]) -> Result<(EventSchema, &[u8]), DecodeError> {
             max: FRAME_BYTES_MAX,
         }),
         [magic, framing, kind, version, payload @ ..] => {
-            if *magic != RKYV_MAGIC {
-                return Err(DecodeError::WrongMagic { byte: *magic });
+            // The whole header as one word: one match, as cheap as the old
+            // single id, and the specific error only off the hot path.
+            match EventSchema::from_rkyv_header(u32::from_be_bytes([
+                *magic, *framing, *kind, *version,
+            ])) {
+                Some(schema) => Ok((schema, payload)),
+                None => Err(header_error(*magic, *framing, *kind, *version)),
             }
-            if *framing != RKYV_FRAMING_VERSION {
-                return Err(DecodeError::UnknownFraming { version: *framing });
-            }
-            let schema =
-                EventSchema::from_rkyv_tag(*kind, *version).ok_or(DecodeError::UnknownType {
-                    kind: *kind,
-                    version: *version,
-                })?;
-            Ok((schema, payload))
         }
         // A short frame that already shows a wrong magic byte says more than "short".
         [magic, ..] if *magic != RKYV_MAGIC => Err(DecodeError::WrongMagic { byte: *magic }),
@@ -176,6 +172,19 @@ pub fn split_frame(frame: &[u8]) -> Result<(EventSchema, &[u8]), DecodeError> {
             len: frame.len(),
             header: FRAME_HEADER_BYTES,
         }),
+    }
+}
+
+/// What is wrong with a 4-byte rkyv header that names no known type.
+#[cold]
+#[inline(never)]
+fn header_error(magic: u8, framing: u8, kind: u8, version: u8) -> DecodeError {
+    if magic != RKYV_MAGIC {
+        DecodeError::WrongMagic { byte: magic }
+    } else if framing != RKYV_FRAMING_VERSION {
+        DecodeError::UnknownFraming { version: framing }
+    } else {
+        DecodeError::UnknownType { kind, version }
     }
 }
 

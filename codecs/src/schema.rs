@@ -156,6 +156,41 @@ impl EventSchema {
         })
     }
 
+    /// The schema a whole rkyv frame header names, read as one big-endian
+    /// word (magic, framing version, kind code, version); `None` for any
+    /// other header. `decode`'s hot path: one match instead of three checks.
+    #[inline]
+    pub const fn from_rkyv_header(header: u32) -> Option<EventSchema> {
+        const fn h(kind: u8, version: u8) -> u32 {
+            u32::from_be_bytes([RKYV_MAGIC, RKYV_FRAMING_VERSION, kind, version])
+        }
+        const H_1_1: u32 = h(1, 1);
+        const H_1_2: u32 = h(1, 2);
+        const H_2_1: u32 = h(2, 1);
+        const H_3_1: u32 = h(3, 1);
+        const H_4_1: u32 = h(4, 1);
+        const H_5_1: u32 = h(5, 1);
+        const H_6_1: u32 = h(6, 1);
+        const H_7_1: u32 = h(7, 1);
+        const H_8_1: u32 = h(8, 1);
+        const H_9_1: u32 = h(9, 1);
+        const H_10_1: u32 = h(10, 1);
+        Some(match header {
+            H_1_1 => EventSchema::OrderCreatedV1,
+            H_1_2 => EventSchema::OrderCreatedV2,
+            H_2_1 => EventSchema::OrderAmendedV1,
+            H_3_1 => EventSchema::OrderCancelledV1,
+            H_4_1 => EventSchema::PaymentCompletedV1,
+            H_5_1 => EventSchema::PaymentFailedV1,
+            H_6_1 => EventSchema::PaymentRefundedV1,
+            H_7_1 => EventSchema::StockUpdatedV1,
+            H_8_1 => EventSchema::StockRejectedV1,
+            H_9_1 => EventSchema::AccountFundedV1,
+            H_10_1 => EventSchema::StockReplenishedV1,
+            _ => return None,
+        })
+    }
+
     /// The event kind this schema encodes.
     #[inline]
     pub const fn kind(self) -> EventKind {
@@ -288,6 +323,10 @@ mod tests {
         for schema in EventSchema::ALL {
             let [kind, version] = schema.rkyv_tag();
             assert_eq!(EventSchema::from_rkyv_tag(kind, version), Some(schema));
+            let header = u32::from_be_bytes([RKYV_MAGIC, RKYV_FRAMING_VERSION, kind, version]);
+            assert_eq!(EventSchema::from_rkyv_header(header), Some(schema));
+            assert_eq!(EventSchema::from_rkyv_header(header ^ 0x0100_0000), None);
+            assert_eq!(EventSchema::from_rkyv_header(header ^ 0x0001_0000), None);
             assert_eq!(u32::from(kind), schema.kind().code());
             assert_eq!(
                 EventSchema::from_legacy_id(schema.legacy_id()),
