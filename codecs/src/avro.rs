@@ -2,7 +2,7 @@
 //! they live under, and Avro datum encoding and decoding.
 //!
 //! Owns one Avro schema per (event kind, version) — the same table as
-//! [`SchemaId`] — generated here from one field list per event and checked in
+//! [`EventSchema`] — generated here from one field list per event and checked in
 //! under `codecs/schemas/avro/` (a test keeps the two equal), and the value
 //! schema of each flow topic under Confluent's TopicNameStrategy
 //! (`<topic>-value`). A topic that carries two kinds (`order.updated`:
@@ -33,7 +33,7 @@ use apache_avro::Schema;
 use serde_json::{json, Map, Value as Json};
 
 use crate::events::{Event, EventKind, OrderCreated, OrderCreatedV1};
-use crate::schema::{SchemaId, MAGIC_BYTE};
+use crate::schema::{EventSchema, CONFLUENT_MAGIC_BYTE};
 use crate::topics;
 
 /// Namespace of every named Avro type of the flow.
@@ -128,39 +128,39 @@ const STOCK_REJECT_REASON: FieldType = FieldType::Enum(
 
 /// The record name and doc of a schema's event (v1 and v2 of a kind share the
 /// name: Avro resolution matches records by name).
-fn record_name_doc(id: SchemaId) -> (&'static str, &'static str) {
+fn record_name_doc(id: EventSchema) -> (&'static str, &'static str) {
     match id {
-        SchemaId::OrderCreatedV1 | SchemaId::OrderCreatedV2 => (
+        EventSchema::OrderCreatedV1 | EventSchema::OrderCreatedV2 => (
             "OrderCreated",
             "A client's order was accepted by the Order service.",
         ),
-        SchemaId::OrderAmendedV1 => (
+        EventSchema::OrderAmendedV1 => (
             "OrderAmended",
             "The client changed an open order's quantity or limit price.",
         ),
-        SchemaId::OrderCancelledV1 => ("OrderCancelled", "The client cancelled an open order."),
-        SchemaId::PaymentCompletedV1 => (
+        EventSchema::OrderCancelledV1 => ("OrderCancelled", "The client cancelled an open order."),
+        EventSchema::PaymentCompletedV1 => (
             "PaymentCompleted",
             "Payment debited the order's cost; Inventory now takes the units.",
         ),
-        SchemaId::PaymentFailedV1 => (
+        EventSchema::PaymentFailedV1 => (
             "PaymentFailed",
             "Payment refused the order (terminal outcome: rejected for funds).",
         ),
-        SchemaId::PaymentRefundedV1 => (
+        EventSchema::PaymentRefundedV1 => (
             "PaymentRefunded",
             "Payment gave the money back after Inventory rejected the order.",
         ),
-        SchemaId::StockUpdatedV1 => (
+        EventSchema::StockUpdatedV1 => (
             "StockUpdated",
             "Inventory took the units (terminal outcome: filled).",
         ),
-        SchemaId::StockRejectedV1 => (
+        EventSchema::StockRejectedV1 => (
             "StockRejected",
             "Inventory refused a paid order; Payment refunds amount to account.",
         ),
-        SchemaId::AccountFundedV1 => ("AccountFunded", "Cash was paid into an account."),
-        SchemaId::StockReplenishedV1 => (
+        EventSchema::AccountFundedV1 => ("AccountFunded", "Cash was paid into an account."),
+        EventSchema::StockReplenishedV1 => (
             "StockReplenished",
             "Units of an instrument were added to the desk's inventory.",
         ),
@@ -168,7 +168,7 @@ fn record_name_doc(id: SchemaId) -> (&'static str, &'static str) {
 }
 
 /// The fields after the header, in the Rust struct's order.
-fn body_fields(id: SchemaId) -> Vec<Field> {
+fn body_fields(id: EventSchema) -> Vec<Field> {
     use FieldType::{Long, Text};
     let account = || field("account", Long, "The account (AccountId, unsigned).");
     let sku = || field("sku", Text, "The instrument: 1-8 of A-Z, 0-9, '.', '-'.");
@@ -184,8 +184,8 @@ fn body_fields(id: SchemaId) -> Vec<Field> {
         ]
     };
     match id {
-        SchemaId::OrderCreatedV1 => order_v1(),
-        SchemaId::OrderCreatedV2 => {
+        EventSchema::OrderCreatedV1 => order_v1(),
+        EventSchema::OrderCreatedV2 => {
             let mut fields = order_v1();
             fields.push(Field {
                 default: Some(json!("gtc")),
@@ -201,24 +201,24 @@ fn body_fields(id: SchemaId) -> Vec<Field> {
             });
             fields
         }
-        SchemaId::OrderAmendedV1 => vec![
+        EventSchema::OrderAmendedV1 => vec![
             account(),
             sku(),
             field("quantity", Long, "New quantity."),
             field("limit_price", Long, "New limit price, minor units."),
         ],
-        SchemaId::OrderCancelledV1 => vec![account(), sku()],
-        SchemaId::PaymentCompletedV1 | SchemaId::PaymentRefundedV1 => {
+        EventSchema::OrderCancelledV1 => vec![account(), sku()],
+        EventSchema::PaymentCompletedV1 | EventSchema::PaymentRefundedV1 => {
             vec![account(), sku(), quantity(), amount()]
         }
-        SchemaId::PaymentFailedV1 => vec![
+        EventSchema::PaymentFailedV1 => vec![
             account(),
             sku(),
             quantity(),
             amount(),
             field("reason", PAYMENT_FAIL_REASON, "Why."),
         ],
-        SchemaId::StockUpdatedV1 => vec![
+        EventSchema::StockUpdatedV1 => vec![
             account(),
             sku(),
             quantity(),
@@ -229,15 +229,15 @@ fn body_fields(id: SchemaId) -> Vec<Field> {
             ),
             amount(),
         ],
-        SchemaId::StockRejectedV1 => vec![
+        EventSchema::StockRejectedV1 => vec![
             account(),
             sku(),
             quantity(),
             amount(),
             field("reason", STOCK_REJECT_REASON, "Why."),
         ],
-        SchemaId::AccountFundedV1 => vec![account(), amount()],
-        SchemaId::StockReplenishedV1 => vec![sku(), quantity()],
+        EventSchema::AccountFundedV1 => vec![account(), amount()],
+        EventSchema::StockReplenishedV1 => vec![sku(), quantity()],
     }
 }
 
@@ -290,7 +290,7 @@ impl Builder {
         }
     }
 
-    fn record(&mut self, id: SchemaId) -> Json {
+    fn record(&mut self, id: EventSchema) -> Json {
         let (name, doc) = record_name_doc(id);
         let mut fields = vec![json!({
             "name": "header",
@@ -318,7 +318,7 @@ impl Builder {
 }
 
 /// The Avro schema (as JSON) of one (event kind, version), self-contained.
-pub fn event_schema_json(id: SchemaId) -> Json {
+pub fn event_schema_json(id: EventSchema) -> Json {
     Builder::default().record(id)
 }
 
@@ -336,7 +336,7 @@ pub struct ValueSchema {
     /// The subject version this schema is registered as, from 1.
     pub version: u32,
     /// The event schemas, in union order when more than one.
-    pub events: Vec<SchemaId>,
+    pub events: Vec<EventSchema>,
 }
 
 impl ValueSchema {
@@ -382,14 +382,14 @@ pub fn value_schemas() -> Vec<ValueSchema> {
         // version n holds, for each kind, its schema n or its newest below n.
         let versions = kinds
             .iter()
-            .map(|k| SchemaId::latest(*k).version())
+            .map(|k| EventSchema::latest(*k).version())
             .max()
             .unwrap_or(1);
         for version in 1..=versions {
             let events = kinds
                 .iter()
                 .filter_map(|k| {
-                    SchemaId::ALL
+                    EventSchema::ALL
                         .into_iter()
                         .filter(|id| id.kind() == *k && id.version() <= version)
                         .max()
@@ -467,7 +467,7 @@ impl PreparedSchema {
             .position(|id| id.kind() == event.kind())
             .ok_or_else(|| does_not_fit(format!("the topic carries no {}", event.kind())))?;
         let id = schema.events[branch];
-        if let (SchemaId::OrderCreatedV1, Event::OrderCreated(order)) = (id, event) {
+        if let (EventSchema::OrderCreatedV1, Event::OrderCreated(order)) = (id, event) {
             if order.to_v1().is_none() {
                 return Err(does_not_fit(
                     "time_in_force or tag set, which v1 cannot carry".into(),
@@ -516,7 +516,7 @@ impl PreparedSchema {
             .ok_or_else(|| invalid(format!("union branch {branch} out of range")))?;
         let json = avro_to_json(record).map_err(invalid)?;
         let event = match id {
-            SchemaId::OrderCreatedV1 => Event::OrderCreated(OrderCreated::from(
+            EventSchema::OrderCreatedV1 => Event::OrderCreated(OrderCreated::from(
                 serde_json::from_value::<OrderCreatedV1>(json)
                     .map_err(|e| invalid(e.to_string()))?,
             )),
@@ -549,7 +549,7 @@ pub fn decode_datum(schema: &ValueSchema, datum: &[u8]) -> Result<Event, AvroErr
 /// registry's 4-byte big-endian schema id.
 pub fn frame(registry_id: u32, datum: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(5 + datum.len());
-    out.push(MAGIC_BYTE);
+    out.push(CONFLUENT_MAGIC_BYTE);
     out.extend_from_slice(&registry_id.to_be_bytes());
     out.extend_from_slice(datum);
     out
@@ -558,7 +558,9 @@ pub fn frame(registry_id: u32, datum: &[u8]) -> Vec<u8> {
 /// Splits a Confluent-framed record into the registry schema id and the datum.
 pub fn unframe(record: &[u8]) -> Result<(u32, &[u8]), AvroError> {
     match record {
-        [MAGIC_BYTE, a, b, c, d, datum @ ..] => Ok((u32::from_be_bytes([*a, *b, *c, *d]), datum)),
+        [CONFLUENT_MAGIC_BYTE, a, b, c, d, datum @ ..] => {
+            Ok((u32::from_be_bytes([*a, *b, *c, *d]), datum))
+        }
         [_, _, _, _, _, ..] => Err(AvroError::BadFrame("first byte is not the magic byte 0")),
         _ => Err(AvroError::BadFrame("shorter than the 5-byte header")),
     }
@@ -703,7 +705,7 @@ mod tests {
     #[test]
     fn every_event_schema_and_topic_has_a_subject() {
         let schemas = value_schemas();
-        for id in SchemaId::ALL {
+        for id in EventSchema::ALL {
             assert!(schemas.iter().any(|s| s.events.contains(&id)), "{id}");
         }
         for topic in topics::ALL {
@@ -713,7 +715,7 @@ mod tests {
                 .into_iter()
                 .filter(|k| topics::topic_of(*k) == topic)
             {
-                assert!(latest.events.contains(&SchemaId::latest(kind)), "{kind}");
+                assert!(latest.events.contains(&EventSchema::latest(kind)), "{kind}");
             }
         }
         let order_created: Vec<_> = schemas
@@ -721,8 +723,8 @@ mod tests {
             .filter(|s| s.topic == topics::ORDER_CREATED)
             .collect();
         assert_eq!(order_created.len(), 2);
-        assert_eq!(order_created[0].events, vec![SchemaId::OrderCreatedV1]);
-        assert_eq!(order_created[1].events, vec![SchemaId::OrderCreatedV2]);
+        assert_eq!(order_created[0].events, vec![EventSchema::OrderCreatedV1]);
+        assert_eq!(order_created[1].events, vec![EventSchema::OrderCreatedV2]);
     }
 
     #[test]
@@ -739,7 +741,7 @@ mod tests {
     #[test]
     fn a_v1_order_reads_as_v2_with_defaults_and_v2_data_does_not_fit_v1() {
         let v1 = &value_schemas()[0];
-        assert_eq!(v1.events, vec![SchemaId::OrderCreatedV1]);
+        assert_eq!(v1.events, vec![EventSchema::OrderCreatedV1]);
         let mut order = crate::testing::sample_events()
             .into_iter()
             .find_map(|e| match e {

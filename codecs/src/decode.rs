@@ -1,9 +1,13 @@
 //! Decoding untrusted frames into validated, borrowed, archived events.
 //!
-//! Owns `decode`, the `EventRef` view it returns and `DecodeError`. Must never
-//! panic on any input, never allocate, and never copy the payload: the frame
-//! is checked (length, magic byte, schema id, exact payload size) and the
-//! archive validated in place by bytecheck, then read where it lies. Every way
+//! Owns `decode` (rkyv frames), `decode_legacy` (the pre-upgrade frames:
+//! magic `0` and a table id), the `EventRef` view they return and
+//! `DecodeError`. Must never panic on any input, never allocate, and never
+//! copy the payload: the frame is checked (length, magic byte, framing
+//! version, type tag, exact payload size) and the archive validated in place
+//! by bytecheck, then read where it lies. Never decides whether a record with
+//! magic `0` is Confluent's or legacy: that is the readers' choice
+//! (`engine::wire`, docs/SCHEMAS.md). Every way
 //! bytes can be wrong has its own error variant, because the dead-letter path
 //! records the reason and operators act on it.
 
@@ -18,7 +22,10 @@ use crate::events::{
     ArchivedPaymentRefunded, ArchivedStockRejected, ArchivedStockReplenished, ArchivedStockUpdated,
     Event, EventKind, OrderCreated, TimeInForce,
 };
-use crate::schema::{SchemaId, FRAME_BYTES_MAX, FRAME_HEADER_BYTES, MAGIC_BYTE};
+use crate::schema::{
+    EventSchema, FRAME_BYTES_MAX, FRAME_HEADER_BYTES, LEGACY_FRAME_HEADER_BYTES, LEGACY_MAGIC_BYTE,
+    RKYV_FRAMING_VERSION, RKYV_MAGIC,
+};
 use crate::types::{
     AccountId, ClientOrderId, EventId, Money, OrderId, Quantity, Sku, Tag, TimestampNs, ToNative,
 };
@@ -39,22 +46,44 @@ pub enum DecodeError {
         /// `FRAME_BYTES_MAX`.
         max: usize,
     },
-    /// Shorter than the 5-byte frame header.
-    #[error("frame of {len} bytes is shorter than the 5-byte header")]
+    /// Shorter than the frame header (4 bytes; 5 for a legacy frame).
+    #[error("frame of {len} bytes is shorter than the {header}-byte header")]
     TruncatedHeader {
         /// Frame length in bytes.
         len: usize,
+        /// The header length of the framing read.
+        header: usize,
     },
-    /// The first byte is not the Confluent magic byte `0`.
-    #[error("magic byte is {byte:#04x}, expected 0x00")]
+    /// The first byte is neither the rkyv magic byte nor, where the reader
+    /// takes them, Confluent's `0`.
+    #[error(
+        "magic byte is {byte:#04x}: neither a tradeflow rkyv frame (0xf8) \
+         nor Confluent's wire format (0x00)"
+    )]
     WrongMagic {
         /// The byte found.
         byte: u8,
     },
-    /// The schema id is not one this build can read (a newer producer, or
-    /// another application's topic).
-    #[error("unknown schema id {id}")]
-    UnknownSchema {
+    /// An rkyv frame whose framing version this build does not know (a
+    /// newer producer).
+    #[error("rkyv framing version {version} is unknown (this build reads version 1)")]
+    UnknownFraming {
+        /// The version found.
+        version: u8,
+    },
+    /// The (kind code, schema version) type tag is not one this build can
+    /// read (a newer producer).
+    #[error("unknown rkyv type tag: kind code {kind}, schema version {version}")]
+    UnknownType {
+        /// The kind code found.
+        kind: u8,
+        /// The schema version found.
+        version: u8,
+    },
+    /// A legacy frame (magic `0`) whose 4-byte id is not in the pre-upgrade
+    /// table.
+    #[error("legacy frame: unknown table id {id}")]
+    UnknownLegacyId {
         /// The id found.
         id: u32,
     },
@@ -62,7 +91,7 @@ pub enum DecodeError {
     #[error("{schema} payload is {len} bytes, expected {expected}")]
     TruncatedPayload {
         /// Schema named by the frame.
-        schema: SchemaId,
+        schema: EventSchema,
         /// Payload length found.
         len: usize,
         /// The schema's payload size.
@@ -72,7 +101,7 @@ pub enum DecodeError {
     #[error("{schema} payload is {len} bytes, expected {expected}")]
     TrailingBytes {
         /// Schema named by the frame.
-        schema: SchemaId,
+        schema: EventSchema,
         /// Payload length found.
         len: usize,
         /// The schema's payload size.
@@ -83,7 +112,7 @@ pub enum DecodeError {
     #[error("{schema} payload failed validation")]
     CorruptArchive {
         /// Schema named by the frame.
-        schema: SchemaId,
+        schema: EventSchema,
     },
 }
 
@@ -95,7 +124,10 @@ impl DecodeError {
             DecodeError::Oversize { .. } => "oversize",
             DecodeError::TruncatedHeader { .. } => "truncated_header",
             DecodeError::WrongMagic { .. } => "wrong_magic",
-            DecodeError::UnknownSchema { .. } => "unknown_schema",
+            DecodeError::UnknownFraming { .. } => "unknown_framing",
+            DecodeError::UnknownType { .. } | DecodeError::UnknownLegacyId { .. } => {
+                "unknown_schema"
+            }
             DecodeError::TruncatedPayload { .. } => "truncated_payload",
             DecodeError::TrailingBytes { .. } => "trailing_bytes",
             DecodeError::CorruptArchive { .. } => "corrupt_archive",
@@ -103,7 +135,7 @@ impl DecodeError {
     }
 
     /// The schema the frame named, when the header was readable and known.
-    pub const fn schema(&self) -> Option<SchemaId> {
+    pub const fn schema(&self) -> Option<EventSchema> {
         match self {
             DecodeError::TruncatedPayload { schema, .. }
             | DecodeError::TrailingBytes { schema, .. }
@@ -113,10 +145,58 @@ impl DecodeError {
     }
 }
 
-/// Checks the frame header and returns the schema and the payload behind it,
-/// without looking at the payload. Enough to route or count records by type.
+/// Checks the rkyv frame header and returns the schema and the payload
+/// behind it, without looking at the payload. Enough to route or count
+/// records by type.
 #[inline]
-pub fn split_frame(frame: &[u8]) -> Result<(SchemaId, &[u8]), DecodeError> {
+pub fn split_frame(frame: &[u8]) -> Result<(EventSchema, &[u8]), DecodeError> {
+    match frame {
+        [] => Err(DecodeError::Empty),
+        _ if frame.len() > FRAME_BYTES_MAX => Err(DecodeError::Oversize {
+            len: frame.len(),
+            max: FRAME_BYTES_MAX,
+        }),
+        [magic, framing, kind, version, payload @ ..] => {
+            // The whole header as one word: one match, as cheap as the old
+            // single id, and the specific error only off the hot path.
+            match EventSchema::from_rkyv_header(u32::from_be_bytes([
+                *magic, *framing, *kind, *version,
+            ])) {
+                Some(schema) => Ok((schema, payload)),
+                None => Err(header_error(*magic, *framing, *kind, *version)),
+            }
+        }
+        // A short frame that already shows a wrong magic byte says more than "short".
+        [magic, ..] if *magic != RKYV_MAGIC => Err(DecodeError::WrongMagic { byte: *magic }),
+        _ => Err(DecodeError::TruncatedHeader {
+            len: frame.len(),
+            header: FRAME_HEADER_BYTES,
+        }),
+    }
+}
+
+/// What is wrong with a 4-byte rkyv header that names no known type.
+#[cold]
+#[inline(never)]
+fn header_error(magic: u8, framing: u8, kind: u8, version: u8) -> DecodeError {
+    if magic != RKYV_MAGIC {
+        DecodeError::WrongMagic { byte: magic }
+    } else if framing != RKYV_FRAMING_VERSION {
+        DecodeError::UnknownFraming { version: framing }
+    } else {
+        DecodeError::UnknownType { kind, version }
+    }
+}
+
+const _: () = assert!(
+    FRAME_HEADER_BYTES == 4,
+    "split_frame's pattern reads 4 header bytes"
+);
+
+/// Like [`split_frame`], for a legacy frame: magic `0`, the big-endian id of
+/// the pre-upgrade table ([`EventSchema::legacy_id`]), the same archive.
+#[inline]
+pub fn split_legacy_frame(frame: &[u8]) -> Result<(EventSchema, &[u8]), DecodeError> {
     match frame {
         [] => Err(DecodeError::Empty),
         _ if frame.len() > FRAME_BYTES_MAX => Err(DecodeError::Oversize {
@@ -124,27 +204,30 @@ pub fn split_frame(frame: &[u8]) -> Result<(SchemaId, &[u8]), DecodeError> {
             max: FRAME_BYTES_MAX,
         }),
         [magic, id0, id1, id2, id3, payload @ ..] => {
-            if *magic != MAGIC_BYTE {
+            if *magic != LEGACY_MAGIC_BYTE {
                 return Err(DecodeError::WrongMagic { byte: *magic });
             }
             let id = u32::from_be_bytes([*id0, *id1, *id2, *id3]);
-            let schema = SchemaId::from_u32(id).ok_or(DecodeError::UnknownSchema { id })?;
+            let schema =
+                EventSchema::from_legacy_id(id).ok_or(DecodeError::UnknownLegacyId { id })?;
             Ok((schema, payload))
         }
-        // A short frame that already shows a wrong magic byte says more than "short".
-        [magic, ..] if *magic != MAGIC_BYTE => Err(DecodeError::WrongMagic { byte: *magic }),
-        _ => Err(DecodeError::TruncatedHeader { len: frame.len() }),
+        [magic, ..] if *magic != LEGACY_MAGIC_BYTE => Err(DecodeError::WrongMagic { byte: *magic }),
+        _ => Err(DecodeError::TruncatedHeader {
+            len: frame.len(),
+            header: LEGACY_FRAME_HEADER_BYTES,
+        }),
     }
 }
 
 const _: () = assert!(
-    FRAME_HEADER_BYTES == 5,
-    "split_frame's pattern reads 5 header bytes"
+    LEGACY_FRAME_HEADER_BYTES == 5,
+    "split_legacy_frame's pattern reads 5 header bytes"
 );
 
 /// Validates `payload` as a `T` in place.
 #[inline]
-fn access<T>(schema: SchemaId, payload: &[u8]) -> Result<&T, DecodeError>
+fn access<T>(schema: EventSchema, payload: &[u8]) -> Result<&T, DecodeError>
 where
     T: Portable + for<'a> CheckBytes<LowValidator<'a, Failure>>,
 {
@@ -154,12 +237,29 @@ where
         .map_err(|Failure| DecodeError::CorruptArchive { schema })
 }
 
-/// Decodes one framed record: checks the frame, validates the archive in
-/// place and returns a borrowed view of it. No allocation, no copy; works at
-/// any alignment.
+/// Decodes one rkyv frame: checks the frame, validates the archive in place
+/// and returns a borrowed view of it. No allocation, no copy; works at any
+/// alignment. A record whose first byte is not [`RKYV_MAGIC`] is refused
+/// (`WrongMagic`), Confluent's magic `0` included.
 #[inline]
 pub fn decode(frame: &[u8]) -> Result<EventRef<'_>, DecodeError> {
     let (schema, payload) = split_frame(frame)?;
+    decode_payload(schema, payload)
+}
+
+/// Decodes a legacy frame (magic `0`, a pre-upgrade table id, the same
+/// archive), as written before the rkyv framing had a magic byte of its own.
+/// Same checks and cost as [`decode`]. Whether a record with magic `0` is
+/// legacy or Confluent's is for the caller to decide (docs/SCHEMAS.md,
+/// "Records written before the rkyv magic byte").
+#[inline]
+pub fn decode_legacy(frame: &[u8]) -> Result<EventRef<'_>, DecodeError> {
+    let (schema, payload) = split_legacy_frame(frame)?;
+    decode_payload(schema, payload)
+}
+
+#[inline]
+fn decode_payload(schema: EventSchema, payload: &[u8]) -> Result<EventRef<'_>, DecodeError> {
     let expected = schema.payload_bytes();
     // rkyv finds the root at `len - size_of::<T>()` and would ignore leading
     // junk; fixed-size events let us demand the exact length instead.
@@ -178,21 +278,21 @@ pub fn decode(frame: &[u8]) -> Result<EventRef<'_>, DecodeError> {
         });
     }
     Ok(match schema {
-        SchemaId::OrderCreatedV1 => {
+        EventSchema::OrderCreatedV1 => {
             EventRef::OrderCreated(OrderCreatedRef::V1(access(schema, payload)?))
         }
-        SchemaId::OrderCreatedV2 => {
+        EventSchema::OrderCreatedV2 => {
             EventRef::OrderCreated(OrderCreatedRef::V2(access(schema, payload)?))
         }
-        SchemaId::OrderAmendedV1 => EventRef::OrderAmended(access(schema, payload)?),
-        SchemaId::OrderCancelledV1 => EventRef::OrderCancelled(access(schema, payload)?),
-        SchemaId::PaymentCompletedV1 => EventRef::PaymentCompleted(access(schema, payload)?),
-        SchemaId::PaymentFailedV1 => EventRef::PaymentFailed(access(schema, payload)?),
-        SchemaId::PaymentRefundedV1 => EventRef::PaymentRefunded(access(schema, payload)?),
-        SchemaId::StockUpdatedV1 => EventRef::StockUpdated(access(schema, payload)?),
-        SchemaId::StockRejectedV1 => EventRef::StockRejected(access(schema, payload)?),
-        SchemaId::AccountFundedV1 => EventRef::AccountFunded(access(schema, payload)?),
-        SchemaId::StockReplenishedV1 => EventRef::StockReplenished(access(schema, payload)?),
+        EventSchema::OrderAmendedV1 => EventRef::OrderAmended(access(schema, payload)?),
+        EventSchema::OrderCancelledV1 => EventRef::OrderCancelled(access(schema, payload)?),
+        EventSchema::PaymentCompletedV1 => EventRef::PaymentCompleted(access(schema, payload)?),
+        EventSchema::PaymentFailedV1 => EventRef::PaymentFailed(access(schema, payload)?),
+        EventSchema::PaymentRefundedV1 => EventRef::PaymentRefunded(access(schema, payload)?),
+        EventSchema::StockUpdatedV1 => EventRef::StockUpdated(access(schema, payload)?),
+        EventSchema::StockRejectedV1 => EventRef::StockRejected(access(schema, payload)?),
+        EventSchema::AccountFundedV1 => EventRef::AccountFunded(access(schema, payload)?),
+        EventSchema::StockReplenishedV1 => EventRef::StockReplenished(access(schema, payload)?),
     })
 }
 
@@ -210,10 +310,10 @@ pub enum OrderCreatedRef<'a> {
 impl<'a> OrderCreatedRef<'a> {
     /// The wire schema the record was written with.
     #[inline]
-    pub const fn schema(self) -> SchemaId {
+    pub const fn schema(self) -> EventSchema {
         match self {
-            OrderCreatedRef::V1(_) => SchemaId::OrderCreatedV1,
-            OrderCreatedRef::V2(_) => SchemaId::OrderCreatedV2,
+            OrderCreatedRef::V1(_) => EventSchema::OrderCreatedV1,
+            OrderCreatedRef::V2(_) => EventSchema::OrderCreatedV2,
         }
     }
     /// The common header, in place.
@@ -343,10 +443,10 @@ impl<'a> EventRef<'a> {
 
     /// The wire schema the record was written with.
     #[inline]
-    pub const fn schema(self) -> SchemaId {
+    pub const fn schema(self) -> EventSchema {
         match self {
             EventRef::OrderCreated(o) => o.schema(),
-            other => SchemaId::latest(other.kind()),
+            other => EventSchema::latest(other.kind()),
         }
     }
 

@@ -11,7 +11,7 @@ use rkyv::rancor::Failure;
 use rkyv::ser::allocator::SubAllocator;
 
 use crate::events::{Event, EventKind};
-use crate::schema::{write_frame_header, SchemaId, FRAME_BYTES_MAX};
+use crate::schema::{write_frame_header, EventSchema, FRAME_BYTES_MAX};
 
 /// Why an event was not encoded. All variants are the caller's bug or choice,
 /// not a transient condition: retrying the same call fails the same way.
@@ -40,7 +40,7 @@ pub enum EncodeError {
     #[error("{kind} cannot be written as {schema}")]
     SchemaKindMismatch {
         /// Requested schema.
-        schema: SchemaId,
+        schema: EventSchema,
         /// Kind of the event.
         kind: EventKind,
     },
@@ -49,7 +49,7 @@ pub enum EncodeError {
     #[error("{schema} cannot carry the event's {field}")]
     NotRepresentable {
         /// Requested schema.
-        schema: SchemaId,
+        schema: EventSchema,
         /// The field that would be lost.
         field: &'static str,
     },
@@ -58,7 +58,7 @@ pub enum EncodeError {
     #[error("{schema} archive could not be written")]
     Archive {
         /// Requested schema.
-        schema: SchemaId,
+        schema: EventSchema,
     },
 }
 
@@ -88,12 +88,12 @@ impl Encoder {
     /// returned slice is valid until the next call.
     #[inline]
     pub fn encode(&mut self, event: &Event) -> Result<&[u8], EncodeError> {
-        self.encode_as(event, SchemaId::latest(event.kind()))
+        self.encode_as(event, EventSchema::latest(event.kind()))
     }
 
     /// Like `encode`, under a chosen schema version, e.g. an older one while
     /// some consumers are not yet upgraded.
-    pub fn encode_as(&mut self, event: &Event, schema: SchemaId) -> Result<&[u8], EncodeError> {
+    pub fn encode_as(&mut self, event: &Event, schema: EventSchema) -> Result<&[u8], EncodeError> {
         validate(event)?;
         let kind = event.kind();
         if schema.kind() != kind {
@@ -103,7 +103,7 @@ impl Encoder {
         write_frame_header(&mut self.buf, schema);
         let buf = &mut self.buf;
         let archived = match (event, schema) {
-            (Event::OrderCreated(e), SchemaId::OrderCreatedV1) => {
+            (Event::OrderCreated(e), EventSchema::OrderCreatedV1) => {
                 let v1 = e.to_v1().ok_or(EncodeError::NotRepresentable {
                     schema,
                     field: "time_in_force or tag",

@@ -603,7 +603,8 @@ impl EventKind {
         EventKind::ALL.into_iter().find(|k| k.name() == name)
     }
 
-    /// The kind's number; its schema ids are `code × 100 + version`.
+    /// The kind's number: the first byte of its rkyv type tag (and of its
+    /// pre-upgrade table ids, `code × 100 + version`).
     pub const fn code(self) -> u32 {
         match self {
             EventKind::OrderCreated => 1,

@@ -6,17 +6,24 @@
 //! [`Encoder`] belongs to one shard).
 //!
 //! # Wire form
-//! Every record value is a frame in the Confluent wire format:
+//! Every rkyv record value is a frame of tradeflow's own:
 //!
 //! | bytes | content |
 //! |---|---|
-//! | 0 | magic byte `0` ([`MAGIC_BYTE`]) |
-//! | 1..5 | schema id, `u32` big-endian ([`SchemaId`]) |
-//! | 5.. | rkyv archive of the event, exactly [`SchemaId::payload_bytes`] long |
+//! | 0 | magic byte `0xF8` ([`RKYV_MAGIC`]; never Confluent's `0`) |
+//! | 1 | framing version `1` ([`RKYV_FRAMING_VERSION`]) |
+//! | 2 | kind code ([`EventKind::code`]) |
+//! | 3 | schema version of the kind ([`EventSchema::version`]) |
+//! | 4.. | rkyv archive of the event, exactly [`EventSchema::payload_bytes`] long |
+//!
+//! Bytes 2–3 are the type tag of the rkyv layout ([`EventSchema::rkyv_tag`]),
+//! not a schema-registry id: registry ids appear only in Confluent frames
+//! (magic `0`, [`avro`]). Frames written before this framing (magic `0`, a
+//! 4-byte id of a fixed table) are read by [`decode_legacy`], never written.
 //!
 //! The archive format is pinned to little-endian, unaligned primitives (every
-//! archived type has alignment 1), so a payload at any address, including the
-//! odd offset 5 inside an unaligned Kafka buffer, is validated (bytecheck) and
+//! archived type has alignment 1), so a payload at any address, including
+//! offset 4 inside an unaligned Kafka buffer, is validated (bytecheck) and
 //! read where it lies.
 //!
 //! ```
@@ -47,7 +54,7 @@
 //! ```
 //!
 //! # Evolution
-//! A schema id names one (kind, version). New versions get new ids; older
+//! A type tag names one (kind, version). New versions get new tags; older
 //! ones stay readable forever. `order.created` has v1 and v2 (v2 adds
 //! `time_in_force` and `tag`); [`OrderCreatedRef`] reads both through the same
 //! accessors, so consumers need no version branches.
@@ -63,7 +70,9 @@ pub mod testing;
 pub mod topics;
 mod types;
 
-pub use decode::{decode, split_frame, DecodeError, EventRef, OrderCreatedRef};
+pub use decode::{
+    decode, decode_legacy, split_frame, split_legacy_frame, DecodeError, EventRef, OrderCreatedRef,
+};
 pub use encode::{encode_to_vec, EncodeError, Encoder};
 pub use events::{
     AccountFunded, ArchivedAccountFunded, ArchivedEventHeader, ArchivedOrderAmended,
@@ -76,8 +85,9 @@ pub use events::{
     StockReplenished, StockUpdated, TimeInForce,
 };
 pub use schema::{
-    largest_frame_bytes, write_frame_header, SchemaId, FRAME_BYTES_MAX, FRAME_HEADER_BYTES,
-    MAGIC_BYTE,
+    largest_frame_bytes, write_frame_header, EventSchema, CONFLUENT_MAGIC_BYTE, FRAME_BYTES_MAX,
+    FRAME_HEADER_BYTES, LEGACY_FRAME_HEADER_BYTES, LEGACY_MAGIC_BYTE, RKYV_FRAMING_VERSION,
+    RKYV_MAGIC,
 };
 pub use types::{
     AccountId, ArchivedAccountId, ArchivedClientOrderId, ArchivedEventId, ArchivedMoney,

@@ -1,10 +1,19 @@
-//! The schema id table and the Confluent wire-format frame around every payload.
+//! The rkyv frame around every payload, and the (event kind, schema
+//! version) tags of the rkyv layouts it carries.
 //!
-//! Owns the mapping (event kind, version) ↔ fixed `u32` schema id, the frame
-//! layout (magic byte `0`, 4-byte big-endian schema id, then the rkyv archive)
-//! and the size limits. Must never reuse or renumber a schema id: ids are
-//! written into every record on every topic and into schema registries, so a
-//! released id means the same bytes forever. New versions get new ids.
+//! Owns [`EventSchema`] (one event kind at one schema version: its archived
+//! layout, its exact size, and the type tag that names it inside an rkyv
+//! frame), the frame layout (magic byte [`RKYV_MAGIC`], framing version
+//! [`RKYV_FRAMING_VERSION`], kind code, schema version, then the rkyv
+//! archive) and the size limits; plus the pre-upgrade frame
+//! ([`LEGACY_MAGIC_BYTE`] `0` + a 4-byte id of a fixed table), kept only so
+//! that such records still in topics are read, never written.
+//!
+//! The type tag is not a schema-registry id: registry ids live only in
+//! Confluent frames (`codecs::avro`), whose magic byte `0` no rkyv frame
+//! starts with. Must never reuse a (kind, version) tag for another layout:
+//! tags are written into every rkyv record on every topic, so a released tag
+//! means the same bytes forever. New versions get new tags.
 
 use crate::events::{
     ArchivedAccountFunded, ArchivedOrderAmended, ArchivedOrderCancelled, ArchivedOrderCreated,
@@ -13,23 +22,45 @@ use crate::events::{
     EventKind,
 };
 
-/// First byte of every frame, as in Confluent's wire format.
-pub const MAGIC_BYTE: u8 = 0;
+/// First byte of every rkyv frame. Not `0`, the magic byte of Confluent's
+/// wire format (Avro, Protobuf and JSON Schema alike), so no rkyv frame can
+/// be taken for a registry-framed record or the other way round; not ASCII
+/// and never valid in UTF-8, so no text or JSON value starts with it either.
+pub const RKYV_MAGIC: u8 = 0xF8;
 
-/// Magic byte plus the big-endian `u32` schema id.
-pub const FRAME_HEADER_BYTES: usize = 5;
+/// Second byte of every rkyv frame: the layout of the header itself. A
+/// reader refuses a framing version it does not know instead of guessing.
+pub const RKYV_FRAMING_VERSION: u8 = 1;
+
+/// Magic byte, framing version, kind code, schema version.
+pub const FRAME_HEADER_BYTES: usize = 4;
+
+/// First byte of Confluent's wire format (magic `0`, the registry's 4-byte
+/// big-endian schema id, the datum), and of the frames tradeflow wrote
+/// before [`RKYV_MAGIC`] existed (the same five bytes, with an id of the
+/// fixed table [`EventSchema::legacy_id`] instead of a registry id).
+pub const CONFLUENT_MAGIC_BYTE: u8 = 0;
+
+/// The magic byte of a pre-upgrade (legacy) rkyv frame: Confluent's.
+pub const LEGACY_MAGIC_BYTE: u8 = CONFLUENT_MAGIC_BYTE;
+
+/// Header of a legacy frame: magic `0` and the big-endian table id.
+pub const LEGACY_FRAME_HEADER_BYTES: usize = 5;
 
 /// Largest frame `decode` looks at; anything longer is rejected before any
 /// parsing. Leaves head-room over today's largest event so that a new version
 /// can grow without moving the limit consumers size their buffers by.
 pub const FRAME_BYTES_MAX: usize = 256;
 
-/// Each (event kind, version) with its schema id; the discriminant is the id
-/// written on the wire. Ids are `kind code × 100 + version`, so they read
-/// naturally in logs and leave room for 99 versions per kind.
+/// One event kind at one schema version: an archived layout. Inside an rkyv
+/// frame it is named by its type tag, the pair ([`EventKind::code`],
+/// [`EventSchema::version`]), one byte each; in Avro it names the record
+/// schema of that version (`codecs::avro`), whose registry id is the
+/// registry's business. The discriminant is the pre-upgrade table id
+/// (`kind code × 100 + version`), used only to read legacy frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u32)]
-pub enum SchemaId {
+pub enum EventSchema {
     /// `order.created` version 1: no time in force, no tag (read as GTC, empty).
     OrderCreatedV1 = 101,
     /// `order.created` version 2: adds `time_in_force` and `tag`.
@@ -54,43 +85,108 @@ pub enum SchemaId {
     StockReplenishedV1 = 1001,
 }
 
-impl SchemaId {
+impl EventSchema {
     /// Every schema this build can read, in id order.
-    pub const ALL: [SchemaId; 11] = [
-        SchemaId::OrderCreatedV1,
-        SchemaId::OrderCreatedV2,
-        SchemaId::OrderAmendedV1,
-        SchemaId::OrderCancelledV1,
-        SchemaId::PaymentCompletedV1,
-        SchemaId::PaymentFailedV1,
-        SchemaId::PaymentRefundedV1,
-        SchemaId::StockUpdatedV1,
-        SchemaId::StockRejectedV1,
-        SchemaId::AccountFundedV1,
-        SchemaId::StockReplenishedV1,
+    pub const ALL: [EventSchema; 11] = [
+        EventSchema::OrderCreatedV1,
+        EventSchema::OrderCreatedV2,
+        EventSchema::OrderAmendedV1,
+        EventSchema::OrderCancelledV1,
+        EventSchema::PaymentCompletedV1,
+        EventSchema::PaymentFailedV1,
+        EventSchema::PaymentRefundedV1,
+        EventSchema::StockUpdatedV1,
+        EventSchema::StockRejectedV1,
+        EventSchema::AccountFundedV1,
+        EventSchema::StockReplenishedV1,
     ];
 
-    /// The id as written in the frame.
+    /// The id the fixed table gave this schema before the rkyv framing had a
+    /// magic byte of its own (`kind code × 100 + version`): what a legacy
+    /// frame carries after its magic byte `0`. Never written any more.
     #[inline]
-    pub const fn get(self) -> u32 {
+    pub const fn legacy_id(self) -> u32 {
         self as u32
     }
 
-    /// The schema for a wire id, `None` if this build does not know it.
+    /// The schema a legacy frame's table id names, `None` if the table had
+    /// no such id.
     #[inline]
-    pub const fn from_u32(id: u32) -> Option<SchemaId> {
+    pub const fn from_legacy_id(id: u32) -> Option<EventSchema> {
         Some(match id {
-            101 => SchemaId::OrderCreatedV1,
-            102 => SchemaId::OrderCreatedV2,
-            201 => SchemaId::OrderAmendedV1,
-            301 => SchemaId::OrderCancelledV1,
-            401 => SchemaId::PaymentCompletedV1,
-            501 => SchemaId::PaymentFailedV1,
-            601 => SchemaId::PaymentRefundedV1,
-            701 => SchemaId::StockUpdatedV1,
-            801 => SchemaId::StockRejectedV1,
-            901 => SchemaId::AccountFundedV1,
-            1001 => SchemaId::StockReplenishedV1,
+            101 => EventSchema::OrderCreatedV1,
+            102 => EventSchema::OrderCreatedV2,
+            201 => EventSchema::OrderAmendedV1,
+            301 => EventSchema::OrderCancelledV1,
+            401 => EventSchema::PaymentCompletedV1,
+            501 => EventSchema::PaymentFailedV1,
+            601 => EventSchema::PaymentRefundedV1,
+            701 => EventSchema::StockUpdatedV1,
+            801 => EventSchema::StockRejectedV1,
+            901 => EventSchema::AccountFundedV1,
+            1001 => EventSchema::StockReplenishedV1,
+            _ => return None,
+        })
+    }
+
+    /// The type tag written in an rkyv frame: (kind code, schema version).
+    #[inline]
+    pub const fn rkyv_tag(self) -> [u8; 2] {
+        // Kind codes and versions are small (checked below at compile time).
+        [self.kind().code() as u8, self.version() as u8]
+    }
+
+    /// The schema an rkyv frame's type tag names, `None` if this build does
+    /// not know it (a newer producer, or not a tradeflow frame).
+    #[inline]
+    pub const fn from_rkyv_tag(kind: u8, version: u8) -> Option<EventSchema> {
+        Some(match (kind, version) {
+            (1, 1) => EventSchema::OrderCreatedV1,
+            (1, 2) => EventSchema::OrderCreatedV2,
+            (2, 1) => EventSchema::OrderAmendedV1,
+            (3, 1) => EventSchema::OrderCancelledV1,
+            (4, 1) => EventSchema::PaymentCompletedV1,
+            (5, 1) => EventSchema::PaymentFailedV1,
+            (6, 1) => EventSchema::PaymentRefundedV1,
+            (7, 1) => EventSchema::StockUpdatedV1,
+            (8, 1) => EventSchema::StockRejectedV1,
+            (9, 1) => EventSchema::AccountFundedV1,
+            (10, 1) => EventSchema::StockReplenishedV1,
+            _ => return None,
+        })
+    }
+
+    /// The schema a whole rkyv frame header names, read as one big-endian
+    /// word (magic, framing version, kind code, version); `None` for any
+    /// other header. `decode`'s hot path: one match instead of three checks.
+    #[inline]
+    pub const fn from_rkyv_header(header: u32) -> Option<EventSchema> {
+        const fn h(kind: u8, version: u8) -> u32 {
+            u32::from_be_bytes([RKYV_MAGIC, RKYV_FRAMING_VERSION, kind, version])
+        }
+        const H_1_1: u32 = h(1, 1);
+        const H_1_2: u32 = h(1, 2);
+        const H_2_1: u32 = h(2, 1);
+        const H_3_1: u32 = h(3, 1);
+        const H_4_1: u32 = h(4, 1);
+        const H_5_1: u32 = h(5, 1);
+        const H_6_1: u32 = h(6, 1);
+        const H_7_1: u32 = h(7, 1);
+        const H_8_1: u32 = h(8, 1);
+        const H_9_1: u32 = h(9, 1);
+        const H_10_1: u32 = h(10, 1);
+        Some(match header {
+            H_1_1 => EventSchema::OrderCreatedV1,
+            H_1_2 => EventSchema::OrderCreatedV2,
+            H_2_1 => EventSchema::OrderAmendedV1,
+            H_3_1 => EventSchema::OrderCancelledV1,
+            H_4_1 => EventSchema::PaymentCompletedV1,
+            H_5_1 => EventSchema::PaymentFailedV1,
+            H_6_1 => EventSchema::PaymentRefundedV1,
+            H_7_1 => EventSchema::StockUpdatedV1,
+            H_8_1 => EventSchema::StockRejectedV1,
+            H_9_1 => EventSchema::AccountFundedV1,
+            H_10_1 => EventSchema::StockReplenishedV1,
             _ => return None,
         })
     }
@@ -99,39 +195,39 @@ impl SchemaId {
     #[inline]
     pub const fn kind(self) -> EventKind {
         match self {
-            SchemaId::OrderCreatedV1 | SchemaId::OrderCreatedV2 => EventKind::OrderCreated,
-            SchemaId::OrderAmendedV1 => EventKind::OrderAmended,
-            SchemaId::OrderCancelledV1 => EventKind::OrderCancelled,
-            SchemaId::PaymentCompletedV1 => EventKind::PaymentCompleted,
-            SchemaId::PaymentFailedV1 => EventKind::PaymentFailed,
-            SchemaId::PaymentRefundedV1 => EventKind::PaymentRefunded,
-            SchemaId::StockUpdatedV1 => EventKind::StockUpdated,
-            SchemaId::StockRejectedV1 => EventKind::StockRejected,
-            SchemaId::AccountFundedV1 => EventKind::AccountFunded,
-            SchemaId::StockReplenishedV1 => EventKind::StockReplenished,
+            EventSchema::OrderCreatedV1 | EventSchema::OrderCreatedV2 => EventKind::OrderCreated,
+            EventSchema::OrderAmendedV1 => EventKind::OrderAmended,
+            EventSchema::OrderCancelledV1 => EventKind::OrderCancelled,
+            EventSchema::PaymentCompletedV1 => EventKind::PaymentCompleted,
+            EventSchema::PaymentFailedV1 => EventKind::PaymentFailed,
+            EventSchema::PaymentRefundedV1 => EventKind::PaymentRefunded,
+            EventSchema::StockUpdatedV1 => EventKind::StockUpdated,
+            EventSchema::StockRejectedV1 => EventKind::StockRejected,
+            EventSchema::AccountFundedV1 => EventKind::AccountFunded,
+            EventSchema::StockReplenishedV1 => EventKind::StockReplenished,
         }
     }
 
     /// The version of the kind's schema, starting at 1.
     #[inline]
     pub const fn version(self) -> u32 {
-        self.get() % 100
+        self.legacy_id() % 100
     }
 
     /// The schema `Encoder::encode` writes for a kind: its newest version.
     #[inline]
-    pub const fn latest(kind: EventKind) -> SchemaId {
+    pub const fn latest(kind: EventKind) -> EventSchema {
         match kind {
-            EventKind::OrderCreated => SchemaId::OrderCreatedV2,
-            EventKind::OrderAmended => SchemaId::OrderAmendedV1,
-            EventKind::OrderCancelled => SchemaId::OrderCancelledV1,
-            EventKind::PaymentCompleted => SchemaId::PaymentCompletedV1,
-            EventKind::PaymentFailed => SchemaId::PaymentFailedV1,
-            EventKind::PaymentRefunded => SchemaId::PaymentRefundedV1,
-            EventKind::StockUpdated => SchemaId::StockUpdatedV1,
-            EventKind::StockRejected => SchemaId::StockRejectedV1,
-            EventKind::AccountFunded => SchemaId::AccountFundedV1,
-            EventKind::StockReplenished => SchemaId::StockReplenishedV1,
+            EventKind::OrderCreated => EventSchema::OrderCreatedV2,
+            EventKind::OrderAmended => EventSchema::OrderAmendedV1,
+            EventKind::OrderCancelled => EventSchema::OrderCancelledV1,
+            EventKind::PaymentCompleted => EventSchema::PaymentCompletedV1,
+            EventKind::PaymentFailed => EventSchema::PaymentFailedV1,
+            EventKind::PaymentRefunded => EventSchema::PaymentRefundedV1,
+            EventKind::StockUpdated => EventSchema::StockUpdatedV1,
+            EventKind::StockRejected => EventSchema::StockRejectedV1,
+            EventKind::AccountFunded => EventSchema::AccountFundedV1,
+            EventKind::StockReplenished => EventSchema::StockReplenishedV1,
         }
     }
 
@@ -141,17 +237,17 @@ impl SchemaId {
     pub const fn payload_bytes(self) -> usize {
         use core::mem::size_of;
         match self {
-            SchemaId::OrderCreatedV1 => size_of::<ArchivedOrderCreatedV1>(),
-            SchemaId::OrderCreatedV2 => size_of::<ArchivedOrderCreated>(),
-            SchemaId::OrderAmendedV1 => size_of::<ArchivedOrderAmended>(),
-            SchemaId::OrderCancelledV1 => size_of::<ArchivedOrderCancelled>(),
-            SchemaId::PaymentCompletedV1 => size_of::<ArchivedPaymentCompleted>(),
-            SchemaId::PaymentFailedV1 => size_of::<ArchivedPaymentFailed>(),
-            SchemaId::PaymentRefundedV1 => size_of::<ArchivedPaymentRefunded>(),
-            SchemaId::StockUpdatedV1 => size_of::<ArchivedStockUpdated>(),
-            SchemaId::StockRejectedV1 => size_of::<ArchivedStockRejected>(),
-            SchemaId::AccountFundedV1 => size_of::<ArchivedAccountFunded>(),
-            SchemaId::StockReplenishedV1 => size_of::<ArchivedStockReplenished>(),
+            EventSchema::OrderCreatedV1 => size_of::<ArchivedOrderCreatedV1>(),
+            EventSchema::OrderCreatedV2 => size_of::<ArchivedOrderCreated>(),
+            EventSchema::OrderAmendedV1 => size_of::<ArchivedOrderAmended>(),
+            EventSchema::OrderCancelledV1 => size_of::<ArchivedOrderCancelled>(),
+            EventSchema::PaymentCompletedV1 => size_of::<ArchivedPaymentCompleted>(),
+            EventSchema::PaymentFailedV1 => size_of::<ArchivedPaymentFailed>(),
+            EventSchema::PaymentRefundedV1 => size_of::<ArchivedPaymentRefunded>(),
+            EventSchema::StockUpdatedV1 => size_of::<ArchivedStockUpdated>(),
+            EventSchema::StockRejectedV1 => size_of::<ArchivedStockRejected>(),
+            EventSchema::AccountFundedV1 => size_of::<ArchivedAccountFunded>(),
+            EventSchema::StockReplenishedV1 => size_of::<ArchivedStockReplenished>(),
         }
     }
 
@@ -162,15 +258,9 @@ impl SchemaId {
     }
 }
 
-impl core::fmt::Display for SchemaId {
+impl core::fmt::Display for EventSchema {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(
-            f,
-            "{} v{} (id {})",
-            self.kind().name(),
-            self.version(),
-            self.get()
-        )
+        write!(f, "{} v{}", self.kind().name(), self.version())
     }
 }
 
@@ -178,8 +268,8 @@ impl core::fmt::Display for SchemaId {
 pub const fn largest_frame_bytes() -> usize {
     let mut max = 0;
     let mut i = 0;
-    while i < SchemaId::ALL.len() {
-        let bytes = SchemaId::ALL[i].frame_bytes();
+    while i < EventSchema::ALL.len() {
+        let bytes = EventSchema::ALL[i].frame_bytes();
         if bytes > max {
             max = bytes;
         }
@@ -190,7 +280,7 @@ pub const fn largest_frame_bytes() -> usize {
 
 // A limit below the largest event would make `decode` reject valid frames.
 const _: () = assert!(largest_frame_bytes() <= FRAME_BYTES_MAX);
-// Alignment 1 is what lets the payload sit at odd offset 5 behind the frame
+// Alignment 1 is what lets the payload sit at offset 4 behind the frame
 // header, inside an unaligned Kafka buffer, and still be read in place.
 const _: () = {
     use core::mem::align_of;
@@ -207,11 +297,21 @@ const _: () = {
     assert!(align_of::<ArchivedStockReplenished>() == 1);
 };
 
-/// Writes the 5-byte frame header for `schema` at the end of `out`.
+// Every type tag fits its two bytes.
+const _: () = {
+    let mut i = 0;
+    while i < EventSchema::ALL.len() {
+        assert!(EventSchema::ALL[i].kind().code() <= u8::MAX as u32);
+        assert!(EventSchema::ALL[i].version() <= u8::MAX as u32);
+        i += 1;
+    }
+};
+
+/// Writes the 4-byte rkyv frame header for `schema` at the end of `out`.
 #[inline]
-pub fn write_frame_header(out: &mut Vec<u8>, schema: SchemaId) {
-    out.push(MAGIC_BYTE);
-    out.extend_from_slice(&schema.get().to_be_bytes());
+pub fn write_frame_header(out: &mut Vec<u8>, schema: EventSchema) {
+    let [kind, version] = schema.rkyv_tag();
+    out.extend_from_slice(&[RKYV_MAGIC, RKYV_FRAMING_VERSION, kind, version]);
 }
 
 #[cfg(test)]
@@ -219,22 +319,46 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ids_round_trip_and_follow_the_numbering_rule() {
-        for schema in SchemaId::ALL {
-            assert_eq!(SchemaId::from_u32(schema.get()), Some(schema));
-            assert_eq!(schema.get() / 100, schema.kind().code());
+    fn tags_and_legacy_ids_round_trip() {
+        for schema in EventSchema::ALL {
+            let [kind, version] = schema.rkyv_tag();
+            assert_eq!(EventSchema::from_rkyv_tag(kind, version), Some(schema));
+            let header = u32::from_be_bytes([RKYV_MAGIC, RKYV_FRAMING_VERSION, kind, version]);
+            assert_eq!(EventSchema::from_rkyv_header(header), Some(schema));
+            assert_eq!(EventSchema::from_rkyv_header(header ^ 0x0100_0000), None);
+            assert_eq!(EventSchema::from_rkyv_header(header ^ 0x0001_0000), None);
+            assert_eq!(u32::from(kind), schema.kind().code());
+            assert_eq!(
+                EventSchema::from_legacy_id(schema.legacy_id()),
+                Some(schema)
+            );
+            assert_eq!(schema.legacy_id() / 100, schema.kind().code());
             assert!(schema.version() >= 1);
             assert!(schema.frame_bytes() <= FRAME_BYTES_MAX);
         }
         for kind in EventKind::ALL {
-            assert_eq!(SchemaId::latest(kind).kind(), kind);
+            assert_eq!(EventSchema::latest(kind).kind(), kind);
         }
-        assert_eq!(SchemaId::from_u32(0), None);
-        assert_eq!(SchemaId::from_u32(103), None);
+        assert_eq!(EventSchema::from_rkyv_tag(0, 1), None);
+        assert_eq!(EventSchema::from_rkyv_tag(1, 3), None);
+        assert_eq!(EventSchema::from_legacy_id(0), None);
+        assert_eq!(EventSchema::from_legacy_id(103), None);
     }
 
     #[test]
-    fn ids_are_sorted_and_unique() {
-        assert!(SchemaId::ALL.windows(2).all(|w| w[0].get() < w[1].get()));
+    fn tags_are_sorted_and_unique() {
+        assert!(EventSchema::ALL
+            .windows(2)
+            .all(|w| w[0].rkyv_tag() < w[1].rkyv_tag()));
+    }
+
+    #[test]
+    fn an_rkyv_frame_never_starts_like_a_confluent_frame() {
+        let mut header = Vec::new();
+        write_frame_header(&mut header, EventSchema::OrderCreatedV2);
+        assert_eq!(header, [RKYV_MAGIC, RKYV_FRAMING_VERSION, 1, 2]);
+        assert_ne!(RKYV_MAGIC, CONFLUENT_MAGIC_BYTE);
+        assert!(!RKYV_MAGIC.is_ascii());
+        assert!(core::str::from_utf8(&[RKYV_MAGIC]).is_err());
     }
 }

@@ -6,21 +6,45 @@
 //! never be called on the data path (it panics on a broken property, which is
 //! what a fuzzer needs).
 
-use crate::decode::{decode, EventRef};
+use crate::decode::{decode, decode_legacy, EventRef};
 use crate::encode::{EncodeError, Encoder};
 use crate::events::{
     AccountFunded, Event, EventHeader, OrderAmended, OrderCancelled, OrderCreated,
     PaymentCompleted, PaymentFailReason, PaymentFailed, PaymentRefunded, StockRejectReason,
     StockRejected, StockReplenished, StockUpdated, TimeInForce,
 };
+use crate::schema::{EventSchema, FRAME_HEADER_BYTES, LEGACY_MAGIC_BYTE};
 use crate::types::{
     AccountId, ClientOrderId, EventId, Money, OrderId, Quantity, Sku, Tag, TimestampNs,
 };
 
-/// Feeds arbitrary bytes to `decode`; whatever it accepts must read fully,
-/// re-encode to the very same bytes, and survive a JSON round trip. Panics if
+/// Feeds arbitrary bytes to `decode` and `decode_legacy`; whatever either
+/// accepts must read fully, re-encode to the very same bytes (in its
+/// framing), and survive a JSON round trip; no bytes are both. Panics if
 /// not. Returns whether the bytes decoded.
 pub fn exercise_decode(bytes: &[u8]) -> bool {
+    if let Ok(event) = decode_legacy(bytes) {
+        assert!(
+            decode(bytes).is_err(),
+            "a frame is rkyv or legacy, not both"
+        );
+        let owned = event.to_event();
+        let frame = match Encoder::new().encode_as(&owned, event.schema()) {
+            Ok(frame) => frame.to_vec(),
+            Err(
+                EncodeError::MissingEventId { .. }
+                | EncodeError::MissingOrderId { .. }
+                | EncodeError::UnexpectedOrderId { .. },
+            ) => return true,
+            Err(other) => panic!("decoded legacy event does not re-encode: {other}"),
+        };
+        assert_eq!(
+            legacy_frame(&frame).as_deref(),
+            Some(bytes),
+            "legacy decode→encode changed the bytes"
+        );
+        return true;
+    }
     let Ok(event) = decode(bytes) else {
         return false;
     };
@@ -45,6 +69,19 @@ pub fn exercise_decode(bytes: &[u8]) -> bool {
     true
 }
 
+/// The legacy form (magic `0`, the pre-upgrade table id, the same archive)
+/// of an rkyv frame, as tradeflow wrote it before the rkyv magic byte: for
+/// tests of the upgrade path, since nothing writes it any more. `None` if
+/// `frame` is no valid rkyv frame.
+pub fn legacy_frame(frame: &[u8]) -> Option<Vec<u8>> {
+    let schema: EventSchema = decode(frame).ok()?.schema();
+    let mut legacy = Vec::with_capacity(frame.len() + 1);
+    legacy.push(LEGACY_MAGIC_BYTE);
+    legacy.extend_from_slice(&schema.legacy_id().to_be_bytes());
+    legacy.extend_from_slice(frame.get(FRAME_HEADER_BYTES..)?);
+    Some(legacy)
+}
+
 /// Feeds arbitrary bytes to `Event::from_json` (REST bodies, traffic
 /// files); whatever parses must serialize, parse back equal, and, when the
 /// encoder accepts its header, survive JSON → frame → JSON unchanged. Panics
@@ -60,6 +97,10 @@ pub fn exercise_json(bytes: &[u8]) -> bool {
         assert!(exercise_decode(&frame), "an encoded event must decode");
         let back = decode(&frame).expect("just decoded").to_event();
         assert_eq!(back, event, "JSON → frame → event changed the event");
+        let legacy = legacy_frame(&frame).expect("a valid frame has a legacy form");
+        assert!(exercise_decode(&legacy), "its legacy form must decode");
+        let back = decode_legacy(&legacy).expect("just decoded").to_event();
+        assert_eq!(back, event, "legacy frame → event changed the event");
     }
     true
 }

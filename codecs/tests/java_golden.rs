@@ -1,7 +1,8 @@
 //! Golden vectors for the Kafka Streams peer (`benches/kstreams/`), which
 //! decodes and encodes the framed rkyv layout in Java.
 //!
-//! This test writes, from the real codecs, one frame of every schema with the
+//! This test writes, from the real codecs, one rkyv frame (magic 0xF8,
+//! framing version 1, kind code, schema version, archive) of every schema with the
 //! event's JSON form beside it, and derived event ids for a few causes, and
 //! compares the text with the copy committed under
 //! `benches/kstreams/src/test/resources/golden-frames.txt`. The Java test
@@ -19,8 +20,8 @@ use std::path::PathBuf;
 use codecs::ids::derived_event_id;
 use codecs::testing::sample_events;
 use codecs::{
-    AccountFunded, AccountId, Encoder, Event, EventHeader, EventId, EventKind, Money, OrderId,
-    PaymentFailReason, PaymentFailed, SchemaId, StockRejectReason, StockRejected, TimestampNs,
+    AccountFunded, AccountId, Encoder, Event, EventHeader, EventId, EventKind, EventSchema, Money,
+    OrderId, PaymentFailReason, PaymentFailed, StockRejectReason, StockRejected, TimestampNs,
 };
 
 fn hex(bytes: &[u8]) -> String {
@@ -89,18 +90,18 @@ fn golden_text() -> String {
 
     let mut out = String::from(
         "# Written by codecs/tests/java_golden.rs from the real codecs; do not edit.\n\
-         # frame <schema id> <frame hex> <event JSON>\n\
+         # frame <kind code>.<schema version> <frame hex> <event JSON>\n\
          # id <cause hex> <kind code> <derived event id hex>\n",
     );
     let mut encoder = Encoder::new();
     for event in &events {
-        let mut schemas = vec![SchemaId::latest(event.kind())];
+        let mut schemas = vec![EventSchema::latest(event.kind())];
         if let Event::OrderCreated(order) = event {
             let mut v1 = *order;
             v1.time_in_force = codecs::TimeInForce::Gtc;
             v1.tag = codecs::Tag::EMPTY;
             let v1 = Event::OrderCreated(v1);
-            let frame = match encoder.encode_as(&v1, SchemaId::OrderCreatedV1) {
+            let frame = match encoder.encode_as(&v1, EventSchema::OrderCreatedV1) {
                 Ok(f) => f.to_vec(),
                 Err(e) => panic!("v1 encode: {e}"),
             };
@@ -108,9 +109,9 @@ fn golden_text() -> String {
                 Ok(j) => j,
                 Err(e) => panic!("json: {e}"),
             };
-            let _ = writeln!(out, "frame 101 {} {json}", hex(&frame));
+            let _ = writeln!(out, "frame 1.1 {} {json}", hex(&frame));
             schemas.clear();
-            schemas.push(SchemaId::OrderCreatedV2);
+            schemas.push(EventSchema::OrderCreatedV2);
         }
         for schema in schemas {
             let frame = match encoder.encode_as(event, schema) {
@@ -121,7 +122,8 @@ fn golden_text() -> String {
                 Ok(j) => j,
                 Err(e) => panic!("json: {e}"),
             };
-            let _ = writeln!(out, "frame {} {} {json}", schema.get(), hex(&frame));
+            let [kind, version] = schema.rkyv_tag();
+            let _ = writeln!(out, "frame {kind}.{version} {} {json}", hex(&frame));
         }
     }
     let causes = [

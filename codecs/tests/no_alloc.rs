@@ -6,7 +6,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use codecs::testing::{read_every_field, sample_events};
-use codecs::{decode, Encoder, EventRef, SchemaId};
+use codecs::{decode, Encoder, EventRef, EventSchema};
 
 struct CountingAllocator;
 
@@ -89,7 +89,7 @@ fn decode_and_read_every_field_allocates_nothing() {
     let mut encoder = Encoder::new();
     frames.push(
         encoder
-            .encode_as(&created, SchemaId::OrderCreatedV1)
+            .encode_as(&created, EventSchema::OrderCreatedV1)
             .expect("GTC untagged order fits v1")
             .to_vec(),
     );

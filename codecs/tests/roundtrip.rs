@@ -3,9 +3,10 @@
 
 use codecs::{
     decode, AccountFunded, AccountId, ClientOrderId, Encoder, Event, EventHeader, EventId,
-    EventKind, Money, OrderAmended, OrderCancelled, OrderCreated, OrderId, PaymentCompleted,
-    PaymentFailReason, PaymentFailed, PaymentRefunded, Quantity, SchemaId, Sku, StockRejectReason,
-    StockRejected, StockReplenished, StockUpdated, Tag, TimeInForce, TimestampNs,
+    EventKind, EventSchema, Money, OrderAmended, OrderCancelled, OrderCreated, OrderId,
+    PaymentCompleted, PaymentFailReason, PaymentFailed, PaymentRefunded, Quantity, Sku,
+    StockRejectReason, StockRejected, StockReplenished, StockUpdated, Tag, TimeInForce,
+    TimestampNs,
 };
 use proptest::prelude::*;
 
@@ -242,7 +243,7 @@ proptest! {
         let frame = encoder.encode(&event).expect("encodes");
         let decoded = decode(frame).expect("decodes");
         prop_assert_eq!(decoded.kind(), event.kind());
-        prop_assert_eq!(decoded.schema(), SchemaId::latest(event.kind()));
+        prop_assert_eq!(decoded.schema(), EventSchema::latest(event.kind()));
         prop_assert_eq!(decoded.event_id(), event.header().event_id);
         prop_assert_eq!(decoded.order_id(), event.header().order_id);
         prop_assert_eq!(decoded.causation_id(), event.header().causation_id);

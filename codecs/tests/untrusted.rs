@@ -3,10 +3,11 @@
 //! point as the `cargo fuzz` target (`codecs::testing::exercise_decode`) over
 //! random and mutated-valid bytes on stable Rust.
 
-use codecs::testing::{exercise_decode, sample_events};
+use codecs::testing::{exercise_decode, legacy_frame, sample_events};
 use codecs::{
-    decode, encode_to_vec, split_frame, DecodeError, Event, SchemaId, FRAME_BYTES_MAX,
-    FRAME_HEADER_BYTES,
+    decode, decode_legacy, encode_to_vec, split_frame, DecodeError, Event, EventSchema,
+    FRAME_BYTES_MAX, FRAME_HEADER_BYTES, LEGACY_FRAME_HEADER_BYTES, RKYV_FRAMING_VERSION,
+    RKYV_MAGIC,
 };
 use proptest::prelude::*;
 
@@ -31,10 +32,23 @@ fn empty_frame() {
 #[test]
 fn truncated_header() {
     for len in 1..FRAME_HEADER_BYTES {
-        let frame = vec![0u8; len];
+        let frame = vec![RKYV_MAGIC; len];
         assert_eq!(
             decode(&frame).err(),
-            Some(DecodeError::TruncatedHeader { len })
+            Some(DecodeError::TruncatedHeader {
+                len,
+                header: FRAME_HEADER_BYTES
+            })
+        );
+    }
+    for len in 1..LEGACY_FRAME_HEADER_BYTES {
+        let frame = vec![0u8; len];
+        assert_eq!(
+            decode_legacy(&frame).err(),
+            Some(DecodeError::TruncatedHeader {
+                len,
+                header: LEGACY_FRAME_HEADER_BYTES
+            })
         );
     }
 }
@@ -55,31 +69,88 @@ fn wrong_magic_byte() {
 }
 
 #[test]
-fn unknown_schema_id() {
+fn a_confluent_or_legacy_frame_is_never_read_as_rkyv_nor_the_other_way_round() {
+    for event in sample_events() {
+        let frame = encode_to_vec(&event).expect("sample encodes");
+        let legacy = legacy_frame(&frame).expect("valid frame");
+        assert_eq!(
+            decode(&legacy).err(),
+            Some(DecodeError::WrongMagic { byte: 0 }),
+            "magic 0 is Confluent's"
+        );
+        assert_eq!(decode_legacy(&legacy).expect("legacy").to_event(), event);
+        assert_eq!(
+            decode_legacy(&frame).err(),
+            Some(DecodeError::WrongMagic { byte: RKYV_MAGIC })
+        );
+        // A Confluent frame of any registry id is refused, the ids of the
+        // old table included.
+        for id in [1u32, 101, 102, 901, 1001, u32::MAX] {
+            let mut confluent = legacy.clone();
+            confluent[1..5].copy_from_slice(&id.to_be_bytes());
+            assert!(matches!(
+                decode(&confluent),
+                Err(DecodeError::WrongMagic { byte: 0 })
+            ));
+        }
+    }
+}
+
+#[test]
+fn unknown_framing_version() {
     let mut frame = frame_of(0);
-    frame[1..5].copy_from_slice(&103u32.to_be_bytes());
+    assert_eq!(frame[1], RKYV_FRAMING_VERSION);
+    frame[1] = 2;
     assert_eq!(
         decode(&frame).err(),
-        Some(DecodeError::UnknownSchema { id: 103 })
+        Some(DecodeError::UnknownFraming { version: 2 })
+    );
+}
+
+#[test]
+fn unknown_type_tag() {
+    let mut frame = frame_of(0);
+    frame[2..4].copy_from_slice(&[1, 3]);
+    assert_eq!(
+        decode(&frame).err(),
+        Some(DecodeError::UnknownType {
+            kind: 1,
+            version: 3
+        })
+    );
+    frame[2..4].copy_from_slice(&[0, 1]);
+    assert!(matches!(
+        decode(&frame),
+        Err(DecodeError::UnknownType { .. })
+    ));
+}
+
+#[test]
+fn unknown_legacy_id() {
+    let mut frame = legacy_frame(&frame_of(0)).expect("valid frame");
+    frame[1..5].copy_from_slice(&103u32.to_be_bytes());
+    assert_eq!(
+        decode_legacy(&frame).err(),
+        Some(DecodeError::UnknownLegacyId { id: 103 })
     );
     // Little-endian ids are a classic producer bug: they read as unknown.
     frame[1..5].copy_from_slice(&901u32.to_le_bytes());
     assert!(matches!(
-        decode(&frame),
-        Err(DecodeError::UnknownSchema { .. })
+        decode_legacy(&frame),
+        Err(DecodeError::UnknownLegacyId { .. })
     ));
 }
 
 #[test]
 fn truncated_payload() {
     let frame = payment_completed_frame();
-    let expected = SchemaId::PaymentCompletedV1.payload_bytes();
+    let expected = EventSchema::PaymentCompletedV1.payload_bytes();
     for cut in 1..=expected {
         let short = &frame[..frame.len() - cut];
         assert_eq!(
             decode(short).err(),
             Some(DecodeError::TruncatedPayload {
-                schema: SchemaId::PaymentCompletedV1,
+                schema: EventSchema::PaymentCompletedV1,
                 len: expected - cut,
                 expected,
             })
@@ -91,11 +162,11 @@ fn truncated_payload() {
 fn trailing_bytes() {
     let mut frame = payment_completed_frame();
     frame.push(0);
-    let expected = SchemaId::PaymentCompletedV1.payload_bytes();
+    let expected = EventSchema::PaymentCompletedV1.payload_bytes();
     assert_eq!(
         decode(&frame).err(),
         Some(DecodeError::TrailingBytes {
-            schema: SchemaId::PaymentCompletedV1,
+            schema: EventSchema::PaymentCompletedV1,
             len: expected + 1,
             expected,
         })
@@ -133,7 +204,7 @@ fn corrupt_archive_bad_enum_tag() {
     assert_eq!(
         decode(&frame).err(),
         Some(DecodeError::CorruptArchive {
-            schema: SchemaId::PaymentFailedV1
+            schema: EventSchema::PaymentFailedV1
         })
     );
 }
@@ -150,7 +221,7 @@ fn corrupt_archive_ill_formed_sku() {
         assert_eq!(
             decode(&bad).err(),
             Some(DecodeError::CorruptArchive {
-                schema: SchemaId::PaymentCompletedV1
+                schema: EventSchema::PaymentCompletedV1
             }),
             "sku byte {offset} set to {byte:#04x}"
         );
@@ -159,13 +230,17 @@ fn corrupt_archive_ill_formed_sku() {
 
 #[test]
 fn errors_have_distinct_reasons() {
-    let schema = SchemaId::OrderCreatedV1;
+    let schema = EventSchema::OrderCreatedV1;
     let all = [
         DecodeError::Empty,
         DecodeError::Oversize { len: 0, max: 0 },
-        DecodeError::TruncatedHeader { len: 0 },
+        DecodeError::TruncatedHeader { len: 0, header: 0 },
         DecodeError::WrongMagic { byte: 0 },
-        DecodeError::UnknownSchema { id: 0 },
+        DecodeError::UnknownFraming { version: 0 },
+        DecodeError::UnknownType {
+            kind: 0,
+            version: 0,
+        },
         DecodeError::TruncatedPayload {
             schema,
             len: 0,
@@ -186,9 +261,9 @@ fn errors_have_distinct_reasons() {
 
 #[test]
 fn payload_at_odd_addresses_decodes_in_place() {
-    // The frame header puts the payload at offset 5, so a frame in an aligned
-    // buffer has its payload at an odd address; shifting the frame through
-    // eight positions puts the payload at every address residue mod 8.
+    // The frame header puts the payload at offset 4 (5 in a legacy frame);
+    // shifting the frame through eight positions puts the payload at every
+    // address residue mod 8.
     for event in sample_events() {
         let frame = encode_to_vec(&event).expect("sample encodes");
         let mut residues = [false; 8];
@@ -203,6 +278,11 @@ fn payload_at_odd_addresses_decodes_in_place() {
             let header_at = decoded.header() as *const _ as *const u8;
             assert_eq!(header_at, payload.as_ptr());
             residues[payload.as_ptr() as usize % 8] = true;
+            let legacy = legacy_frame(shifted).expect("valid frame");
+            let mut buf = vec![0xaau8; shift];
+            buf.extend_from_slice(&legacy);
+            let decoded = decode_legacy(&buf[shift..]).expect("legacy at any alignment");
+            assert_eq!(decoded.to_event(), event);
         }
         assert!(residues.iter().all(|&seen| seen), "{residues:?}");
     }
@@ -213,6 +293,7 @@ fn mutated_valid_frame() -> impl Strategy<Value = Vec<u8>> {
     let frames: Vec<Vec<u8>> = sample_events()
         .iter()
         .map(|e| encode_to_vec(e).expect("sample encodes"))
+        .flat_map(|frame| [legacy_frame(&frame).expect("valid frame"), frame])
         .collect();
     (
         proptest::sample::select(frames),
@@ -240,7 +321,7 @@ fn mutated_valid_frame() -> impl Strategy<Value = Vec<u8>> {
 /// A well-formed header for a known schema and a random payload of exactly the
 /// right size: reaches bytecheck, which random bytes alone rarely do.
 fn random_payload_frame() -> impl Strategy<Value = Vec<u8>> {
-    proptest::sample::select(SchemaId::ALL.to_vec()).prop_flat_map(|schema| {
+    proptest::sample::select(EventSchema::ALL.to_vec()).prop_flat_map(|schema| {
         prop::collection::vec(any::<u8>(), schema.payload_bytes()).prop_map(move |payload| {
             let mut frame = Vec::with_capacity(schema.frame_bytes());
             codecs::write_frame_header(&mut frame, schema);
@@ -284,5 +365,6 @@ fn every_valid_frame_passes_the_fuzz_property() {
     for event in sample_events() {
         let frame = encode_to_vec(&event).expect("sample encodes");
         assert!(exercise_decode(&frame));
+        assert!(exercise_decode(&legacy_frame(&frame).expect("valid frame")));
     }
 }

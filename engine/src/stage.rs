@@ -8,7 +8,7 @@
 //! clients, or to anything shared with another shard.
 
 use codecs::avro::AvroError;
-use codecs::{EncodeError, Encoder, Event, EventRef, MAGIC_BYTE};
+use codecs::{EncodeError, Encoder, Event, EventRef, CONFLUENT_MAGIC_BYTE};
 
 use crate::ids::{Offset, PartitionId, TopicIdx};
 use crate::partitioner::partition_for;
@@ -223,7 +223,7 @@ impl Outbox {
                         return Err(EmitError::Avro { topic, source });
                     }
                 };
-                self.bytes.push(MAGIC_BYTE);
+                self.bytes.push(CONFLUENT_MAGIC_BYTE);
                 self.bytes
                     .extend_from_slice(&writer.registry_id.to_be_bytes());
                 self.bytes.extend_from_slice(&datum);

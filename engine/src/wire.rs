@@ -8,16 +8,24 @@
 //! id), the per-shard [`WireReader`] that decodes either form of an input
 //! record, and [`WireError`], the dead-letter causes of the Avro form.
 //!
-//! Both forms start with the same 5 bytes (magic 0, big-endian id), so the
-//! framing and the id decide: a record that is a valid rkyv frame (an id of
-//! the fixed rkyv table, that schema's exact payload size, a payload that
-//! bytecheck accepts) is rkyv and costs exactly what [`codecs::decode`]
-//! costs; only a record that is not is read as Avro. Its id is looked up in
-//! the ids known at start, then in the shard's cache, then once through the
-//! [`SchemaResolver`] (the registry); the answer, known or unknown, is
-//! cached, so no record costs an HTTP request after the first of its id. An
-//! Avro record is decoded into an event and re-framed as rkyv in a buffer
-//! the reader owns, so stages see one form.
+//! The first byte decides. [`codecs::RKYV_MAGIC`] is an rkyv frame, read
+//! exactly as [`codecs::decode`] reads it (the hot path, nothing added but
+//! one compare). `0` is Confluent's wire format: its 4-byte id is a registry
+//! id, looked up in the ids known at start, then in the shard's cache, then
+//! once through the [`SchemaResolver`] (the registry); the answer, known or
+//! unknown, is cached, so no record costs an HTTP request after the first of
+//! its id. An Avro record is decoded into an event and re-framed as rkyv in
+//! a buffer the reader owns, so stages see one form. Any other first byte is
+//! dead-lettered (`wrong_magic`, the byte named).
+//!
+//! Records written before the rkyv magic byte existed (legacy frames: magic
+//! `0`, an id of the old fixed table 101…1001, the same archive) also start
+//! with `0`. One whose id is not a table id is Confluent's. One whose id is
+//! a table id is read as legacy rkyv when the registry does not know the id
+//! as a tradeflow value schema (no registry, not registered, or registered
+//! as something else); when the registry knows it as a tradeflow schema, it
+//! is read as whichever of the two it validates as, and dead-lettered
+//! (`ambiguous_frame`) when it validates as both: never guessed.
 //!
 //! Must never: talk HTTP itself (the resolver is the caller's), ask about an
 //! id twice once the registry has answered, change the cost of the rkyv path,
@@ -27,7 +35,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use codecs::avro::{AvroError, PreparedSchema};
-use codecs::{decode, DecodeError, Encoder, EventRef, SchemaId};
+use codecs::{
+    decode, decode_legacy, DecodeError, Encoder, EventRef, EventSchema, CONFLUENT_MAGIC_BYTE,
+};
 
 use crate::stage::ErrorClass;
 
@@ -158,9 +168,25 @@ impl WireFormats {
 /// Every variant dead-letters the record; the message is the DLQ's reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
-    /// Not a valid rkyv frame, and not Avro either (or no Avro is read).
+    /// Not a valid rkyv frame (or legacy frame), and not Avro either (or no
+    /// Avro is read).
     #[error(transparent)]
     Rkyv(#[from] DecodeError),
+    /// Magic `0` and an id of the pre-upgrade table that the registry also
+    /// has as a tradeflow value schema, with bytes that are valid both as a
+    /// legacy rkyv frame and as an Avro datum of that schema: never guessed.
+    #[error(
+        "ambiguous record: id {id} is both a legacy rkyv table id ({legacy}) and a registry \
+         schema id, and the bytes are valid as both"
+    )]
+    AmbiguousFrame { id: u32, legacy: EventSchema },
+    /// A Confluent-framed record (magic `0`, a registry id that is no legacy
+    /// table id) on a node that reads no Avro.
+    #[error(
+        "schema id {id}: a Confluent-framed record, but this node reads no Avro \
+         (start it with --schema-registry URL)"
+    )]
+    NoRegistry { id: u32 },
     /// The registry does not know the record's schema id.
     #[error("unknown schema id {id}: the schema registry has no schema with this id")]
     UnknownSchemaId { id: u32 },
@@ -182,10 +208,11 @@ impl WireError {
     pub fn reason(&self) -> &'static str {
         match self {
             WireError::Rkyv(e) => e.reason(),
-            WireError::UnknownSchemaId { .. } => "unknown_schema_id",
+            WireError::UnknownSchemaId { .. } | WireError::NoRegistry { .. } => "unknown_schema_id",
             WireError::UnreadableSchema { .. } => "unreadable_schema",
             WireError::RegistryUnreachable { .. } => "schema_registry_unreachable",
             WireError::InvalidAvro { .. } => "invalid_avro",
+            WireError::AmbiguousFrame { .. } => "ambiguous_frame",
         }
     }
 
@@ -205,6 +232,8 @@ pub struct WireReader {
     cache: HashMap<u32, Result<Arc<PreparedSchema>, WireError>>,
     /// Re-frames Avro records as rkyv, so stages see one form.
     transcoder: Encoder,
+    /// Whether a legacy frame was read (logged once).
+    legacy_seen: bool,
 }
 
 impl WireReader {
@@ -213,43 +242,75 @@ impl WireReader {
             formats,
             cache: HashMap::new(),
             transcoder: Encoder::new(),
+            legacy_seen: false,
         }
     }
 
-    /// Decodes a record value: rkyv in place, or Avro through the registry.
+    /// Decodes a record value by its first byte: rkyv in place, or
+    /// Confluent's form (Avro through the registry, or a legacy frame).
     #[inline]
     pub fn decode<'a>(&'a mut self, frame: &'a [u8]) -> Result<EventRef<'a>, WireError> {
-        match decode(frame) {
-            Ok(event) => Ok(event),
-            Err(rkyv) => self.decode_avro(frame, rkyv),
+        if frame.first() == Some(&CONFLUENT_MAGIC_BYTE) {
+            return self.decode_magic_zero(frame);
         }
+        // Empty, oversize and any other first byte are refused here too.
+        decode(frame).map_err(WireError::Rkyv)
     }
 
     #[cold]
     #[inline(never)]
-    fn decode_avro<'a>(
-        &'a mut self,
-        frame: &[u8],
-        rkyv: DecodeError,
-    ) -> Result<EventRef<'a>, WireError> {
-        if !self.formats.reads_avro() {
-            return Err(rkyv.into());
-        }
-        let (id, datum) = match rkyv {
-            DecodeError::Empty
-            | DecodeError::TruncatedHeader { .. }
-            | DecodeError::WrongMagic { .. } => return Err(rkyv.into()),
-            _ => codecs::avro::unframe(frame).map_err(|_| WireError::Rkyv(rkyv))?,
-        };
-        let schema = match self.schema_of(id) {
-            Ok(schema) => schema,
-            // An id of the rkyv table that the registry does not know: a
-            // broken rkyv frame; say what is wrong with it as rkyv.
-            Err(WireError::UnknownSchemaId { .. }) if SchemaId::from_u32(id).is_some() => {
-                return Err(rkyv.into())
+    fn decode_magic_zero<'a>(&'a mut self, frame: &'a [u8]) -> Result<EventRef<'a>, WireError> {
+        let (id, datum) = codecs::avro::unframe(frame).map_err(|_| {
+            WireError::Rkyv(DecodeError::TruncatedHeader {
+                len: frame.len(),
+                header: codecs::LEGACY_FRAME_HEADER_BYTES,
+            })
+        })?;
+        let Some(legacy_schema) = EventSchema::from_legacy_id(id) else {
+            // A registry id and nothing else.
+            if !self.formats.reads_avro() {
+                return Err(WireError::NoRegistry { id });
             }
-            Err(e) => return Err(e),
+            let schema = self.schema_of(id)?;
+            return self.decode_avro(id, &schema, datum);
         };
+        let legacy = decode_legacy(frame);
+        let schema = if self.formats.reads_avro() {
+            match self.schema_of(id) {
+                Ok(schema) => Some(schema),
+                // The registry has no tradeflow value schema under this id:
+                // the record can only be a legacy frame.
+                Err(WireError::UnknownSchemaId { .. } | WireError::UnreadableSchema { .. }) => None,
+                Err(e) => return Err(e),
+            }
+        } else {
+            None
+        };
+        let Some(schema) = schema else {
+            self.note_legacy(legacy_schema);
+            return legacy.map_err(WireError::Rkyv);
+        };
+        // Both readings are possible: the bytes decide, and never both.
+        let avro = schema.decode(datum);
+        match (legacy, avro) {
+            (Ok(_), Ok(_)) => Err(WireError::AmbiguousFrame {
+                id,
+                legacy: legacy_schema,
+            }),
+            (Ok(event), Err(_)) => {
+                self.note_legacy(legacy_schema);
+                Ok(event)
+            }
+            (Err(_), _) => self.decode_avro(id, &schema, datum),
+        }
+    }
+
+    fn decode_avro(
+        &mut self,
+        id: u32,
+        schema: &PreparedSchema,
+        datum: &[u8],
+    ) -> Result<EventRef<'_>, WireError> {
         let invalid = |cause: String| WireError::InvalidAvro { id, cause };
         let event = schema
             .decode(datum)
@@ -259,6 +320,18 @@ impl WireReader {
             .encode(&event)
             .map_err(|e| invalid(e.to_string()))?;
         decode(rkyv_frame).map_err(|e| invalid(e.to_string()))
+    }
+
+    /// Says once per reader that pre-upgrade frames are still being read.
+    fn note_legacy(&mut self, schema: EventSchema) {
+        if !self.legacy_seen {
+            self.legacy_seen = true;
+            tracing::info!(
+                %schema,
+                id = schema.legacy_id(),
+                "reading a legacy rkyv frame (magic 0 + table id, written before the rkyv magic byte)"
+            );
+        }
     }
 
     fn schema_of(&mut self, id: u32) -> Result<Arc<PreparedSchema>, WireError> {
@@ -359,12 +432,98 @@ mod tests {
     }
 
     #[test]
-    fn without_a_registry_a_non_rkyv_record_is_an_rkyv_error() {
+    fn without_a_registry_a_confluent_record_is_refused_and_any_other_first_byte_too() {
         let mut reader = WireReader::new(WireFormats::default());
         let avro = codecs::avro::frame(7, &[2, 4, 6]);
+        let e = reader.decode(&avro).expect_err("not rkyv");
+        assert_eq!(e, WireError::NoRegistry { id: 7 });
+        assert!(e.to_string().contains("--schema-registry"), "{e}");
+        let e = reader
+            .decode(b"{\"type\":\"order.created\"}")
+            .expect_err("JSON");
+        assert_eq!(e, WireError::Rkyv(DecodeError::WrongMagic { byte: b'{' }));
+        assert_eq!(e.reason(), "wrong_magic");
+        assert!(e.to_string().contains("magic byte is 0x7b"), "{e}");
         assert_eq!(
-            reader.decode(&avro).expect_err("not rkyv"),
-            WireError::Rkyv(DecodeError::UnknownSchema { id: 7 })
+            reader.decode(&[]).expect_err("empty"),
+            WireError::Rkyv(DecodeError::Empty)
         );
+    }
+
+    fn registry_with(known: &[(u32, &str)]) -> Arc<CountingRegistry> {
+        Arc::new(CountingRegistry {
+            known: known.iter().map(|(id, t)| (*id, prepared(t))).collect(),
+            asked: AtomicUsize::new(0),
+        })
+    }
+
+    /// Every sample event in its legacy frame, with the event.
+    fn legacy_samples() -> Vec<(Vec<u8>, codecs::Event)> {
+        sample_events()
+            .into_iter()
+            .map(|event| {
+                let frame = codecs::encode_to_vec(&event).expect("encodes");
+                let legacy = codecs::testing::legacy_frame(&frame).expect("valid frame");
+                (legacy, event)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn legacy_frames_are_read_when_no_registry_has_their_id_as_a_tradeflow_schema() {
+        // No registry at all: legacy rkyv.
+        let mut reader = WireReader::new(WireFormats::default());
+        for (legacy, event) in legacy_samples() {
+            assert_eq!(reader.decode(&legacy).expect("legacy").to_event(), event);
+        }
+        // A broken legacy frame says what is wrong with it as rkyv.
+        let (mut legacy, _) = legacy_samples().remove(0);
+        legacy.pop();
+        assert_eq!(
+            reader.decode(&legacy).expect_err("truncated").reason(),
+            "truncated_payload"
+        );
+
+        // A registry that has none of the table ids: legacy, asked once per id.
+        let registry = registry_with(&[(7, codecs::topics::PAYMENT_COMPLETED)]);
+        let mut reader = WireReader::new(WireFormats::with_registry(registry.clone()));
+        let samples = legacy_samples();
+        for _ in 0..3 {
+            for (legacy, event) in &samples {
+                assert_eq!(reader.decode(legacy).expect("legacy").to_event(), *event);
+            }
+        }
+        let mut ids: Vec<_> = samples.iter().map(|(f, _)| f[1..5].to_vec()).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(registry.asked.load(Ordering::Relaxed), ids.len());
+    }
+
+    #[test]
+    fn a_table_id_the_registry_also_has_is_read_by_what_the_bytes_validate_as() {
+        let topic = codecs::topics::PAYMENT_COMPLETED;
+        let (legacy, event) = legacy_samples()
+            .into_iter()
+            .find(|(_, e)| codecs::topics::topic_of(e.kind()) == topic)
+            .expect("a sample payment.completed");
+        let id = EventSchema::PaymentCompletedV1.legacy_id();
+        assert_eq!(legacy[1..5], id.to_be_bytes());
+        // The registry numbered some schema 401 too: the very id of the
+        // legacy payment.completed frames.
+        let registry = registry_with(&[(id, topic)]);
+        let mut reader = WireReader::new(WireFormats::with_registry(registry.clone()));
+        // A legacy frame is no valid Avro datum of the schema: legacy.
+        assert_eq!(reader.decode(&legacy).expect("legacy").to_event(), event);
+        // An Avro datum under the same id is no valid legacy frame: Avro.
+        let avro = codecs::avro::frame(id, &prepared(topic).encode(&event).expect("fits"));
+        assert!(codecs::decode_legacy(&avro).is_err());
+        assert_eq!(reader.decode(&avro).expect("avro").to_event(), event);
+        // Neither: an Avro error, since the registry has the id.
+        let garbage = codecs::avro::frame(id, &[0xff; 3]);
+        assert_eq!(
+            reader.decode(&garbage).expect_err("garbage").reason(),
+            "invalid_avro"
+        );
+        assert_eq!(registry.asked.load(Ordering::Relaxed), 1);
     }
 }

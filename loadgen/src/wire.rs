@@ -10,11 +10,15 @@
 //! sender and the [`ValueReader`] of every consumer (the drive's outcome
 //! reader, the audit, `record`), and [`ValueError`].
 //!
-//! A record is read as rkyv first (exactly `codecs::decode`); only one that
-//! is not a valid rkyv frame is read as Avro, its id looked up in the ids
-//! registered at start, then in the reader's cache, then once through the
-//! registry (`GET /schemas/ids/{id}`); every answer, known or not, is
-//! cached.
+//! The first byte decides: `codecs::RKYV_MAGIC` is rkyv (exactly
+//! `codecs::decode`); `0` is Confluent's Avro form, its id looked up in the
+//! ids registered at start, then in the reader's cache, then once through
+//! the registry (`GET /schemas/ids/{id}`), every answer, known or not,
+//! cached; anything else is refused (`wrong_magic`). A `0` record whose id
+//! is one of the pre-upgrade rkyv table (101…1001) is a legacy frame unless
+//! the registry has that id as a tradeflow value schema; then it is read as
+//! whichever of the two its bytes validate as, and refused when both (the
+//! engine's rule, `engine::wire`, docs/SCHEMAS.md).
 //! Must never: ask the registry per record, write a topic as Avro under an
 //! id the registry did not give, or write an event that the rkyv form would
 //! refuse (every event is validated as rkyv first, as the engine does).
@@ -24,15 +28,24 @@ use std::sync::Arc;
 
 use codecs::avro::{latest_value_schema, value_subject, PreparedSchema};
 use codecs::topics::TopicNamespace;
-use codecs::{DecodeError, Encoder, Event, MAGIC_BYTE};
+use codecs::{DecodeError, Encoder, Event, EventSchema, CONFLUENT_MAGIC_BYTE};
 use registry::client::{ClientError, ValueSchemaLookup};
 
 /// Why a value could not be written or read in its form.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ValueError {
-    /// Not a valid rkyv frame, and not Avro either (or no registry to ask).
+    /// Not a valid rkyv (or legacy) frame, and not Avro either.
     #[error(transparent)]
     Rkyv(#[from] DecodeError),
+    /// A Confluent-framed record and no registry to ask about its id.
+    #[error("schema id {id}: a Confluent-framed record, but no --schema-registry was given")]
+    NoRegistry { id: u32 },
+    /// Valid both as a legacy rkyv frame and as Avro under a registry id.
+    #[error(
+        "ambiguous record: id {id} is both a legacy rkyv table id ({legacy}) and a registry \
+         schema id, and the bytes are valid as both"
+    )]
+    AmbiguousFrame { id: u32, legacy: EventSchema },
     #[error("unknown schema id {id}: the schema registry has no schema with this id")]
     UnknownSchemaId { id: u32 },
     #[error("schema id {id} is not a tradeflow value schema: {cause}")]
@@ -181,7 +194,7 @@ impl ValueWriter {
             .encode(event)
             .map_err(|e| encode(e.to_string()))?;
         self.frame.clear();
-        self.frame.push(MAGIC_BYTE);
+        self.frame.push(CONFLUENT_MAGIC_BYTE);
         self.frame
             .extend_from_slice(&avro.registry_id.to_be_bytes());
         self.frame.extend_from_slice(&datum);
@@ -197,39 +210,55 @@ pub struct ValueReader {
 }
 
 impl ValueReader {
-    /// The event a record value holds: rkyv first, else Avro.
+    /// The event a record value holds, by its first byte: rkyv, or
+    /// Confluent's form (Avro, or a legacy frame).
     pub fn decode(&mut self, payload: &[u8]) -> Result<Event, ValueError> {
-        match codecs::decode(payload) {
-            Ok(event) => Ok(event.to_event()),
-            Err(rkyv) => self.decode_avro(payload, rkyv),
+        if payload.first() == Some(&CONFLUENT_MAGIC_BYTE) {
+            return self.decode_magic_zero(payload);
         }
+        Ok(codecs::decode(payload)?.to_event())
     }
 
     #[cold]
-    fn decode_avro(&mut self, payload: &[u8], rkyv: DecodeError) -> Result<Event, ValueError> {
-        if matches!(
-            rkyv,
-            DecodeError::Empty
-                | DecodeError::TruncatedHeader { .. }
-                | DecodeError::WrongMagic { .. }
-        ) || (self.registry.is_none() && self.known.is_empty())
-        {
-            return Err(rkyv.into());
-        }
-        let (id, datum) = codecs::avro::unframe(payload).map_err(|_| ValueError::Rkyv(rkyv))?;
-        let schema = match self.schema_of(id) {
-            Ok(schema) => schema,
-            // An id of the rkyv table the registry does not know: a broken
-            // rkyv frame; say what is wrong with it as rkyv.
-            Err(ValueError::UnknownSchemaId { .. }) if codecs::SchemaId::from_u32(id).is_some() => {
-                return Err(rkyv.into())
+    fn decode_magic_zero(&mut self, payload: &[u8]) -> Result<Event, ValueError> {
+        let (id, datum) = codecs::avro::unframe(payload).map_err(|_| {
+            ValueError::Rkyv(DecodeError::TruncatedHeader {
+                len: payload.len(),
+                header: codecs::LEGACY_FRAME_HEADER_BYTES,
+            })
+        })?;
+        let reads_avro = self.registry.is_some() || !self.known.is_empty();
+        let Some(legacy_schema) = EventSchema::from_legacy_id(id) else {
+            if !reads_avro {
+                return Err(ValueError::NoRegistry { id });
             }
-            Err(e) => return Err(e),
+            let schema = self.schema_of(id)?;
+            return decode_avro(id, &schema, datum);
         };
-        schema.decode(datum).map_err(|e| ValueError::InvalidAvro {
-            id,
-            cause: e.to_string(),
-        })
+        let legacy = codecs::decode_legacy(payload).map(|e| e.to_event());
+        let schema = if reads_avro {
+            match self.schema_of(id) {
+                Ok(schema) => Some(schema),
+                // No tradeflow value schema under this id: only legacy fits.
+                Err(ValueError::UnknownSchemaId { .. } | ValueError::UnreadableSchema { .. }) => {
+                    None
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
+            None
+        };
+        let Some(schema) = schema else {
+            return Ok(legacy?);
+        };
+        match (legacy, schema.decode(datum)) {
+            (Ok(_), Ok(_)) => Err(ValueError::AmbiguousFrame {
+                id,
+                legacy: legacy_schema,
+            }),
+            (Ok(event), Err(_)) => Ok(event),
+            (Err(_), _) => decode_avro(id, &schema, datum),
+        }
     }
 
     fn schema_of(&mut self, id: u32) -> Result<Arc<PreparedSchema>, ValueError> {
@@ -260,6 +289,13 @@ impl ValueReader {
         self.known.insert(id, answer.clone());
         answer
     }
+}
+
+fn decode_avro(id: u32, schema: &PreparedSchema, datum: &[u8]) -> Result<Event, ValueError> {
+    schema.decode(datum).map_err(|e| ValueError::InvalidAvro {
+        id,
+        cause: e.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -325,15 +361,46 @@ mod tests {
             Err(ValueError::InvalidAvro { id: 7, .. })
         ));
         let mut rkyv_only = ValueFormats::default().reader();
-        assert!(matches!(
+        assert_eq!(
             rkyv_only.decode(&codecs::avro::frame(7, &datum)),
-            Err(ValueError::Rkyv(_))
+            Err(ValueError::NoRegistry { id: 7 })
+        );
+        assert!(matches!(
+            rkyv_only.decode(b"not an event"),
+            Err(ValueError::Rkyv(DecodeError::WrongMagic { byte: b'n' }))
         ));
         assert_eq!(
             rkyv_only
                 .decode(&codecs::encode_to_vec(&event).expect("rkyv"))
                 .expect("rkyv"),
             event
+        );
+    }
+
+    #[test]
+    fn legacy_frames_read_unless_a_known_avro_id_fits_the_bytes_better() {
+        let mut rkyv_only = ValueFormats::default().reader();
+        // 101 (legacy order.created v1) is a registry id here, and 102 not.
+        let formats = avro_without_registry(codecs::topics::ORDER_CREATED, 101);
+        let mut with_avro = formats.reader();
+        for event in sample_events() {
+            let frame = codecs::encode_to_vec(&event).expect("rkyv");
+            let legacy = codecs::testing::legacy_frame(&frame).expect("valid frame");
+            assert_eq!(rkyv_only.decode(&legacy).expect("legacy"), event);
+            assert_eq!(with_avro.decode(&legacy).expect("legacy"), event);
+        }
+        let order = sample_events()
+            .into_iter()
+            .find(|e| codecs::topics::topic_of(e.kind()) == codecs::topics::ORDER_CREATED)
+            .expect("a sample order");
+        let datum = prepared(codecs::topics::ORDER_CREATED)
+            .encode(&order)
+            .expect("fits");
+        assert_eq!(
+            with_avro
+                .decode(&codecs::avro::frame(101, &datum))
+                .expect("Avro"),
+            order
         );
     }
 

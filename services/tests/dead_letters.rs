@@ -169,9 +169,9 @@ fn poison_records_are_dead_lettered_with_reasons_and_a_replay_is_processed_once(
     let mut poison: Vec<(&str, Vec<u8>)> = vec![
         ("garbage", b"definitely not an event".to_vec()),
         ("truncated", valid_frame[..valid_frame.len() / 2].to_vec()),
-        ("unknown schema", {
+        ("unknown type tag", {
             let mut f = valid_frame.clone();
-            f[1..5].copy_from_slice(&9_999u32.to_be_bytes());
+            f[2..4].copy_from_slice(&[1, 99]);
             f
         }),
         ("wrong magic", {
@@ -317,7 +317,7 @@ fn poison_records_are_dead_lettered_with_reasons_and_a_replay_is_processed_once(
     for expected in [
         "magic byte is 0x64", // "definitely…" starts with 'd'
         "payload is",         // truncated archive
-        "unknown schema id 9999",
+        "unknown rkyv type tag: kind code 1, schema version 99",
         "magic byte is 0x07",
         "exceeds the 256-byte limit",
         "did not partition by the flow's key",

@@ -5,14 +5,19 @@ import java.nio.ByteOrder;
 import java.nio.charset.StandardCharsets;
 
 /**
- * tradeflow's wire form, read and written in Java: a Confluent-style frame
- * (magic byte 0, 4-byte big-endian schema id) around an rkyv archive of a
+ * tradeflow's wire form, read and written in Java: tradeflow's rkyv frame
+ * (magic byte 0xF8, framing version 1, kind code, schema version: never
+ * Confluent's magic 0) around an rkyv archive of a
  * fixed-size event (codecs/, features little_endian + unaligned: every field
  * in declaration order, little-endian, no padding; enums one byte; u128 ids
  * as 16 little-endian bytes; fixed ASCII strings zero-padded).
  *
+ * <p>Internally a (kind, version) type tag is numbered kind x 100 + version
+ * ({@link Event#schema}), for the switches below; that number is never on
+ * the wire and is no schema-registry id.
+ *
  * <p>Owns decoding with the same checks as codecs/src/decode.rs (magic,
- * known schema, exact length, ASCII alphabets and padding, enum ranges) and
+ * framing version, known type tag, exact length, ASCII alphabets and padding, enum ranges) and
  * encoding of the latest version of each kind. Must never accept a frame the
  * Rust decoder refuses: a refused frame is dead-lettered. Proven against the
  * real codecs by golden vectors (codecs/tests/java_golden.rs writes them,
@@ -21,7 +26,9 @@ import java.nio.charset.StandardCharsets;
 public final class Wire {
     private Wire() {}
 
-    public static final int HEADER_BYTES = 5;
+    public static final int HEADER_BYTES = 4;
+    public static final byte MAGIC = (byte) 0xF8;
+    public static final byte FRAMING_VERSION = 1;
     public static final int FRAME_BYTES_MAX = 256;
     public static final int EVENT_HEADER_BYTES = 48;
     public static final int SKU_BYTES = 16;
@@ -38,7 +45,7 @@ public final class Wire {
         }
     }
 
-    /** Payload bytes of a schema id, or -1 for an unknown one. */
+    /** Payload bytes of a type (kind x 100 + version), or -1 for an unknown one. */
     public static int payloadBytes(int schema) {
         switch (schema) {
             case 101: return EVENT_HEADER_BYTES + 8 + 16 + 8 + 8 + 32;
@@ -56,7 +63,7 @@ public final class Wire {
         }
     }
 
-    /** The latest schema id of a kind. */
+    /** The latest type (kind x 100 + version) of a kind. */
     public static int latestSchema(Kind kind) {
         return kind == Kind.ORDER_CREATED ? 102 : kind.code * 100 + 1;
     }
@@ -68,17 +75,26 @@ public final class Wire {
         if (frame.length > FRAME_BYTES_MAX) {
             throw new DecodeException("oversize", "frame of " + frame.length + " bytes exceeds " + FRAME_BYTES_MAX);
         }
-        if (frame[0] != 0) {
-            throw new DecodeException("wrong_magic", String.format("magic byte is %#04x, expected 0x00", frame[0] & 0xff));
+        if (frame[0] != MAGIC) {
+            throw new DecodeException("wrong_magic", String.format(
+                    "magic byte is %#04x: neither a tradeflow rkyv frame (0xf8) nor Confluent's wire format (0x00)",
+                    frame[0] & 0xff));
         }
         if (frame.length < HEADER_BYTES) {
-            throw new DecodeException("truncated_header", "frame of " + frame.length + " bytes is shorter than the 5-byte header");
+            throw new DecodeException("truncated_header", "frame of " + frame.length + " bytes is shorter than the 4-byte header");
+        }
+        if (frame[1] != FRAMING_VERSION) {
+            throw new DecodeException("unknown_framing",
+                    "rkyv framing version " + (frame[1] & 0xff) + " is unknown (this build reads version 1)");
         }
         ByteBuffer b = ByteBuffer.wrap(frame);
-        int schema = b.order(ByteOrder.BIG_ENDIAN).getInt(1);
-        int expected = payloadBytes(schema);
+        int kindCode = frame[2] & 0xff;
+        int version = frame[3] & 0xff;
+        int schema = version >= 1 && version <= 99 ? kindCode * 100 + version : -1;
+        int expected = schema < 0 ? -1 : payloadBytes(schema);
         if (expected < 0) {
-            throw new DecodeException("unknown_schema", "unknown schema id " + Integer.toUnsignedString(schema));
+            throw new DecodeException("unknown_schema",
+                    "unknown rkyv type tag: kind code " + kindCode + ", schema version " + version);
         }
         int len = frame.length - HEADER_BYTES;
         if (len < expected) {
@@ -160,7 +176,7 @@ public final class Wire {
                 e.quantity = b.getLong();
                 break;
             default:
-                throw new DecodeException("unknown_schema", "unknown schema id " + schema);
+                throw new DecodeException("unknown_schema", "unknown type " + schema);
         }
         return e;
     }
@@ -170,8 +186,7 @@ public final class Wire {
         int schema = latestSchema(e.kind);
         byte[] out = new byte[HEADER_BYTES + payloadBytes(schema)];
         ByteBuffer b = ByteBuffer.wrap(out);
-        b.put((byte) 0);
-        b.order(ByteOrder.BIG_ENDIAN).putInt(schema);
+        b.put(MAGIC).put(FRAMING_VERSION).put((byte) (schema / 100)).put((byte) (schema % 100));
         b.order(ByteOrder.LITTLE_ENDIAN);
         b.putLong(e.eventIdLo).putLong(e.eventIdHi).putLong(e.orderId);
         b.putLong(e.causationLo).putLong(e.causationHi).putLong(e.createdAtNs);

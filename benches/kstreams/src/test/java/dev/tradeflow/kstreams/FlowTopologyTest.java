@@ -133,7 +133,7 @@ class FlowTopologyTest {
             assertEquals("user-data",
                     new String(letter.headers().lastHeader("tradeflow.error.class").value(), StandardCharsets.UTF_8));
             assertTrue(new String(letter.headers().lastHeader("tradeflow.error.reason").value(), StandardCharsets.UTF_8)
-                    .startsWith("magic byte is 0x01"));
+                    .startsWith("magic byte is 0x01: neither a tradeflow rkyv frame"));
             assertTrue(paid.isEmpty() && failed.isEmpty() && updated.isEmpty() && refunded.isEmpty());
             assertEquals(0, Utils.toPositive(Utils.murmur2(Wire.accountKey(ACCOUNT))) % 1);
         }

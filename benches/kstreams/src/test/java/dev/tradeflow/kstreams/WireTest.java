@@ -54,7 +54,8 @@ class WireTest {
                 continue;
             }
             frames++;
-            int schema = Integer.parseInt(parts[1]);
+            String[] tag = parts[1].split("\\.");
+            int schema = Integer.parseInt(tag[0]) * 100 + Integer.parseInt(tag[1]);
             byte[] frame = HexFormat.of().parseHex(parts[2]);
             JsonNode j = json.readTree(parts[3]);
             Event e = Wire.decode(frame);
@@ -122,24 +123,30 @@ class WireTest {
 
     @Test
     void malformed_frames_are_refused_with_tradeflows_reasons() throws Exception {
-        String first = golden().stream().filter(l -> l.startsWith("frame 102 ")).findFirst().orElseThrow();
+        String first = golden().stream().filter(l -> l.startsWith("frame 1.2 ")).findFirst().orElseThrow();
         byte[] frame = HexFormat.of().parseHex(first.split(" ")[2]);
         assertEquals("empty", assertThrows(Wire.DecodeException.class, () -> Wire.decode(new byte[0])).reason);
         byte[] magic = frame.clone();
         magic[0] = 1;
         assertEquals("wrong_magic", assertThrows(Wire.DecodeException.class, () -> Wire.decode(magic)).reason);
+        byte[] confluent = frame.clone();
+        confluent[0] = 0; // Confluent's magic byte is never an rkyv frame
+        assertEquals("wrong_magic", assertThrows(Wire.DecodeException.class, () -> Wire.decode(confluent)).reason);
+        byte[] framing = frame.clone();
+        framing[1] = 2;
+        assertEquals("unknown_framing", assertThrows(Wire.DecodeException.class, () -> Wire.decode(framing)).reason);
         byte[] unknown = frame.clone();
-        unknown[4] = 7;
+        unknown[3] = 7;
         assertEquals("unknown_schema", assertThrows(Wire.DecodeException.class, () -> Wire.decode(unknown)).reason);
         byte[] shorter = java.util.Arrays.copyOf(frame, frame.length - 1);
         assertEquals("truncated_payload", assertThrows(Wire.DecodeException.class, () -> Wire.decode(shorter)).reason);
         byte[] longer = java.util.Arrays.copyOf(frame, frame.length + 1);
         assertEquals("trailing_bytes", assertThrows(Wire.DecodeException.class, () -> Wire.decode(longer)).reason);
         byte[] badSku = frame.clone();
-        badSku[5 + 48 + 8] = 'a'; // lower case is outside the sku alphabet
+        badSku[Wire.HEADER_BYTES + 48 + 8] = 'a'; // lower case is outside the sku alphabet
         assertEquals("corrupt_archive", assertThrows(Wire.DecodeException.class, () -> Wire.decode(badSku)).reason);
         byte[] badTif = frame.clone();
-        badTif[5 + 48 + 8 + 16 + 8 + 8 + 32] = 9;
+        badTif[Wire.HEADER_BYTES + 48 + 8 + 16 + 8 + 8 + 32] = 9;
         assertEquals("corrupt_archive", assertThrows(Wire.DecodeException.class, () -> Wire.decode(badTif)).reason);
     }
 }
