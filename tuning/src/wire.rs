@@ -12,6 +12,8 @@
 //! Lives on: the thread that starts the node, once.
 //!
 //! ```toml
+//! [wire]
+//! schema_registry = "http://registry:8081"          # or --schema-registry
 //! [wire.value_format]
 //! "order-service.order.created" = "avro"          # Confluent wire format
 //! "payment-service.payment.completed" = "avro"
@@ -33,10 +35,14 @@ pub enum ValueFormatName {
     Avro,
 }
 
-/// `[wire]`: the topics (logical names) whose format is set.
+/// `[wire]`: the topics (logical names) whose format is set, and the
+/// schema registry the node uses (`--schema-registry` overrides it).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WireSettings {
     pub value_format: BTreeMap<String, ValueFormatName>,
+    /// `wire.schema_registry`: a Confluent-compatible registry's base URL
+    /// (http; no trailing slash).
+    pub schema_registry: Option<String>,
 }
 
 /// Why `[wire]` was refused.
@@ -69,6 +75,7 @@ struct FileRoot {
 struct FileWire {
     #[serde(default)]
     value_format: BTreeMap<String, String>,
+    schema_registry: Option<String>,
 }
 
 impl WireSettings {
@@ -132,8 +139,40 @@ impl WireSettings {
             };
             value_format.insert(topic, format);
         }
-        Ok(WireSettings { value_format })
+        let schema_registry = match file.schema_registry {
+            None => None,
+            Some(url) => Some(
+                registry_url(&url).map_err(|message| WireSettingsError::Key {
+                    path: path.to_string(),
+                    key: "wire.schema_registry".to_string(),
+                    message,
+                })?,
+            ),
+        };
+        Ok(WireSettings {
+            value_format,
+            schema_registry,
+        })
     }
+}
+
+/// `url` as a registry base URL: `http://host[:port][/path]`, without a
+/// trailing slash. The node's registry client speaks plain HTTP only.
+fn registry_url(url: &str) -> Result<String, String> {
+    let trimmed = url.trim().trim_end_matches('/');
+    let Some(rest) = trimmed.strip_prefix("http://") else {
+        return Err(format!(
+            "{url:?} is not an http:// URL (the registry client speaks plain HTTP; \
+             e.g. \"http://registry:8081\")"
+        ));
+    };
+    let host = rest.split(['/', ':']).next().unwrap_or_default();
+    if host.is_empty() || rest.contains(char::is_whitespace) {
+        return Err(format!(
+            "{url:?} names no host (e.g. \"http://registry:8081\")"
+        ));
+    }
+    Ok(trimmed.to_string())
 }
 
 #[cfg(test)]
@@ -184,5 +223,32 @@ mod tests {
             .expect_err("unknown key")
             .to_string();
         assert!(error.contains("format"), "{error}");
+    }
+
+    #[test]
+    fn the_registry_url_is_read_and_a_wrong_one_names_its_key() {
+        let settings = WireSettings::from_toml_str(
+            "[wire]\nschema_registry = \"http://registry:8081/\"\n",
+            TOPICS,
+        )
+        .expect("valid");
+        assert_eq!(
+            settings.schema_registry.as_deref(),
+            Some("http://registry:8081")
+        );
+        for wrong in [
+            "registry:8081",
+            "https://registry:8081",
+            "http://",
+            "http://:8081",
+        ] {
+            let error = WireSettings::from_toml_str(
+                &format!("[wire]\nschema_registry = \"{wrong}\"\n"),
+                TOPICS,
+            )
+            .expect_err(wrong)
+            .to_string();
+            assert!(error.contains("wire.schema_registry"), "{wrong}: {error}");
+        }
     }
 }

@@ -901,8 +901,11 @@ fn run(
     let stores = flow.store_names();
     let inputs = engine::Stage::input_topics(&flow).to_vec();
     let outputs = flow.output_topics();
-    // `[wire]`: which topics are Avro; Avro needs the registry's ids.
+    // `[wire]`: which topics are Avro; Avro needs the registry's ids. The
+    // registry is --schema-registry, else the core map's
+    // wire.schema_registry.
     let wire_settings = tuning::WireSettings::load(config, &services::topics::ALL)?;
+    let schema_registry = schema_registry.or(wire_settings.schema_registry.as_deref());
     if schema_registry.is_none() {
         services::wire::wire_formats(&wire_settings, None, &connection.namespace, &outputs, &[])
             .with_context(|| format!("core map {}", config.display()))?;
