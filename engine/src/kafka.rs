@@ -1511,10 +1511,11 @@ impl KafkaPort for RdKafkaPort {
         if resume.is_empty() {
             return Ok(());
         }
-        // Records held for a partition that moves back are fetched again
-        // after the seek.
+        // Records held for an input partition that moves back are fetched
+        // again after the seek; those of the partition's other topics, not
+        // sought, stay held (dropping them would skip them).
         for offset in resume {
-            self.timeline.forget(offset.partition.0);
+            self.timeline.forget_topic(offset.topic, offset.partition.0);
         }
         let list = self.offsets_list(resume)?;
         self.consumer

@@ -166,12 +166,30 @@ impl<M: TimedRecord> InputTimeline<M> {
             .map(|(_, record)| record)
     }
 
-    /// Drops every held record of `partition` (revoked, or sought back: the
-    /// consumer fetches them again).
+    /// Drops every held record of `partition`, all topics (revoked, or every
+    /// topic of it sought back: the consumer fetches them again).
     pub fn forget(&mut self, partition: i32) {
         if let Some(unit) = self.units.remove(&partition) {
             self.held -= unit.held;
         }
+    }
+
+    /// Drops the held records of input `topic`'s `partition` only (that one
+    /// partition was sought back). The other topics' held records stay: the
+    /// consumer goes on after them, so dropping them would skip them.
+    pub fn forget_topic(&mut self, topic: TopicIdx, partition: i32) {
+        let Some(unit) = self.units.get_mut(&partition) else {
+            return;
+        };
+        let Some(queue) = unit.queues.get_mut(topic.0 as usize) else {
+            return;
+        };
+        let dropped = queue.len();
+        queue.clear();
+        unit.held -= dropped;
+        self.held -= dropped;
+        // Sought back, the topic is behind again: ask its lag anew.
+        unit.generation += 1;
     }
 
     /// Drops every held record.
@@ -461,6 +479,32 @@ mod tests {
         let left = drain(&mut timeline, Instant::now());
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].1.partition, 1);
+    }
+
+    #[test]
+    fn forgetting_one_topic_of_a_partition_keeps_the_others() {
+        let mut timeline = InputTimeline::new(2);
+        timeline.hold(
+            TopicIdx(0),
+            Rec {
+                partition: 0,
+                at: 1,
+                offset: 0,
+            },
+        );
+        timeline.hold(
+            TopicIdx(1),
+            Rec {
+                partition: 0,
+                at: 2,
+                offset: 0,
+            },
+        );
+        timeline.forget_topic(TopicIdx(0), 0);
+        assert_eq!(timeline.held(), 1);
+        let left = drain(&mut timeline, Instant::now());
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].0, TopicIdx(1));
     }
 
     proptest! {
