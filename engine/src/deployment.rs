@@ -20,7 +20,10 @@ use crate::ids::ShardId;
 use crate::kafka::registry::{
     register, Claim, Registration, RegistryError, REGISTRY_SESSION_TIMEOUT_MS,
 };
-use crate::kafka::{ensure_topics, Guarantee, KafkaSettings, Ownership, TopicError, TopicSpec};
+use crate::kafka::{
+    ensure_topics, shard_transactional_id, Guarantee, KafkaSettings, Ownership, TopicError,
+    TopicSpec,
+};
 use codecs::topics::TopicNamespace;
 
 use crate::runtime::{
@@ -153,7 +156,10 @@ pub fn plan_node(
             },
             // One transactional id per node and core: the shard restarted on
             // that core fences the one it replaces.
-            transactional_id: format!("{application_id}-{}", node.instance_id(placement.core)),
+            transactional_id: shard_transactional_id(
+                application_id,
+                &node.instance_id(placement.core),
+            ),
         })
         .collect();
     let commit = tuning.commit();
@@ -238,6 +244,10 @@ pub fn claim_partitions(
         }
         .to_string(),
         partitions,
+        shards: Some((
+            settings.guarantee,
+            tuning.shards().iter().map(|shard| shard.core.0).collect(),
+        )),
     };
     let (registration, others) = register(settings, &claim, replication)?;
     for other in others.iter().filter(|o| o.node != node) {
@@ -361,6 +371,7 @@ mod tests {
             }
             .into(),
             partitions,
+            shards: None,
         }
     }
 

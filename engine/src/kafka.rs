@@ -528,6 +528,27 @@ fn serve_next_event(producer: &BaseProducer<ShardProducerContext>, wait: Duratio
 /// The suffix of a shard's second transactional id (see [`ProducerPair`]).
 pub const ALTERNATE_TRANSACTIONAL_ID_SUFFIX: &str = "-alt";
 
+/// A shard's transactional id: `<application.id>-<node>-<core>`, one per
+/// node and core, so the shard restarted on that core fences the one it
+/// replaces (and a node taking over from a departed one can fence its ids:
+/// [`registry`]).
+pub fn shard_transactional_id(application_id: &str, instance_id: &str) -> String {
+    format!("{application_id}-{instance_id}")
+}
+
+/// Every transactional id the producers of the shard with `base`
+/// ([`shard_transactional_id`]) use under `guarantee`: the pair of
+/// [`ProducerPair`] under exactly-once, the state producers' pair under
+/// at-least-once (the output producer is not transactional there).
+pub fn shard_producer_ids(base: &str, guarantee: Guarantee) -> Vec<String> {
+    let base = match guarantee {
+        Guarantee::ExactlyOnce => base.to_string(),
+        Guarantee::AtLeastOnce => format!("{base}-state"),
+    };
+    let alternate = format!("{base}{ALTERNATE_TRANSACTIONAL_ID_SUFFIX}");
+    vec![base, alternate]
+}
+
 /// One or two producers used in turn, one transaction each.
 ///
 /// Why two: after a transaction commits, its coordinator still writes the
@@ -712,16 +733,10 @@ impl RdKafkaPort {
                 producer_config.set("delivery.timeout.ms", DELIVERY_TIMEOUT_MS.to_string());
             }
         }
-        let transactional_ids = |base: &str| {
-            vec![
-                base.to_string(),
-                format!("{base}{ALTERNATE_TRANSACTIONAL_ID_SUFFIX}"),
-            ]
-        };
         let producer = match settings.guarantee {
             Guarantee::ExactlyOnce => producer_pair(
                 &producer_config,
-                &transactional_ids(transactional_id),
+                &shard_producer_ids(transactional_id, Guarantee::ExactlyOnce),
                 &failures,
                 &reason_tx,
                 "creating the producer",
@@ -751,7 +766,7 @@ impl RdKafkaPort {
                 // half-written checkpoint (init_transactions aborts it).
                 Some(producer_pair(
                     &config,
-                    &transactional_ids(&format!("{transactional_id}-state")),
+                    &shard_producer_ids(transactional_id, Guarantee::AtLeastOnce),
                     &failures,
                     &reason_tx,
                     "creating the state producer",

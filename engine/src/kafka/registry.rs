@@ -7,10 +7,24 @@
 //! its session times out. A node that finds a live member of another node
 //! claiming one of its partitions refuses to start.
 //!
-//! Owns: the registry consumer, the thread that keeps it alive (polls it),
-//! and reading the other members' claims. Must never: consume the flow's
-//! topics or decide ownership itself (`deployment` compares the claims).
+//! A claim also names the node's guarantee and cores, from which its shards'
+//! transactional ids follow. The thread that keeps a registration alive
+//! watches the other members: when every process of another node has left
+//! (its session timed out after a `kill -9`, or it shut down), it **fences
+//! that node's transactional ids** (`init_transactions` under each id), so
+//! the transaction coordinator aborts what the departed node left open at
+//! once instead of after `transaction.timeout.ms`. Until then nobody can
+//! read past that transaction under `read_committed`: not the node taking
+//! over its partitions, whose restore waits for it (docs/STATE.md,
+//! "Take-over after kill -9"), nor the readers of its outputs.
+//!
+//! Owns: the registry consumer, the thread that keeps it alive (polls it)
+//! and fences departed nodes, and reading the other members' claims. Must
+//! never: consume the flow's topics, decide ownership itself (`deployment`
+//! compares the claims), or fence its own node's ids (a restarted process
+//! of this node fences its predecessor itself, at its own start).
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -19,9 +33,13 @@ use std::time::{Duration, Instant};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
-use tracing::{debug, warn};
+use rdkafka::producer::{BaseProducer, Producer};
+use tracing::{debug, info, warn};
 
-use super::{ensure_topics, kafka_error, KafkaSettings, TopicError, TopicSpec};
+use super::{
+    ensure_topics, kafka_error, shard_producer_ids, shard_transactional_id, Guarantee,
+    KafkaSettings, TopicError, TopicSpec, KAFKA_CALL_TIMEOUT_MS, TRANSACTION_TIMEOUT_MS,
+};
 use crate::port::PortError;
 
 /// `session.timeout.ms` of a registration: how long a node killed without
@@ -37,6 +55,10 @@ const REGISTRY_LIST_TIMEOUT_MS: u64 = 5_000;
 const REGISTRY_POLL_MS: u64 = 100;
 /// Prefix of every registry `client.id`.
 const CLIENT_ID_PREFIX: &str = "tradeflow-owner:";
+/// How often the registry thread lists the members to find departed nodes
+/// (one DescribeGroups request): a departed node is fenced at most this
+/// long after its registration expired.
+const DEPARTURE_CHECK_MS: u64 = 1_000;
 
 /// What a live member of the registry claims.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,6 +72,10 @@ pub struct Claim {
     /// Partitions it owns by core map; `None` for a group member, which may
     /// be given any partition.
     pub partitions: Option<Vec<i32>>,
+    /// The guarantee its shards run under and their cores: what its
+    /// transactional ids are made of. `None` from a claim that does not say
+    /// (written before claims carried it): such a node is never fenced.
+    pub shards: Option<(Guarantee, Vec<usize>)>,
 }
 
 impl Claim {
@@ -63,10 +89,37 @@ impl Claim {
                 .join(","),
             None => "any".to_string(),
         };
+        let shards = match &self.shards {
+            Some((guarantee, cores)) => format!(
+                ":{}:{}",
+                guarantee_name(*guarantee),
+                cores
+                    .iter()
+                    .map(usize::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            None => String::new(),
+        };
         format!(
-            "{CLIENT_ID_PREFIX}{}:{}:{}:{partitions}",
+            "{CLIENT_ID_PREFIX}{}:{}:{}:{partitions}{shards}",
             self.node, self.process, self.mode
         )
+    }
+
+    /// Every transactional id the node's shards use in `application_id`
+    /// (none when the claim does not say).
+    pub fn transactional_ids(&self, application_id: &str) -> Vec<String> {
+        let Some((guarantee, cores)) = &self.shards else {
+            return Vec::new();
+        };
+        cores
+            .iter()
+            .flat_map(|core| {
+                let base = shard_transactional_id(application_id, &format!("{}-{core}", self.node));
+                shard_producer_ids(&base, *guarantee)
+            })
+            .collect()
     }
 
     /// The claim a registry `client.id` carries; `None` for anything else.
@@ -84,13 +137,135 @@ impl Claim {
                     .collect::<Option<Vec<i32>>>()?,
             ),
         };
+        let shards = match (fields.next(), fields.next()) {
+            (None, _) => None,
+            (Some(guarantee), Some(cores)) => {
+                let guarantee = match guarantee {
+                    "exactly-once" => Guarantee::ExactlyOnce,
+                    "at-least-once" => Guarantee::AtLeastOnce,
+                    _ => return None,
+                };
+                let cores = match cores {
+                    "" => Vec::new(),
+                    list => list
+                        .split(',')
+                        .map(|c| c.parse().ok())
+                        .collect::<Option<Vec<usize>>>()?,
+                };
+                Some((guarantee, cores))
+            }
+            (Some(_), None) => return None,
+        };
+        if fields.next().is_some() {
+            return None;
+        }
         Some(Claim {
             node,
             process,
             mode,
             partitions,
+            shards,
         })
     }
+}
+
+fn guarantee_name(guarantee: Guarantee) -> &'static str {
+    match guarantee {
+        Guarantee::ExactlyOnce => "exactly-once",
+        Guarantee::AtLeastOnce => "at-least-once",
+    }
+}
+
+/// The other nodes of the registry as last listed, by name, and what to
+/// fence when one of them leaves.
+struct DepartureWatch {
+    own_node: String,
+    /// The last claim seen of each other node.
+    seen: BTreeMap<String, Claim>,
+}
+
+impl DepartureWatch {
+    fn new(own_node: &str, others: &[Claim]) -> Self {
+        let mut watch = DepartureWatch {
+            own_node: own_node.to_string(),
+            seen: BTreeMap::new(),
+        };
+        let _ = watch.departed(others);
+        watch
+    }
+
+    /// Takes a new listing of the other members; returns the claims of the
+    /// nodes listed before that have no live process any more. A node
+    /// restarted under the same name is listed again and is not departed.
+    fn departed(&mut self, live: &[Claim]) -> Vec<Claim> {
+        let mut now: BTreeMap<String, Claim> = BTreeMap::new();
+        for claim in live.iter().filter(|c| c.node != self.own_node) {
+            now.insert(claim.node.clone(), claim.clone());
+        }
+        let gone = self
+            .seen
+            .iter()
+            .filter(|(node, _)| !now.contains_key(*node))
+            .map(|(_, claim)| claim.clone())
+            .collect();
+        self.seen = now;
+        gone
+    }
+}
+
+/// Fences `ids`: `init_transactions` under each makes the coordinator
+/// abort the open transaction of the id's last producer (and refuse that
+/// producer from then on). Runs on its own thread: each call may wait for
+/// the abort's markers.
+fn fence(settings: &KafkaSettings, node: &str, ids: &[String]) {
+    for id in ids {
+        let started = Instant::now();
+        let producer: Result<BaseProducer, _> = settings
+            .base()
+            .set("transactional.id", id)
+            .set("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS.to_string())
+            .create();
+        let result = producer
+            .and_then(|p| p.init_transactions(Duration::from_millis(KAFKA_CALL_TIMEOUT_MS)));
+        match result {
+            Ok(()) => info!(
+                node,
+                transactional_id = %id,
+                took_ms = started.elapsed().as_millis() as u64,
+                "fenced a departed node's transactional id: its open transaction, if any, is aborted"
+            ),
+            Err(e) => warn!(
+                node,
+                transactional_id = %id,
+                error = %e,
+                "could not fence a departed node's transactional id; its open transaction ends at transaction.timeout.ms"
+            ),
+        }
+    }
+}
+
+/// The claims of the registry's live members other than `client_id`.
+fn list_others(
+    consumer: &BaseConsumer<RegistryContext>,
+    group: &str,
+    client_id: &str,
+) -> Result<(Vec<Claim>, bool), KafkaError> {
+    let listed =
+        consumer.fetch_group_list(Some(group), Duration::from_millis(REGISTRY_LIST_TIMEOUT_MS))?;
+    let members: Vec<String> = listed
+        .groups()
+        .iter()
+        .flat_map(|g| g.members().iter().map(|m| m.client_id().to_string()))
+        .collect();
+    let listed_self = members.iter().any(|m| m == client_id);
+    Ok((
+        members
+            .iter()
+            .filter(|m| *m != client_id)
+            .filter_map(|m| Claim::parse(m))
+            .collect(),
+        listed_self,
+    ))
 }
 
 /// The registry member reads nothing: the partition it is given is paused
@@ -228,28 +403,13 @@ pub fn register(
         let _ = consumer.poll(Duration::from_millis(REGISTRY_POLL_MS));
         // A coordinator still loading (a broker just started or failed
         // over) answers with a retryable error: ask again until the deadline.
-        let listed = match consumer.fetch_group_list(
-            Some(&group),
-            Duration::from_millis(REGISTRY_LIST_TIMEOUT_MS),
-        ) {
-            Ok(listed) => Some(listed),
+        match list_others(&consumer, &group, &client_id) {
+            Ok((others, true)) => break others,
+            Ok((_, false)) => {}
             Err(e) if Instant::now() < deadline => {
                 warn!(error = %e, "listing the owners' registry; retrying");
-                None
             }
             Err(e) => return Err(kafka_error("listing the owners' registry", e).into()),
-        };
-        let members: Vec<String> = listed
-            .iter()
-            .flat_map(|l| l.groups().iter())
-            .flat_map(|g| g.members().iter().map(|m| m.client_id().to_string()))
-            .collect();
-        if members.contains(&client_id) {
-            break members
-                .iter()
-                .filter(|m| **m != client_id)
-                .filter_map(|m| Claim::parse(m))
-                .collect();
         }
         if Instant::now() >= deadline {
             return Err(RegistryError::NotVisible { group });
@@ -257,12 +417,43 @@ pub fn register(
     };
     let stop = Arc::new(AtomicBool::new(false));
     let stopping = stop.clone();
+    let mut watch = DepartureWatch::new(&claim.node, &others);
+    let fencing = settings.clone();
     let thread = std::thread::Builder::new()
         .name("tf-registry".into())
         .spawn(move || {
+            let mut next_check = Instant::now() + Duration::from_millis(DEPARTURE_CHECK_MS);
             while !stopping.load(Ordering::Acquire) {
                 if let Some(Err(e)) = consumer.poll(Duration::from_millis(REGISTRY_POLL_MS)) {
                     debug!(error = %e, "owners' registry");
+                }
+                if Instant::now() < next_check {
+                    continue;
+                }
+                next_check = Instant::now() + Duration::from_millis(DEPARTURE_CHECK_MS);
+                match list_others(&consumer, &group, &client_id) {
+                    // A listing without this member is a coordinator in
+                    // the middle of a change: it says nothing of the others.
+                    Ok((live, true)) => {
+                        for gone in watch.departed(&live) {
+                            let ids = gone.transactional_ids(&fencing.application_id);
+                            if ids.is_empty() {
+                                continue;
+                            }
+                            info!(node = %gone.node, ids = ids.len(), "a node left the owners' registry; fencing its transactional ids");
+                            let settings = fencing.clone();
+                            // Detached: the fence may wait for markers, and
+                            // this thread keeps the registration alive.
+                            let spawned = std::thread::Builder::new()
+                                .name("tf-fence".into())
+                                .spawn(move || fence(&settings, &gone.node, &ids));
+                            if let Err(e) = spawned {
+                                warn!(error = %e, "starting a fencing thread");
+                            }
+                        }
+                    }
+                    Ok((_, false)) => {}
+                    Err(e) => debug!(error = %e, "listing the owners' registry"),
                 }
             }
             consumer.unsubscribe();
@@ -281,18 +472,103 @@ pub fn register(
 mod tests {
     use super::*;
 
+    fn claim(node: &str, shards: Option<(Guarantee, Vec<usize>)>) -> Claim {
+        Claim {
+            node: node.into(),
+            process: 4242,
+            mode: "consumer-group".into(),
+            partitions: None,
+            shards,
+        }
+    }
+
     #[test]
     fn a_claim_reads_back_from_its_client_id() {
+        let shards = [
+            None,
+            Some((Guarantee::ExactlyOnce, vec![0, 1])),
+            Some((Guarantee::AtLeastOnce, vec![3])),
+            Some((Guarantee::ExactlyOnce, Vec::new())),
+        ];
         for partitions in [Some(vec![0, 2, 3]), Some(Vec::new()), None] {
-            let claim = Claim {
-                node: "node-a".into(),
-                process: 4242,
-                mode: "core-map".into(),
-                partitions,
-            };
-            assert_eq!(Claim::parse(&claim.client_id()), Some(claim));
+            for shards in shards.clone() {
+                let claim = Claim {
+                    node: "node-a".into(),
+                    process: 4242,
+                    mode: "core-map".into(),
+                    partitions: partitions.clone(),
+                    shards,
+                };
+                assert_eq!(Claim::parse(&claim.client_id()), Some(claim));
+            }
         }
+        // A claim of a release before claims carried the shards.
+        assert_eq!(
+            Claim::parse("tradeflow-owner:a:7:consumer-group:any"),
+            Some(Claim {
+                node: "a".into(),
+                process: 7,
+                mode: "consumer-group".into(),
+                partitions: None,
+                shards: None,
+            })
+        );
         assert_eq!(Claim::parse("rdkafka"), None);
         assert_eq!(Claim::parse("tradeflow-owner:a:x:core-map:1"), None);
+        assert_eq!(
+            Claim::parse("tradeflow-owner:a:1:core-map:1:exactly-once"),
+            None
+        );
+        assert_eq!(Claim::parse("tradeflow-owner:a:1:core-map:1:maybe:0"), None);
+        assert_eq!(
+            Claim::parse("tradeflow-owner:a:1:core-map:1:exactly-once:x"),
+            None
+        );
+        assert_eq!(
+            Claim::parse("tradeflow-owner:a:1:any:1:exactly-once:0:9"),
+            None
+        );
+    }
+
+    #[test]
+    fn a_claim_names_the_transactional_ids_its_shards_use() {
+        let eos = claim("node-b", Some((Guarantee::ExactlyOnce, vec![0, 1])));
+        assert_eq!(
+            eos.transactional_ids("desk-a-tradeflow"),
+            [
+                "desk-a-tradeflow-node-b-0",
+                "desk-a-tradeflow-node-b-0-alt",
+                "desk-a-tradeflow-node-b-1",
+                "desk-a-tradeflow-node-b-1-alt",
+            ]
+        );
+        let alos = claim("node-b", Some((Guarantee::AtLeastOnce, vec![2])));
+        assert_eq!(
+            alos.transactional_ids("tf"),
+            ["tf-node-b-2-state", "tf-node-b-2-state-alt"]
+        );
+        assert!(claim("node-b", None).transactional_ids("tf").is_empty());
+    }
+
+    #[test]
+    fn a_node_departs_when_none_of_its_processes_is_listed() {
+        let b = claim("node-b", Some((Guarantee::ExactlyOnce, vec![0])));
+        let c = claim("node-c", Some((Guarantee::ExactlyOnce, vec![0])));
+        let mut own = claim("node-a", Some((Guarantee::ExactlyOnce, vec![0])));
+        own.process = 1;
+        let mut watch = DepartureWatch::new("node-a", &[b.clone(), c.clone(), own.clone()]);
+        assert!(watch.departed(&[b.clone(), c.clone()]).is_empty());
+        // node-b restarted: a new process under the same name is listed.
+        let mut b2 = b.clone();
+        b2.process = 9;
+        assert!(watch.departed(&[b2.clone(), c.clone()]).is_empty());
+        // node-c's registration expired; this node's own earlier process
+        // leaving is never a departure.
+        assert_eq!(watch.departed(&[b2.clone()]), vec![c.clone()]);
+        assert!(watch.departed(&[b2.clone()]).is_empty());
+        assert_eq!(watch.departed(&[]), vec![b2]);
+        // A node first seen after the start is watched too.
+        assert!(watch.departed(std::slice::from_ref(&c)).is_empty());
+        assert_eq!(watch.departed(&[]), vec![c]);
     }
 }

@@ -1,0 +1,122 @@
+//! A departed node's open transaction is aborted by the node that stays, on
+//! the real single broker (`engine::kafka::registry`): the transaction
+//! coordinator would otherwise keep it open until `transaction.timeout.ms`,
+//! and nobody could read past it under `read_committed` (a take-over restore
+//! waits for it: docs/STATE.md, "Take-over after kill -9").
+//!
+//! node-b registers in the owners' registry, and a producer under node-b's
+//! shard transactional id opens a transaction, writes a record and leaves
+//! the transaction open (as a node killed mid-transaction does). A plain
+//! record follows it. node-a registers, then node-b's registration goes. The
+//! plain record must become readable under `read_committed`, the open
+//! transaction's record never, and node-b's producer must find itself
+//! fenced. The open transaction's timeout is 60 s and the test gives up at
+//! 40 s, so only node-a's fence can have ended it.
+
+use std::time::{Duration, Instant};
+
+use engine::kafka::registry::{register, Claim};
+use engine::kafka::{ensure_topics, shard_transactional_id, Guarantee, KafkaSettings, TopicSpec};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use tradeflow_tests::{flush, unique_topic, KafkaCluster};
+
+/// Longer than the test waits: an abort by timeout cannot pass for a fence.
+const OPEN_TRANSACTION_TIMEOUT_MS: &str = "60000";
+const GIVE_UP_AFTER: Duration = Duration::from_secs(40);
+
+fn claim(node: &str) -> Claim {
+    Claim {
+        node: node.into(),
+        process: std::process::id(),
+        mode: "consumer-group".into(),
+        partitions: None,
+        shards: Some((Guarantee::ExactlyOnce, vec![0])),
+    }
+}
+
+#[test]
+fn a_departed_nodes_open_transaction_is_aborted_by_the_node_that_stays() -> anyhow::Result<()> {
+    tradeflow_tests::init_logging();
+    let cluster = KafkaCluster::single()?;
+    let topic = unique_topic("fencing");
+    let application_id = unique_topic("fencing-app");
+    let settings = KafkaSettings {
+        bootstrap: cluster.bootstrap().to_string(),
+        application_id: application_id.clone(),
+        guarantee: Guarantee::ExactlyOnce,
+        client_properties: vec![("broker.address.family".into(), "v4".into())],
+        linger_ms: 0,
+        fetch_wait_max_ms: 10,
+        namespace: codecs::topics::TopicNamespace::none(),
+    };
+    ensure_topics(&settings, &[TopicSpec::stream(topic.as_str(), 1, 1)])?;
+
+    let (node_b, _) = register(&settings, &claim("node-b"), 1)?;
+
+    // node-b's shard on core 0, killed with its transaction open.
+    let node_b_id = shard_transactional_id(&application_id, "node-b-0");
+    let departed: ThreadedProducer<DefaultProducerContext> = cluster
+        .client_config()
+        .set("transactional.id", &node_b_id)
+        .set("transaction.timeout.ms", OPEN_TRANSACTION_TIMEOUT_MS)
+        .create()?;
+    departed.init_transactions(Duration::from_secs(30))?;
+    departed.begin_transaction()?;
+    departed
+        .send(
+            BaseRecord::to(&topic)
+                .key("open")
+                .payload("never committed"),
+        )
+        .map_err(|(e, _)| e)?;
+    flush(&departed, Duration::from_secs(10))?;
+    let plain: ThreadedProducer<DefaultProducerContext> = cluster.client_config().create()?;
+    plain
+        .send(BaseRecord::to(&topic).key("after").payload("plain"))
+        .map_err(|(e, _)| e)?;
+    flush(&plain, Duration::from_secs(10))?;
+
+    let (node_a, others) = register(&settings, &claim("node-a"), 1)?;
+    assert!(
+        others.iter().any(|c| c.node == "node-b"),
+        "node-a must see node-b in the registry before it leaves: {others:?}"
+    );
+    drop(node_b);
+    let departed_at = Instant::now();
+
+    let reader: BaseConsumer = cluster
+        .client_config()
+        .set("group.id", unique_topic("fencing-reader"))
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset(&topic, 0, Offset::Beginning)?;
+    reader.assign(&assignment)?;
+    let mut read = Vec::new();
+    while read.is_empty() && departed_at.elapsed() < GIVE_UP_AFTER {
+        if let Some(message) = reader.poll(Duration::from_millis(100)) {
+            let message = message?;
+            read.push(String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned());
+        }
+    }
+    let waited = departed_at.elapsed();
+    drop(node_a);
+    assert_eq!(
+        read,
+        ["after"],
+        "after {waited:?} the record behind node-b's open transaction was still unreadable \
+         (or the aborted record was read)"
+    );
+    println!("node-b's open transaction aborted {waited:?} after it left the registry");
+
+    // node-b's producer, were it alive, is fenced: its transaction is gone.
+    let commit = departed.commit_transaction(Duration::from_secs(10));
+    assert!(
+        commit.is_err(),
+        "node-b's producer committed after node-a fenced its transactional id"
+    );
+    Ok(())
+}
