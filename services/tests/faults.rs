@@ -1129,14 +1129,16 @@ fn kill_nine_beside_a_survivor(
 /// prints both take-overs. The time until the group hands the partitions
 /// over is the consumer protocol's session timeout on the broker (6 s on
 /// the test clusters) and the same in both; then the restore, which must
-/// wait out the killed node's open transaction (nobody fences it, so the
-/// coordinator aborts it after `transaction.timeout.ms`, 35 s) before it
-/// may end, with or without a copy (see docs/STATE.md). What a standby
+/// wait out the killed node's open transaction (node-a fences node-b's
+/// transactional ids once node-b's registration expires, 10 s after the
+/// kill; before that fence the coordinator aborted it only after
+/// `transaction.timeout.ms`, 35 s) before it may end, with or without a
+/// copy (see docs/STATE.md). What a standby
 /// saves is the reading. Asserted: every audit (state compared through
 /// REST); with the standby the restore read fewer records than without
 /// (the tail, not the history); never a timing.
 #[test]
-#[ignore = "about 4 minutes, one or two of them waiting for the killed node's open transaction to time out; run with --ignored"]
+#[ignore = "about 2 minutes on three brokers; run with --ignored"]
 fn kill_nine_of_a_node_with_and_without_a_standby_replica_prints_both_take_overs(
 ) -> anyhow::Result<()> {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
