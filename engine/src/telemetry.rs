@@ -174,16 +174,22 @@ fn slot_keys(inputs: &[&'static str]) -> Vec<TimingKey> {
 
 /// Why a record went to a dead-letter topic: a bounded set, fit for a metric
 /// label (the free-text reason stays in the record's headers).
-pub const DEAD_LETTER_REASONS: [&str; 10] = [
+pub const DEAD_LETTER_REASONS: [&str; 16] = [
     "missing_value",
     "empty",
     "oversize",
     "truncated_header",
     "wrong_magic",
+    "unknown_framing",
     "unknown_schema",
     "truncated_payload",
     "trailing_bytes",
     "corrupt_archive",
+    "ambiguous_frame",
+    "unknown_schema_id",
+    "unreadable_schema",
+    "schema_registry_unreachable",
+    "invalid_avro",
     "rejected",
 ];
 /// The error classes a dead letter can carry, in label form.
@@ -971,6 +977,66 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every code a dead letter's decode error can carry has a label of its
+    /// own: none is counted as `rejected` (a stage's refusal).
+    #[test]
+    fn every_wire_error_counts_under_its_own_reason() {
+        use crate::wire::WireError;
+        use codecs::{DecodeError, EventSchema};
+        let schema = EventSchema::OrderCreatedV1;
+        let decode = [
+            DecodeError::Empty,
+            DecodeError::Oversize { len: 2, max: 1 },
+            DecodeError::TruncatedHeader { len: 1, header: 4 },
+            DecodeError::WrongMagic { byte: 7 },
+            DecodeError::UnknownFraming { version: 9 },
+            DecodeError::UnknownType {
+                kind: 9,
+                version: 9,
+            },
+            DecodeError::UnknownLegacyId { id: 9 },
+            DecodeError::TruncatedPayload {
+                schema,
+                len: 1,
+                expected: 2,
+            },
+            DecodeError::TrailingBytes {
+                schema,
+                len: 3,
+                expected: 2,
+            },
+            DecodeError::CorruptArchive { schema },
+        ];
+        let cause = String::from("x");
+        let wire = decode.into_iter().map(WireError::Rkyv).chain([
+            WireError::AmbiguousFrame {
+                id: 1,
+                legacy: schema,
+            },
+            WireError::NoRegistry { id: 1 },
+            WireError::UnknownSchemaId { id: 1 },
+            WireError::UnreadableSchema {
+                id: 1,
+                cause: cause.clone(),
+            },
+            WireError::RegistryUnreachable {
+                id: 1,
+                cause: cause.clone(),
+            },
+            WireError::InvalidAvro { id: 1, cause },
+        ]);
+        let rejected = reason_index("rejected");
+        for error in wire {
+            assert_ne!(
+                reason_index(error.reason()),
+                rejected,
+                "{error:?} ({}) has no label of its own",
+                error.reason()
+            );
+        }
+        assert_eq!(reason_index("missing_value"), 0);
+    }
 
     #[test]
     fn a_report_carries_deltas_and_an_undelivered_one_is_sent_again() {
