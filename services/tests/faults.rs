@@ -294,6 +294,7 @@ impl FaultRun {
                 inputs: engine::Stage::input_topics(&flow).to_vec(),
                 outputs: flow.output_topics(),
                 stores: flow.store_names(),
+                changelog_layout: Default::default(),
             },
             PARTITIONS,
             run.replication(),

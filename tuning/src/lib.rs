@@ -127,7 +127,7 @@ pub use error::{Key, Location, Problem, ProblemKind, TuningError, Warning, Warni
 pub use ids::{CoreId, NodeName, NodeNameError, PartitionId};
 pub use machine::Machine;
 pub use model::{
-    ApiAuth, ApiMetricsAccess, ApiSection, ApiTls, ClientThreads, CommitPolicy, CommitTiming,
+    ApiAuth, ApiMetricsAccess, ApiSection, ApiTls, ChangelogLayout, ClientThreads, CommitPolicy, CommitTiming,
     IdleStrategy, NodeSection, NodeTuning, Ownership, OwnershipMode, ProcessingGuarantee,
     RetryPolicy, RuntimeKnobs, ShardPlacement, StateSection,
 };
