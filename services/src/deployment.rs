@@ -624,6 +624,7 @@ mod tests {
             Topology::Node,
             1,
             1,
+            ChangelogLayout::PerStore,
         );
         let error = strimzi_yaml(&plan, "tradeflow").err();
         assert!(
