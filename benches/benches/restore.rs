@@ -208,7 +208,10 @@ fn restore(
         let topic = &changelogs.topics()[changelogs.topic_of(store)];
         let key = k.to_be_bytes();
         let key = changelogs.write_key(store, &key, &mut key_buffer);
-        let mut record = BaseRecord::to(topic).partition(0).key(key).payload(&value[..]);
+        let mut record = BaseRecord::to(topic)
+            .partition(0)
+            .key(key)
+            .payload(&value[..]);
         loop {
             match producer.send(record) {
                 Ok(()) => break,

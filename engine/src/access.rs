@@ -13,9 +13,9 @@
 
 use codecs::topics::TopicNamespace;
 
+use crate::changelog::{changelog_topics, other_layout};
 use crate::deployment::{topic_plan, FlowTopics};
 use crate::kafka::registry::{registry_group, registry_topic};
-use crate::changelog::{changelog_topics, other_layout};
 use crate::topics::dead_letter_topic;
 
 /// What kind of Kafka resource a rule is about, as Kafka's ACLs name them.

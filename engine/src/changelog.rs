@@ -70,7 +70,11 @@ pub fn decode_shared_key(bytes: &[u8]) -> Result<(&[u8], &[u8]), StoreCodecError
 /// The logical changelog topics of `stores` of `application_id` under
 /// `layout`: one per store, in the stores' order (per-store), or the one
 /// shared topic (shared).
-pub fn changelog_topics(layout: ChangelogLayout, application_id: &str, stores: &[&str]) -> Vec<String> {
+pub fn changelog_topics(
+    layout: ChangelogLayout,
+    application_id: &str,
+    stores: &[&str],
+) -> Vec<String> {
     match layout {
         ChangelogLayout::PerStore => stores
             .iter()

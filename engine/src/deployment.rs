@@ -25,12 +25,12 @@ use crate::kafka::{
 };
 use codecs::topics::TopicNamespace;
 
+use crate::changelog::{changelog_topics, other_layout, ChangelogLayout};
 use crate::runtime::{
     AdaptiveCommit, ClientThreads, CommitPolicy, IdleStrategy, RetryPolicy, RuntimeKnobs,
     ShardPlan, RESTART_ATTEMPTS_MAX, RESTART_BACKOFF_MS_MAX, RESTART_BACKOFF_MS_MIN,
     RESTART_DEADLINE_MS,
 };
-use crate::changelog::{changelog_topics, other_layout, ChangelogLayout};
 use crate::topics::dead_letter_topic;
 
 // A core map without a [retry] section restarts shards exactly as the
@@ -368,11 +368,10 @@ pub fn prepare_topics(
     replication: i32,
 ) -> Result<(), DeploymentError> {
     let other = other_layout(flow.changelog_layout);
-    let other_topics: Vec<String> =
-        changelog_topics(other, &settings.application_id, &flow.stores)
-            .iter()
-            .map(|t| settings.namespace.physical(t))
-            .collect();
+    let other_topics: Vec<String> = changelog_topics(other, &settings.application_id, &flow.stores)
+        .iter()
+        .map(|t| settings.namespace.physical(t))
+        .collect();
     for (topic, records) in topic_records(settings, &other_topics)? {
         if records > 0 {
             return Err(DeploymentError::ChangelogLayout {

@@ -24,6 +24,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
 use crate::cadence::{BatchEnd, CommitCadence};
+use crate::changelog::{ChangelogLayout, Changelogs};
 use crate::ids::{PartitionId, ShardId};
 use crate::kafka::standby::{spawn_keeper, StandbyPlan};
 use crate::kafka::{Guarantee, KafkaSettings, Ownership, RdKafkaPort};
@@ -35,7 +36,6 @@ use crate::store::{PartitionStores, StoreEntries};
 use crate::telemetry::{
     ReportChannel, ShardGauges, Telemetry, FINAL_REPORT_TIMEOUT_MS, PUBLISH_INTERVAL_MS,
 };
-use crate::changelog::{ChangelogLayout, Changelogs};
 
 pub use crate::telemetry::ShardStatus;
 

@@ -252,11 +252,8 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
     /// assignment: a partition's stores are restored from, and written to,
     /// this layout's topics only.
     pub fn with_changelog_layout(mut self, layout: ChangelogLayout) -> Self {
-        self.topics.changelogs = Changelogs::new(
-            layout,
-            &self.topics.application_id,
-            S::State::store_names(),
-        );
+        self.topics.changelogs =
+            Changelogs::new(layout, &self.topics.application_id, S::State::store_names());
         self
     }
 
@@ -679,9 +676,7 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
                 };
                 // A store the copy never read (`None`) restores in full.
                 let restored = match tail_from {
-                    Some(next) => {
-                        port.restore_tail(changelog, partition, Offset(next), &mut apply)
-                    }
+                    Some(next) => port.restore_tail(changelog, partition, Offset(next), &mut apply),
                     None => port.restore(changelog, partition, &mut apply),
                 };
                 match restored {

@@ -203,7 +203,7 @@ enum Slot<St> {
 pub struct StandbyLag {
     pub partition: PartitionId,
     /// Offsets between the copy's read positions and the changelogs' high
-    /// watermarks (as of the keeper's last fetch), summed over the stores.
+    /// watermarks (as of the keeper's last fetch), summed over its changelog topics.
     pub offsets_behind: u64,
 }
 

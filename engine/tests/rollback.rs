@@ -18,12 +18,12 @@ use std::rc::Rc;
 use codecs::{
     encode_to_vec, AccountFunded, AccountId, Event, EventHeader, EventId, EventRef, Money,
 };
+use engine::changelog::ChangelogLayout;
 use engine::partitioner::partition_for;
 use engine::sim::{SimCluster, SimPort};
 use engine::stage::{Input, Outbox, Rejection, Stage};
 use engine::standby::{StandbyCopies, StandbyHandle};
 use engine::store::{ChangelogStore, PartitionStores, Store};
-use engine::changelog::ChangelogLayout;
 use engine::topics::{changelog_topic, shared_changelog_topic};
 use engine::{PartitionId, Shard, ShardId, Step};
 use proptest::prelude::*;
@@ -328,7 +328,8 @@ fn run_with(ops: &[Op], standbys: bool, layout: ChangelogLayout) {
             .sum()
     };
     let (per_store, shared) = (
-        records(&changelog_topic(APPLICATION, "sums")) + records(&changelog_topic(APPLICATION, "counts")),
+        records(&changelog_topic(APPLICATION, "sums"))
+            + records(&changelog_topic(APPLICATION, "counts")),
         records(&shared_changelog_topic(APPLICATION)),
     );
     match layout {

@@ -513,7 +513,13 @@ mod tests {
 
     #[test]
     fn the_node_plan_holds_every_flow_topic_its_dead_letters_and_changelogs() {
-        let plan = plan(&TopicNamespace::none(), Topology::Node, 24, 3, ChangelogLayout::PerStore);
+        let plan = plan(
+            &TopicNamespace::none(),
+            Topology::Node,
+            24,
+            3,
+            ChangelogLayout::PerStore,
+        );
         let names = topic_names(&plan);
         for topic in ALL {
             assert!(names.contains(&topic), "{topic} missing from {names:?}");
@@ -543,7 +549,13 @@ mod tests {
     #[test]
     fn per_service_workloads_own_their_groups_and_only_their_topics() {
         let namespace = TopicNamespace::new("desk-a").unwrap_or_default();
-        let plan = plan(&namespace, Topology::PerService, 8, 3, ChangelogLayout::PerStore);
+        let plan = plan(
+            &namespace,
+            Topology::PerService,
+            8,
+            3,
+            ChangelogLayout::PerStore,
+        );
         let ids: Vec<&str> = plan
             .workloads
             .iter()
@@ -600,7 +612,13 @@ mod tests {
 
     #[test]
     fn strimzi_output_names_each_topic_and_user_once() -> Result<(), PlanError> {
-        let plan = plan(&TopicNamespace::none(), Topology::PerService, 12, 3, ChangelogLayout::PerStore);
+        let plan = plan(
+            &TopicNamespace::none(),
+            Topology::PerService,
+            12,
+            3,
+            ChangelogLayout::PerStore,
+        );
         let yaml = strimzi_yaml(&plan, "tradeflow")?;
         let topics = yaml.matches("kind: KafkaTopic").count();
         let users = yaml.matches("kind: KafkaUser").count();

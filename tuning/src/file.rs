@@ -24,8 +24,8 @@ use crate::limits::{
 };
 use crate::model::{
     ApiAuth, ApiMetricsAccess, ApiSection, ApiTls, ChangelogLayout, ClientThreads, CommitPolicy,
-    CommitTiming, IdleStrategy, NodeSection, NodeTuning, Origin, Ownership, OwnershipMode, ProcessingGuarantee,
-    RetryPolicy, RuntimeKnobs, Sections, ShardPlacement, StateSection,
+    CommitTiming, IdleStrategy, NodeSection, NodeTuning, Origin, Ownership, OwnershipMode,
+    ProcessingGuarantee, RetryPolicy, RuntimeKnobs, Sections, ShardPlacement, StateSection,
 };
 
 #[derive(Deserialize)]
@@ -980,17 +980,24 @@ mod syntax_tests {
         let default = NodeTuning::from_toml_str(VALID).expect("valid");
         assert_eq!(default.state().changelog_layout, ChangelogLayout::PerStore);
         assert!(!default.to_toml_string().contains("changelog_layout"));
-        let per_store =
-            NodeTuning::from_toml_str(&format!("{VALID}[state]\nchangelog_layout = \"per-store\"\n"))
-                .expect("valid");
+        let per_store = NodeTuning::from_toml_str(&format!(
+            "{VALID}[state]\nchangelog_layout = \"per-store\"\n"
+        ))
+        .expect("valid");
         assert_eq!(per_store, default);
         let shared =
             NodeTuning::from_toml_str(&format!("{VALID}[state]\nchangelog_layout = \"shared\"\n"))
                 .expect("valid");
         assert_eq!(shared.state().changelog_layout, ChangelogLayout::Shared);
         let written = shared.to_toml_string();
-        assert!(written.contains("changelog_layout = \"shared\"\n"), "{written}");
-        assert_eq!(NodeTuning::from_toml_str(&written).expect("reads back"), shared);
+        assert!(
+            written.contains("changelog_layout = \"shared\"\n"),
+            "{written}"
+        );
+        assert_eq!(
+            NodeTuning::from_toml_str(&written).expect("reads back"),
+            shared
+        );
         for bad in ["\"Shared\"", "\"per_store\"", "\"\"", "1", "true"] {
             let error =
                 NodeTuning::from_toml_str(&format!("{VALID}[state]\nchangelog_layout = {bad}\n"))

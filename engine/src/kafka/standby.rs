@@ -194,7 +194,13 @@ fn keep<St: PartitionStores>(
                             key,
                             value,
                         };
-                        apply(copy, &plan.changelogs, record, &physical[changelog], partition);
+                        apply(
+                            copy,
+                            &plan.changelogs,
+                            record,
+                            &physical[changelog],
+                            partition,
+                        );
                     }
                 }
             }
