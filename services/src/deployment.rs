@@ -512,6 +512,35 @@ mod tests {
     }
 
     #[test]
+    fn a_shared_changelog_plan_holds_one_compacted_changelog_for_every_store() {
+        let plan = plan(
+            &TopicNamespace::none(),
+            Topology::Node,
+            24,
+            3,
+            ChangelogLayout::Shared,
+        );
+        let changelogs: Vec<&TopicSpec> = plan
+            .topics
+            .iter()
+            .filter(|t| t.name.ends_with("-changelog"))
+            .collect();
+        assert_eq!(changelogs.len(), 1, "{changelogs:?}");
+        assert_eq!(changelogs[0].name, "tradeflow-changelog");
+        assert_eq!(changelogs[0].partitions, 24);
+        assert_eq!(
+            changelogs[0].config,
+            vec![("cleanup.policy".to_string(), "compact".to_string())]
+        );
+        let yaml = strimzi_yaml(&plan, "tradeflow").unwrap_or_default();
+        assert!(
+            yaml.contains("  topicName: \"tradeflow-changelog\"\n"),
+            "{yaml}"
+        );
+        assert!(!yaml.contains("topicName: \"tradeflow-order-orders-changelog\""));
+    }
+
+    #[test]
     fn the_node_plan_holds_every_flow_topic_its_dead_letters_and_changelogs() {
         let plan = plan(
             &TopicNamespace::none(),
