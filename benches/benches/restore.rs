@@ -4,17 +4,26 @@
 //!
 //! Needs a broker: `scripts/kafka up`, or TRADEFLOW_BOOTSTRAP. Without one it
 //! prints how to start one and measures memory only.
+//! The restore runs in both changelog layouts (`[state] changelog_layout`):
+//! two stores of one partition, the keys split evenly between them, each in
+//! its own changelog topic (per-store) or both in one shared topic whose
+//! keys carry the store's name (shared), restored as the shard restores
+//! them (sized from the extent first, then each record applied in place;
+//! shared: routed to its store by the key's prefix).
+//!
 //! Run: `cargo bench -p tradeflow-benches --bench restore` (TRADEFLOW_RESTORE_KEYS
 //! changes the key count; TRADEFLOW_RESTORE_RESERVE=0 restores without sizing
-//! the store first).
+//! the stores first; TRADEFLOW_RESTORE_LAYOUT=per-store or shared runs one
+//! layout only).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use engine::changelog::{ChangelogLayout, Changelogs};
 use engine::kafka::{ensure_topics, Guarantee, KafkaSettings, Ownership, RdKafkaPort, TopicSpec};
 use engine::port::KafkaPort;
-use engine::store::{ChangelogStore, Store, StoreValue};
+use engine::store::{ChangelogStore, PartitionStores, Store, StoreValue};
 use engine::PartitionId;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -67,6 +76,28 @@ impl StoreValue for Balance {
     }
 }
 
+/// One partition's state: two stores of payment-sized values.
+struct Books {
+    balances: Store<u64, Balance>,
+    holds: Store<u64, Balance>,
+}
+
+impl Default for Books {
+    fn default() -> Self {
+        Books {
+            balances: Store::new("balances"),
+            holds: Store::new("holds"),
+        }
+    }
+}
+
+impl PartitionStores for Books {
+    fn for_each_store(&mut self, f: &mut dyn FnMut(&mut dyn ChangelogStore)) {
+        f(&mut self.balances);
+        f(&mut self.holds);
+    }
+}
+
 /// User and system CPU seconds of this process so far, all threads
 /// (Linux `/proc/self/stat`, in clock ticks of 10 ms).
 fn process_cpu_s() -> Option<f64> {
@@ -116,23 +147,48 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let bootstrap =
         std::env::var("TRADEFLOW_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:19092".to_string());
+    let layouts: Vec<ChangelogLayout> = match std::env::var("TRADEFLOW_RESTORE_LAYOUT") {
+        Ok(layout) => vec![ChangelogLayout::parse(&layout)
+            .ok_or("TRADEFLOW_RESTORE_LAYOUT must be per-store or shared")?],
+        Err(_) => vec![ChangelogLayout::PerStore, ChangelogLayout::Shared],
+    };
+    for layout in layouts {
+        if !restore(&bootstrap, keys, layout)? {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Writes `keys` changelog records (half per store) in `layout`, then
+/// restores them as a shard does and prints the figures. `false`: no broker.
+fn restore(
+    bootstrap: &str,
+    keys: u64,
+    layout: ChangelogLayout,
+) -> Result<bool, Box<dyn std::error::Error>> {
     let settings = KafkaSettings {
-        bootstrap: bootstrap.clone(),
-        application_id: format!("restore-bench-{}", std::process::id()),
+        bootstrap: bootstrap.to_string(),
+        application_id: format!("restore-bench-{}-{layout}", std::process::id()),
         guarantee: Guarantee::AtLeastOnce,
         client_properties: vec![("broker.address.family".into(), "v4".into())],
         linger_ms: 5,
         fetch_wait_max_ms: 10,
         namespace: codecs::topics::TopicNamespace::none(),
     };
-    let topic = format!("{}-balances-changelog", settings.application_id);
-    if let Err(e) = ensure_topics(&settings, &[TopicSpec::changelog(&topic, 1, 1)]) {
+    let changelogs = Changelogs::new(layout, &settings.application_id, Books::store_names());
+    let specs: Vec<TopicSpec> = changelogs
+        .topics()
+        .iter()
+        .map(|topic| TopicSpec::changelog(topic, 1, 1))
+        .collect();
+    if let Err(e) = ensure_topics(&settings, &specs) {
         println!("restore: no broker at {bootstrap} ({e}); start one with scripts/kafka up");
-        return Ok(());
+        return Ok(false);
     }
 
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
+        .set("bootstrap.servers", bootstrap)
         .set("linger.ms", "20")
         .set("batch.size", "1000000")
         .set("compression.type", "lz4")
@@ -140,6 +196,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .create()?;
     let written = Instant::now();
     let mut value = Vec::with_capacity(16);
+    let mut key_buffer = Vec::with_capacity(32);
     for k in 0..keys {
         value.clear();
         Balance {
@@ -147,10 +204,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             reserved: 1,
         }
         .encode(&mut value);
+        let store = (k % 2) as usize;
+        let topic = &changelogs.topics()[changelogs.topic_of(store)];
         let key = k.to_be_bytes();
-        let mut record = BaseRecord::to(&topic)
+        let key = changelogs.write_key(store, &key, &mut key_buffer);
+        let mut record = BaseRecord::to(topic)
             .partition(0)
-            .key(&key[..])
+            .key(key)
             .payload(&value[..]);
         loop {
             match producer.send(record) {
@@ -172,44 +232,80 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::thread::sleep(Duration::from_millis(1));
     }
     println!(
-        "restore: wrote {keys} changelog records in {:?}",
+        "restore ({layout}): wrote {keys} changelog records to {} topic(s) in {:?}",
+        changelogs.topics().len(),
         written.elapsed()
     );
 
     let mut port = RdKafkaPort::new(&settings, &[], &Ownership::Static(Vec::new()), "unused")?;
-    let mut store: Store<u64, Balance> = Store::new("balances");
+    let mut books = Books::default();
     let started = Instant::now();
     let cpu_before = process_cpu_s();
-    // As the shard does: size the store from the changelog's extent first
-    // (TRADEFLOW_RESTORE_RESERVE=0 leaves it to grow, for comparison).
+    // As the shard does: size the stores from the changelogs' extent first
+    // (TRADEFLOW_RESTORE_RESERVE=0 leaves them to grow, for comparison);
+    // a shared changelog's records are shared evenly among the stores.
     let reserve = std::env::var("TRADEFLOW_RESTORE_RESERVE").as_deref() != Ok("0");
-    if reserve {
-        if let Some(records) = port.changelog_records(&topic, PartitionId(0))? {
-            store.reserve(usize::try_from(records)?);
+    let stores = changelogs.stores().len() as u64;
+    let mut records = 0;
+    let mut bytes = 0;
+    for (index, topic) in changelogs.topics().iter().enumerate() {
+        if reserve {
+            if let Some(extent) = port.changelog_records(topic, PartitionId(0))? {
+                let share = match layout {
+                    ChangelogLayout::PerStore => extent,
+                    ChangelogLayout::Shared => extent / stores,
+                };
+                let share = usize::try_from(share)?;
+                match layout {
+                    ChangelogLayout::PerStore if index == 0 => books.balances.reserve(share),
+                    ChangelogLayout::PerStore => books.holds.reserve(share),
+                    ChangelogLayout::Shared => {
+                        books.for_each_store(&mut |store| store.reserve(share));
+                    }
+                }
+            }
         }
+        let stats = match layout {
+            // Straight into the topic's store, as the shard does.
+            ChangelogLayout::PerStore => {
+                let store: &mut dyn ChangelogStore = if index == 0 {
+                    &mut books.balances
+                } else {
+                    &mut books.holds
+                };
+                port.restore(topic, PartitionId(0), &mut |k, v| store.apply(k, v))?
+            }
+            ChangelogLayout::Shared => port.restore(topic, PartitionId(0), &mut |k, v| {
+                let (store, key) = changelogs.route(index, k)?;
+                books.apply_to(store, key, v)
+            })?,
+        };
+        records += stats.records;
+        bytes += stats.bytes;
     }
-    let stats = port.restore(&topic, PartitionId(0), &mut |k, v| store.apply(k, v))?;
-    store.restored();
+    books.for_each_store(&mut |store| store.restored());
     let elapsed = started.elapsed().as_secs_f64();
     let cpu = process_cpu_s()
         .zip(cpu_before)
         .map(|(after, before)| after - before);
+    let entries = books.balances.len() + books.holds.len();
     println!(
-        "restore: {} records ({:.1} MB of keys and values) into {} entries in {elapsed:.2} s: \
-         {:.0} keys/s, {:.1} MB/s",
-        stats.records,
-        stats.bytes as f64 / 1e6,
-        store.len(),
-        stats.records as f64 / elapsed,
-        stats.bytes as f64 / 1e6 / elapsed
+        "restore ({layout}): {records} records ({:.1} MB of keys and values) into {entries} entries \
+         of 2 stores in {elapsed:.2} s: {:.0} keys/s, {:.1} MB/s",
+        bytes as f64 / 1e6,
+        records as f64 / elapsed,
+        bytes as f64 / 1e6 / elapsed
     );
+    if entries as u64 != keys {
+        return Err(format!("restored {entries} entries of {keys} keys").into());
+    }
     if let Some(cpu) = cpu {
         println!(
-            "restore: {cpu:.2} s of CPU in this process (all threads, librdkafka's included; \
-             not the broker's): {:.0} keys per CPU-second",
-            stats.records as f64 / cpu.max(0.01)
+            "restore ({layout}): {cpu:.2} s of CPU in this process (all threads, librdkafka's \
+             included; not the broker's): {:.0} keys per CPU-second",
+            records as f64 / cpu.max(0.01)
         );
     }
     port.close();
-    Ok(())
+    Ok(true)
 }

@@ -13,9 +13,10 @@
 
 use codecs::topics::TopicNamespace;
 
+use crate::changelog::{changelog_topics, other_layout};
 use crate::deployment::{topic_plan, FlowTopics};
 use crate::kafka::registry::{registry_group, registry_topic};
-use crate::topics::{changelog_topic, dead_letter_topic};
+use crate::topics::dead_letter_topic;
 
 /// What kind of Kafka resource a rule is about, as Kafka's ACLs name them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -154,13 +155,22 @@ pub fn process_acls(process: &ProcessAccess<'_>) -> Vec<AclRule> {
             &[Write, Describe],
         );
     }
-    for store in &process.flow.stores {
+    for changelog in process.flow.changelogs(process.application_id) {
         grant(
             topic,
-            namespace.physical(&changelog_topic(process.application_id, store)),
+            namespace.physical(&changelog),
             literal,
             &[Read, Write, Describe],
         );
+    }
+    // The other layout's changelogs: `prepare_topics` reads their extent at
+    // start, to refuse a layout switch that would lose state.
+    for changelog in changelog_topics(
+        other_layout(process.flow.changelog_layout),
+        process.application_id,
+        &process.flow.stores,
+    ) {
+        grant(topic, namespace.physical(&changelog), literal, &[Describe]);
     }
     // The owners' registry: every node subscribes to its one-partition topic
     // in its own group (it carries no records; the membership is the point).
@@ -223,6 +233,7 @@ mod tests {
             inputs: vec!["orders.in"],
             outputs: vec!["payments.out"],
             stores: vec!["accounts"],
+            changelog_layout: Default::default(),
         }
     }
 
@@ -271,15 +282,51 @@ mod tests {
             .iter()
             .filter(|r| r.resource == AclResource::Topic)
             .all(|r| r.pattern == PatternType::Literal && r.name != "*"));
-        // Inputs, their dead letters, the output, the changelog, the
-        // owners' registry topic; the consumer, restore and registry
-        // groups; the transactional ids.
-        assert_eq!(rules.len(), 9, "{rules:#?}");
+        // The other layout's changelog: described only (the start-up check
+        // of a layout switch reads its extent).
+        let shared = rule(&rules, AclResource::Topic, "tradeflow-changelog").map(|r| &r.operations);
+        assert_eq!(shared, Some(&vec![AclOperation::Describe]));
+        // Inputs, their dead letters, the output, the changelog and the
+        // other layout's, the owners' registry topic; the consumer, restore
+        // and registry groups; the transactional ids.
+        assert_eq!(rules.len(), 10, "{rules:#?}");
         let registry = rule(&rules, AclResource::Topic, "tradeflow-owners").map(|r| &r.operations);
         assert_eq!(
             registry,
             Some(&vec![AclOperation::Read, AclOperation::Describe])
         );
+    }
+
+    #[test]
+    fn the_shared_layout_reads_and_writes_one_changelog_and_describes_the_per_store_ones() {
+        let namespace = TopicNamespace::none();
+        let flow = FlowTopics {
+            stores: vec!["accounts", "orders"],
+            changelog_layout: crate::changelog::ChangelogLayout::Shared,
+            ..flow()
+        };
+        let rules = process_acls(&ProcessAccess {
+            namespace: &namespace,
+            application_id: "tradeflow",
+            flow: &flow,
+            also_writes: &[],
+            creates_topics: true,
+        });
+        let shared = rule(&rules, AclResource::Topic, "tradeflow-changelog").map(|r| &r.operations);
+        assert_eq!(
+            shared,
+            Some(&vec![
+                AclOperation::Read,
+                AclOperation::Write,
+                AclOperation::Create,
+                AclOperation::Describe
+            ])
+        );
+        for store in ["accounts", "orders"] {
+            let name = format!("tradeflow-{store}-changelog");
+            let per_store = rule(&rules, AclResource::Topic, &name).map(|r| &r.operations);
+            assert_eq!(per_store, Some(&vec![AclOperation::Describe]), "{name}");
+        }
     }
 
     #[test]

@@ -21,17 +21,18 @@ use crate::kafka::registry::{
     register, Claim, Registration, RegistryError, REGISTRY_SESSION_TIMEOUT_MS,
 };
 use crate::kafka::{
-    ensure_topics, shard_transactional_id, Guarantee, KafkaSettings, Ownership, TopicError,
-    TopicSpec,
+    ensure_topics, shard_transactional_id, topic_records, Guarantee, KafkaSettings, Ownership,
+    TopicError, TopicSpec,
 };
 use codecs::topics::TopicNamespace;
 
+use crate::changelog::{changelog_topics, other_layout, ChangelogLayout};
 use crate::runtime::{
     AdaptiveCommit, ClientThreads, CommitPolicy, IdleStrategy, RetryPolicy, RuntimeKnobs,
     ShardPlan, RESTART_ATTEMPTS_MAX, RESTART_BACKOFF_MS_MAX, RESTART_BACKOFF_MS_MIN,
     RESTART_DEADLINE_MS,
 };
-use crate::topics::{changelog_topic, dead_letter_topic};
+use crate::topics::dead_letter_topic;
 
 // A core map without a [retry] section restarts shards exactly as the
 // runtime's own defaults do: the two crates name one policy.
@@ -88,6 +89,18 @@ pub enum DeploymentError {
     Tuning(#[from] TuningError),
     #[error(transparent)]
     Topics(#[from] TopicError),
+    #[error(
+        "state.changelog_layout = \"{layout}\", but changelog topic {topic} of the \"{other}\" \
+         layout holds {records} record(s) of this application's state, which the \"{layout}\" \
+         layout never reads: starting would lose that state. Keep state.changelog_layout = \
+         \"{other}\", or move the state over and delete {topic} first"
+    )]
+    ChangelogLayout {
+        layout: ChangelogLayout,
+        other: ChangelogLayout,
+        topic: String,
+        records: u64,
+    },
     #[error("ownership.partitions = {0} does not fit a Kafka partition count")]
     PartitionCount(u32),
     #[error(transparent)]
@@ -186,6 +199,7 @@ pub fn plan_node(
             backoff_max: retry.backoff_max(),
         },
         standby_replicas: tuning.state().standby_replicas,
+        changelog_layout: tuning.state().changelog_layout,
     };
     let settings = KafkaSettings {
         bootstrap: connection.bootstrap.clone(),
@@ -282,11 +296,22 @@ pub struct FlowTopics<'a> {
     pub inputs: Vec<&'a str>,
     pub outputs: Vec<&'a str>,
     pub stores: Vec<&'a str>,
+    /// `[state] changelog_layout`: a compacted changelog per store, or one
+    /// shared by every store (see `crate::changelog`).
+    pub changelog_layout: ChangelogLayout,
+}
+
+impl FlowTopics<'_> {
+    /// The logical changelog topics of the flow's stores under its layout.
+    pub fn changelogs(&self, application_id: &str) -> Vec<String> {
+        changelog_topics(self.changelog_layout, application_id, &self.stores)
+    }
 }
 
 /// The topics a process with `application_id` in `namespace` needs for
 /// `flow`, by physical name: inputs and outputs, one dead-letter topic per
-/// input, one compacted changelog per store, all with `partitions`
+/// input, the compacted changelogs (one per store, or one shared by every
+/// store: `[state] changelog_layout`), all with `partitions`
 /// partitions. One list, so `tradeflow run` (which creates them) and
 /// `tradeflow plan` (which prints them as Strimzi resources) never disagree.
 pub fn topic_plan(
@@ -316,9 +341,9 @@ pub fn topic_plan(
             replication,
         ));
     }
-    for store in &flow.stores {
+    for changelog in flow.changelogs(application_id) {
         add(TopicSpec::changelog(
-            namespace.physical(&changelog_topic(application_id, store)),
+            namespace.physical(&changelog),
             partitions,
             replication,
         ));
@@ -334,16 +359,37 @@ pub fn topic_plan(
     specs
 }
 
-/// Creates what is missing of [`topic_plan`] — inputs, outputs, one
-/// compacted changelog per store, one dead-letter topic per input — all
-/// with `partitions` partitions, and fails naming the topic when an
-/// existing one has another count (co-partitioning would silently break).
+/// Creates what is missing of [`topic_plan`] — inputs, outputs, the
+/// compacted changelogs of the flow's layout, one dead-letter topic per
+/// input — all with `partitions` partitions, and fails naming the topic
+/// when an existing one has another count (co-partitioning would silently
+/// break).
+///
+/// First it refuses a layout switch that would lose state: when a changelog
+/// topic of the *other* layout holds records, the node would never read
+/// them, so it fails with [`DeploymentError::ChangelogLayout`], naming
+/// `state.changelog_layout` and the topic, and creates nothing.
 pub fn prepare_topics(
     settings: &KafkaSettings,
     flow: &FlowTopics<'_>,
     partitions: i32,
     replication: i32,
 ) -> Result<(), DeploymentError> {
+    let other = other_layout(flow.changelog_layout);
+    let other_topics: Vec<String> = changelog_topics(other, &settings.application_id, &flow.stores)
+        .iter()
+        .map(|t| settings.namespace.physical(t))
+        .collect();
+    for (topic, records) in topic_records(settings, &other_topics)? {
+        if records > 0 {
+            return Err(DeploymentError::ChangelogLayout {
+                layout: flow.changelog_layout,
+                other,
+                topic,
+                records,
+            });
+        }
+    }
     let specs = topic_plan(
         &settings.namespace,
         &settings.application_id,

@@ -1842,6 +1842,42 @@ pub fn ensure_topics(settings: &KafkaSettings, specs: &[TopicSpec]) -> Result<()
     Ok(())
 }
 
+/// The records each of `topics` holds now (its partitions' high less low
+/// watermarks, summed), for the topics that exist; a topic that does not
+/// exist is left out. Transaction markers and records compaction has not
+/// removed yet count too: it says whether a topic may hold data, not how
+/// many keys. For start-up checks, never on a shard's data path.
+pub fn topic_records(
+    settings: &KafkaSettings,
+    topics: &[String],
+) -> Result<Vec<(String, u64)>, TopicError> {
+    if topics.is_empty() {
+        return Ok(Vec::new());
+    }
+    let probe: BaseConsumer<DenialWatch> = settings
+        .base()
+        .create_with_context(DenialWatch::default())?;
+    let metadata =
+        fetch_metadata_watched(&probe, None, Duration::from_millis(KAFKA_CALL_TIMEOUT_MS))?;
+    let mut found = Vec::new();
+    for topic in metadata.topics() {
+        if topic.error().is_some() || !topics.iter().any(|t| t == topic.name()) {
+            continue;
+        }
+        let mut records = 0u64;
+        for partition in topic.partitions() {
+            let (low, high) = probe.fetch_watermarks(
+                topic.name(),
+                partition.id(),
+                Duration::from_millis(KAFKA_CALL_TIMEOUT_MS),
+            )?;
+            records += u64::try_from(high - low).unwrap_or(0);
+        }
+        found.push((topic.name().to_string(), records));
+    }
+    Ok(found)
+}
+
 /// One record read by [`read_to_end`].
 #[derive(Clone, Copy, Debug)]
 pub struct ReadRecord<'a> {

@@ -8,6 +8,7 @@
 
 pub mod access;
 pub mod cadence;
+pub mod changelog;
 pub mod deployment;
 pub mod ids;
 pub mod kafka;

@@ -24,6 +24,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
 use crate::cadence::{BatchEnd, CommitCadence};
+use crate::changelog::{ChangelogLayout, Changelogs};
 use crate::ids::{PartitionId, ShardId};
 use crate::kafka::standby::{spawn_keeper, StandbyPlan};
 use crate::kafka::{Guarantee, KafkaSettings, Ownership, RdKafkaPort};
@@ -35,7 +36,6 @@ use crate::store::{PartitionStores, StoreEntries};
 use crate::telemetry::{
     ReportChannel, ShardGauges, Telemetry, FINAL_REPORT_TIMEOUT_MS, PUBLISH_INTERVAL_MS,
 };
-use crate::topics::changelog_topic;
 
 pub use crate::telemetry::ShardStatus;
 
@@ -148,6 +148,9 @@ pub struct RuntimeKnobs {
     /// the partitions its shards do not own (`kafka::standby`); 0 keeps none
     /// and starts no keeper.
     pub standby_replicas: u32,
+    /// `[state] changelog_layout`: the shards' and the standby keeper's
+    /// changelog topics (see `crate::changelog`).
+    pub changelog_layout: ChangelogLayout,
 }
 
 impl Default for RuntimeKnobs {
@@ -158,6 +161,7 @@ impl Default for RuntimeKnobs {
             commit: CommitPolicy::fixed(Duration::from_millis(100), true),
             retry: RetryPolicy::default(),
             standby_replicas: 0,
+            changelog_layout: ChangelogLayout::PerStore,
         }
     }
 }
@@ -267,10 +271,11 @@ impl Engine {
             let all_gauges: Vec<Arc<ShardGauges>> =
                 gauges.iter().map(|(_, g)| Arc::clone(g)).collect();
             let plan = StandbyPlan {
-                changelogs: S::State::store_names()
-                    .into_iter()
-                    .map(|store| changelog_topic(&settings.application_id, store))
-                    .collect(),
+                changelogs: Changelogs::new(
+                    knobs.changelog_layout,
+                    &settings.application_id,
+                    S::State::store_names(),
+                ),
                 partitions,
                 shards_assigned: Box::new(move || all_gauges.iter().all(|g| g.read().assigned)),
                 lag: telemetry.standby_lag_sink(),
@@ -755,6 +760,7 @@ where
         context.partitions,
     )?
     .with_output_timing(output_timing)
+    .with_changelog_layout(context.knobs.changelog_layout)
     // Under exactly-once an aborted transaction is undone in memory (see
     // Shard::roll_back); at-least-once never aborts a transaction of outputs.
     .with_undo(context.settings.guarantee == Guarantee::ExactlyOnce)

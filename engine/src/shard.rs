@@ -17,6 +17,7 @@ use std::sync::Arc;
 use hashbrown::HashMap;
 use tracing::{debug, info, warn};
 
+use crate::changelog::{ChangelogLayout, Changelogs};
 use crate::ids::{Offset, PartitionId, ShardId, TopicIdx, INPUT_TOPICS_MAX};
 use crate::port::{
     InputOffset, InputPosition, InputRecord, KafkaPort, OutRecord, Polled, PortError, Rewind,
@@ -27,7 +28,7 @@ use crate::store::{PartitionStores, StoreEntries};
 use crate::telemetry::{
     PartitionLag, ReportBody, ShardGauges, ShardReport, ShardTelemetry, StoreSize, Timing,
 };
-use crate::topics::{changelog_topic, dead_letter_topic};
+use crate::topics::dead_letter_topic;
 use crate::wire::WireReader;
 use hdrhistogram::Histogram;
 
@@ -150,18 +151,22 @@ struct OwnedPartition<St> {
     /// The first offset processed since the partition was assigned: where
     /// the group's committed offset stood then (for lag before a commit).
     resumed_from: [Option<Offset>; INPUT_TOPICS_MAX],
-    /// Per store, where its restore ended (`RestoreStats::next`): the state
-    /// holds every committed changelog record below it, and this shard has
-    /// been the partition's only writer since. A revoke hands the stores to
-    /// the standby keeper with these as the copy's read positions.
+    /// Per changelog topic (`Changelogs::topics`: per store, or one for the
+    /// shared layout), where its restore ended (`RestoreStats::next`): the
+    /// state holds every committed changelog record below it, and this
+    /// shard has been the partition's only writer since. A revoke hands the
+    /// stores to the standby keeper with these as the copy's read positions.
     restored_to: Vec<Option<i64>>,
 }
 
 /// Names a shard writes to, computed once.
 struct TopicNames {
     inputs: Vec<&'static str>,
-    changelogs: Vec<String>,
+    application_id: String,
+    changelogs: Changelogs,
     dead_letters: Vec<String>,
+    /// Reused to build shared-layout changelog keys (store prefix + key).
+    changelog_key: Vec<u8>,
 }
 
 /// One stage on one core. See the module doc.
@@ -209,10 +214,11 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
                 max: INPUT_TOPICS_MAX,
             });
         }
-        let changelogs = S::State::store_names()
-            .into_iter()
-            .map(|store| changelog_topic(application_id, store))
-            .collect();
+        let changelogs = Changelogs::new(
+            ChangelogLayout::default(),
+            application_id,
+            S::State::store_names(),
+        );
         let dead_letters = inputs.iter().map(|t| dead_letter_topic(t)).collect();
         let telemetry = ShardTelemetry::new(&inputs);
         let formats = stage.wire_formats();
@@ -222,8 +228,10 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
             port,
             topics: TopicNames {
                 inputs,
+                application_id: application_id.to_string(),
                 changelogs,
                 dead_letters,
+                changelog_key: Vec::with_capacity(64),
             },
             owned: HashMap::new(),
             outbox: Outbox::new(partitions).with_wire_formats(&formats),
@@ -237,6 +245,22 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
             undo: false,
             standbys: None,
         })
+    }
+
+    /// Keeps state in the changelogs of `layout` (`[state]
+    /// changelog_layout`; default per-store). Set before the first
+    /// assignment: a partition's stores are restored from, and written to,
+    /// this layout's topics only.
+    pub fn with_changelog_layout(mut self, layout: ChangelogLayout) -> Self {
+        self.topics.changelogs =
+            Changelogs::new(layout, &self.topics.application_id, S::State::store_names());
+        self
+    }
+
+    /// The changelog topics this shard writes and restores from (logical
+    /// names).
+    pub fn changelogs(&self) -> &Changelogs {
+        &self.topics.changelogs
     }
 
     /// Takes over partitions from the node's standby copies when it has one
@@ -581,90 +605,22 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
                 Some(copy) => (copy.state, Some(copy.next)),
                 None => (S::State::default(), None),
             };
-            let mut failure = None;
-            let mut store_index = 0;
-            let mut restored_to = Vec::with_capacity(self.topics.changelogs.len());
-            let port = &mut self.port;
-            let changelogs = &self.topics.changelogs;
-            let stats = &mut self.stats;
-            let gauges = &self.gauges;
             let started = self.telemetry.ticks();
-            gauges.restore_started();
-            state.for_each_store(&mut |store| {
-                if failure.is_some() {
-                    return;
-                }
-                let changelog = &changelogs[store_index];
-                let tail_from = from
-                    .as_ref()
-                    .map(|next| next.get(store_index).copied().flatten());
-                store_index += 1;
-                if let Some(tail_from) = tail_from {
-                    let mut apply = |k: &[u8], v: Option<&[u8]>| {
-                        gauges.restored((k.len() + v.map_or(0, <[u8]>::len)) as u64);
-                        store.apply(k, v)
-                    };
-                    // A store the copy never read (`None`) restores in full.
-                    let restored = match tail_from {
-                        Some(next) => {
-                            port.restore_tail(changelog, partition, Offset(next), &mut apply)
-                        }
-                        None => port.restore(changelog, partition, &mut apply),
-                    };
-                    match restored {
-                        Ok(restored) => {
-                            stats.restored_records += restored.records;
-                            stats.restored_bytes += restored.bytes;
-                            restored_to.push(restored.next.map(|o| o.0));
-                            info!(
-                                changelog = %changelog, %partition, from = ?tail_from,
-                                records = restored.records, entries = store.len(),
-                                "took over a standby copy; restored its tail"
-                            );
-                        }
-                        Err(e) => failure = Some(e),
-                    }
-                    return;
-                }
-                // Sized once from the changelog's extent, not grown 20 times.
-                match port.changelog_records(changelog, partition) {
-                    Ok(Some(records)) => {
-                        store.reserve(usize::try_from(records).unwrap_or(usize::MAX));
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        failure = Some(e);
-                        return;
-                    }
-                }
-                let mut apply = |k: &[u8], v: Option<&[u8]>| {
-                    gauges.restored((k.len() + v.map_or(0, <[u8]>::len)) as u64);
-                    store.apply(k, v)
-                };
-                let restored = port.restore(changelog, partition, &mut apply);
-                // An uncompacted changelog holds more records than keys:
-                // give back what the reservation overshot.
-                store.restored();
-                match restored {
-                    Ok(restored) => {
-                        stats.restored_records += restored.records;
-                        stats.restored_bytes += restored.bytes;
-                        restored_to.push(restored.next.map(|o| o.0));
-                        info!(
-                            changelog = %changelog, %partition, records = restored.records,
-                            bytes = restored.bytes, entries = store.len(), "restored store"
-                        );
-                    }
-                    Err(e) => failure = Some(e),
-                }
-            });
+            self.gauges.restore_started();
+            let restored = match self.topics.changelogs.layout() {
+                ChangelogLayout::PerStore => self.restore_per_store(partition, &mut state, from),
+                ChangelogLayout::Shared => self.restore_shared(partition, &mut state, from),
+            };
             self.gauges.restore_finished();
-            if let Some(source) = failure {
-                return Err(ShardError::Port {
-                    shard: self.id,
-                    source,
-                });
-            }
+            let restored_to = match restored {
+                Ok(restored_to) => restored_to,
+                Err(source) => {
+                    return Err(ShardError::Port {
+                        shard: self.id,
+                        source,
+                    })
+                }
+            };
             self.telemetry.record_since(Timing::Restore, 0, started);
             self.stats.restores += 1;
             if self.undo {
@@ -685,6 +641,154 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
         self.gauges.set_assigned();
         self.gauges.set_owned(self.owned.keys().map(|p| p.0));
         Ok(())
+    }
+
+    /// Restores `partition`'s stores into `state`, each from its own
+    /// changelog (per-store layout): in full, or from a warm copy's read
+    /// positions (`from`, one per store). Returns where each store's
+    /// restore ended.
+    fn restore_per_store(
+        &mut self,
+        partition: PartitionId,
+        state: &mut S::State,
+        from: Option<Vec<Option<i64>>>,
+    ) -> Result<Vec<Option<i64>>, PortError> {
+        let mut failure = None;
+        let mut store_index = 0;
+        let changelogs = self.topics.changelogs.topics();
+        let mut restored_to = Vec::with_capacity(changelogs.len());
+        let port = &mut self.port;
+        let stats = &mut self.stats;
+        let gauges = &self.gauges;
+        state.for_each_store(&mut |store| {
+            if failure.is_some() {
+                return;
+            }
+            let changelog = &changelogs[store_index];
+            let tail_from = from
+                .as_ref()
+                .map(|next| next.get(store_index).copied().flatten());
+            store_index += 1;
+            if let Some(tail_from) = tail_from {
+                let mut apply = |k: &[u8], v: Option<&[u8]>| {
+                    gauges.restored((k.len() + v.map_or(0, <[u8]>::len)) as u64);
+                    store.apply(k, v)
+                };
+                // A store the copy never read (`None`) restores in full.
+                let restored = match tail_from {
+                    Some(next) => port.restore_tail(changelog, partition, Offset(next), &mut apply),
+                    None => port.restore(changelog, partition, &mut apply),
+                };
+                match restored {
+                    Ok(restored) => {
+                        stats.restored_records += restored.records;
+                        stats.restored_bytes += restored.bytes;
+                        restored_to.push(restored.next.map(|o| o.0));
+                        info!(
+                            changelog = %changelog, %partition, from = ?tail_from,
+                            records = restored.records, entries = store.len(),
+                            "took over a standby copy; restored its tail"
+                        );
+                    }
+                    Err(e) => failure = Some(e),
+                }
+                return;
+            }
+            // Sized once from the changelog's extent, not grown 20 times.
+            match port.changelog_records(changelog, partition) {
+                Ok(Some(records)) => {
+                    store.reserve(usize::try_from(records).unwrap_or(usize::MAX));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    failure = Some(e);
+                    return;
+                }
+            }
+            let mut apply = |k: &[u8], v: Option<&[u8]>| {
+                gauges.restored((k.len() + v.map_or(0, <[u8]>::len)) as u64);
+                store.apply(k, v)
+            };
+            let restored = port.restore(changelog, partition, &mut apply);
+            // An uncompacted changelog holds more records than keys:
+            // give back what the reservation overshot.
+            store.restored();
+            match restored {
+                Ok(restored) => {
+                    stats.restored_records += restored.records;
+                    stats.restored_bytes += restored.bytes;
+                    restored_to.push(restored.next.map(|o| o.0));
+                    info!(
+                        changelog = %changelog, %partition, records = restored.records,
+                        bytes = restored.bytes, entries = store.len(), "restored store"
+                    );
+                }
+                Err(e) => failure = Some(e),
+            }
+        });
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(restored_to),
+        }
+    }
+
+    /// Restores `partition`'s stores into `state` from the one shared
+    /// changelog (shared layout), each record routed to its store by its
+    /// key's prefix: in full, or from a warm copy's read position (`from`,
+    /// its first entry). A prefix that names no store fails the restore as
+    /// a corrupt changelog. Returns where the restore ended.
+    fn restore_shared(
+        &mut self,
+        partition: PartitionId,
+        state: &mut S::State,
+        from: Option<Vec<Option<i64>>>,
+    ) -> Result<Vec<Option<i64>>, PortError> {
+        let changelogs = &self.topics.changelogs;
+        let changelog = &changelogs.topics()[0];
+        let gauges = &self.gauges;
+        let tail_from = from.map(|next| next.first().copied().flatten());
+        if tail_from.is_none() {
+            // The partition's records are shared by every store: each is
+            // sized for an even share, then grows (at most a few doublings
+            // for the stores that hold most keys).
+            if let Some(records) = self.port.changelog_records(changelog, partition)? {
+                let stores = changelogs.stores().len().max(1) as u64;
+                let share = usize::try_from(records / stores).unwrap_or(usize::MAX);
+                state.for_each_store(&mut |store| store.reserve(share));
+            }
+        }
+        let mut apply = |k: &[u8], v: Option<&[u8]>| {
+            gauges.restored((k.len() + v.map_or(0, <[u8]>::len)) as u64);
+            let (store, key) = changelogs.route(0, k)?;
+            state.apply_to(store, key, v)
+        };
+        let restored = match tail_from {
+            Some(Some(next)) => {
+                self.port
+                    .restore_tail(changelog, partition, Offset(next), &mut apply)?
+            }
+            // A copy that never read the changelog restores in full.
+            Some(None) | None => self.port.restore(changelog, partition, &mut apply)?,
+        };
+        if tail_from.is_none() {
+            state.for_each_store(&mut |store| store.restored());
+        }
+        self.stats.restored_records += restored.records;
+        self.stats.restored_bytes += restored.bytes;
+        let mut entries = 0;
+        state.for_each_store(&mut |store| entries += store.len());
+        match tail_from {
+            Some(tail_from) => info!(
+                changelog = %changelog, %partition, from = ?tail_from,
+                records = restored.records, entries,
+                "took over a standby copy; restored its tail"
+            ),
+            None => info!(
+                changelog = %changelog, %partition, records = restored.records,
+                bytes = restored.bytes, entries, "restored partition"
+            ),
+        }
+        Ok(vec![restored.next.map(|o| o.0)])
     }
 
     /// Gives up `partitions`: their state is dropped (the new owner restores it
@@ -766,17 +870,21 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
         let id = self.id;
         let mut failure = None;
         let mut changelog_records = 0u64;
+        let changelogs = &self.topics.changelogs;
+        let key_buffer = &mut self.topics.changelog_key;
         for (partition, owned) in self.owned.iter_mut() {
             let mut store_index = 0;
             let port = &mut self.port;
-            let changelogs = &self.topics.changelogs;
             owned.state.for_each_store(&mut |store| {
-                let topic = &changelogs[store_index];
+                let index = store_index;
+                let topic = &changelogs.topics()[changelogs.topic_of(index)];
                 store_index += 1;
                 store.write_dirty(&mut |key, value| {
                     if failure.is_some() {
                         return;
                     }
+                    // Shared layout: the store's prefix, then its key.
+                    let key = changelogs.write_key(index, key, key_buffer);
                     let record = OutRecord {
                         topic,
                         partition: *partition,

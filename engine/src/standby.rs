@@ -44,11 +44,14 @@ pub const STANDBY_REQUEST_DEPTH: usize = 256;
 /// node carries on without that copy.
 pub const STANDBY_REPLY_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// One partition's warm copy: its stores, and per store (in
-/// `for_each_store` order) the next changelog offset to read, `None` while
-/// nothing was read (a take-over then restores the store in full).
+/// One partition's warm copy: its stores, and per changelog topic (in
+/// `changelog::Changelogs::topics` order: one per store in `for_each_store`
+/// order under the per-store layout, the one shared topic first under the
+/// shared layout; entries past the topics are unused) the next changelog
+/// offset to read, `None` while nothing was read (a take-over then
+/// restores from that changelog in full).
 ///
-/// Invariant: for every store, `state` equals the committed changelog
+/// Invariant: for every changelog, `state` equals the committed changelog
 /// records below `next` applied in order, or a state those records
 /// overwrite (a shard's committed state handed back with a `next` at or
 /// below where its writes ended: applying the records again from `next`
@@ -62,7 +65,8 @@ pub struct WarmCopy<St> {
 }
 
 impl<St: PartitionStores> WarmCopy<St> {
-    /// An empty copy of a stage's stores, read from nowhere yet.
+    /// An empty copy of a stage's stores, read from nowhere yet (one
+    /// position per store: enough for either layout).
     pub fn empty() -> Self {
         WarmCopy {
             state: St::default(),
@@ -199,7 +203,7 @@ enum Slot<St> {
 pub struct StandbyLag {
     pub partition: PartitionId,
     /// Offsets between the copy's read positions and the changelogs' high
-    /// watermarks (as of the keeper's last fetch), summed over the stores.
+    /// watermarks (as of the keeper's last fetch), summed over its changelog topics.
     pub offsets_behind: u64,
 }
 

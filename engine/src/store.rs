@@ -35,6 +35,14 @@ pub enum StoreCodecError {
         store: &'static str,
         reason: &'static str,
     },
+    /// A shared changelog's key without a well-formed store prefix (see
+    /// `crate::changelog`).
+    #[error("shared changelog key: {reason}")]
+    SharedKey { reason: &'static str },
+    /// A shared changelog's key whose prefix names no store of the
+    /// application.
+    #[error("shared changelog record of store {store:?}, which this application does not have")]
+    UnknownStore { store: String },
 }
 
 /// Receives changelog records: key bytes and value bytes (`None`: a tombstone).
@@ -476,6 +484,28 @@ impl<K: StoreKey, V: StoreValue> ChangelogStore for Store<K, V> {
 /// A stage's state type implements this by listing its stores in a fixed order.
 pub trait PartitionStores: Default + 'static {
     fn for_each_store(&mut self, f: &mut dyn FnMut(&mut dyn ChangelogStore));
+
+    /// Applies one changelog record to store number `index` (in
+    /// `for_each_store` order); a store number the state does not have is
+    /// an error, like a record the store cannot decode.
+    fn apply_to(
+        &mut self,
+        index: usize,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<(), StoreCodecError> {
+        let mut at = 0;
+        let mut result = Err(StoreCodecError::SharedKey {
+            reason: "a store number the state does not have",
+        });
+        self.for_each_store(&mut |store| {
+            if at == index {
+                result = store.apply(key, value);
+            }
+            at += 1;
+        });
+        result
+    }
 
     /// The stores' names, in `for_each_store` order.
     fn store_names() -> Vec<&'static str> {

@@ -149,6 +149,7 @@ fn start_engine(bootstrap: &str) -> Result<Engine, Box<dyn std::error::Error>> {
     };
     let knobs = RuntimeKnobs {
         standby_replicas: 0,
+        changelog_layout: Default::default(),
         idle: IdleStrategy::Park(Duration::from_millis(1)),
         client_threads: ClientThreads::Unpinned,
         commit: CommitPolicy::fixed(Duration::from_millis(50), false),

@@ -16,6 +16,7 @@ use std::str::FromStr;
 
 use codecs::topics::TopicNamespace;
 use engine::access::{process_acls, AclRule, ProcessAccess};
+use engine::changelog::ChangelogLayout;
 use engine::deployment::{topic_plan, FlowTopics};
 use engine::kafka::TopicSpec;
 use engine::Stage;
@@ -137,6 +138,7 @@ pub fn plan(
     topology: Topology,
     partitions: i32,
     replication: i32,
+    changelog_layout: ChangelogLayout,
 ) -> DeploymentPlan {
     plan_access(
         namespace,
@@ -144,6 +146,7 @@ pub fn plan(
         partitions,
         replication,
         TopicCreation::Prepared,
+        changelog_layout,
     )
 }
 
@@ -166,6 +169,7 @@ pub fn plan_access(
     partitions: i32,
     replication: i32,
     creation: TopicCreation,
+    changelog_layout: ChangelogLayout,
 ) -> DeploymentPlan {
     let processes: Vec<(String, ServiceSet, bool)> = match topology {
         Topology::Node => vec![("node".to_string(), ServiceSet::ALL, true)],
@@ -189,6 +193,7 @@ pub fn plan_access(
             inputs: stages.input_topics().to_vec(),
             outputs: stages.output_topics(),
             stores: stages.store_names(),
+            changelog_layout,
         };
         let mut process_topics =
             topic_plan(namespace, &application_id, &flow, partitions, replication);
@@ -507,8 +512,43 @@ mod tests {
     }
 
     #[test]
+    fn a_shared_changelog_plan_holds_one_compacted_changelog_for_every_store() {
+        let plan = plan(
+            &TopicNamespace::none(),
+            Topology::Node,
+            24,
+            3,
+            ChangelogLayout::Shared,
+        );
+        let changelogs: Vec<&TopicSpec> = plan
+            .topics
+            .iter()
+            .filter(|t| t.name.ends_with("-changelog"))
+            .collect();
+        assert_eq!(changelogs.len(), 1, "{changelogs:?}");
+        assert_eq!(changelogs[0].name, "tradeflow-changelog");
+        assert_eq!(changelogs[0].partitions, 24);
+        assert_eq!(
+            changelogs[0].config,
+            vec![("cleanup.policy".to_string(), "compact".to_string())]
+        );
+        let yaml = strimzi_yaml(&plan, "tradeflow").unwrap_or_default();
+        assert!(
+            yaml.contains("  topicName: \"tradeflow-changelog\"\n"),
+            "{yaml}"
+        );
+        assert!(!yaml.contains("topicName: \"tradeflow-order-orders-changelog\""));
+    }
+
+    #[test]
     fn the_node_plan_holds_every_flow_topic_its_dead_letters_and_changelogs() {
-        let plan = plan(&TopicNamespace::none(), Topology::Node, 24, 3);
+        let plan = plan(
+            &TopicNamespace::none(),
+            Topology::Node,
+            24,
+            3,
+            ChangelogLayout::PerStore,
+        );
         let names = topic_names(&plan);
         for topic in ALL {
             assert!(names.contains(&topic), "{topic} missing from {names:?}");
@@ -538,7 +578,13 @@ mod tests {
     #[test]
     fn per_service_workloads_own_their_groups_and_only_their_topics() {
         let namespace = TopicNamespace::new("desk-a").unwrap_or_default();
-        let plan = plan(&namespace, Topology::PerService, 8, 3);
+        let plan = plan(
+            &namespace,
+            Topology::PerService,
+            8,
+            3,
+            ChangelogLayout::PerStore,
+        );
         let ids: Vec<&str> = plan
             .workloads
             .iter()
@@ -595,7 +641,13 @@ mod tests {
 
     #[test]
     fn strimzi_output_names_each_topic_and_user_once() -> Result<(), PlanError> {
-        let plan = plan(&TopicNamespace::none(), Topology::PerService, 12, 3);
+        let plan = plan(
+            &TopicNamespace::none(),
+            Topology::PerService,
+            12,
+            3,
+            ChangelogLayout::PerStore,
+        );
         let yaml = strimzi_yaml(&plan, "tradeflow")?;
         let topics = yaml.matches("kind: KafkaTopic").count();
         let users = yaml.matches("kind: KafkaUser").count();
@@ -619,6 +671,7 @@ mod tests {
             Topology::Node,
             1,
             1,
+            ChangelogLayout::PerStore,
         );
         let error = strimzi_yaml(&plan, "tradeflow").err();
         assert!(

@@ -161,6 +161,7 @@ fn avro_orders_are_filled_and_the_outcomes_are_avro_under_the_registry_ids() -> 
             inputs,
             outputs: outputs.clone(),
             stores: flow.store_names(),
+            changelog_layout: Default::default(),
         },
         partitions,
         1,

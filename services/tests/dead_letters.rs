@@ -104,6 +104,7 @@ fn poison_records_are_dead_lettered_with_reasons_and_a_replay_is_processed_once(
             inputs: inputs.clone(),
             outputs: flow.output_topics(),
             stores: flow.store_names(),
+            changelog_layout: Default::default(),
         },
         partitions,
         1,

@@ -24,7 +24,13 @@ fn generated_strimzi_files_match_the_plan() -> anyhow::Result<()> {
     for topology in [Topology::Node, Topology::PerService] {
         let path = root().join(format!("deploy/strimzi/generated/{topology}.yaml"));
         let expected = strimzi_yaml(
-            &plan(&TopicNamespace::none(), topology, partitions, 3),
+            &plan(
+                &TopicNamespace::none(),
+                topology,
+                partitions,
+                3,
+                tuning.state().changelog_layout,
+            ),
             "tradeflow",
         )?;
         let checked_in = std::fs::read_to_string(&path)

@@ -118,7 +118,13 @@ fn generated_acls(
 /// Every topic of the per-service deployment, made by the admin: the
 /// services' principals get no Create (least privilege).
 fn create_topics(cluster: &SecureCluster, namespace: &TopicNamespace) -> anyhow::Result<()> {
-    let plan = services::deployment::plan(namespace, Topology::PerService, PARTITIONS, 1);
+    let plan = services::deployment::plan(
+        namespace,
+        Topology::PerService,
+        PARTITIONS,
+        1,
+        Default::default(),
+    );
     engine::kafka::ensure_topics(
         &KafkaSettings {
             bootstrap: cluster.bootstrap().to_string(),

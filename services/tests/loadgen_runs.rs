@@ -114,6 +114,7 @@ impl Deployment {
                 inputs: engine::Stage::input_topics(&flow).to_vec(),
                 outputs: flow.output_topics(),
                 stores: flow.store_names(),
+                changelog_layout: Default::default(),
             },
             PARTITIONS,
             1,

@@ -79,6 +79,7 @@ fn each_service_in_its_own_process_carries_the_whole_flow() -> anyhow::Result<()
             inputs: engine::Stage::input_topics(&all).to_vec(),
             outputs: all.output_topics(),
             stores: Vec::new(),
+            changelog_layout: Default::default(),
         },
         partitions,
         1,

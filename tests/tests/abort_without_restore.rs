@@ -150,6 +150,7 @@ fn an_abortable_transaction_is_rolled_back_without_a_restart_or_a_restore() -> a
 
     let knobs = RuntimeKnobs {
         standby_replicas: 0,
+        changelog_layout: Default::default(),
         idle: IdleStrategy::Park(Duration::from_millis(1)),
         client_threads: ClientThreads::Unpinned,
         commit: CommitPolicy::fixed(Duration::from_millis(100), true),

@@ -1,18 +1,23 @@
 //! The engine against the real single-broker cluster: shards own disjoint
 //! partitions, state survives a stop and restart through the changelog, and a
 //! partition that moves (core-map edit, or a second engine joining the group)
-//! takes its state along without losing an update.
+//! takes its state along without losing an update. The restart and the
+//! standby take-over run in both changelog layouts (a changelog per store,
+//! and one shared by every store); a node refuses to start in one layout
+//! while the other's changelog holds the application's state.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use codecs::{encode_to_vec, AccountFunded, AccountId, Event, EventHeader, EventId, Money};
-use engine::kafka::{ensure_topics, Guarantee, KafkaSettings, Ownership, TopicSpec};
+use engine::changelog::ChangelogLayout;
+use engine::deployment::{prepare_topics, DeploymentError, FlowTopics};
+use engine::kafka::{topic_records, Guarantee, KafkaSettings, Ownership};
 use engine::partitioner::partition_for;
 use engine::runtime::{ClientThreads, CommitPolicy, Engine, IdleStrategy, RuntimeKnobs, ShardPlan};
 use engine::sim::tally::{FundingTally, Tally};
 use engine::store::StoreValue;
-use engine::topics::changelog_topic;
+use engine::topics::{changelog_topic, shared_changelog_topic};
 use engine::{PartitionId, ShardId};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, ThreadedProducer};
 use tradeflow_tests::{unique_topic, KafkaCluster};
@@ -31,10 +36,20 @@ struct Deployment {
     group_properties: Vec<(String, String)>,
     /// `RuntimeKnobs::standby_replicas` of the engines it starts.
     standby_replicas: u32,
+    /// `[state] changelog_layout` of its topics and engines.
+    changelog_layout: ChangelogLayout,
 }
 
 impl Deployment {
     fn new(name: &str, guarantee: Guarantee) -> anyhow::Result<Self> {
+        Self::with_layout(name, guarantee, ChangelogLayout::PerStore)
+    }
+
+    fn with_layout(
+        name: &str,
+        guarantee: Guarantee,
+        changelog_layout: ChangelogLayout,
+    ) -> anyhow::Result<Self> {
         tradeflow_tests::init_logging();
         let cluster = KafkaCluster::single()?;
         // Stages name their input topics with 'static strs; a test's topic lives
@@ -51,21 +66,41 @@ impl Deployment {
             // Static members that leave are noticed after this long.
             group_properties: vec![("session.timeout.ms".into(), "6000".into())],
             standby_replicas: 0,
+            changelog_layout,
         };
-        ensure_topics(
-            &deployment.settings(),
-            &[
-                TopicSpec::stream(topic, PARTITIONS, 1),
-                TopicSpec::changelog(
-                    changelog_topic(&deployment.application_id, "tallies"),
-                    PARTITIONS,
-                    1,
-                ),
-                TopicSpec::stream(format!("{topic}.dlq"), PARTITIONS, 1),
-                TopicSpec::stream(echo, PARTITIONS, 1),
-            ],
-        )?;
+        deployment.prepare_topics(changelog_layout)?;
         Ok(deployment)
+    }
+
+    /// `prepare_topics` for the tally stage under `layout`: the input, its
+    /// dead letters, the echo topic and the layout's changelog.
+    fn prepare_topics(&self, layout: ChangelogLayout) -> Result<(), DeploymentError> {
+        prepare_topics(
+            &self.settings(),
+            &FlowTopics {
+                inputs: vec![self.topic],
+                outputs: vec![self.echo],
+                stores: vec!["tallies"],
+                changelog_layout: layout,
+            },
+            PARTITIONS,
+            1,
+        )
+    }
+
+    /// Records in the per-store changelog and in the shared one (0 for a
+    /// topic that does not exist).
+    fn changelog_records(&self) -> anyhow::Result<(u64, u64)> {
+        let per_store = changelog_topic(&self.application_id, "tallies");
+        let shared = shared_changelog_topic(&self.application_id);
+        let found = topic_records(&self.settings(), &[per_store.clone(), shared.clone()])?;
+        let records = |topic: &str| {
+            found
+                .iter()
+                .find(|(t, _)| t == topic)
+                .map_or(0, |(_, records)| *records)
+        };
+        Ok((records(&per_store), records(&shared)))
     }
 
     fn settings(&self) -> KafkaSettings {
@@ -91,6 +126,7 @@ impl Deployment {
         let (topic, echo) = (self.topic, self.echo);
         let knobs = RuntimeKnobs {
             standby_replicas: self.standby_replicas,
+            changelog_layout: self.changelog_layout,
             idle: IdleStrategy::Park(Duration::from_millis(1)),
             client_threads: ClientThreads::Unpinned,
             commit,
@@ -254,7 +290,23 @@ fn merge(a: &mut BTreeMap<u64, (i64, u64)>, b: BTreeMap<u64, (i64, u64)>) {
 
 #[test]
 fn two_shards_own_disjoint_partitions_and_a_restart_restores_equal_state() -> anyhow::Result<()> {
-    let deployment = Deployment::new("two-shards", Guarantee::ExactlyOnce)?;
+    a_restart_restores_equal_state(Deployment::new("two-shards", Guarantee::ExactlyOnce)?)
+}
+
+#[test]
+fn in_a_shared_changelog_a_restart_restores_equal_state() -> anyhow::Result<()> {
+    a_restart_restores_equal_state(Deployment::with_layout(
+        "two-shards-shared",
+        Guarantee::ExactlyOnce,
+        ChangelogLayout::Shared,
+    )?)
+}
+
+/// Two shards own disjoint partitions; a restart restores state equal to
+/// the state before the stop; then the state is in the layout's changelog
+/// only, and preparing the topics in the other layout is refused, naming
+/// the key and the topic that holds the state.
+fn a_restart_restores_equal_state(deployment: Deployment) -> anyhow::Result<()> {
     let reference = deployment.fund(1, 4_000, 300)?;
     let engine = deployment.start(vec![
         deployment.static_plan(0, 0, &[0, 2]),
@@ -306,6 +358,38 @@ fn two_shards_own_disjoint_partitions_and_a_restart_restores_equal_state() -> an
         reference.len()
     );
     assert!(restored_records > 0);
+    let (per_store, shared) = deployment.changelog_records()?;
+    let (holder, other) = match deployment.changelog_layout {
+        ChangelogLayout::PerStore => {
+            assert!(per_store > 0 && shared == 0, "{per_store} / {shared}");
+            (
+                changelog_topic(&deployment.application_id, "tallies"),
+                ChangelogLayout::Shared,
+            )
+        }
+        ChangelogLayout::Shared => {
+            assert!(shared > 0 && per_store == 0, "{per_store} / {shared}");
+            (
+                shared_changelog_topic(&deployment.application_id),
+                ChangelogLayout::PerStore,
+            )
+        }
+    };
+    let refused = deployment
+        .prepare_topics(other)
+        .expect_err("a layout switch over existing state is refused");
+    let message = refused.to_string();
+    assert!(
+        matches!(refused, DeploymentError::ChangelogLayout { ref topic, .. } if *topic == holder),
+        "{message}"
+    );
+    assert!(message.contains("state.changelog_layout"), "{message}");
+    assert!(message.contains(&holder), "{message}");
+    // Refused before anything was created: the other layout's topic is
+    // still absent (or, for the shared one, still empty).
+    assert_eq!(deployment.changelog_records()?, (per_store, shared));
+    // The same layout starts as before.
+    deployment.prepare_topics(deployment.changelog_layout)?;
     Ok(())
 }
 
@@ -531,7 +615,19 @@ fn under_the_consumer_protocol_a_node_joining_and_leaving_restores_only_what_mov
 #[test]
 fn with_a_standby_replica_a_node_taking_partitions_over_restores_only_the_tail(
 ) -> anyhow::Result<()> {
-    let mut deployment = Deployment::new("standby", Guarantee::ExactlyOnce)?;
+    a_standby_take_over_restores_only_the_tail(Deployment::new("standby", Guarantee::ExactlyOnce)?)
+}
+
+#[test]
+fn in_a_shared_changelog_a_standby_take_over_restores_only_the_tail() -> anyhow::Result<()> {
+    a_standby_take_over_restores_only_the_tail(Deployment::with_layout(
+        "standby-shared",
+        Guarantee::ExactlyOnce,
+        ChangelogLayout::Shared,
+    )?)
+}
+
+fn a_standby_take_over_restores_only_the_tail(mut deployment: Deployment) -> anyhow::Result<()> {
     deployment.group_properties = vec![("group.protocol".into(), "consumer".into())];
     deployment.standby_replicas = 1;
     let mut reference = deployment.fund(1, 4_000, 400)?;

@@ -164,6 +164,7 @@ fn a_backlog_of_two_co_partitioned_topics_is_handed_over_in_timestamp_order() ->
         commit: CommitPolicy::fixed(Duration::from_millis(100), true),
         retry: engine::runtime::RetryPolicy::default(),
         standby_replicas: 0,
+        changelog_layout: Default::default(),
     };
     let plan = ShardPlan {
         shard: ShardId(0),

@@ -51,6 +51,7 @@ fn settings(cluster: &KafkaCluster, application_id: &str) -> KafkaSettings {
 fn knobs() -> RuntimeKnobs {
     RuntimeKnobs {
         standby_replicas: 0,
+        changelog_layout: Default::default(),
         idle: IdleStrategy::Park(Duration::from_millis(1)),
         client_threads: ClientThreads::Unpinned,
         commit: CommitPolicy::fixed(Duration::from_millis(100), true),

@@ -92,6 +92,7 @@ fn start() -> anyhow::Result<Fixture> {
             inputs: inputs.clone(),
             outputs: flow.output_topics(),
             stores: flow.store_names(),
+            changelog_layout: Default::default(),
         },
         partitions,
         1,
@@ -99,6 +100,7 @@ fn start() -> anyhow::Result<Fixture> {
     cluster.start_group_at_end(&application_id, &inputs, partitions)?;
     let knobs = RuntimeKnobs {
         standby_replicas: 0,
+        changelog_layout: Default::default(),
         idle: IdleStrategy::Park(Duration::from_millis(1)),
         client_threads: ClientThreads::Unpinned,
         commit: CommitPolicy::fixed(Duration::from_millis(100), true),

@@ -270,6 +270,9 @@ pub enum ProblemKind {
     #[error("{text:?} is not a retention; write a positive whole number and a unit (ms, s, m, h or d) up to 3650d, like \"24h\" (the default) or \"90m\"")]
     OrderRetention { text: String },
 
+    #[error("{text:?} is not a changelog layout; write \"per-store\" (the default: one compacted changelog topic per store) or \"shared\" (one compacted changelog topic for every store of the application)")]
+    ChangelogLayout { text: String },
+
     #[error("{value} is out of range; it must be 0-{STANDBY_REPLICAS_MAX} (0, the default, keeps no standby copies)")]
     StandbyReplicasOutOfRange { value: i64 },
 

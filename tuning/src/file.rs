@@ -23,9 +23,9 @@ use crate::limits::{
     CORES_MAX, ORDER_RETENTION_MS_LIMIT, PARK_US_DEFAULT, PARTITIONS_MAX, STANDBY_REPLICAS_MAX,
 };
 use crate::model::{
-    ApiAuth, ApiMetricsAccess, ApiSection, ApiTls, ClientThreads, CommitPolicy, CommitTiming,
-    IdleStrategy, NodeSection, NodeTuning, Origin, Ownership, OwnershipMode, ProcessingGuarantee,
-    RetryPolicy, RuntimeKnobs, Sections, ShardPlacement, StateSection,
+    ApiAuth, ApiMetricsAccess, ApiSection, ApiTls, ChangelogLayout, ClientThreads, CommitPolicy,
+    CommitTiming, IdleStrategy, NodeSection, NodeTuning, Origin, Ownership, OwnershipMode,
+    ProcessingGuarantee, RetryPolicy, RuntimeKnobs, Sections, ShardPlacement, StateSection,
 };
 
 #[derive(Deserialize)]
@@ -63,6 +63,7 @@ struct FileForm {
 struct FileState {
     order_retention: Option<String>,
     standby_replicas: Option<i64>,
+    changelog_layout: Option<String>,
 }
 
 #[derive(Default, Deserialize)]
@@ -267,6 +268,15 @@ fn read_state(file: &FileState, mode: OwnershipMode, problems: &mut Vec<Problem>
             _ => problems.push(Problem::new(
                 key,
                 ProblemKind::StandbyReplicasOutOfRange { value },
+            )),
+        }
+    }
+    if let Some(text) = &file.changelog_layout {
+        match ChangelogLayout::parse(text) {
+            Some(layout) => state.changelog_layout = layout,
+            None => problems.push(Problem::new(
+                Key::at("state").dot("changelog_layout"),
+                ProblemKind::ChangelogLayout { text: text.clone() },
             )),
         }
     }
@@ -697,6 +707,13 @@ pub(crate) fn write(tuning: &NodeTuning) -> String {
     if tuning.state.standby_replicas > 0 {
         let _ = writeln!(out, "standby_replicas = {}", tuning.state.standby_replicas);
     }
+    if tuning.state.changelog_layout != ChangelogLayout::default() {
+        let _ = writeln!(
+            out,
+            "changelog_layout = \"{}\"",
+            tuning.state.changelog_layout
+        );
+    }
     let _ = writeln!(out);
     let _ = writeln!(out, "[retry]");
     let _ = writeln!(out, "attempts_max = {}", tuning.retry.attempts_max);
@@ -956,6 +973,38 @@ mod syntax_tests {
         assert!(message.starts_with("retry.deadline_ms: "), "{message}");
         let (_, message) = syntax_error(&format!("{VALID}[retry]\nbackoff_min_ms = 1.5\n"));
         assert!(message.starts_with("retry.backoff_min_ms: "), "{message}");
+    }
+
+    #[test]
+    fn the_changelog_layout_is_read_written_back_and_refused_under_its_key() {
+        let default = NodeTuning::from_toml_str(VALID).expect("valid");
+        assert_eq!(default.state().changelog_layout, ChangelogLayout::PerStore);
+        assert!(!default.to_toml_string().contains("changelog_layout"));
+        let per_store = NodeTuning::from_toml_str(&format!(
+            "{VALID}[state]\nchangelog_layout = \"per-store\"\n"
+        ))
+        .expect("valid");
+        assert_eq!(per_store, default);
+        let shared =
+            NodeTuning::from_toml_str(&format!("{VALID}[state]\nchangelog_layout = \"shared\"\n"))
+                .expect("valid");
+        assert_eq!(shared.state().changelog_layout, ChangelogLayout::Shared);
+        let written = shared.to_toml_string();
+        assert!(
+            written.contains("changelog_layout = \"shared\"\n"),
+            "{written}"
+        );
+        assert_eq!(
+            NodeTuning::from_toml_str(&written).expect("reads back"),
+            shared
+        );
+        for bad in ["\"Shared\"", "\"per_store\"", "\"\"", "1", "true"] {
+            let error =
+                NodeTuning::from_toml_str(&format!("{VALID}[state]\nchangelog_layout = {bad}\n"))
+                    .expect_err(bad)
+                    .to_string();
+            assert!(error.contains("state.changelog_layout"), "{bad}: {error}");
+        }
     }
 
     #[test]

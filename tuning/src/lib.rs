@@ -127,9 +127,9 @@ pub use error::{Key, Location, Problem, ProblemKind, TuningError, Warning, Warni
 pub use ids::{CoreId, NodeName, NodeNameError, PartitionId};
 pub use machine::Machine;
 pub use model::{
-    ApiAuth, ApiMetricsAccess, ApiSection, ApiTls, ClientThreads, CommitPolicy, CommitTiming,
-    IdleStrategy, NodeSection, NodeTuning, Ownership, OwnershipMode, ProcessingGuarantee,
-    RetryPolicy, RuntimeKnobs, ShardPlacement, StateSection,
+    ApiAuth, ApiMetricsAccess, ApiSection, ApiTls, ChangelogLayout, ClientThreads, CommitPolicy,
+    CommitTiming, IdleStrategy, NodeSection, NodeTuning, Ownership, OwnershipMode,
+    ProcessingGuarantee, RetryPolicy, RuntimeKnobs, ShardPlacement, StateSection,
 };
 pub use security::{KafkaSecurity, Secret, SecurityError};
 pub use wire::{ValueFormatName, WireSettings, WireSettingsError};

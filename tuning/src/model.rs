@@ -332,6 +332,50 @@ pub struct StateSection {
     /// the tail (Kafka Streams' `num.standby.replicas`). 0 (the default):
     /// none. Group mode only.
     pub standby_replicas: u32,
+    /// `changelog_layout`: one compacted changelog topic per store (the
+    /// default) or one shared by every store of the application.
+    pub changelog_layout: ChangelogLayout,
+}
+
+/// `[state] changelog_layout`: how a node's stores are mirrored to Kafka.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ChangelogLayout {
+    /// `"per-store"`: one compacted topic per store,
+    /// `<application id>-<store>-changelog` (Kafka Streams' naming). A
+    /// commit's transaction spans one changelog partition per dirty store
+    /// per owned partition.
+    #[default]
+    PerStore,
+    /// `"shared"`: one compacted topic for every store of the application,
+    /// `<application id>-changelog`, each record's key prefixed with its
+    /// store's name. A commit's transaction spans at most one changelog
+    /// partition per owned partition.
+    Shared,
+}
+
+impl ChangelogLayout {
+    /// The key's value in a core map.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangelogLayout::PerStore => "per-store",
+            ChangelogLayout::Shared => "shared",
+        }
+    }
+
+    /// The layout a core map's value names, if any.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "per-store" => Some(ChangelogLayout::PerStore),
+            "shared" => Some(ChangelogLayout::Shared),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ChangelogLayout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl Default for StateSection {
@@ -340,6 +384,7 @@ impl Default for StateSection {
         StateSection {
             order_retention_ms: ORDER_RETENTION_MS_DEFAULT,
             standby_replicas: 0,
+            changelog_layout: ChangelogLayout::PerStore,
         }
     }
 }

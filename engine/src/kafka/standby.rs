@@ -32,6 +32,7 @@ use tracing::{info, warn};
 
 use super::changelog_reader::{topic_name, MessageBatch, ReaderEvent, ReaderQueue};
 use super::{kafka_error, EndAwareContext, KafkaSettings, RESTORE_FETCH_BYTES};
+use crate::changelog::Changelogs;
 use crate::ids::PartitionId;
 use crate::port::PortError;
 use crate::standby::{StandbyCopies, StandbyLag, WarmCopy};
@@ -48,8 +49,10 @@ pub const STANDBY_BATCH_WAIT: Duration = Duration::from_millis(10);
 
 /// What the keeper needs to know about the node.
 pub struct StandbyPlan {
-    /// Logical changelog names, in the stage's `for_each_store` order.
-    pub changelogs: Vec<String>,
+    /// The stage's changelogs under the node's layout: the logical topics
+    /// to tail (one per store, or the one shared topic) and how a record
+    /// reaches its store.
+    pub changelogs: Changelogs,
     /// The partition count of every topic of the flow.
     pub partitions: i32,
     /// True once every shard of the node was first given its partitions:
@@ -86,6 +89,7 @@ where
         .map_err(|e| kafka_error("creating the standby reader", e))?;
     let physical: Vec<String> = plan
         .changelogs
+        .topics()
         .iter()
         .map(|c| settings.namespace.physical(c))
         .collect();
@@ -160,14 +164,16 @@ fn keep<St: PartitionStores>(
                     partition,
                     at,
                 } => {
-                    let Some(store) = store_of(&mut handles, &physical, topic) else {
+                    let Some(changelog) = changelog_of(&mut handles, &physical, topic) else {
                         continue;
                     };
                     // Under read_committed the end is the last stable
                     // offset: everything before it is read or decided.
                     if let Some(copy) = copies.copy_mut(PartitionId(partition)) {
                         if !copy.poisoned {
-                            copy.next[store] = Some(copy.next[store].map_or(at, |n| n.max(at)));
+                            if let Some(next) = copy.next.get_mut(changelog) {
+                                *next = Some(next.map_or(at, |n| n.max(at)));
+                            }
                         }
                     }
                 }
@@ -178,11 +184,23 @@ fn keep<St: PartitionStores>(
                     key,
                     value,
                 } => {
-                    let Some(store) = store_of(&mut handles, &physical, topic) else {
+                    let Some(changelog) = changelog_of(&mut handles, &physical, topic) else {
                         continue;
                     };
                     if let Some(copy) = copies.copy_mut(PartitionId(partition)) {
-                        apply(copy, store, offset, key, value, &physical[store], partition);
+                        let record = ChangelogRecord {
+                            changelog,
+                            offset,
+                            key,
+                            value,
+                        };
+                        apply(
+                            copy,
+                            &plan.changelogs,
+                            record,
+                            &physical[changelog],
+                            partition,
+                        );
                     }
                 }
             }
@@ -198,32 +216,49 @@ fn keep<St: PartitionStores>(
     info!("standby keeper stopped");
 }
 
-/// Applies one changelog record to store `store` of a copy.
+/// One record of changelog number `changelog` (of `Changelogs::topics`).
+struct ChangelogRecord<'a> {
+    changelog: usize,
+    offset: i64,
+    key: &'a [u8],
+    value: Option<&'a [u8]>,
+}
+
+/// Applies one changelog record to the store it belongs to (its topic's,
+/// or under the shared layout the one its key's prefix names).
 fn apply<St: PartitionStores>(
     copy: &mut WarmCopy<St>,
-    store: usize,
-    offset: i64,
-    key: &[u8],
-    value: Option<&[u8]>,
+    changelogs: &Changelogs,
+    record: ChangelogRecord<'_>,
     changelog: &str,
     partition: i32,
 ) {
-    if copy.poisoned || copy.next[store].is_some_and(|next| offset < next) {
+    let ChangelogRecord {
+        changelog: index,
+        offset,
+        key,
+        value,
+    } = record;
+    if copy.poisoned
+        || copy
+            .next
+            .get(index)
+            .copied()
+            .flatten()
+            .is_some_and(|next| offset < next)
+    {
         return;
     }
-    let mut index = 0;
-    let mut failure = None;
-    copy.state.for_each_store(&mut |s| {
-        if index == store {
-            if let Err(e) = s.apply(key, value) {
-                failure = Some(e);
+    let applied = changelogs
+        .route(index, key)
+        .and_then(|(store, key)| copy.state.apply_to(store, key, value));
+    match applied {
+        Ok(()) => {
+            if let Some(next) = copy.next.get_mut(index) {
+                *next = Some(offset + 1);
             }
         }
-        index += 1;
-    });
-    match failure {
-        None => copy.next[store] = Some(offset + 1),
-        Some(e) => {
+        Err(e) => {
             warn!(changelog, partition, offset, error = %e,
                   "corrupt changelog record: the standby copy is dropped (a take-over restores in full)");
             *copy = WarmCopy::empty();
@@ -233,7 +268,7 @@ fn apply<St: PartitionStores>(
 }
 
 /// The changelog index of a topic handle (`None`: not one of ours).
-fn store_of(
+fn changelog_of(
     handles: &mut Vec<(usize, Option<usize>)>,
     physical: &[String],
     topic: usize,

@@ -429,7 +429,13 @@ fn main() -> anyhow::Result<()> {
             let tuning = NodeTuning::load(&config)?;
             let partitions = i32::try_from(tuning.ownership().partitions)
                 .context("ownership.partitions does not fit a Kafka partition count")?;
-            let plan = services::deployment::plan(&namespace, topology, partitions, replication);
+            let plan = services::deployment::plan(
+                &namespace,
+                topology,
+                partitions,
+                replication,
+                tuning.state().changelog_layout,
+            );
             match emit {
                 PlanFormat::Text => print!("{}", services::deployment::plan_text(&plan)),
                 PlanFormat::Strimzi => {
@@ -494,8 +500,14 @@ fn acls_command(args: AclsArgs) -> anyhow::Result<()> {
     } else {
         services::deployment::TopicCreation::Prepared
     };
-    let mut plan =
-        services::deployment::plan_access(&args.namespace, args.topology, partitions, -1, creation);
+    let mut plan = services::deployment::plan_access(
+        &args.namespace,
+        args.topology,
+        partitions,
+        -1,
+        creation,
+        tuning.state().changelog_layout,
+    );
     if let Some(name) = &args.workload {
         let names: Vec<String> = plan.workloads.iter().map(|w| w.name.clone()).collect();
         plan.workloads.retain(|w| &w.name == name);
@@ -948,6 +960,7 @@ fn run(
             inputs,
             outputs,
             stores,
+            changelog_layout: tuning.state().changelog_layout,
         },
         plan.partitions,
         replication,

@@ -188,7 +188,7 @@ pub const ENGINE_METRICS: &[MetricSpec] = &[
         name: "tradeflow_standby_lag_offsets",
         kind: MetricKind::Gauge,
         labels: &["partition"],
-        help: "Offsets a standby copy of a partition another node owns is behind its changelogs' high watermarks, summed over the stores (as of the keeper's last fetch; absent without [state] standby_replicas).",
+        help: "Offsets a standby copy of a partition another node owns is behind its changelogs' high watermarks, summed over its changelog topics (one per store, or the shared one) (as of the keeper's last fetch; absent without [state] standby_replicas).",
     },
     MetricSpec {
         name: "tradeflow_state_entries",
