@@ -1161,11 +1161,13 @@ fn demo(
             .iter()
             .map(|t| engine::topics::dead_letter_topic(t)),
     );
-    topics.extend(
-        flow.store_names()
-            .iter()
-            .map(|s| engine::topics::changelog_topic(APPLICATION, s)),
-    );
+    // The shipped core maps' layout: one changelog for every store.
+    let changelog_layout = engine::changelog::ChangelogLayout::Shared;
+    topics.extend(engine::changelog::changelog_topics(
+        changelog_layout,
+        APPLICATION,
+        &flow.store_names(),
+    ));
     for topic in &topics {
         cluster
             .create_topic(topic, PARTITIONS, 1)
@@ -1228,6 +1230,7 @@ fn demo(
         engine::runtime::RuntimeKnobs {
             // The same conversion (and rate sharing) as a core map's [commit].
             commit: engine::deployment::commit_policy(&commit, cores),
+            changelog_layout,
             ..engine::runtime::RuntimeKnobs::default()
         },
         PARTITIONS,

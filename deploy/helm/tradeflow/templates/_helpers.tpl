@@ -98,6 +98,11 @@ interval_ms = {{ int $cm.commit.intervalMs }}
 on_drain = {{ $cm.commit.onDrain }}
 guarantee = {{ $cm.commit.guarantee | quote }}
 
+# One changelog topic for every store (tuning/README.md, "Changelog layout"):
+# deploy/strimzi/generated/ creates `<application id>-changelog` and grants it.
+[state]
+changelog_layout = {{ $cm.changelogLayout | default "shared" | quote }}
+
 # The password comes from the pod's environment (the workload's Secret), never
 # from the command line, where /proc/<pid>/cmdline would show it.
 [kafka.security]
