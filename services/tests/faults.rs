@@ -1073,6 +1073,9 @@ fn kill_nine_beside_a_survivor(
     let mut run = FaultRun::new(label, Guarantee::ExactlyOnce, Ownership::Group)?;
     run.consumer_protocol = true;
     run.standby_replicas = standby_replicas;
+    // The shipped core maps' layout: a take-over restores one changelog read
+    // per partition, not one per store.
+    run.changelog_layout = ChangelogLayout::Shared;
     let mut first = run.spawn("node-a")?;
     first.wait_ready()?;
     let load = run.start_load(6_000, &mut first)?;
