@@ -1647,6 +1647,24 @@ fn watermarks_retrying<C: ConsumerContext>(
     topic: &str,
     partition: i32,
 ) -> Result<(i64, i64), PortError> {
+    watermarks_retrying_for(
+        consumer,
+        topic,
+        partition,
+        Duration::from_millis(RESTORE_STALL_TIMEOUT_MS),
+    )
+    .map_err(|e| kafka_error("reading watermarks", e))
+}
+
+/// A partition's watermarks, asked again every 100 ms for up to `patience`
+/// while the error is one a leader election or a topic still being created
+/// answers (`NotLeaderForPartition`, ...): those end on their own.
+fn watermarks_retrying_for<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+    patience: Duration,
+) -> Result<(i64, i64), KafkaError> {
     let started = Instant::now();
     loop {
         match consumer.fetch_watermarks(
@@ -1656,13 +1674,11 @@ fn watermarks_retrying<C: ConsumerContext>(
         ) {
             Ok(watermarks) => return Ok(watermarks),
             Err(e) => {
-                let error = kafka_error("reading watermarks", e);
-                if !error.is_retryable()
-                    || started.elapsed() > Duration::from_millis(RESTORE_STALL_TIMEOUT_MS)
-                {
-                    return Err(error);
+                let retryable = kafka_error("reading watermarks", e.clone()).is_retryable();
+                if !retryable || started.elapsed() > patience {
+                    return Err(e);
                 }
-                warn!(%error, topic, partition, "retrying");
+                warn!(error = %e, topic, partition, "reading watermarks; retrying");
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
@@ -1889,7 +1905,11 @@ pub fn topic_records(
         }
         let mut records = 0u64;
         for partition in topic.partitions() {
-            let (low, high) = probe.fetch_watermarks(
+            // At start-up beside a topic being created, or during a leader
+            // election, the first answer may be NotLeaderForPartition: a
+            // start-up check must wait that out, not fail the node (CI).
+            let (low, high) = watermarks_retrying_for(
+                &probe,
                 topic.name(),
                 partition.id(),
                 Duration::from_millis(KAFKA_CALL_TIMEOUT_MS),
