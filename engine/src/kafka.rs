@@ -849,6 +849,16 @@ impl RdKafkaPort {
     }
 
     fn assign_static(&mut self, partitions: &[PartitionId]) -> Result<(), PortError> {
+        // The partitions' leaders must be known when they are assigned.
+        // librdkafka asks for a topic it has no metadata of only from its
+        // 1 s topic scan (`rd_kafka_1s_tmr_cb`, librdkafka 2.12.1), and a
+        // partition that starts without a leader retries its offset query
+        // on a 500 ms timer: a node's first records waited up to 1.1 s (the
+        // demo's p99 bursts). A topic handle created after a metadata
+        // answer takes its leaders from the cache at once.
+        for topic in &self.inputs {
+            prefetch_metadata(&self.consumer, topic);
+        }
         let mut list = TopicPartitionList::new();
         for topic in &self.inputs {
             for partition in partitions {
@@ -1619,6 +1629,19 @@ impl KafkaPort for RdKafkaPort {
 /// Low and high watermarks of a partition, retrying the transient errors a
 /// freshly created topic or a moving leader gives (`NotLeaderForPartition`,
 /// `LeaderNotAvailable`) for up to [`RESTORE_STALL_TIMEOUT_MS`].
+/// Asks the broker for `topic`'s metadata through `consumer`, so that
+/// partitions of it assigned next know their leaders (see
+/// `RdKafkaPort::assign_static`). A failure is only logged: the consumer
+/// then learns the leaders on its own, a second or so later.
+pub(crate) fn prefetch_metadata<C: ConsumerContext>(consumer: &BaseConsumer<C>, topic: &str) {
+    if let Err(e) = consumer.fetch_metadata(Some(topic), METADATA_PREFETCH_TIMEOUT) {
+        tracing::debug!(topic, error = %e, "metadata before an assignment");
+    }
+}
+
+/// How long [`prefetch_metadata`] waits for an answer.
+const METADATA_PREFETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
 fn watermarks_retrying<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     topic: &str,
