@@ -165,7 +165,7 @@ const SEES_RDKAFKA: &[(&str, &str)] = &[
     ),
     (
         "tradeflow-services",
-        "the Order API's producer, `tradeflow demo`'s mock cluster, `tradeflow dlq`",
+        "the Order API's producer (`api::kafka`), `tradeflow demo`'s mock cluster",
     ),
     (
         "tradeflow-loadgen",
