@@ -6,7 +6,9 @@
 //! - the crate graph (`cargo metadata`, rust-analyzer style): which workspace
 //!   crate may depend on which, which crates see rdkafka (the Kafka adapters)
 //!   and glommio (the engine's runtime), and that the engine's binary does
-//!   not need the load generator.
+//!   not need the load generator;
+//! - a dependency two members share is declared once, in the root's
+//!   `[workspace.dependencies]`, and inherited (`x.workspace = true`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -194,12 +196,12 @@ struct Edge {
     optional: bool,
 }
 
-/// The workspace's members and their declared dependencies, from
-/// `cargo metadata --no-deps` (the manifests as Cargo reads them; no
-/// resolution, no network).
 /// Each member's features: feature → what it enables.
 type Features = BTreeMap<String, BTreeMap<String, Vec<String>>>;
 
+/// The workspace's members, their features and their declared dependencies,
+/// from `cargo metadata --no-deps` (the manifests as Cargo reads them; no
+/// resolution, no network).
 fn crate_graph() -> (BTreeSet<String>, Features, Vec<Edge>) {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let output = Command::new(cargo)
@@ -332,4 +334,80 @@ fn the_crate_graph_keeps_its_shape() {
         "the crate graph broke its rules (tests/tests/tidy.rs, docs/ARCHITECTURE.md):\n{}",
         offences.join("\n")
     );
+}
+
+/// The dependency names a manifest declares in `[dependencies]`,
+/// `[dev-dependencies]` and `[build-dependencies]` (plain `name = ...` or
+/// `name.workspace = true` lines), each with whether it is inherited from
+/// the workspace.
+fn declared_dependencies(manifest: &str) -> Vec<(String, bool)> {
+    let mut declared = Vec::new();
+    let mut in_dependencies = false;
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_dependencies = matches!(
+                line,
+                "[dependencies]" | "[dev-dependencies]" | "[build-dependencies]"
+            );
+            continue;
+        }
+        if !in_dependencies || line.starts_with('#') {
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        let key = key.trim();
+        let (name, inherited) = match key.strip_suffix(".workspace") {
+            Some(name) => (name, true),
+            None => (key, value.contains("workspace = true")),
+        };
+        declared.push((name.to_owned(), inherited));
+    }
+    declared
+}
+
+#[test]
+fn shared_dependencies_are_declared_once_for_the_workspace() {
+    let root = std::fs::read_to_string(repo_root().join("Cargo.toml")).expect("the root manifest");
+    let workspace: BTreeSet<String> =
+        declared_dependencies(&root.replace("[workspace.dependencies]", "[dependencies]"))
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+    assert!(
+        !workspace.is_empty(),
+        "no [workspace.dependencies] in Cargo.toml"
+    );
+    let (members, _, edges) = crate_graph();
+    let mut users: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for edge in &edges {
+        users
+            .entry(edge.to.as_str())
+            .or_default()
+            .insert(edge.from.as_str());
+    }
+    let mut offences = Vec::new();
+    for member in &members {
+        let folder = member.trim_start_matches("tradeflow-");
+        let manifest = std::fs::read_to_string(repo_root().join(folder).join("Cargo.toml"))
+            .expect("a member's manifest in the folder its name says");
+        for (name, inherited) in declared_dependencies(&manifest) {
+            if workspace.contains(&name) && !inherited {
+                offences.push(format!(
+                    "{folder}/Cargo.toml declares {name} itself: it is in [workspace.dependencies], write `{name}.workspace = true` (features may be added)"
+                ));
+            }
+            let shared_by = users.get(name.as_str()).map_or(0, BTreeSet::len);
+            if !workspace.contains(&name) && shared_by > 1 {
+                offences.push(format!(
+                    "{folder}/Cargo.toml: {name} is used by {shared_by} members ({:?}): declare it once in [workspace.dependencies]",
+                    users[name.as_str()]
+                ));
+            }
+        }
+    }
+    offences.sort();
+    offences.dedup();
+    assert!(offences.is_empty(), "{}", offences.join("\n"));
 }
