@@ -58,7 +58,7 @@ use crate::latency::{LatencyError, LatencyRecorder, HISTOGRAM_SIGFIG, LATENCY_NS
 use crate::progress::{Progress, PROGRESS_UPDATE_MS};
 use crate::traffic::replay::stamp_created_at;
 use crate::traffic::Payload;
-use crate::wire::{ValueError, ValueFormats, ValueWriter};
+use registry::values::{ValueError, ValueFormats, ValueWriter};
 
 /// Topics whose events end an order: filled, rejected for funds, refunded.
 pub const OUTCOME_TOPICS: [&str; 3] = [STOCK_UPDATED, PAYMENT_FAILED, PAYMENT_REFUNDED];

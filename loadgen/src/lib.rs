@@ -5,26 +5,25 @@
 //! |---|---|
 //! | [`latency`] | whole-run corrected/uncorrected histograms |
 //! | [`interval`] | per-interval rotation on the measuring thread, the interval log |
-//! | [`report`] | percentile table, `.hgrm`, `.hlog`, SVG plots, `summary.json` |
+//! | [`report`] | percentile table, `.hgrm` (written by the `hdr` crate), `.hlog`, SVG plots, `summary.json` |
 //! | [`progress`] | the progress bar (hidden when quiet or not on a terminal) |
 //! | [`ping`] | open-loop produce → consume round trips through one topic |
 //! | [`drive`] | open-loop orders against a running flow, timed to their `read_committed` outcomes |
 //! | [`traffic`] | the traffic file format, replay pacing and id rewriting |
 //! | [`synth`] | seeded synthetic scenarios as traffic |
 //! | [`flow`] | the flow's topics and keys (`codecs::topics`) and which key a record gets |
-//! | [`audit`] | the invariant audit: every figure re-derived from the events of every flow topic |
+//! | [`audit_read`] | a namespace's flow topics read and fed to the invariant audit (the `audit` crate) |
 //! | [`kafka`] | reading fixed offset ranges of topics (`read_committed`, outside any group) |
 //! | [`record`] | capturing a range of topics into a traffic file |
 //! | [`session`] | `run`/`replay`: drive a schedule, write the report, audit |
 //! | [`state`] | balances and stock read through the engines' Order API, for the audit to compare |
-//! | [`wire`] | record values in rkyv or Confluent's Avro form, per topic; schema ids through the registry |
 //!
 //! Owns: send schedules, latency recording and reports.
 //! Must never: measure from the actual send time alone (a stalled system would
 //! hide its own stall), or block the schedule on a slow reply (open loop).
 
 pub mod api;
-pub mod audit;
+pub mod audit_read;
 pub mod drive;
 pub mod flow;
 pub mod interval;
@@ -38,4 +37,3 @@ pub mod session;
 pub mod state;
 pub mod synth;
 pub mod traffic;
-pub mod wire;

@@ -13,10 +13,10 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
+use audit::DeliveryGuarantee;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use codecs::topics::TopicNamespace;
-use loadgen::audit::read::audit_namespace;
-use loadgen::audit::DeliveryGuarantee;
+use loadgen::audit_read::audit_namespace;
 use loadgen::drive::{
     DriveConfig, DriveOptions, DRAIN_TIMEOUT_MS_DEFAULT, PENDING_ORDERS_MAX_DEFAULT,
 };
@@ -30,7 +30,7 @@ use loadgen::session::{self, RunLabel, SessionConfig, SessionOutcome};
 use loadgen::synth::{self, SequentialOrderIds, SynthConfig};
 use loadgen::traffic::replay::{plan_replay, IdRewriter, Pace, Schedule};
 use loadgen::traffic::{Header, TrafficReader, TrafficWriter};
-use loadgen::wire::ValueFormats;
+use registry::values::ValueFormats;
 
 /// Directory under which reports go unless `--report-dir` says otherwise.
 const REPORTS_DIR_DEFAULT: &str = "reports";

@@ -59,7 +59,7 @@ pub struct RecordConfig {
     /// registry is given. Events are written to the file as events, so a
     /// replay sends them in whatever form it is told; a value that is
     /// neither is kept raw.
-    pub values: crate::wire::ValueFormats,
+    pub values: registry::values::ValueFormats,
 }
 
 /// What a capture wrote.

@@ -2,7 +2,7 @@
 //! `loadgen replay` perform it: a schedule driven open-loop into the
 //! namespace's topics ([`crate::drive`]), every report file written
 //! ([`crate::report`]), then the invariant audit of every flow topic of the
-//! namespace ([`crate::audit::read`]) unless turned off — against the
+//! namespace ([`crate::audit_read`]) unless turned off — against the
 //! scenario's plan of outcomes and the engines' state read through their
 //! Order API ([`crate::state`]) when the session has them.
 //!
@@ -16,8 +16,9 @@ use std::time::Duration;
 
 use codecs::{AccountId, Sku};
 
-use crate::audit::read::{audit_namespace_with, TopicAudit};
-use crate::audit::{Audit, DeliveryGuarantee, DeservedOutcomes};
+use audit::{Audit, DeliveryGuarantee, DeservedOutcomes};
+
+use crate::audit_read::{audit_namespace_with, TopicAudit};
 use crate::drive::{
     drive_with, DriveConfig, DriveError, DriveOptions, DriveReport, ScheduledRecord,
 };

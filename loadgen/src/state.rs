@@ -2,7 +2,7 @@
 //! (`GET /v1/accounts/{id}`) and every instrument's stock
 //! (`GET /v1/instruments/{sku}`) through the Order API (REST) of the running
 //! engines, into a [`StateSnapshot`] the audit compares key by key with what
-//! the events imply ([`crate::audit::Audit::finish_with_state`]).
+//! the events imply ([`audit::Audit::finish_with_state`]).
 //!
 //! Owns: the plain HTTP/1.1 GETs, which engine answers for a key (200 from
 //! its owner, 404 when the owner never saw it; 421 and 503 are retried on the
@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use codecs::{AccountId, Money, Quantity, Sku, ValueError};
 
-use crate::audit::StateSnapshot;
 use crate::synth::{instrument_sku, SynthConfig};
+use audit::StateSnapshot;
 
 /// How long one HTTP exchange may take.
 const HTTP_TIMEOUT_MS: u64 = 10_000;

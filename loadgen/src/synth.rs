@@ -23,7 +23,7 @@
 //! account and per instrument), once to emit. [`Expected`] carries the counts an
 //! audit can compare with the outcomes, and [`deserved_outcomes`] the outcome
 //! each order deserves, by order id, for the audit to compare one by one
-//! ([`crate::audit::Audit::expect_outcomes`]).
+//! ([`audit::Audit::expect_outcomes`]).
 //!
 //! # Ids
 //! Event ids are `run_id << 64 | sequence` and client order ids
@@ -47,10 +47,10 @@ use rand::rngs::ChaCha8Rng;
 use rand::{RngExt as _, SeedableRng as _};
 use rand_distr::{Distribution as _, Zipf};
 
-use crate::audit::{Deserved, DeservedOutcomes};
 use crate::flow;
 use crate::traffic::replay::fmix64;
 use crate::traffic::{Payload, Record};
+use audit::{Deserved, DeservedOutcomes};
 
 /// Nanoseconds per second.
 const NS_PER_S: u128 = 1_000_000_000;

@@ -4,64 +4,16 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
+use hdr::hgrm;
 use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
 use hdrhistogram::serialization::Deserializer;
 use hdrhistogram::Histogram;
 use loadgen::interval::{IntervalRecorder, Recorded};
-use loadgen::latency::{HISTOGRAM_SIGFIG, LATENCY_NS_MAX};
-use loadgen::report::{self, hgrm, Report, RunInfo, Summary};
+use loadgen::report::{self, Report, RunInfo, Summary};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 const MS: u64 = 1_000_000;
-
-/// The histogram `tests/data/Golden.java` builds with HdrHistogram 2.2.2.
-fn golden_histogram() -> Result<Histogram<u64>, Box<dyn std::error::Error>> {
-    let mut h = Histogram::new_with_bounds(1, LATENCY_NS_MAX, HISTOGRAM_SIGFIG)?;
-    for i in 1..=10_000u64 {
-        h.record(i * 1000 + (i % 7) * 13)?;
-    }
-    for _ in 0..10 {
-        h.record(50_000_000)?;
-    }
-    h.record(1_500_000_000)?;
-    Ok(h)
-}
-
-/// The histogram `Golden.java ties` builds: running counts that hit percentile
-/// steps exactly.
-fn ties_histogram() -> Result<Histogram<u64>, Box<dyn std::error::Error>> {
-    let mut h = Histogram::new_with_bounds(1, LATENCY_NS_MAX, HISTOGRAM_SIGFIG)?;
-    for v in 1..=8u64 {
-        h.record_n(v * 100_000 + v * 7, 5_000)?;
-    }
-    for i in 0..40_000u64 {
-        h.record(900_000 + (i % 1_000) * 1_000)?;
-    }
-    Ok(h)
-}
-
-#[test]
-fn hgrm_matches_the_java_implementation_byte_for_byte() -> TestResult {
-    assert_same_text(
-        &hgrm::percentile_distribution(&golden_histogram()?, hgrm::NS_PER_US),
-        include_str!("data/known.hgrm"),
-    );
-    assert_same_text(
-        &hgrm::percentile_distribution(&ties_histogram()?, hgrm::NS_PER_US),
-        include_str!("data/ties.hgrm"),
-    );
-    Ok(())
-}
-
-fn assert_same_text(actual: &str, expected: &str) {
-    if actual != expected {
-        for (i, (a, e)) in actual.lines().zip(expected.lines()).enumerate() {
-            assert_eq!(a, e, "line {}", i + 1);
-        }
-        assert_eq!(actual.lines().count(), expected.lines().count());
-    }
-}
 
 /// Three seconds of a steady 1 ms service, a one-second stall (nothing
 /// arrives), then the late replies of the stall.

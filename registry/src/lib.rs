@@ -12,6 +12,7 @@
 //! | [`store`] | the `_schemas` topic: read to the end at start, append per change |
 //! | [`api`] | the REST routes, Confluent's shapes and error codes |
 //! | [`client`] | a node registering the schemas it writes, at start |
+//! | [`values`] | the flow's values in rkyv or Confluent's Avro form, per topic, as clients outside the engine write and read them (loadgen, `tradeflow audit`) |
 //!
 //! Runs on a tokio runtime of its own, never on an engine shard's core.
 //!
@@ -25,6 +26,7 @@ pub mod api;
 pub mod client;
 pub mod model;
 pub mod store;
+pub mod values;
 
 use std::net::SocketAddr;
 

@@ -1,4 +1,4 @@
-//! The invariant audit as the services use it: `loadgen::audit` (which
+//! The invariant audit as the services use it: the `audit` crate (which
 //! re-derives every figure from the events and knows no stage), re-exported,
 //! plus the adapters that put the stages' stores into its plain-map
 //! [`StateSnapshot`].
@@ -6,9 +6,9 @@
 //! Owns: [`StateSnapshotExt`] (stage state → snapshot) and the conversions
 //! of the Order stage's status to the audit's [`OrderState`]. Must never:
 //! check an invariant here — a check that used a stage's types could trust
-//! the stage; checks belong in `loadgen::audit`, over events.
+//! the stage; checks belong in the `audit` crate, over events.
 
-pub use loadgen::audit::*;
+pub use ::audit::*;
 
 use crate::inventory::StockLedger;
 use crate::order::{OrderBook, OrderOutcome, OrderStatus};

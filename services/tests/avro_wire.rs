@@ -32,12 +32,12 @@ use engine::kafka::{publish_and_wait, read_to_end, Guarantee, KafkaSettings, Own
 use engine::partitioner::partition_for;
 use engine::runtime::{Engine, RuntimeKnobs, ShardPlan};
 use engine::{OutRecord, PartitionId, ShardId};
-use loadgen::audit::DeliveryGuarantee;
 use loadgen::drive::{DriveConfig, DriveOptions};
 use loadgen::session::{RunLabel, SessionConfig};
 use loadgen::synth::SynthConfig;
-use loadgen::wire::ValueFormats;
+use registry::values::ValueFormats;
 use services::api::{ApiConfig, PUBLISHED_TOPICS};
+use services::audit::DeliveryGuarantee;
 use services::flow::{ServiceSet, TradeFlow, TradeFlowState};
 use tradeflow_tests::{unique_topic, KafkaCluster};
 use tuning::WireSettings;

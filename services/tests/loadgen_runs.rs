@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 use codecs::topics::TopicNamespace;
 use engine::deployment::{prepare_topics, FlowTopics};
 use engine::kafka::{Guarantee, KafkaSettings};
-use loadgen::audit::DeliveryGuarantee;
 use loadgen::drive::{DriveConfig, DriveOptions, ScheduledRecord};
 use loadgen::record::{capture, RecordConfig, INPUT_TOPICS};
 use loadgen::report::{self, Summary};
@@ -32,6 +31,7 @@ use loadgen::session::{run_session, synth_schedule, RunLabel, SessionConfig, Ses
 use loadgen::synth::SynthConfig;
 use loadgen::traffic::replay::{plan_replay, IdRewriter, Pace, Schedule};
 use loadgen::traffic::TrafficReader;
+use services::audit::DeliveryGuarantee;
 use services::flow::{ServiceSet, TradeFlow};
 use tradeflow_tests::{unique_topic, KafkaCluster};
 

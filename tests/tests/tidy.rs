@@ -2,9 +2,17 @@
 //! - no `Mutex` or `RwLock` in the crates on the data path (engine, codecs):
 //!   shards exchange data only through Kafka, bounded lock-free channels and
 //!   atomics, so a lock there is a design error, not a style issue;
-//! - every module starts with a `//!` doc saying what it owns and must never do.
+//! - every module starts with a `//!` doc saying what it owns and must never do;
+//! - the crate graph (`cargo metadata`, rust-analyzer style): which workspace
+//!   crate may depend on which, which crates see rdkafka (the Kafka adapters)
+//!   and glommio (the engine's runtime), and that the engine's binary does
+//!   not need the load generator;
+//! - a dependency two members share is declared once, in the root's
+//!   `[workspace.dependencies]`, and inherited (`x.workspace = true`).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -75,6 +83,8 @@ fn every_module_says_what_it_owns() {
         "tuning/src",
         "tests/src",
         "registry/src",
+        "audit/src",
+        "hdr/src",
     ] {
         let mut files = Vec::new();
         rust_files(&repo_root().join(krate), &mut files);
@@ -91,4 +101,313 @@ fn every_module_says_what_it_owns() {
         "modules without a //! doc:\n{}",
         missing.join("\n")
     );
+}
+
+/// The workspace crates each workspace crate may depend on (normal
+/// dependencies; dev-dependencies are the tests' business). Every member is
+/// listed, so a new crate has to take its place here (and in
+/// docs/ARCHITECTURE.md's folder map).
+const MAY_DEPEND_ON: &[(&str, &[&str])] = &[
+    // The wire contract: bytes in, events out; nothing of ours below it.
+    ("tradeflow-codecs", &[]),
+    // Core maps and knobs: plain data and their validation.
+    ("tradeflow-tuning", &[]),
+    // Histograms to .hgrm text: knows no flow.
+    ("tradeflow-hdr", &[]),
+    // The invariant audit: events in, report out.
+    ("tradeflow-audit", &["tradeflow-codecs"]),
+    ("tradeflow-registry", &["tradeflow-codecs"]),
+    (
+        "tradeflow-engine",
+        &["tradeflow-codecs", "tradeflow-tuning"],
+    ),
+    // The load generator knows no stage and no engine type.
+    (
+        "tradeflow-loadgen",
+        &[
+            "tradeflow-audit",
+            "tradeflow-codecs",
+            "tradeflow-hdr",
+            "tradeflow-registry",
+            "tradeflow-tuning",
+        ],
+    ),
+    // The stages and the `tradeflow` binary. Not the load generator: see
+    // OPTIONAL_ONLY.
+    (
+        "tradeflow-services",
+        &[
+            "tradeflow-audit",
+            "tradeflow-codecs",
+            "tradeflow-engine",
+            "tradeflow-hdr",
+            "tradeflow-registry",
+            "tradeflow-tuning",
+        ],
+    ),
+    // The integration tests' harness.
+    ("tradeflow-tests", &["tradeflow-codecs", "tradeflow-engine"]),
+    // Criterion benchmarks: dev-dependencies only.
+    ("tradeflow-benches", &[]),
+];
+
+/// Normal dependencies allowed only as optional ones, behind the named
+/// feature: `tradeflow demo` drives the flow with the load generator, and a
+/// build without the feature (the production image) links none of it
+/// (plotters, indicatif, rand).
+const OPTIONAL_ONLY: &[(&str, &str, &str)] = &[("tradeflow-services", "tradeflow-loadgen", "demo")];
+
+/// The Kafka adapters: the crates that may use rdkafka directly (any kind of
+/// dependency), each with what it talks to Kafka for. Everything else reaches
+/// Kafka through one of them.
+const SEES_RDKAFKA: &[(&str, &str)] = &[
+    (
+        "tradeflow-engine",
+        "the shard port, topic administration, the owners' registry, standbys",
+    ),
+    (
+        "tradeflow-services",
+        "the Order API's producer (`api::kafka`), `tradeflow demo`'s mock cluster",
+    ),
+    (
+        "tradeflow-loadgen",
+        "the open-loop driver, `ping`, `record`, the audit's topic reader",
+    ),
+    ("tradeflow-registry", "the `_schemas` topic"),
+    (
+        "tradeflow-tests",
+        "the integration harness against the loopback broker",
+    ),
+    (
+        "tradeflow-benches",
+        "the restore and commit-path benchmarks (dev)",
+    ),
+];
+
+/// The crates that may use glommio: the engine's runtime alone.
+const SEES_GLOMMIO: &[&str] = &["tradeflow-engine"];
+
+/// One dependency of a workspace member, as `cargo metadata` declares it.
+struct Edge {
+    from: String,
+    to: String,
+    /// `normal`, `dev` or `build`.
+    kind: String,
+    optional: bool,
+}
+
+/// Each member's features: feature → what it enables.
+type Features = BTreeMap<String, BTreeMap<String, Vec<String>>>;
+
+/// The workspace's members, their features and their declared dependencies,
+/// from `cargo metadata --no-deps` (the manifests as Cargo reads them; no
+/// resolution, no network).
+fn crate_graph() -> (BTreeSet<String>, Features, Vec<Edge>) {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = Command::new(cargo)
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--offline",
+            "--no-deps",
+            "--manifest-path",
+        ])
+        .arg(repo_root().join("Cargo.toml"))
+        .output()
+        .expect("cargo metadata runs");
+    assert!(
+        output.status.success(),
+        "cargo metadata failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let metadata: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("cargo metadata prints JSON");
+    let packages = metadata["packages"].as_array().expect("a package list");
+    let mut members = BTreeSet::new();
+    let mut features = BTreeMap::new();
+    let mut edges = Vec::new();
+    for package in packages {
+        let name = package["name"].as_str().expect("a package name").to_owned();
+        let package_features = package["features"]
+            .as_object()
+            .map(|map| {
+                map.iter()
+                    .map(|(feature, enables)| {
+                        let enables = enables
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|e| e.as_str().map(str::to_owned))
+                            .collect();
+                        (feature.clone(), enables)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        features.insert(name.clone(), package_features);
+        for dependency in package["dependencies"].as_array().into_iter().flatten() {
+            edges.push(Edge {
+                from: name.clone(),
+                to: dependency["name"]
+                    .as_str()
+                    .expect("a dependency name")
+                    .to_owned(),
+                kind: dependency["kind"].as_str().unwrap_or("normal").to_owned(),
+                optional: dependency["optional"].as_bool().unwrap_or(false),
+            });
+        }
+        members.insert(name);
+    }
+    (members, features, edges)
+}
+
+#[test]
+fn the_crate_graph_keeps_its_shape() {
+    let (members, features, edges) = crate_graph();
+    let table: BTreeMap<&str, &[&str]> = MAY_DEPEND_ON.iter().copied().collect();
+    let mut offences = Vec::new();
+    for member in &members {
+        if !table.contains_key(member.as_str()) {
+            offences.push(format!(
+                "{member} is a workspace member missing from MAY_DEPEND_ON: say which crates it may depend on"
+            ));
+        }
+    }
+    for crate_name in table.keys() {
+        if !members.contains(*crate_name) {
+            offences.push(format!(
+                "MAY_DEPEND_ON names {crate_name}, which is no workspace member"
+            ));
+        }
+    }
+    for edge in &edges {
+        let to_member = members.contains(&edge.to);
+        if to_member && edge.kind == "normal" {
+            let allowed = table
+                .get(edge.from.as_str())
+                .is_some_and(|a| a.contains(&edge.to.as_str()));
+            let optional_rule = OPTIONAL_ONLY
+                .iter()
+                .find(|(from, to, _)| *from == edge.from && *to == edge.to);
+            match optional_rule {
+                _ if allowed => {}
+                Some((_, _, feature)) => {
+                    let enabled_by_feature = features
+                        .get(&edge.from)
+                        .and_then(|f| f.get(*feature))
+                        .is_some_and(|enables| enables.contains(&format!("dep:{}", edge.to)));
+                    let gated = edge.optional && enabled_by_feature;
+                    if !gated {
+                        offences.push(format!(
+                            "{} -> {}: allowed only as an optional dependency enabled by the `{feature}` feature (`dep:{}`)",
+                            edge.from, edge.to, edge.to
+                        ));
+                    }
+                }
+                None => offences.push(format!(
+                    "{} -> {} (normal dependency): not in MAY_DEPEND_ON[{}] = {:?}",
+                    edge.from,
+                    edge.to,
+                    edge.from,
+                    table.get(edge.from.as_str()).copied().unwrap_or_default()
+                )),
+            }
+        }
+        if edge.to == "rdkafka" && !SEES_RDKAFKA.iter().any(|(name, _)| *name == edge.from) {
+            offences.push(format!(
+                "{} -> rdkafka ({}): only the Kafka adapters ({}) see rdkafka; reach Kafka through one of them",
+                edge.from,
+                edge.kind,
+                SEES_RDKAFKA.iter().map(|(name, _)| *name).collect::<Vec<_>>().join(", ")
+            ));
+        }
+        if edge.to == "glommio" && !SEES_GLOMMIO.contains(&edge.from.as_str()) {
+            offences.push(format!(
+                "{} -> glommio ({}): only the engine's runtime sees glommio",
+                edge.from, edge.kind
+            ));
+        }
+    }
+    assert!(
+        offences.is_empty(),
+        "the crate graph broke its rules (tests/tests/tidy.rs, docs/ARCHITECTURE.md):\n{}",
+        offences.join("\n")
+    );
+}
+
+/// The dependency names a manifest declares in `[dependencies]`,
+/// `[dev-dependencies]` and `[build-dependencies]` (plain `name = ...` or
+/// `name.workspace = true` lines), each with whether it is inherited from
+/// the workspace.
+fn declared_dependencies(manifest: &str) -> Vec<(String, bool)> {
+    let mut declared = Vec::new();
+    let mut in_dependencies = false;
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_dependencies = matches!(
+                line,
+                "[dependencies]" | "[dev-dependencies]" | "[build-dependencies]"
+            );
+            continue;
+        }
+        if !in_dependencies || line.starts_with('#') {
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        let key = key.trim();
+        let (name, inherited) = match key.strip_suffix(".workspace") {
+            Some(name) => (name, true),
+            None => (key, value.contains("workspace = true")),
+        };
+        declared.push((name.to_owned(), inherited));
+    }
+    declared
+}
+
+#[test]
+fn shared_dependencies_are_declared_once_for_the_workspace() {
+    let root = std::fs::read_to_string(repo_root().join("Cargo.toml")).expect("the root manifest");
+    let workspace: BTreeSet<String> =
+        declared_dependencies(&root.replace("[workspace.dependencies]", "[dependencies]"))
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+    assert!(
+        !workspace.is_empty(),
+        "no [workspace.dependencies] in Cargo.toml"
+    );
+    let (members, _, edges) = crate_graph();
+    let mut users: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for edge in &edges {
+        users
+            .entry(edge.to.as_str())
+            .or_default()
+            .insert(edge.from.as_str());
+    }
+    let mut offences = Vec::new();
+    for member in &members {
+        let folder = member.trim_start_matches("tradeflow-");
+        let manifest = std::fs::read_to_string(repo_root().join(folder).join("Cargo.toml"))
+            .expect("a member's manifest in the folder its name says");
+        for (name, inherited) in declared_dependencies(&manifest) {
+            if workspace.contains(&name) && !inherited {
+                offences.push(format!(
+                    "{folder}/Cargo.toml declares {name} itself: it is in [workspace.dependencies], write `{name}.workspace = true` (features may be added)"
+                ));
+            }
+            let shared_by = users.get(name.as_str()).map_or(0, BTreeSet::len);
+            if !workspace.contains(&name) && shared_by > 1 {
+                offences.push(format!(
+                    "{folder}/Cargo.toml: {name} is used by {shared_by} members ({:?}): declare it once in [workspace.dependencies]",
+                    users[name.as_str()]
+                ));
+            }
+        }
+    }
+    offences.sort();
+    offences.dedup();
+    assert!(offences.is_empty(), "{}", offences.join("\n"));
 }

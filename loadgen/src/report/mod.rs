@@ -15,7 +15,6 @@
 //! ([`RunInfo`]) into those files. Must never: record, or run on a measuring
 //! thread — reports are written after the run, from data the recorder handed over.
 
-pub mod hgrm;
 pub mod plot;
 
 use std::fmt::Write as _;
@@ -23,6 +22,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use hdr::hgrm;
 use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
 use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::Histogram;

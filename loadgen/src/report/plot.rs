@@ -10,7 +10,7 @@ use hdrhistogram::Histogram;
 use plotters::prelude::*;
 
 use super::{IntervalSummary, ReportError};
-use crate::report::hgrm::{percentile_steps, PERCENTILE_TICKS_PER_HALF_DISTANCE};
+use hdr::hgrm::{percentile_steps, PERCENTILE_TICKS_PER_HALF_DISTANCE};
 
 /// Size of every plot, pixels.
 pub const PLOT_WIDTH_PX: u32 = 1_000;

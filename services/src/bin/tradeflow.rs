@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use codecs::topics::TopicNamespace;
 use engine::deployment::{plan_node, prepare_topics, FlowTopics, KafkaConnection};
 use engine::runtime::{stop_on_signals, Engine};
+#[cfg(feature = "demo")]
 use rdkafka::mocking::MockCluster;
 use services::deployment::{default_application_id, Topology};
 use services::flow::{ServiceSet, TradeFlow};
@@ -26,6 +27,7 @@ const ANY_LOOPBACK_PORT: std::net::SocketAddr =
 /// Default `fetch.wait.max.ms` of the shards' consumers (see `--fetch-wait-max-ms`).
 const FETCH_WAIT_MAX_MS_DEFAULT: u32 = 100;
 /// `fetch.wait.max.ms` on librdkafka's mock cluster (the demo).
+#[cfg(feature = "demo")]
 const MOCK_FETCH_WAIT_MAX_MS: u32 = 5;
 /// Exit status of `run` when a shard stopped without its final commit (the
 /// commit failed and was aborted, or the shard had failed for good).
@@ -318,7 +320,7 @@ fn main() -> anyhow::Result<()> {
         } => {
             let properties = with_security(kafka_config.as_deref(), properties)?;
             let values =
-                loadgen::wire::ValueFormats::new(schema_registry.as_deref(), &namespace, &[])?;
+                registry::values::ValueFormats::new(schema_registry.as_deref(), &namespace, &[])?;
             let report = audit_topics(&bootstrap, &properties, &namespace, &values, guarantee)?;
             print!("{report}");
             if !report.passed() {
@@ -594,12 +596,14 @@ fn serve_registry(
 
 /// The schema registry of `tradeflow demo`: `tradeflow registry` on the
 /// demo's in-process cluster, on a thread of its own, stopped when dropped.
+#[cfg(feature = "demo")]
 struct EmbeddedRegistry {
     url: String,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
 }
 
+#[cfg(feature = "demo")]
 impl EmbeddedRegistry {
     fn start(bootstrap: &str, listen: std::net::SocketAddr) -> anyhow::Result<Self> {
         let config = registry::StoreConfig {
@@ -641,6 +645,7 @@ impl EmbeddedRegistry {
     }
 }
 
+#[cfg(feature = "demo")]
 impl Drop for EmbeddedRegistry {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
@@ -740,7 +745,7 @@ fn audit_topics(
     bootstrap: &str,
     properties: &[(String, String)],
     namespace: &TopicNamespace,
-    values: &loadgen::wire::ValueFormats,
+    values: &registry::values::ValueFormats,
     guarantee: GuaranteeArg,
 ) -> anyhow::Result<services::audit::AuditReport> {
     let mut values = values.reader();
@@ -1137,6 +1142,26 @@ fn run(
     Ok(())
 }
 
+/// `tradeflow demo` in a build without the `demo` feature (the production
+/// image): the load generator it drives the flow with is not linked.
+#[cfg(not(feature = "demo"))]
+fn demo(
+    _rate: u64,
+    _duration_s: u64,
+    _guarantee: GuaranteeArg,
+    _schema_registry_listen: std::net::SocketAddr,
+    _commit: tuning::CommitPolicy,
+) -> anyhow::Result<()> {
+    anyhow::bail!(
+        "this tradeflow was built without the demo (cargo feature `demo` of tradeflow-services, \
+         on by default): build it with that feature to run `tradeflow demo`"
+    )
+}
+
+/// The embedded quick start: the flow on librdkafka's mock cluster, driven
+/// open-loop by the load generator (`loadgen::synth`, `loadgen::drive`), then
+/// the latency report and the audit.
+#[cfg(feature = "demo")]
 fn demo(
     rate: u64,
     duration_s: u64,
@@ -1305,7 +1330,7 @@ fn demo(
         &bootstrap,
         &[],
         &TopicNamespace::none(),
-        &loadgen::wire::ValueFormats::default(),
+        &registry::values::ValueFormats::default(),
         guarantee,
     )?;
     print!("{audit}");

@@ -11,8 +11,8 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use engine::telemetry::{new_histogram, MetricsSnapshot, Timing};
+use hdr::hgrm::{percentile_distribution, NS_PER_US};
 use hdrhistogram::Histogram;
-use loadgen::report::hgrm::{percentile_distribution, NS_PER_US};
 
 /// The percentile table's file name in a report directory.
 pub const TABLE_FILE: &str = "engine-latency.txt";

@@ -1,19 +1,19 @@
 //! Reading a deployment's flow topics for the audit: every flow topic of a
 //! namespace, from its beginning to its end when the read begins, as a
 //! `read_committed` consumer, decoded (rkyv, or Confluent's Avro form
-//! through the schema registry: [`crate::wire`]) and fed to an [`Audit`]
+//! through the schema registry: `registry::values`) and fed to an [`Audit`]
 //! under the topic's logical name.
 //!
 //! Owns: the namespace → topics → audit plumbing behind `loadgen audit` and
 //! the audit at the end of `loadgen run`/`replay`. Must never: judge an
 //! event itself (that is [`Audit`]'s), or read outside the namespace.
 
+use audit::{Audit, AuditReport, DeliveryGuarantee, StateSnapshot};
 use codecs::topics::TopicNamespace;
 use rdkafka::message::Message;
+use registry::values::ValueFormats;
 
-use super::{Audit, AuditReport, DeliveryGuarantee, StateSnapshot};
 use crate::kafka::{self, ReadError, TimeBounds};
-use crate::wire::ValueFormats;
 
 /// An audit of what a namespace's topics hold.
 #[derive(Debug, Clone)]

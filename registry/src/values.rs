@@ -1,11 +1,14 @@
-//! The two forms of the flow's record values, as loadgen writes and reads
-//! them: framed rkyv (the default) and Confluent's Avro form (magic byte 0,
-//! the registry's 4-byte schema id, an Avro datum), per topic as a core
-//! map's `[wire.value_format]` sets them for the engine (docs/SCHEMAS.md).
+//! The two forms of the flow's record values, as the flow's clients outside
+//! the engine write and read them (loadgen, and `tradeflow audit` and
+//! `tradeflow demo`): framed rkyv (the default) and Confluent's Avro form
+//! (magic byte 0, the registry's 4-byte schema id, an Avro datum), per topic
+//! as a core map's `[wire.value_format]` sets them for the engine
+//! (docs/SCHEMAS.md). Here, beside [`crate::client`], so that those readers
+//! share one decoder without the engine's binary linking the load generator.
 //!
 //! Owns: [`ValueFormats`] (which topics loadgen writes as Avro, under the
 //! ids the registry gave their schemas when loadgen registered or looked
-//! them up at start, through `registry::client` as `tradeflow run` does;
+//! them up at start, through [`crate::client`] as `tradeflow run` does;
 //! and the registry it asks about ids it reads), the [`ValueWriter`] of the
 //! sender and the [`ValueReader`] of every consumer (the drive's outcome
 //! reader, the audit, `record`), and [`ValueError`].
@@ -26,10 +29,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::client::{ClientError, ValueSchemaLookup};
 use codecs::avro::{latest_value_schema, value_subject, PreparedSchema};
 use codecs::topics::TopicNamespace;
 use codecs::{DecodeError, Encoder, Event, EventSchema, CONFLUENT_MAGIC_BYTE};
-use registry::client::{ClientError, ValueSchemaLookup};
 
 /// Why a value could not be written or read in its form.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -117,7 +120,7 @@ impl ValueFormats {
                 None => Ok(ValueFormats::default()),
             };
         };
-        let registered = registry::client::register_value_schemas(url, namespace, &topics)?;
+        let registered = crate::client::register_value_schemas(url, namespace, &topics)?;
         let mut avro = Vec::new();
         for topic in topics {
             let subject = value_subject(&namespace.physical(topic));
@@ -268,7 +271,7 @@ impl ValueReader {
         let Some(url) = &self.registry else {
             return Err(ValueError::UnknownSchemaId { id });
         };
-        let answer = match registry::client::value_schema_by_id(url, id) {
+        let answer = match crate::client::value_schema_by_id(url, id) {
             Ok(ValueSchemaLookup::Readable(schema)) => Ok(schema),
             Ok(ValueSchemaLookup::NotRegistered) => Err(ValueError::UnknownSchemaId { id }),
             Ok(ValueSchemaLookup::Unreadable(cause)) => {

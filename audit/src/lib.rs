@@ -1,19 +1,27 @@
-//! The invariant audit: a pure function over every event read from every
-//! topic of the flow that checks the domain's invariants (docs/ARCHITECTURE.md) after a run,
-//! crashes included, and says what it found in a readable report. It lives
-//! in `loadgen` so that every load run can end with it (`loadgen run`,
-//! `loadgen audit`); `services::audit` re-exports it and adds the adapters
-//! from the stages' stores to a [`StateSnapshot`].
+//! `audit`: the invariant audit, a pure function over every event read from
+//! every topic of the flow that checks the domain's invariants
+//! (docs/ARCHITECTURE.md) after a run, crashes included, and says what it
+//! found in a readable report. A crate of its own so that every load run can
+//! end with it (`loadgen run`, `loadgen audit`) and so can the engine's
+//! binary (`tradeflow audit`, `tradeflow demo`) without linking the load
+//! generator; `services::audit` re-exports it and adds the adapters from the
+//! stages' stores to a [`StateSnapshot`].
 //!
 //! Owns: `Audit` (feed it `(topic, event)` pairs in any order), the
 //! `AuditReport` it produces (counts, totals, violations, `Display`),
 //! `StateSnapshot` (balances, stock and order states in plain maps, as a
 //! caller dumped them from the stages, compared against what the events
 //! imply) and the audit's own view of an order's state ([`OrderState`],
-//! [`Outcome`]). Reading the topics is [`read`]'s.
+//! [`Outcome`]). Reading the topics is the caller's (`loadgen::audit_read`,
+//! `tradeflow audit`).
 //! Must never: read Kafka or the engine (callers decode the topics and pass
 //! events in), depend on the order events are fed in, know a stage's types,
 //! or trust a stage: every figure is re-derived from the events themselves.
+//!
+//! Lives on the thread of its caller; nothing in it is shared.
+//!
+//! **Architecture invariant:** `audit` depends on `codecs` alone: no Kafka
+//! client, no engine, no stage, no load generator.
 //!
 //! Checked:
 //! - every accepted order reaches exactly one terminal outcome (filled,
@@ -42,8 +50,6 @@
 //!
 //! Topics are logical names (`codecs::topics`): a caller reading a
 //! namespaced deployment strips the namespace first.
-
-pub mod read;
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap};
