@@ -25,6 +25,7 @@ use crate::port::{
 use crate::stage::{ErrorClass, Input, Outbox, Stage};
 use crate::standby::{StandbyHandle, WarmCopy};
 use crate::store::{PartitionStores, StoreEntries};
+pub use crate::telemetry::ShardStats;
 use crate::telemetry::{
     PartitionLag, ReportBody, ShardGauges, ShardReport, ShardTelemetry, StoreSize, Timing,
 };
@@ -73,65 +74,6 @@ pub enum Step {
     DeadLettered,
     Rebalanced,
     Idle,
-}
-
-/// Counters a shard keeps for itself; published as metrics (see `telemetry`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ShardStats {
-    pub records_in: u64,
-    pub records_out: u64,
-    pub dead_lettered: u64,
-    pub commits: u64,
-    pub changelog_records: u64,
-    pub restored_records: u64,
-    pub restored_bytes: u64,
-    /// Partition restores completed (one per partition per assignment).
-    pub restores: u64,
-    /// Transactions rolled back in memory (before-images put back, inputs
-    /// rewound) instead of a restart and restore.
-    pub rollbacks: u64,
-    /// From the port: transactions aborted to discard uncommitted work.
-    pub transaction_aborts: u64,
-    /// From the port: sends retried after waiting for a full producer queue.
-    pub send_retries: u64,
-    /// From the port: waits for a lagging co-partitioned input topic.
-    pub input_order_waits: u64,
-    /// From the port: such waits that ran out (processing went on).
-    pub input_order_enforced: u64,
-    /// Nanoseconds the shard spent blocked in commits (its input waits
-    /// meanwhile): the share of a shard's time a commit costs.
-    pub commit_blocked_ns: u64,
-}
-
-impl ShardStats {
-    /// Field-wise `self - earlier` (counters only grow, so never negative).
-    pub fn minus(&self, earlier: &ShardStats) -> ShardStats {
-        self.zip(earlier, u64::saturating_sub)
-    }
-
-    /// Field-wise sum.
-    pub fn plus(&self, other: &ShardStats) -> ShardStats {
-        self.zip(other, u64::saturating_add)
-    }
-
-    fn zip(&self, o: &ShardStats, f: fn(u64, u64) -> u64) -> ShardStats {
-        ShardStats {
-            records_in: f(self.records_in, o.records_in),
-            records_out: f(self.records_out, o.records_out),
-            dead_lettered: f(self.dead_lettered, o.dead_lettered),
-            commits: f(self.commits, o.commits),
-            changelog_records: f(self.changelog_records, o.changelog_records),
-            restored_records: f(self.restored_records, o.restored_records),
-            restored_bytes: f(self.restored_bytes, o.restored_bytes),
-            restores: f(self.restores, o.restores),
-            rollbacks: f(self.rollbacks, o.rollbacks),
-            transaction_aborts: f(self.transaction_aborts, o.transaction_aborts),
-            send_retries: f(self.send_retries, o.send_retries),
-            input_order_waits: f(self.input_order_waits, o.input_order_waits),
-            input_order_enforced: f(self.input_order_enforced, o.input_order_enforced),
-            commit_blocked_ns: f(self.commit_blocked_ns, o.commit_blocked_ns),
-        }
-    }
 }
 
 /// What a poll asked the shard to do once the record's borrow has ended.
