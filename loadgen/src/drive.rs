@@ -56,7 +56,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::interval::{IntervalError, IntervalLog, IntervalRecorder, INTERVAL_MS_DEFAULT};
 use crate::latency::{LatencyError, LatencyRecorder, HISTOGRAM_SIGFIG, LATENCY_NS_MAX};
 use crate::progress::{Progress, PROGRESS_UPDATE_MS};
-use crate::traffic::replay::stamp_created_at;
+use crate::traffic::stamp_created_at;
 use crate::traffic::Payload;
 use registry::values::{ValueError, ValueFormats, ValueWriter};
 

@@ -42,7 +42,7 @@ pub mod replay;
 
 use std::io::{BufRead, Read as _, Write};
 
-use codecs::Event;
+use codecs::{Event, EventHeader, TimestampNs};
 use serde::{Deserialize, Serialize};
 
 /// `format` field of the header line.
@@ -444,6 +444,28 @@ fn read_line<R: BufRead>(
         return Err(TrafficError::LineTooLong { line });
     }
     Ok(true)
+}
+
+/// Sets `created_at_ns`, which the end-to-end latency is measured from; the
+/// sender stamps it with the intended send time as wall-clock time.
+pub fn stamp_created_at(event: &mut Event, at: TimestampNs) {
+    header_mut(event).created_at_ns = at;
+}
+
+/// The header of any event, for rewriting.
+pub fn header_mut(event: &mut Event) -> &mut EventHeader {
+    match event {
+        Event::OrderCreated(e) => &mut e.header,
+        Event::OrderAmended(e) => &mut e.header,
+        Event::OrderCancelled(e) => &mut e.header,
+        Event::PaymentCompleted(e) => &mut e.header,
+        Event::PaymentFailed(e) => &mut e.header,
+        Event::PaymentRefunded(e) => &mut e.header,
+        Event::StockUpdated(e) => &mut e.header,
+        Event::StockRejected(e) => &mut e.header,
+        Event::AccountFunded(e) => &mut e.header,
+        Event::StockReplenished(e) => &mut e.header,
+    }
 }
 
 #[cfg(test)]

@@ -16,9 +16,9 @@
 
 use std::collections::HashMap;
 
-use codecs::{
-    AccountId, ClientOrderId, Event, EventHeader, EventId, OrderId, TimestampNs, ValueError,
-};
+use codecs::{AccountId, ClientOrderId, Event, EventId, OrderId, ValueError};
+
+use super::header_mut;
 
 /// Nanoseconds per second.
 const NS_PER_S: u128 = 1_000_000_000;
@@ -272,28 +272,6 @@ where
         })
 }
 
-/// Sets `created_at_ns`, which the end-to-end latency is measured from; the
-/// sender stamps it with the intended send time as wall-clock time.
-pub fn stamp_created_at(event: &mut Event, at: TimestampNs) {
-    header_mut(event).created_at_ns = at;
-}
-
-/// The header of any event, for rewriting.
-pub fn header_mut(event: &mut Event) -> &mut EventHeader {
-    match event {
-        Event::OrderCreated(e) => &mut e.header,
-        Event::OrderAmended(e) => &mut e.header,
-        Event::OrderCancelled(e) => &mut e.header,
-        Event::PaymentCompleted(e) => &mut e.header,
-        Event::PaymentFailed(e) => &mut e.header,
-        Event::PaymentRefunded(e) => &mut e.header,
-        Event::StockUpdated(e) => &mut e.header,
-        Event::StockRejected(e) => &mut e.header,
-        Event::AccountFunded(e) => &mut e.header,
-        Event::StockReplenished(e) => &mut e.header,
-    }
-}
-
 /// MurmurHash3's 64-bit finalizer: a bijection on `u64` that mixes every bit.
 pub(crate) const fn fmix64(mut x: u64) -> u64 {
     x ^= x >> 33;
@@ -321,7 +299,11 @@ mod tests {
     use std::collections::HashSet;
 
     use super::*;
-    use codecs::{Money, OrderCancelled, OrderCreated, Quantity, Sku, Tag, TimeInForce};
+    use crate::traffic::stamp_created_at;
+    use codecs::{
+        EventHeader, Money, OrderCancelled, OrderCreated, Quantity, Sku, Tag, TimeInForce,
+        TimestampNs,
+    };
 
     #[test]
     fn paces_give_intended_times() -> Result<(), PaceError> {
