@@ -1697,6 +1697,118 @@ fn watermarks_retrying_for<C: ConsumerContext>(
 }
 
 #[cfg(test)]
+mod error_mapping_tests {
+    //! How librdkafka's errors become [`PortError`]s: the mapping decides
+    //! whether a shard retries, rolls back in memory, restarts or stops with a
+    //! message, so each class is pinned here.
+
+    use super::*;
+
+    fn mapped(code: RDKafkaErrorCode) -> PortError {
+        kafka_error("sending", KafkaError::MessageProduction(code))
+    }
+
+    #[test]
+    fn transient_broker_trouble_is_retryable() {
+        for code in [
+            RDKafkaErrorCode::QueueFull,
+            RDKafkaErrorCode::MessageTimedOut,
+            RDKafkaErrorCode::RequestTimedOut,
+            RDKafkaErrorCode::BrokerTransportFailure,
+            RDKafkaErrorCode::AllBrokersDown,
+            RDKafkaErrorCode::NotEnoughReplicas,
+            RDKafkaErrorCode::LeaderNotAvailable,
+            RDKafkaErrorCode::NotLeaderForPartition,
+            RDKafkaErrorCode::NetworkException,
+            RDKafkaErrorCode::CoordinatorLoadInProgress,
+            RDKafkaErrorCode::CoordinatorNotAvailable,
+            RDKafkaErrorCode::NotCoordinator,
+        ] {
+            let error = mapped(code);
+            assert!(error.is_retryable(), "{code:?} -> {error:?}");
+            assert!(!error.is_abortable(), "{code:?} -> {error:?}");
+        }
+    }
+
+    #[test]
+    fn refusals_by_the_authorizer_stop_with_what_was_refused() {
+        for code in [
+            RDKafkaErrorCode::TopicAuthorizationFailed,
+            RDKafkaErrorCode::GroupAuthorizationFailed,
+            RDKafkaErrorCode::ClusterAuthorizationFailed,
+            RDKafkaErrorCode::TransactionalIdAuthorizationFailed,
+            RDKafkaErrorCode::SaslAuthenticationFailed,
+            RDKafkaErrorCode::Authentication,
+        ] {
+            match mapped(code) {
+                PortError::NotAuthorized { op, message } => {
+                    assert_eq!(op, "sending");
+                    assert!(!message.is_empty(), "{code:?}: the message says what");
+                }
+                other => panic!("{code:?} -> {other:?}, not NotAuthorized"),
+            }
+            // A refusal is never made abortable: redoing the work meets the
+            // same ACL.
+            assert!(matches!(
+                uncommitted(mapped(code)),
+                PortError::NotAuthorized { .. }
+            ));
+        }
+    }
+
+    #[test]
+    fn other_errors_are_neither_retryable_nor_abortable() {
+        for code in [
+            RDKafkaErrorCode::InvalidMessage,
+            RDKafkaErrorCode::MessageSizeTooLarge,
+            RDKafkaErrorCode::UnknownTopicOrPartition,
+            RDKafkaErrorCode::ProducerFenced,
+            RDKafkaErrorCode::InvalidProducerEpoch,
+        ] {
+            let error = mapped(code);
+            assert!(
+                matches!(
+                    error,
+                    PortError::Kafka {
+                        retryable: false,
+                        ..
+                    }
+                ),
+                "{code:?} -> {error:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_error_before_the_commit_call_makes_the_transaction_abortable() {
+        for code in [
+            RDKafkaErrorCode::MessageTimedOut,
+            RDKafkaErrorCode::InvalidMessage,
+        ] {
+            let error = uncommitted(mapped(code));
+            assert!(error.is_abortable(), "{code:?} -> {error:?}");
+            match error {
+                PortError::TransactionAbortable { op, message } => {
+                    assert_eq!(op, "sending");
+                    assert!(message.contains(&KafkaError::MessageProduction(code).to_string()));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // Errors that are not Kafka's pass through unchanged.
+        let other = PortError::NotCoPartitioned {
+            topic: "a".into(),
+            partition: PartitionId(1),
+            missing: "b".into(),
+        };
+        assert!(matches!(
+            uncommitted(other),
+            PortError::NotCoPartitioned { .. }
+        ));
+    }
+}
+
+#[cfg(test)]
 mod commit_latency_tests {
     //! The guard against a commit that waits on a poll slice instead of on
     //! its acknowledgements (see `await_deliveries`): on librdkafka's mock
