@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use audit::DeliveryGuarantee;
+use audit::Guarantee;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use codecs::topics::TopicNamespace;
 use loadgen::audit_read::audit_namespace;
@@ -211,20 +211,12 @@ fn parse_value_format(text: &str) -> Result<(Option<String>, ValueFormatArg), St
     Ok((topic, format))
 }
 
-/// `--guarantee` values, as Kafka Streams spells them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum GuaranteeArg {
-    ExactlyOnce,
-    AtLeastOnce,
-}
-
-impl From<GuaranteeArg> for DeliveryGuarantee {
-    fn from(arg: GuaranteeArg) -> Self {
-        match arg {
-            GuaranteeArg::ExactlyOnce => DeliveryGuarantee::ExactlyOnce,
-            GuaranteeArg::AtLeastOnce => DeliveryGuarantee::AtLeastOnce,
-        }
-    }
+/// `--guarantee`: the workspace's one guarantee type, spelled as a core
+/// map's `commit.guarantee` (and Kafka Streams) spells it.
+fn guarantee_arg() -> impl clap::builder::TypedValueParser<Value = Guarantee> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(Guarantee::ALL.map(Guarantee::as_str))
+        .try_map(|text| text.parse::<Guarantee>())
 }
 
 /// How a run against the flow is measured, reported and audited.
@@ -237,8 +229,8 @@ struct SessionArgs {
     #[arg(long)]
     no_audit: bool,
     /// The guarantee the flow runs under (what the audit holds it to).
-    #[arg(long, value_enum, default_value_t = GuaranteeArg::ExactlyOnce)]
-    guarantee: GuaranteeArg,
+    #[arg(long, default_value = "exactly-once", value_parser = guarantee_arg())]
+    guarantee: Guarantee,
     /// How long to wait for outstanding outcomes after the last send, seconds.
     #[arg(long, default_value_t = DRAIN_TIMEOUT_MS_DEFAULT / 1_000)]
     drain_timeout_s: u64,
@@ -337,8 +329,8 @@ struct AuditArgs {
     #[arg(long, value_name = "URL")]
     schema_registry: Option<String>,
     /// The guarantee the flow ran under.
-    #[arg(long, value_enum, default_value_t = GuaranteeArg::ExactlyOnce)]
-    guarantee: GuaranteeArg,
+    #[arg(long, default_value = "exactly-once", value_parser = guarantee_arg())]
+    guarantee: Guarantee,
 }
 
 #[derive(Debug, Args)]
@@ -680,7 +672,7 @@ fn session_config(
             .out
             .clone()
             .unwrap_or_else(|| default_report_dir(command)),
-        audit: (!args.no_audit).then(|| args.guarantee.into()),
+        audit: (!args.no_audit).then_some(args.guarantee),
         // `run` sets its scenario's plan; a replayed recording has none.
         deserved: None,
         // A recording may carry poison inputs; a synthetic scenario never does.
@@ -869,7 +861,7 @@ fn audit_command(args: AuditArgs) -> anyhow::Result<()> {
         &args.cluster.client_properties()?,
         &namespace,
         &ValueFormats::new(args.schema_registry.as_deref(), &namespace, &[])?,
-        args.guarantee.into(),
+        args.guarantee,
     )
     .with_context(|| {
         format!(

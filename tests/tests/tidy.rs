@@ -114,8 +114,8 @@ const MAY_DEPEND_ON: &[(&str, &[&str])] = &[
     ("tradeflow-tuning", &[]),
     // Histograms to .hgrm text: knows no flow.
     ("tradeflow-hdr", &[]),
-    // The invariant audit: events in, report out.
-    ("tradeflow-audit", &["tradeflow-codecs"]),
+    // The invariant audit: events in, report out (under tuning's `Guarantee`).
+    ("tradeflow-audit", &["tradeflow-codecs", "tradeflow-tuning"]),
     ("tradeflow-registry", &["tradeflow-codecs"]),
     (
         "tradeflow-engine",
@@ -145,8 +145,12 @@ const MAY_DEPEND_ON: &[(&str, &[&str])] = &[
             "tradeflow-tuning",
         ],
     ),
-    // The integration tests' harness.
-    ("tradeflow-tests", &["tradeflow-codecs", "tradeflow-engine"]),
+    // The integration tests' harness (its engines' knobs are validated by
+    // tuning, like a core map's).
+    (
+        "tradeflow-tests",
+        &["tradeflow-codecs", "tradeflow-engine", "tradeflow-tuning"],
+    ),
     // Criterion benchmarks: dev-dependencies only.
     ("tradeflow-benches", &[]),
 ];
