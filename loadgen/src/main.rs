@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use audit::Guarantee;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use codecs::topics::TopicNamespace;
 use loadgen::audit_read::audit_namespace;
 use loadgen::drive::{
@@ -31,6 +31,7 @@ use loadgen::synth::{self, SequentialOrderIds, SynthConfig};
 use loadgen::traffic::replay::{plan_replay, IdRewriter, Pace, Schedule};
 use loadgen::traffic::{Header, TrafficReader, TrafficWriter};
 use registry::values::ValueFormats;
+use tuning::ValueFormat;
 
 /// Directory under which reports go unless `--report-dir` says otherwise.
 const REPORTS_DIR_DEFAULT: &str = "reports";
@@ -165,14 +166,7 @@ struct WireArgs {
     /// account.funded, stock.replenished), TOPIC=FORMAT one topic by its
     /// logical name (repeatable; later ones win).
     #[arg(long = "value-format", value_name = "[TOPIC=]FORMAT", value_parser = parse_value_format)]
-    value_formats: Vec<(Option<String>, ValueFormatArg)>,
-}
-
-/// `--value-format` values.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum ValueFormatArg {
-    Rkyv,
-    Avro,
+    value_formats: Vec<(Option<String>, ValueFormat)>,
 }
 
 impl WireArgs {
@@ -186,7 +180,7 @@ impl WireArgs {
             };
             for topic in topics {
                 avro.retain(|t| *t != topic);
-                if *format == ValueFormatArg::Avro {
+                if *format == ValueFormat::Avro {
                     avro.push(topic);
                 }
             }
@@ -201,13 +195,13 @@ impl WireArgs {
     }
 }
 
-fn parse_value_format(text: &str) -> Result<(Option<String>, ValueFormatArg), String> {
+fn parse_value_format(text: &str) -> Result<(Option<String>, ValueFormat), String> {
     let (topic, format) = match text.split_once('=') {
         Some((topic, format)) => (Some(topic.trim().to_string()), format.trim()),
         None => (None, text.trim()),
     };
-    let format = ValueFormatArg::from_str(format, true)
-        .map_err(|_| format!("expected [TOPIC=]rkyv or [TOPIC=]avro, got '{text}'"))?;
+    let format = ValueFormat::parse(&format.to_ascii_lowercase())
+        .ok_or_else(|| format!("expected [TOPIC=]rkyv or [TOPIC=]avro, got '{text}'"))?;
     Ok((topic, format))
 }
 
@@ -978,10 +972,10 @@ mod tests {
         assert_eq!(
             run.wire.value_formats,
             [
-                (None, ValueFormatArg::Avro),
+                (None, ValueFormat::Avro),
                 (
                     Some(codecs::topics::ORDER_UPDATED.to_string()),
-                    ValueFormatArg::Rkyv
+                    ValueFormat::Rkyv
                 )
             ]
         );
@@ -995,7 +989,7 @@ mod tests {
         assert!(Cli::try_parse_from(["loadgen", "run", "--value-format", "json"]).is_err());
         let rkyv = WireArgs {
             schema_registry: None,
-            value_formats: vec![(None, ValueFormatArg::Rkyv)],
+            value_formats: vec![(None, ValueFormat::Rkyv)],
         };
         assert_eq!(
             rkyv.formats(&TopicNamespace::none())

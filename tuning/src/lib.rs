@@ -132,4 +132,4 @@ pub use model::{
     OwnershipMode, RetryPolicy, RuntimeKnobs, ShardPlacement, StateSection, UnknownGuarantee,
 };
 pub use security::{KafkaSecurity, Secret, SecurityError};
-pub use wire::{ValueFormatName, WireSettings, WireSettingsError};
+pub use wire::{ValueFormat, WireSettings, WireSettingsError};
