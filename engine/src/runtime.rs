@@ -59,6 +59,8 @@ const SLOW_COMMIT: Duration = Duration::from_millis(1000);
 pub const ROLLBACKS_IN_A_ROW_MAX: u32 = 3;
 /// Commands queued for one shard before senders are told it is busy.
 pub const COMMAND_QUEUE_DEPTH: usize = 16;
+/// The settings the runtime starts with are the tuning crate's types, one
+/// type per setting, validated before they get here ([`NodeKnobs`]).
 pub use tuning::{ClientThreads, IdleStrategy, NodeKnobs, RetryPolicy};
 
 /// The wait before restart number `attempt` (1-based) of a streak under
