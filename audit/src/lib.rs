@@ -66,14 +66,11 @@ pub const VIOLATIONS_KEPT_MAX: usize = 10_000;
 /// Most violations `Display` prints.
 pub const VIOLATIONS_SHOWN_MAX: usize = 50;
 
-/// The processing guarantee the run was made under.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DeliveryGuarantee {
-    /// Duplicates allowed; effects must still count once.
-    AtLeastOnce,
-    /// Each event appears once to a `read_committed` consumer.
-    ExactlyOnce,
-}
+/// The processing guarantee the run was made under: the workspace's one
+/// guarantee type (the core map's `commit.guarantee`). Under at-least-once
+/// duplicates are allowed and effects must still count once; under
+/// exactly-once each event appears once to a `read_committed` consumer.
+pub use tuning::Guarantee;
 
 /// A broken invariant, with what is needed to find it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -376,7 +373,7 @@ pub struct FlowTotals {
 /// What the audit found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditReport {
-    pub guarantee: DeliveryGuarantee,
+    pub guarantee: Guarantee,
     /// Events fed in, duplicates included.
     pub events: u64,
     /// Events read again with an id already seen (same content).
@@ -669,7 +666,7 @@ struct SkuFlow {
 
 /// Feeds events in, then `finish`. See the module doc.
 pub struct Audit {
-    guarantee: DeliveryGuarantee,
+    guarantee: Guarantee,
     /// A fingerprint of each event's content, by id, to tell a duplicate
     /// from a reused id without keeping every event.
     seen: HashMap<EventId, u64>,
@@ -696,7 +693,7 @@ fn add(sum: &mut i128, amount: i64, overflowed: &mut bool) {
 }
 
 impl Audit {
-    pub fn new(guarantee: DeliveryGuarantee) -> Self {
+    pub fn new(guarantee: Guarantee) -> Self {
         Audit {
             guarantee,
             seen: HashMap::new(),
@@ -751,7 +748,7 @@ impl Audit {
                     .violate(Violation::EventIdReused { event: id, kind });
             } else {
                 self.report.duplicates += 1;
-                if self.guarantee == DeliveryGuarantee::ExactlyOnce {
+                if self.guarantee == Guarantee::ExactlyOnce {
                     self.report
                         .violate(Violation::Duplicate { event: id, kind });
                 }
@@ -1289,7 +1286,7 @@ fn derived_outcome(t: &OrderTrail) -> Option<Outcome> {
 /// Audits `events` (each with the topic it was read from) in one call.
 pub fn audit<'a>(
     events: impl IntoIterator<Item = (&'a str, &'a Event)>,
-    guarantee: DeliveryGuarantee,
+    guarantee: Guarantee,
 ) -> AuditReport {
     let mut audit = Audit::new(guarantee);
     for (topic, event) in events {
@@ -1430,7 +1427,7 @@ mod tests {
         ])
     }
 
-    fn run(log: &[(&'static str, Event)], guarantee: DeliveryGuarantee) -> AuditReport {
+    fn run(log: &[(&'static str, Event)], guarantee: Guarantee) -> AuditReport {
         audit(log.iter().map(|(t, e)| (*t, e)), guarantee)
     }
 
@@ -1459,7 +1456,7 @@ mod tests {
     #[test]
     fn a_clean_log_passes_with_every_figure_derived() -> Result<(), ValueError> {
         let log = clean_log()?;
-        let report = run(&log, DeliveryGuarantee::ExactlyOnce);
+        let report = run(&log, Guarantee::ExactlyOnce);
         assert!(report.passed(), "{report}");
         assert_eq!(
             report.orders,
@@ -1478,7 +1475,7 @@ mod tests {
         assert!(!report.state_compared);
         assert!(report.to_string().starts_with("audit PASSED"));
 
-        let mut audit = Audit::new(DeliveryGuarantee::ExactlyOnce);
+        let mut audit = Audit::new(Guarantee::ExactlyOnce);
         // Any order of feeding gives the same report.
         for (topic, event) in log.iter().rev() {
             audit.record(topic, event);
@@ -1493,7 +1490,7 @@ mod tests {
     fn a_lost_fill_breaks_the_outcome_and_the_cash() -> Result<(), ValueError> {
         let mut log = clean_log()?;
         log.retain(|(topic, _)| *topic != STOCK_UPDATED);
-        let report = run(&log, DeliveryGuarantee::ExactlyOnce);
+        let report = run(&log, Guarantee::ExactlyOnce);
         assert!(
             has(&report, |v| matches!(
                 v,
@@ -1517,9 +1514,9 @@ mod tests {
         let mut log = clean_log()?;
         let fill = log[4];
         log.push(fill);
-        let exactly = run(&log, DeliveryGuarantee::ExactlyOnce);
+        let exactly = run(&log, Guarantee::ExactlyOnce);
         assert!(has(&exactly, |v| matches!(v, Violation::Duplicate { .. })));
-        let at_least = run(&log, DeliveryGuarantee::AtLeastOnce);
+        let at_least = run(&log, Guarantee::AtLeastOnce);
         assert!(at_least.passed(), "{at_least}");
         assert_eq!(at_least.duplicates, 1);
         assert_eq!(at_least.totals.filled_units, 2, "the effect counts once");
@@ -1534,7 +1531,7 @@ mod tests {
         state
             .order_status_mut()
             .insert(OrderId(10), OrderState::Accepted);
-        let mut audit = Audit::new(DeliveryGuarantee::ExactlyOnce);
+        let mut audit = Audit::new(Guarantee::ExactlyOnce);
         for (topic, event) in &log {
             audit.record(topic, event);
         }
@@ -1563,7 +1560,7 @@ mod tests {
     fn an_event_on_the_wrong_topic_is_misrouted() -> Result<(), ValueError> {
         let mut log = clean_log()?;
         log[4].0 = PAYMENT_FAILED;
-        let report = run(&log, DeliveryGuarantee::AtLeastOnce);
+        let report = run(&log, Guarantee::AtLeastOnce);
         assert!(has(&report, |v| matches!(v, Violation::Misrouted { .. })));
         Ok(())
     }

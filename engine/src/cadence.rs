@@ -13,8 +13,9 @@
 
 use std::time::{Duration, Instant};
 
-/// The adaptive policy's knobs (the core map's `[commit]` keys, see
-/// `tuning/README.md`), in the engine's units.
+/// The adaptive policy's rules for one shard: the core map's `[commit]`
+/// keys (`tuning::CommitPolicy`, see `tuning/README.md`) in the engine's
+/// units, the node's rate cap shared out.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdaptiveCommit {
     /// Commit once the oldest uncommitted record has waited this long, less
@@ -40,9 +41,11 @@ impl AdaptiveCommit {
     }
 }
 
-/// When a shard commits.
+/// When a shard commits: a `tuning::CommitPolicy` (the one type of the
+/// setting) compiled for one shard of a node by [`CommitRules::for_node`],
+/// so the loop compares durations and never divides.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct CommitPolicy {
+pub struct CommitRules {
     /// Kafka Streams' `commit.interval.ms`: the longest gap between commits
     /// while there is something to commit, under either policy.
     pub interval: Duration,
@@ -53,10 +56,32 @@ pub struct CommitPolicy {
     pub adaptive: Option<AdaptiveCommit>,
 }
 
-impl CommitPolicy {
+impl CommitRules {
+    /// The rules of `commit` for each shard of a node of `shards` shards:
+    /// the node's commit-rate cap is shared evenly, so each shard keeps
+    /// `shards / transactions_per_s_max` seconds between commits.
+    pub fn for_node(commit: &tuning::CommitPolicy, shards: usize) -> Self {
+        let adaptive = match commit.timing {
+            tuning::CommitTiming::Interval => None,
+            tuning::CommitTiming::Adaptive => Some(AdaptiveCommit {
+                target_latency: Duration::from_millis(u64::from(commit.target_latency_ms)),
+                min_interval: Duration::from_millis(u64::from(commit.min_interval_ms)),
+                busy_percent_max: commit.busy_percent_max,
+                rate_gap: Duration::from_secs_f64(
+                    shards.max(1) as f64 / f64::from(commit.transactions_per_s_max.max(1)),
+                ),
+            }),
+        };
+        CommitRules {
+            interval: commit.interval(),
+            on_drain: commit.on_drain,
+            adaptive,
+        }
+    }
+
     /// Kafka Streams' rule: every `interval`, and on drain if `on_drain`.
     pub fn fixed(interval: Duration, on_drain: bool) -> Self {
-        CommitPolicy {
+        CommitRules {
             interval,
             on_drain,
             adaptive: None,
@@ -78,7 +103,7 @@ pub struct BatchEnd {
 /// A shard's commit clock. See the module doc.
 #[derive(Clone, Debug)]
 pub struct CommitCadence {
-    policy: CommitPolicy,
+    policy: CommitRules,
     last_end: Instant,
     last_took: Duration,
     /// When the first record since the last commit was processed.
@@ -86,7 +111,7 @@ pub struct CommitCadence {
 }
 
 impl CommitCadence {
-    pub fn new(policy: CommitPolicy, now: Instant) -> Self {
+    pub fn new(policy: CommitRules, now: Instant) -> Self {
         CommitCadence {
             policy,
             last_end: now,
@@ -156,8 +181,8 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
-    fn adaptive() -> CommitPolicy {
-        CommitPolicy {
+    fn adaptive() -> CommitRules {
+        CommitRules {
             interval: 100 * MS,
             on_drain: true,
             adaptive: Some(AdaptiveCommit {
@@ -183,7 +208,7 @@ mod tests {
     #[test]
     fn nothing_to_commit_is_never_due() {
         let t0 = Instant::now();
-        for policy in [adaptive(), CommitPolicy::fixed(100 * MS, true)] {
+        for policy in [adaptive(), CommitRules::fixed(100 * MS, true)] {
             let cadence = CommitCadence::new(policy, t0);
             let idle = BatchEnd {
                 uncommitted: false,
@@ -196,7 +221,7 @@ mod tests {
     #[test]
     fn the_interval_bounds_both_policies_and_full_outputs_commit_at_once() {
         let t0 = Instant::now();
-        for policy in [adaptive(), CommitPolicy::fixed(100 * MS, false)] {
+        for policy in [adaptive(), CommitRules::fixed(100 * MS, false)] {
             let cadence = CommitCadence::new(policy, t0);
             assert!(cadence.due(t0 + 100 * MS, BUSY));
             let full = BatchEnd {
@@ -210,7 +235,7 @@ mod tests {
     #[test]
     fn interval_policy_drain_commits_wait_as_long_as_the_last_commit_took() {
         let t0 = Instant::now();
-        let mut cadence = CommitCadence::new(CommitPolicy::fixed(100 * MS, true), t0);
+        let mut cadence = CommitCadence::new(CommitRules::fixed(100 * MS, true), t0);
         cadence.committed(t0, t0 + 10 * MS);
         assert!(!cadence.due(t0 + 15 * MS, DRAINED));
         assert!(cadence.due(t0 + 20 * MS, DRAINED));
@@ -218,7 +243,7 @@ mod tests {
             !cadence.due(t0 + 20 * MS, BUSY),
             "not drained: waits for the interval"
         );
-        let no_drain = CommitCadence::new(CommitPolicy::fixed(100 * MS, false), t0);
+        let no_drain = CommitCadence::new(CommitRules::fixed(100 * MS, false), t0);
         assert!(!no_drain.due(t0 + 50 * MS, DRAINED));
     }
 

@@ -9,39 +9,21 @@
 //! another live node claims one of its partitions).
 //! Must never: start shard threads or process records; `runtime` does that.
 
-use std::time::Duration;
-
-use tuning::{
-    ClientThreads as TunedClientThreads, CommitTiming, IdleStrategy as TunedIdle, Machine,
-    NodeTuning, OwnershipMode, ProcessingGuarantee, TuningError,
-};
+use tuning::{Machine, NodeKnobs, NodeTuning, OwnershipMode, TuningError};
 
 use crate::ids::ShardId;
 use crate::kafka::registry::{
     register, Claim, Registration, RegistryError, REGISTRY_SESSION_TIMEOUT_MS,
 };
 use crate::kafka::{
-    ensure_topics, shard_transactional_id, topic_records, Guarantee, KafkaSettings, Ownership,
-    TopicError, TopicSpec,
+    ensure_topics, shard_transactional_id, topic_records, KafkaSettings, Ownership, TopicError,
+    TopicSpec,
 };
 use codecs::topics::TopicNamespace;
 
 use crate::changelog::{changelog_topics, other_layout, ChangelogLayout};
-use crate::runtime::{
-    AdaptiveCommit, ClientThreads, CommitPolicy, IdleStrategy, RetryPolicy, RuntimeKnobs,
-    ShardPlan, RESTART_ATTEMPTS_MAX, RESTART_BACKOFF_MS_MAX, RESTART_BACKOFF_MS_MIN,
-    RESTART_DEADLINE_MS,
-};
+use crate::runtime::ShardPlan;
 use crate::topics::dead_letter_topic;
-
-// A core map without a [retry] section restarts shards exactly as the
-// runtime's own defaults do: the two crates name one policy.
-const _: () = assert!(tuning::limits::RETRY_ATTEMPTS_MAX_DEFAULT == RESTART_ATTEMPTS_MAX);
-const _: () = assert!(tuning::limits::RETRY_DEADLINE_MS_DEFAULT as u64 == RESTART_DEADLINE_MS);
-const _: () =
-    assert!(tuning::limits::RETRY_BACKOFF_MIN_MS_DEFAULT as u64 == RESTART_BACKOFF_MS_MIN);
-const _: () =
-    assert!(tuning::limits::RETRY_BACKOFF_MAX_MS_DEFAULT as u64 == RESTART_BACKOFF_MS_MAX);
 
 /// How this node reaches Kafka; everything else comes from the core map.
 /// Its `Debug` redacts secret client properties.
@@ -78,7 +60,8 @@ impl std::fmt::Debug for KafkaConnection {
 pub struct NodePlan {
     pub settings: KafkaSettings,
     pub shards: Vec<ShardPlan>,
-    pub knobs: RuntimeKnobs,
+    /// The map's own knobs, validated with it.
+    pub knobs: NodeKnobs,
     pub partitions: i32,
 }
 
@@ -120,28 +103,6 @@ pub enum DeploymentError {
     },
 }
 
-/// The engine's commit policy for a core map's `[commit]` section on a node
-/// of `shards` shards: the node's commit-rate cap is shared evenly, so each
-/// shard keeps `shards / transactions_per_s_max` seconds between commits.
-pub fn commit_policy(commit: &tuning::CommitPolicy, shards: usize) -> CommitPolicy {
-    let adaptive = match commit.timing {
-        CommitTiming::Interval => None,
-        CommitTiming::Adaptive => Some(AdaptiveCommit {
-            target_latency: Duration::from_millis(u64::from(commit.target_latency_ms)),
-            min_interval: Duration::from_millis(u64::from(commit.min_interval_ms)),
-            busy_percent_max: commit.busy_percent_max,
-            rate_gap: Duration::from_secs_f64(
-                shards.max(1) as f64 / f64::from(commit.transactions_per_s_max.max(1)),
-            ),
-        }),
-    };
-    CommitPolicy {
-        interval: commit.interval(),
-        on_drain: commit.on_drain,
-        adaptive,
-    }
-}
-
 /// Turns a core map into shard plans for this machine, after validating it
 /// against the machine's cores.
 pub fn plan_node(
@@ -175,39 +136,11 @@ pub fn plan_node(
             ),
         })
         .collect();
-    let commit = tuning.commit();
-    let retry = tuning.retry();
-    let knobs = RuntimeKnobs {
-        idle: match tuning.runtime().idle {
-            TunedIdle::BusyPoll => IdleStrategy::BusyPoll,
-            TunedIdle::Park { park_us } => {
-                IdleStrategy::Park(std::time::Duration::from_micros(u64::from(park_us)))
-            }
-        },
-        client_threads: match &tuning.runtime().client_threads {
-            TunedClientThreads::Unpinned => ClientThreads::Unpinned,
-            TunedClientThreads::ShardCore => ClientThreads::ShardCore,
-            TunedClientThreads::Cores(cores) => {
-                ClientThreads::Cores(cores.iter().map(|c| c.0).collect())
-            }
-        },
-        commit: commit_policy(&commit, shards.len()),
-        retry: RetryPolicy {
-            attempts_max: retry.attempts_max,
-            deadline: retry.deadline(),
-            backoff_min: retry.backoff_min(),
-            backoff_max: retry.backoff_max(),
-        },
-        standby_replicas: tuning.state().standby_replicas,
-        changelog_layout: tuning.state().changelog_layout,
-    };
+    let knobs = tuning.knobs();
     let settings = KafkaSettings {
         bootstrap: connection.bootstrap.clone(),
         application_id: application_id.clone(),
-        guarantee: match commit.guarantee {
-            ProcessingGuarantee::ExactlyOnce => Guarantee::ExactlyOnce,
-            ProcessingGuarantee::AtLeastOnce => Guarantee::AtLeastOnce,
-        },
+        guarantee: knobs.commit().guarantee,
         client_properties: connection.client_properties.clone(),
         linger_ms: connection.linger_ms,
         fetch_wait_max_ms: connection.fetch_wait_max_ms,
@@ -404,7 +337,8 @@ pub fn prepare_topics(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use crate::kafka::Guarantee;
+    use tuning::RetryPolicy;
 
     fn claim(node: &str, partitions: Option<Vec<i32>>) -> Claim {
         Claim {
@@ -544,12 +478,12 @@ mod tests {
         )?;
         let plan = plan_node(&tuning, &Machine::with_cores(1), &connection())?;
         assert_eq!(
-            plan.knobs.retry,
+            plan.knobs.retry(),
             RetryPolicy {
                 attempts_max: 3,
-                deadline: Duration::from_secs(45),
-                backoff_min: Duration::from_millis(250),
-                backoff_max: Duration::from_secs(4),
+                deadline_ms: 45_000,
+                backoff_min_ms: 250,
+                backoff_max_ms: 4_000,
             }
         );
         Ok(())
@@ -569,21 +503,47 @@ mod tests {
             "#,
         )?;
         let plan = plan_node(&tuning, &Machine::with_cores(1), &connection())?;
-        // The tuning crate's defaults and the runtime's are one policy.
-        assert_eq!(plan.knobs.retry, RetryPolicy::default());
-        assert_eq!(plan.knobs.retry.attempts_max, RESTART_ATTEMPTS_MAX);
+        // The tuning crate holds the one set of defaults the runtime uses.
+        assert_eq!(plan.knobs.retry(), RetryPolicy::default());
+        assert_eq!(plan.knobs, NodeKnobs::default());
+        Ok(())
+    }
+
+    /// The exactly-once interval limit is derived from the transaction
+    /// timeout the shards' producers set: one constant, in `tuning::limits`.
+    #[test]
+    fn the_transaction_timeout_the_shards_set_is_the_one_the_limits_derive_from(
+    ) -> Result<(), TuningError> {
+        use tuning::limits::EXACTLY_ONCE_COMMIT_INTERVAL_MS_MAX;
         assert_eq!(
-            plan.knobs.retry.deadline,
-            Duration::from_millis(RESTART_DEADLINE_MS)
+            crate::kafka::TRANSACTION_TIMEOUT_MS,
+            tuning::limits::TRANSACTION_TIMEOUT_MS
         );
-        assert_eq!(
-            plan.knobs.retry.backoff_min,
-            Duration::from_millis(RESTART_BACKOFF_MS_MIN)
+        // A transaction open for the longest interval and then the whole
+        // commit call still ends before the broker aborts it.
+        assert!(
+            u64::from(EXACTLY_ONCE_COMMIT_INTERVAL_MS_MAX) + crate::kafka::KAFKA_CALL_TIMEOUT_MS
+                <= crate::kafka::TRANSACTION_TIMEOUT_MS
         );
-        assert_eq!(
-            plan.knobs.retry.backoff_max,
-            Duration::from_millis(RESTART_BACKOFF_MS_MAX)
-        );
+        // And the limit is the one validation applies to an exactly-once map.
+        let commit = |interval_ms| tuning::CommitPolicy {
+            interval_ms,
+            ..tuning::CommitPolicy::default()
+        };
+        let knobs = |interval_ms| {
+            NodeKnobs::new(
+                tuning::RuntimeKnobs::default(),
+                commit(interval_ms),
+                RetryPolicy::default(),
+                tuning::StateSection::default(),
+            )
+        };
+        knobs(EXACTLY_ONCE_COMMIT_INTERVAL_MS_MAX)?;
+        let refused = knobs(EXACTLY_ONCE_COMMIT_INTERVAL_MS_MAX + 1)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(refused.contains("commit.interval_ms"), "{refused}");
         Ok(())
     }
 }

@@ -96,7 +96,16 @@ pub const KAFKA_CALL_TIMEOUT_MS: u64 = 30_000;
 /// failed at the shard's own timeouts a moment later. A crashed shard that
 /// restarts under the same `transactional.id` does not wait at all: its
 /// `init_transactions` aborts its open transaction.
-pub const TRANSACTION_TIMEOUT_MS: u64 = KAFKA_CALL_TIMEOUT_MS + 5_000;
+///
+/// The constant lives in `tuning::limits`, which derives the exactly-once
+/// commit interval limit from it: one value for both crates.
+pub use tuning::limits::TRANSACTION_TIMEOUT_MS;
+// The sizing above: the commit call's timeout plus the longest exactly-once
+// commit interval (the batch processed before the commit).
+const _: () = assert!(
+    TRANSACTION_TIMEOUT_MS
+        == KAFKA_CALL_TIMEOUT_MS + tuning::limits::EXACTLY_ONCE_COMMIT_INTERVAL_MS_MAX as u64
+);
 /// `delivery.timeout.ms` of transactional records: several failovers long, and
 /// no longer than one blocking call, so a record that cannot be delivered fails
 /// the commit (and restarts the shard) rather than outliving it.
@@ -106,16 +115,9 @@ pub const DELIVERY_TIMEOUT_MS: u64 = 120_000;
 /// How long `send` waits for room in a full producer queue.
 pub const SEND_QUEUE_FULL_TIMEOUT_MS: u64 = 10_000;
 
-/// Kafka Streams' `processing.guarantee`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Guarantee {
-    /// Outputs, changelog writes and input offsets commit in one transaction;
-    /// consumers read `read_committed`.
-    ExactlyOnce,
-    /// Offsets are committed after every record sent before them is
-    /// acknowledged; stages deduplicate replays.
-    AtLeastOnce,
-}
+/// Kafka Streams' `processing.guarantee`: the workspace's one guarantee
+/// type, the core map's `commit.guarantee`.
+pub use tuning::Guarantee;
 
 /// Where the shard's partitions come from.
 #[derive(Clone, Debug, PartialEq, Eq)]

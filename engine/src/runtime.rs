@@ -23,8 +23,8 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use glommio::{LocalExecutorBuilder, Placement};
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
-use crate::cadence::{BatchEnd, CommitCadence};
-use crate::changelog::{ChangelogLayout, Changelogs};
+use crate::cadence::{BatchEnd, CommitCadence, CommitRules};
+use crate::changelog::Changelogs;
 use crate::ids::{PartitionId, ShardId};
 use crate::kafka::standby::{spawn_keeper, StandbyPlan};
 use crate::kafka::{Guarantee, KafkaSettings, Ownership, RdKafkaPort};
@@ -59,111 +59,32 @@ const SLOW_COMMIT: Duration = Duration::from_millis(1000);
 pub const ROLLBACKS_IN_A_ROW_MAX: u32 = 3;
 /// Commands queued for one shard before senders are told it is busy.
 pub const COMMAND_QUEUE_DEPTH: usize = 16;
-/// Defaults of [`RetryPolicy`].
-pub const RESTART_BACKOFF_MS_MIN: u64 = 100;
-pub const RESTART_BACKOFF_MS_MAX: u64 = 10_000;
-pub const RESTART_ATTEMPTS_MAX: u32 = 10;
-pub const RESTART_DEADLINE_MS: u64 = 120_000;
+/// The settings the runtime starts with are the tuning crate's types, one
+/// type per setting, validated before they get here ([`NodeKnobs`]).
+pub use tuning::{ClientThreads, IdleStrategy, NodeKnobs, RetryPolicy};
 
-/// How a shard waits when it has nothing to do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum IdleStrategy {
-    /// Spin: lowest latency, costs a whole core. For dedicated cores.
-    BusyPoll,
-    /// Sleep this long between polls: frees a shared core, adds up to this
-    /// much latency to the first record after a quiet spell.
-    Park(Duration),
-}
-
-/// Where librdkafka's threads (which inherit the creating thread's affinity) run.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ClientThreads {
-    /// Created from the unpinned supervisor thread: the OS places them.
-    Unpinned,
-    /// Created inside the executor: they share the shard's core.
-    ShardCore,
-    /// Created from a supervisor pinned to one of these I/O cores (shard i
-    /// uses core i mod n), keeping client threads off busy-polling shards.
-    Cores(Vec<usize>),
-}
-
-pub use crate::cadence::{AdaptiveCommit, CommitPolicy};
-
-/// How a failing shard is retried. A retry is a restart from the last
-/// commit with fresh clients and state restored from the changelog: a failed
-/// transactional producer cannot be reused (librdkafka lacks KIP-890, so an
-/// ambiguous commit or abort is fatal for it), and a restart never skips or
-/// doubles a record. Failures in a row are one streak; a restarted shard
-/// that commits again ends it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Restarts in one streak before the engine gives up on the shard.
-    pub attempts_max: u32,
-    /// How long one streak may last before the engine gives up on the shard.
-    pub deadline: Duration,
-    /// The first wait; it doubles at each restart of a streak, up to `backoff_max`.
-    pub backoff_min: Duration,
-    pub backoff_max: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            attempts_max: RESTART_ATTEMPTS_MAX,
-            deadline: Duration::from_millis(RESTART_DEADLINE_MS),
-            backoff_min: Duration::from_millis(RESTART_BACKOFF_MS_MIN),
-            backoff_max: Duration::from_millis(RESTART_BACKOFF_MS_MAX),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// The wait before restart number `attempt` (1-based) of a streak:
-    /// exponential, capped, with ±25 % jitter from `seed` so shards that
-    /// failed together (a broker went away) do not come back in lockstep.
-    pub fn backoff(&self, attempt: u32, seed: u64) -> Duration {
-        let doublings = attempt.saturating_sub(1).min(20);
-        let base = self
-            .backoff_min
-            .saturating_mul(1u32 << doublings)
-            .min(self.backoff_max);
-        // splitmix64: a cheap, well-spread hash of the seed.
-        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        let permille = 750 + (z % 501); // 0.75 ..= 1.25
-        base.mul_f64(permille as f64 / 1000.0)
-    }
-}
-
-/// What the runtime needs to know about every shard.
-#[derive(Clone, Debug)]
-pub struct RuntimeKnobs {
-    pub idle: IdleStrategy,
-    pub client_threads: ClientThreads,
-    pub commit: CommitPolicy,
-    pub retry: RetryPolicy,
-    /// `[state] standby_replicas`: above 0 the node keeps warm copies of
-    /// the partitions its shards do not own (`kafka::standby`); 0 keeps none
-    /// and starts no keeper.
-    pub standby_replicas: u32,
-    /// `[state] changelog_layout`: the shards' and the standby keeper's
-    /// changelog topics (see `crate::changelog`).
-    pub changelog_layout: ChangelogLayout,
-}
-
-impl Default for RuntimeKnobs {
-    fn default() -> Self {
-        RuntimeKnobs {
-            idle: IdleStrategy::Park(Duration::from_micros(200)),
-            client_threads: ClientThreads::Unpinned,
-            commit: CommitPolicy::fixed(Duration::from_millis(100), true),
-            retry: RetryPolicy::default(),
-            standby_replicas: 0,
-            changelog_layout: ChangelogLayout::PerStore,
-        }
-    }
+/// The wait before restart number `attempt` (1-based) of a streak under
+/// `retry`: exponential from `backoff_min_ms`, capped at `backoff_max_ms`,
+/// with ±25 % jitter from `seed` so shards that failed together (a broker
+/// went away) do not come back in lockstep.
+///
+/// A restart starts the shard afresh from its last commit with fresh clients
+/// and state restored from the changelog: a failed transactional producer
+/// cannot be reused (librdkafka lacks KIP-890, so an ambiguous commit or
+/// abort is fatal for it), and a restart never skips or doubles a record.
+pub fn restart_backoff(retry: &RetryPolicy, attempt: u32, seed: u64) -> Duration {
+    let doublings = attempt.saturating_sub(1).min(20);
+    let base = retry
+        .backoff_min()
+        .saturating_mul(1u32 << doublings)
+        .min(retry.backoff_max());
+    // splitmix64: a cheap, well-spread hash of the seed.
+    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    let permille = 750 + (z % 501); // 0.75 ..= 1.25
+    base.mul_f64(permille as f64 / 1000.0)
 }
 
 /// One shard of this node.
@@ -198,6 +119,15 @@ pub enum EngineError {
     },
     #[error("{0} is not running")]
     NotRunning(ShardId),
+    #[error(
+        "{shard}: the Kafka settings say {settings} but commit.guarantee says {commit}: \
+         a node runs under one guarantee"
+    )]
+    GuaranteeMismatch {
+        shard: ShardId,
+        settings: crate::kafka::Guarantee,
+        commit: crate::kafka::Guarantee,
+    },
     #[error("locked-memory limit is {limit_bytes} bytes; each shard's executor needs {needed_bytes} (raise `ulimit -l`)")]
     LockedMemory { limit_bytes: u64, needed_bytes: u64 },
 }
@@ -244,7 +174,7 @@ impl Engine {
     pub fn start<S, F>(
         settings: KafkaSettings,
         plans: Vec<ShardPlan>,
-        knobs: RuntimeKnobs,
+        knobs: NodeKnobs,
         partitions: i32,
         make_stage: F,
     ) -> Result<Engine, EngineError>
@@ -254,6 +184,16 @@ impl Engine {
         F: Fn(ShardId) -> S + Send + Clone + 'static,
     {
         check_locked_memory(plans.len())?;
+        let first_shard = plans.first().map_or(ShardId(0), |p| p.shard);
+        if settings.guarantee != knobs.commit().guarantee {
+            return Err(EngineError::GuaranteeMismatch {
+                shard: first_shard,
+                settings: settings.guarantee,
+                commit: knobs.commit().guarantee,
+            });
+        }
+        // The node's commit-rate cap is shared by the shards started here.
+        let cadence = CommitRules::for_node(&knobs.commit(), plans.len());
         let stop = Arc::new(AtomicBool::new(false));
         let gauges: Vec<(ShardId, Arc<ShardGauges>)> = plans
             .iter()
@@ -264,15 +204,14 @@ impl Engine {
                 shard: plans.first().map_or(ShardId(0), |p| p.shard),
                 reason: format!("starting the telemetry hub: {e}"),
             })?;
-        let first_shard = plans.first().map_or(ShardId(0), |p| p.shard);
         // The keeper owns the copies; shards reach them through the handle.
-        let (standbys, standby_keeper) = if knobs.standby_replicas > 0 {
-            let (handle, copies) = StandbyHandle::<S::State>::pair(knobs.standby_replicas);
+        let (standbys, standby_keeper) = if knobs.state().standby_replicas > 0 {
+            let (handle, copies) = StandbyHandle::<S::State>::pair(knobs.state().standby_replicas);
             let all_gauges: Vec<Arc<ShardGauges>> =
                 gauges.iter().map(|(_, g)| Arc::clone(g)).collect();
             let plan = StandbyPlan {
                 changelogs: Changelogs::new(
-                    knobs.changelog_layout,
+                    knobs.state().changelog_layout,
                     &settings.application_id,
                     S::State::store_names(),
                 ),
@@ -303,6 +242,7 @@ impl Engine {
                 settings: settings.clone(),
                 plan: plan.clone(),
                 knobs: knobs.clone(),
+                cadence,
                 partitions,
                 stop: Arc::clone(&stop),
                 gauges: Arc::clone(&gauges),
@@ -503,7 +443,9 @@ struct SupervisorContext {
     commits: Arc<AtomicU64>,
     settings: KafkaSettings,
     plan: ShardPlan,
-    knobs: RuntimeKnobs,
+    knobs: NodeKnobs,
+    /// The `[commit]` rules as this shard applies them.
+    cadence: CommitRules,
     partitions: i32,
     stop: Arc<AtomicBool>,
     gauges: Arc<ShardGauges>,
@@ -522,7 +464,7 @@ where
     F: Fn(ShardId) -> S + Send + Clone + 'static,
 {
     let shard = context.plan.shard;
-    let retry = context.knobs.retry;
+    let retry = context.knobs.retry();
     let mut attempts = 0u32;
     let mut streak_started = Instant::now();
     loop {
@@ -552,7 +494,7 @@ where
                     streak_started = Instant::now();
                 }
                 attempts += 1;
-                if attempts > retry.attempts_max || streak_started.elapsed() > retry.deadline {
+                if attempts > retry.attempts_max || streak_started.elapsed() > retry.deadline() {
                     error!(%shard, error = %e, attempts, streak_s = streak_started.elapsed().as_secs(),
                            "shard failed for good");
                     context.gauges.set_status(ShardStatus::Failed);
@@ -565,7 +507,7 @@ where
                 let seed = u64::from(shard.0) << 32
                     ^ u64::from(attempts)
                     ^ streak_started.elapsed().as_nanos() as u64;
-                let backoff = retry.backoff(attempts, seed);
+                let backoff = restart_backoff(&retry, attempts, seed);
                 warn!(%shard, error = %e, attempt = attempts, backoff_ms = backoff.as_millis() as u64,
                       retryable = is_retryable(&e), "shard failed; restarting from its last commit");
                 context.gauges.set_status(ShardStatus::Restarting);
@@ -661,13 +603,13 @@ where
     let shard_id = context.plan.shard;
     // Clients created here (unpinned thread) keep librdkafka's threads off the
     // shard's core; see ClientThreads.
-    let early_port = match &context.knobs.client_threads {
+    let early_port = match &context.knobs.runtime().client_threads {
         ClientThreads::Unpinned => {
             let probe_stage = make_stage(shard_id);
             Some(new_port(context, &probe_stage)?)
         }
         ClientThreads::Cores(cores) if !cores.is_empty() => {
-            let core = cores[usize::from(shard_id.0) % cores.len()];
+            let core = cores[usize::from(shard_id.0) % cores.len()].0;
             // This supervisor thread only waits on the executor, so it can carry
             // the I/O core's affinity that the client threads inherit.
             if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
@@ -686,6 +628,7 @@ where
         settings: context.settings.clone(),
         plan: context.plan.clone(),
         knobs: context.knobs.clone(),
+        cadence: context.cadence,
         partitions: context.partitions,
         stop: Arc::clone(&context.stop),
         gauges: Arc::clone(&context.gauges),
@@ -711,7 +654,9 @@ where
 struct LoopContext {
     settings: KafkaSettings,
     plan: ShardPlan,
-    knobs: RuntimeKnobs,
+    knobs: NodeKnobs,
+    /// The `[commit]` rules as this shard applies them.
+    cadence: CommitRules,
     partitions: i32,
     stop: Arc<AtomicBool>,
     gauges: Arc<ShardGauges>,
@@ -760,7 +705,7 @@ where
         context.partitions,
     )?
     .with_output_timing(output_timing)
-    .with_changelog_layout(context.knobs.changelog_layout)
+    .with_changelog_layout(context.knobs.state().changelog_layout)
     // Under exactly-once an aborted transaction is undone in memory (see
     // Shard::roll_back); at-least-once never aborts a transaction of outputs.
     .with_undo(context.settings.guarantee == Guarantee::ExactlyOnce)
@@ -818,7 +763,7 @@ async fn run_shard<S: Stage>(
     }
     let publish_every = Duration::from_millis(PUBLISH_INTERVAL_MS);
     let mut last_publish = Instant::now();
-    let mut cadence = CommitCadence::new(context.knobs.commit, Instant::now());
+    let mut cadence = CommitCadence::new(context.cadence, Instant::now());
     let mut idle_since: Option<Instant> = None;
     // Roll-backs since the last successful commit: past the limit the
     // failure is taken to be one the redo meets again, and the shard
@@ -926,7 +871,7 @@ async fn run_shard<S: Stage>(
         }
         if handled == 0 {
             let idle_for = now.saturating_duration_since(*idle_since.get_or_insert(now));
-            match context.knobs.idle {
+            match context.knobs.runtime().idle {
                 IdleStrategy::BusyPoll => {
                     std::hint::spin_loop();
                     glommio::yield_if_needed().await;
@@ -934,14 +879,16 @@ async fn run_shard<S: Stage>(
                 // Idle for a while with nothing left to commit: sleep in the
                 // consumer, which a fetched record wakes at once. (With work
                 // to commit the timer park keeps the commit on time.)
-                IdleStrategy::Park(_)
+                IdleStrategy::Park { .. }
                     if idle_for >= Duration::from_millis(IDLE_DEEP_AFTER_MS)
                         && !shard.has_uncommitted() =>
                 {
                     shard.wait_for_input(Duration::from_millis(IDLE_WAIT_MAX_MS))?;
                     glommio::yield_if_needed().await;
                 }
-                IdleStrategy::Park(wait) => glommio::timer::sleep(wait).await,
+                IdleStrategy::Park { park_us } => {
+                    glommio::timer::sleep(Duration::from_micros(u64::from(park_us))).await
+                }
             }
         } else {
             idle_since = None;
@@ -1020,12 +967,12 @@ mod retry_tests {
         let policy = RetryPolicy::default();
         for attempt in 1..=12u32 {
             let base = policy
-                .backoff_min
+                .backoff_min()
                 .saturating_mul(1 << (attempt - 1).min(20))
-                .min(policy.backoff_max);
+                .min(policy.backoff_max());
             let mut seen = std::collections::BTreeSet::new();
             for seed in 0..64u64 {
-                let wait = policy.backoff(attempt, seed);
+                let wait = restart_backoff(&policy, attempt, seed);
                 assert!(
                     wait >= base.mul_f64(0.75) && wait <= base.mul_f64(1.25),
                     "{attempt} {wait:?}"

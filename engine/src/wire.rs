@@ -41,24 +41,9 @@ use codecs::{
 
 use crate::stage::ErrorClass;
 
-/// The form of a topic's record values.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum ValueFormat {
-    /// Framed rkyv, read in place (the default on the flow's internal hops).
-    #[default]
-    Rkyv,
-    /// Confluent's wire format: magic 0, the registry's schema id, Avro binary.
-    Avro,
-}
-
-impl ValueFormat {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ValueFormat::Rkyv => "rkyv",
-            ValueFormat::Avro => "avro",
-        }
-    }
-}
+/// The form of a topic's record values: the core map's
+/// `wire.value_format."<topic>"` type (framed rkyv by default).
+pub use tuning::ValueFormat;
 
 /// What the registry says about a schema id.
 #[derive(Debug, Clone)]

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use codecs::{encode_to_vec, AccountFunded, AccountId, Event, EventHeader, EventId, Money};
 use engine::kafka::{Guarantee, KafkaSettings, Ownership};
-use engine::runtime::{ClientThreads, CommitPolicy, Engine, IdleStrategy, RuntimeKnobs, ShardPlan};
+use engine::runtime::{Engine, ShardPlan};
 use engine::sim::tally::{FundingTally, Tally};
 use engine::store::StoreValue;
 use engine::topics::changelog_topic;
@@ -147,17 +147,24 @@ fn start_engine(bootstrap: &str) -> Result<Engine, Box<dyn std::error::Error>> {
         fetch_wait_max_ms: 10,
         namespace: codecs::topics::TopicNamespace::none(),
     };
-    let knobs = RuntimeKnobs {
-        standby_replicas: 0,
-        changelog_layout: Default::default(),
-        idle: IdleStrategy::Park(Duration::from_millis(1)),
-        client_threads: ClientThreads::Unpinned,
-        commit: CommitPolicy::fixed(Duration::from_millis(50), false),
-        retry: engine::runtime::RetryPolicy {
-            attempts_max: 10,
-            ..Default::default()
+    let knobs = tuning::NodeKnobs::new(
+        tuning::RuntimeKnobs {
+            idle: tuning::IdleStrategy::Park { park_us: 1_000 },
+            client_threads: tuning::ClientThreads::Unpinned,
         },
-    };
+        tuning::CommitPolicy {
+            interval_ms: 50,
+            on_drain: false,
+            timing: tuning::CommitTiming::Interval,
+            guarantee: Guarantee::ExactlyOnce,
+            ..tuning::CommitPolicy::default()
+        },
+        tuning::RetryPolicy {
+            attempts_max: 10,
+            ..tuning::RetryPolicy::default()
+        },
+        tuning::StateSection::default(),
+    )?;
     let plan = ShardPlan {
         shard: ShardId(0),
         core: None,

@@ -8,7 +8,7 @@
 //! the audit at the end of `loadgen run`/`replay`. Must never: judge an
 //! event itself (that is [`Audit`]'s), or read outside the namespace.
 
-use audit::{Audit, AuditReport, DeliveryGuarantee, StateSnapshot};
+use audit::{Audit, AuditReport, Guarantee, StateSnapshot};
 use codecs::topics::TopicNamespace;
 use rdkafka::message::Message;
 use registry::values::ValueFormats;
@@ -33,7 +33,7 @@ pub fn audit_namespace(
     client_properties: &[(String, String)],
     namespace: &TopicNamespace,
     values: &ValueFormats,
-    guarantee: DeliveryGuarantee,
+    guarantee: Guarantee,
 ) -> Result<TopicAudit, ReadError> {
     audit_namespace_with(
         bootstrap,

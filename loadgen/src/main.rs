@@ -13,8 +13,8 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use audit::DeliveryGuarantee;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use audit::Guarantee;
+use clap::{Args, Parser, Subcommand};
 use codecs::topics::TopicNamespace;
 use loadgen::audit_read::audit_namespace;
 use loadgen::drive::{
@@ -31,6 +31,7 @@ use loadgen::synth::{self, SequentialOrderIds, SynthConfig};
 use loadgen::traffic::replay::{plan_replay, IdRewriter, Pace, Schedule};
 use loadgen::traffic::{Header, TrafficReader, TrafficWriter};
 use registry::values::ValueFormats;
+use tuning::ValueFormat;
 
 /// Directory under which reports go unless `--report-dir` says otherwise.
 const REPORTS_DIR_DEFAULT: &str = "reports";
@@ -165,14 +166,7 @@ struct WireArgs {
     /// account.funded, stock.replenished), TOPIC=FORMAT one topic by its
     /// logical name (repeatable; later ones win).
     #[arg(long = "value-format", value_name = "[TOPIC=]FORMAT", value_parser = parse_value_format)]
-    value_formats: Vec<(Option<String>, ValueFormatArg)>,
-}
-
-/// `--value-format` values.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum ValueFormatArg {
-    Rkyv,
-    Avro,
+    value_formats: Vec<(Option<String>, ValueFormat)>,
 }
 
 impl WireArgs {
@@ -186,7 +180,7 @@ impl WireArgs {
             };
             for topic in topics {
                 avro.retain(|t| *t != topic);
-                if *format == ValueFormatArg::Avro {
+                if *format == ValueFormat::Avro {
                     avro.push(topic);
                 }
             }
@@ -201,30 +195,22 @@ impl WireArgs {
     }
 }
 
-fn parse_value_format(text: &str) -> Result<(Option<String>, ValueFormatArg), String> {
+fn parse_value_format(text: &str) -> Result<(Option<String>, ValueFormat), String> {
     let (topic, format) = match text.split_once('=') {
         Some((topic, format)) => (Some(topic.trim().to_string()), format.trim()),
         None => (None, text.trim()),
     };
-    let format = ValueFormatArg::from_str(format, true)
-        .map_err(|_| format!("expected [TOPIC=]rkyv or [TOPIC=]avro, got '{text}'"))?;
+    let format = ValueFormat::parse(&format.to_ascii_lowercase())
+        .ok_or_else(|| format!("expected [TOPIC=]rkyv or [TOPIC=]avro, got '{text}'"))?;
     Ok((topic, format))
 }
 
-/// `--guarantee` values, as Kafka Streams spells them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum GuaranteeArg {
-    ExactlyOnce,
-    AtLeastOnce,
-}
-
-impl From<GuaranteeArg> for DeliveryGuarantee {
-    fn from(arg: GuaranteeArg) -> Self {
-        match arg {
-            GuaranteeArg::ExactlyOnce => DeliveryGuarantee::ExactlyOnce,
-            GuaranteeArg::AtLeastOnce => DeliveryGuarantee::AtLeastOnce,
-        }
-    }
+/// `--guarantee`: the workspace's one guarantee type, spelled as a core
+/// map's `commit.guarantee` (and Kafka Streams) spells it.
+fn guarantee_arg() -> impl clap::builder::TypedValueParser<Value = Guarantee> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(Guarantee::ALL.map(Guarantee::as_str))
+        .try_map(|text| text.parse::<Guarantee>())
 }
 
 /// How a run against the flow is measured, reported and audited.
@@ -237,8 +223,8 @@ struct SessionArgs {
     #[arg(long)]
     no_audit: bool,
     /// The guarantee the flow runs under (what the audit holds it to).
-    #[arg(long, value_enum, default_value_t = GuaranteeArg::ExactlyOnce)]
-    guarantee: GuaranteeArg,
+    #[arg(long, default_value = "exactly-once", value_parser = guarantee_arg())]
+    guarantee: Guarantee,
     /// How long to wait for outstanding outcomes after the last send, seconds.
     #[arg(long, default_value_t = DRAIN_TIMEOUT_MS_DEFAULT / 1_000)]
     drain_timeout_s: u64,
@@ -337,8 +323,8 @@ struct AuditArgs {
     #[arg(long, value_name = "URL")]
     schema_registry: Option<String>,
     /// The guarantee the flow ran under.
-    #[arg(long, value_enum, default_value_t = GuaranteeArg::ExactlyOnce)]
-    guarantee: GuaranteeArg,
+    #[arg(long, default_value = "exactly-once", value_parser = guarantee_arg())]
+    guarantee: Guarantee,
 }
 
 #[derive(Debug, Args)]
@@ -680,7 +666,7 @@ fn session_config(
             .out
             .clone()
             .unwrap_or_else(|| default_report_dir(command)),
-        audit: (!args.no_audit).then(|| args.guarantee.into()),
+        audit: (!args.no_audit).then_some(args.guarantee),
         // `run` sets its scenario's plan; a replayed recording has none.
         deserved: None,
         // A recording may carry poison inputs; a synthetic scenario never does.
@@ -869,7 +855,7 @@ fn audit_command(args: AuditArgs) -> anyhow::Result<()> {
         &args.cluster.client_properties()?,
         &namespace,
         &ValueFormats::new(args.schema_registry.as_deref(), &namespace, &[])?,
-        args.guarantee.into(),
+        args.guarantee,
     )
     .with_context(|| {
         format!(
@@ -986,10 +972,10 @@ mod tests {
         assert_eq!(
             run.wire.value_formats,
             [
-                (None, ValueFormatArg::Avro),
+                (None, ValueFormat::Avro),
                 (
                     Some(codecs::topics::ORDER_UPDATED.to_string()),
-                    ValueFormatArg::Rkyv
+                    ValueFormat::Rkyv
                 )
             ]
         );
@@ -1003,7 +989,7 @@ mod tests {
         assert!(Cli::try_parse_from(["loadgen", "run", "--value-format", "json"]).is_err());
         let rkyv = WireArgs {
             schema_registry: None,
-            value_formats: vec![(None, ValueFormatArg::Rkyv)],
+            value_formats: vec![(None, ValueFormat::Rkyv)],
         };
         assert_eq!(
             rkyv.formats(&TopicNamespace::none())

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use codecs::{AccountId, Sku};
 
-use audit::{Audit, DeliveryGuarantee, DeservedOutcomes};
+use audit::{Audit, DeservedOutcomes, Guarantee};
 
 use crate::audit_read::{audit_namespace_with, TopicAudit};
 use crate::drive::{
@@ -89,7 +89,7 @@ pub struct SessionConfig {
     /// Where the report files go (created if missing).
     pub out_dir: PathBuf,
     /// The audit at the end, under this guarantee; `None` turns it off.
-    pub audit: Option<DeliveryGuarantee>,
+    pub audit: Option<Guarantee>,
     /// The outcome each order deserves (a synthetic scenario's plan,
     /// [`crate::synth::deserved_outcomes`]): the audit compares every order
     /// with it. `None` for traffic without a plan (a replayed recording).
@@ -219,8 +219,8 @@ where
         audit: audit.as_ref().map(|a| AuditSummary {
             passed: a.report.passed(),
             guarantee: match a.report.guarantee {
-                DeliveryGuarantee::ExactlyOnce => "exactly-once",
-                DeliveryGuarantee::AtLeastOnce => "at-least-once",
+                Guarantee::ExactlyOnce => "exactly-once",
+                Guarantee::AtLeastOnce => "at-least-once",
             }
             .to_string(),
             records: a.records,

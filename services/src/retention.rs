@@ -15,8 +15,12 @@
 //! Lives on: the core of the shard that owns the partition.
 
 /// How long (event time) a finished order's records stay by default:
-/// `[state] order_retention` in the core map overrides it.
-pub const ORDER_RETENTION_DEFAULT_MS: i64 = 24 * 60 * 60 * 1000;
+/// `[state] order_retention` in the core map overrides it. The core map's
+/// default (`tuning::limits::ORDER_RETENTION_MS_DEFAULT`), in the stores'
+/// signed milliseconds: one default for both.
+pub const ORDER_RETENTION_DEFAULT_MS: i64 = tuning::limits::ORDER_RETENTION_MS_DEFAULT as i64;
+// Every retention a core map accepts fits the stores' i64 milliseconds.
+const _: () = assert!(tuning::limits::ORDER_RETENTION_MS_LIMIT <= i64::MAX as u64);
 
 /// Queued records an event may look at for eviction, per store: bounded
 /// work per event (each event finishes at most one order, so 4 keeps up with

@@ -328,7 +328,7 @@ impl FlowHarness {
     }
 
     /// Audits the log (and the state) under `guarantee`.
-    pub fn audit(&self, guarantee: crate::audit::DeliveryGuarantee) -> crate::audit::AuditReport {
+    pub fn audit(&self, guarantee: crate::audit::Guarantee) -> crate::audit::AuditReport {
         let mut audit = crate::audit::Audit::new(guarantee);
         for (topic, event) in &self.log {
             audit.record(topic, event);

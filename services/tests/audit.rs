@@ -8,13 +8,13 @@ use codecs::{AccountId, Event, EventKind, Money, PaymentFailReason, PaymentFaile
 use loadgen::synth::{deserved_outcomes, generate, SynthConfig};
 use loadgen::traffic::Payload;
 use services::audit::{
-    audit, Audit, AuditReport, DeliveryGuarantee, Deserved, DeservedOutcomes, Outcome, Violation,
+    audit, Audit, AuditReport, Deserved, DeservedOutcomes, Guarantee, Outcome, Violation,
 };
 use services::flow::{Service, ServiceSet};
 use services::testing::{sku_of, EventFactory, FlowHarness};
 use services::topics::{topic_of, PAYMENT_FAILED, STOCK_UPDATED};
 
-use DeliveryGuarantee::{AtLeastOnce, ExactlyOnce};
+use Guarantee::{AtLeastOnce, ExactlyOnce};
 
 /// A run with every kind of outcome: fills, refusals (funds, unknown
 /// account, invalid), stock rejections with refunds, a client retry, an
@@ -50,10 +50,7 @@ fn events(h: &FlowHarness) -> Vec<(&'static str, Event)> {
     h.log.clone()
 }
 
-fn run_audit(
-    log: &[(&'static str, Event)],
-    guarantee: DeliveryGuarantee,
-) -> services::audit::AuditReport {
+fn run_audit(log: &[(&'static str, Event)], guarantee: Guarantee) -> services::audit::AuditReport {
     audit(log.iter().map(|(t, e)| (*t, e)), guarantee)
 }
 

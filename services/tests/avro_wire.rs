@@ -30,14 +30,13 @@ use codecs::{
 use engine::deployment::{prepare_topics, FlowTopics};
 use engine::kafka::{publish_and_wait, read_to_end, Guarantee, KafkaSettings, Ownership};
 use engine::partitioner::partition_for;
-use engine::runtime::{Engine, RuntimeKnobs, ShardPlan};
+use engine::runtime::{Engine, NodeKnobs, ShardPlan};
 use engine::{OutRecord, PartitionId, ShardId};
 use loadgen::drive::{DriveConfig, DriveOptions};
 use loadgen::session::{RunLabel, SessionConfig};
 use loadgen::synth::SynthConfig;
 use registry::values::ValueFormats;
 use services::api::{ApiConfig, PUBLISHED_TOPICS};
-use services::audit::DeliveryGuarantee;
 use services::flow::{ServiceSet, TradeFlow, TradeFlowState};
 use tradeflow_tests::{unique_topic, KafkaCluster};
 use tuning::WireSettings;
@@ -174,7 +173,7 @@ fn avro_orders_are_filled_and_the_outcomes_are_avro_under_the_registry_ids() -> 
             ownership: Ownership::Static((0..partitions).map(PartitionId).collect()),
             transactional_id: format!("{application_id}-0"),
         }],
-        RuntimeKnobs::default(),
+        NodeKnobs::default(),
         partitions,
         move |_| TradeFlow::new(ServiceSet::ALL).with_wire_formats(formats.clone()),
     )?;
@@ -452,7 +451,7 @@ fn avro_orders_are_filled_and_the_outcomes_are_avro_under_the_registry_ids() -> 
             ..DriveOptions::default()
         },
         out_dir: out_dir.clone(),
-        audit: Some(DeliveryGuarantee::ExactlyOnce),
+        audit: Some(Guarantee::ExactlyOnce),
         deserved: Some(loadgen::synth::deserved_outcomes(
             &scenario,
             codecs::ids::order_id_for,

@@ -19,7 +19,7 @@ use codecs::{
 use engine::deployment::{prepare_topics, FlowTopics};
 use engine::kafka::{publish_and_wait, read_to_end, Guarantee, KafkaSettings, Ownership};
 use engine::partitioner::partition_for;
-use engine::runtime::{Engine, RuntimeKnobs, ShardPlan};
+use engine::runtime::{Engine, NodeKnobs, ShardPlan};
 use engine::{OutRecord, PartitionId, ShardId};
 use services::dlq::{self, ReplayFilter};
 use services::flow::{ServiceSet, TradeFlow, TradeFlowState};
@@ -123,7 +123,7 @@ fn poison_records_are_dead_lettered_with_reasons_and_a_replay_is_processed_once(
             ownership: Ownership::Static((0..partitions).map(PartitionId).collect()),
             transactional_id: format!("{application_id}-0"),
         }],
-        RuntimeKnobs::default(),
+        NodeKnobs::default(),
         partitions,
         |_| TradeFlow::new(ServiceSet::ALL),
     )?;

@@ -101,3 +101,37 @@ fn the_demo_serves_the_flows_schemas_and_decides_every_order() -> anyhow::Result
     assert!(orders.ends_with(", 0 missing"), "{orders}");
     Ok(())
 }
+
+/// The demo's commit flags pass the rules of a core map's `[commit]`
+/// section: a bad one is refused before anything starts, naming the key as a
+/// bad core map would, and an interval at-least-once allows is refused under
+/// exactly-once only.
+#[test]
+fn the_demos_flags_are_validated_like_a_core_map() -> anyhow::Result<()> {
+    let run = |args: &[&str]| -> anyhow::Result<(bool, String)> {
+        let output = Command::new(env!("CARGO_BIN_EXE_tradeflow"))
+            .arg("demo")
+            .args(args)
+            .env("RUST_BACKTRACE", "0")
+            .stdout(Stdio::null())
+            .output()?;
+        Ok((
+            output.status.success(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        ))
+    };
+    let (passed, stderr) = run(&["--commit-interval-ms", "9000"])?;
+    assert!(!passed, "an exactly-once interval of 9 s was accepted");
+    assert!(
+        stderr.contains("commit.interval_ms: 9000 is out of range; under exactly-once"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("mock cluster"), "refused late: {stderr}");
+    let (passed, stderr) = run(&["--commit-interval-ms", "0", "--guarantee", "at-least-once"])?;
+    assert!(!passed, "a zero interval was accepted");
+    assert!(
+        stderr.contains("commit.interval_ms: 0 is out of range; under at-least-once"),
+        "{stderr}"
+    );
+    Ok(())
+}

@@ -55,7 +55,7 @@ use engine::kafka::{Guarantee, KafkaSettings};
 use loadgen::drive::{drive, DriveConfig, DriveError, DriveReport};
 use loadgen::state::http_get;
 use loadgen::synth::{deserved_outcomes, generate, SynthConfig};
-use services::audit::{Audit, DeliveryGuarantee, StateSnapshot};
+use services::audit::{Audit, StateSnapshot};
 use services::flow::{ServiceSet, TradeFlow};
 use tradeflow_tests::{unique_topic, KafkaCluster};
 
@@ -602,10 +602,7 @@ guarantee = "{guarantee}"
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut audit = Audit::new(match self.guarantee {
-                Guarantee::ExactlyOnce => DeliveryGuarantee::ExactlyOnce,
-                Guarantee::AtLeastOnce => DeliveryGuarantee::AtLeastOnce,
-            });
+            let mut audit = Audit::new(self.guarantee);
             if let Some((plan, _)) = &expect {
                 audit = audit.expect_outcomes(plan.clone());
             }

@@ -8,7 +8,7 @@
 
 use codecs::Event;
 use proptest::prelude::*;
-use services::audit::DeliveryGuarantee;
+use services::audit::Guarantee;
 use services::flow::{Service, ServiceSet};
 use services::testing::{EventFactory, FlowHarness};
 
@@ -143,7 +143,7 @@ fn run(services: ServiceSet, steps: &[Step]) -> Result<(), TestCaseError> {
     }
     h.drain();
     assert_nothing_negative(&h)?;
-    let report = h.audit(DeliveryGuarantee::AtLeastOnce);
+    let report = h.audit(Guarantee::AtLeastOnce);
     prop_assert!(
         report.passed(),
         "{}\ndead letters: {:?}",

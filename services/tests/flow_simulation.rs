@@ -42,7 +42,7 @@ use codecs::{decode, encode_to_vec, Event};
 use engine::partitioner::partition_for;
 use engine::sim::{SimCluster, SimPort, SimRng};
 use engine::{PartitionId, Shard, ShardId, Stage, Step};
-use services::audit::{Audit, AuditReport, DeliveryGuarantee, StateSnapshot, StateSnapshotExt};
+use services::audit::{Audit, AuditReport, Guarantee, StateSnapshot, StateSnapshotExt};
 use services::flow::{ServiceSet, TradeFlow, TradeFlowState};
 use services::inventory::{InventoryStage, StockLedger};
 use services::order::{OrderBook, OrderStage, ORDER_INPUTS};
@@ -211,23 +211,23 @@ impl Group {
         shard
     }
 
-    fn crash(&mut self, i: usize, guarantee: DeliveryGuarantee, rng: &mut SimRng) {
+    fn crash(&mut self, i: usize, guarantee: Guarantee, rng: &mut SimRng) {
         let fresh = Group::started(&self.cluster, self.factory, i, &self.owner);
         let crashed = std::mem::replace(&mut self.shards[i], fresh);
         let port = crashed.into_port();
         match guarantee {
             // What an aborted transaction held is never seen.
-            DeliveryGuarantee::ExactlyOnce => drop(port),
+            Guarantee::ExactlyOnce => drop(port),
             // Each in-flight send may or may not have reached the broker.
-            DeliveryGuarantee::AtLeastOnce => port.crash(rng),
+            Guarantee::AtLeastOnce => port.crash(rng),
         }
     }
 
-    fn move_partition(&mut self, guarantee: DeliveryGuarantee, rng: &mut SimRng) {
+    fn move_partition(&mut self, guarantee: Guarantee, rng: &mut SimRng) {
         let partition = rng.below(PARTITIONS as u64) as usize;
         let from = self.owner[partition];
         let to = (from + 1 + rng.below(SHARDS_PER_GROUP as u64 - 1) as usize) % SHARDS_PER_GROUP;
-        if guarantee == DeliveryGuarantee::ExactlyOnce || rng.chance(50) {
+        if guarantee == Guarantee::ExactlyOnce || rng.chance(50) {
             self.shards[from].commit();
         }
         self.shards[from]
@@ -403,7 +403,7 @@ impl Producer {
 struct World {
     seed: u64,
     rng: SimRng,
-    guarantee: DeliveryGuarantee,
+    guarantee: Guarantee,
     main: Rc<RefCell<SimCluster>>,
     /// The Order group's cluster in the separate layout.
     mirror: Option<Rc<RefCell<SimCluster>>>,
@@ -413,7 +413,7 @@ struct World {
 }
 
 impl World {
-    fn new(seed: u64, guarantee: DeliveryGuarantee, layout: Layout) -> World {
+    fn new(seed: u64, guarantee: Guarantee, layout: Layout) -> World {
         let main = SimCluster::shared();
         let (groups, mirror) = match layout {
             Layout::Composite => (vec![Group::new(&main, composite_shard)], None),
@@ -427,7 +427,7 @@ impl World {
                 (groups, Some(mirror))
             }
         };
-        let one_order_per_account = guarantee == DeliveryGuarantee::AtLeastOnce;
+        let one_order_per_account = guarantee == Guarantee::AtLeastOnce;
         let mut world = World {
             seed,
             rng: SimRng::new(seed),
@@ -546,7 +546,7 @@ impl World {
     }
 }
 
-fn run(seed: u64, guarantee: DeliveryGuarantee, layout: Layout) -> AuditReport {
+fn run(seed: u64, guarantee: Guarantee, layout: Layout) -> AuditReport {
     let mut world = World::new(seed, guarantee, layout);
     for _ in 0..ACTIONS_PER_RUN {
         world.act();
@@ -575,12 +575,12 @@ fn run(seed: u64, guarantee: DeliveryGuarantee, layout: Layout) -> AuditReport {
     let expected = world.producer.poison + report.refused_inputs;
     let found = world.dead_letters();
     match guarantee {
-        DeliveryGuarantee::ExactlyOnce => assert_eq!(
+        Guarantee::ExactlyOnce => assert_eq!(
             found, expected,
             "seed {seed}: {found} dead letters for {} poison records and {} refused inputs",
             world.producer.poison, report.refused_inputs
         ),
-        DeliveryGuarantee::AtLeastOnce => {
+        Guarantee::AtLeastOnce => {
             assert!(found >= expected, "seed {seed}: {found} < {expected}")
         }
     }
@@ -600,7 +600,7 @@ fn seeds(base: u64) -> Vec<u64> {
     (0..runs).map(|i| base + i).collect()
 }
 
-fn run_all(base: u64, guarantee: DeliveryGuarantee, layout: Layout) {
+fn run_all(base: u64, guarantee: Guarantee, layout: Layout) {
     let started = Instant::now();
     let mut totals = (0u64, 0u64, 0u64, 0u64, 0u64);
     let seeds = seeds(base);
@@ -639,36 +639,20 @@ fn run_all(base: u64, guarantee: DeliveryGuarantee, layout: Layout) {
 
 #[test]
 fn exactly_once_composite_flow_keeps_every_invariant() {
-    run_all(
-        0x7f10_0000,
-        DeliveryGuarantee::ExactlyOnce,
-        Layout::Composite,
-    );
+    run_all(0x7f10_0000, Guarantee::ExactlyOnce, Layout::Composite);
 }
 
 #[test]
 fn exactly_once_separate_services_keep_every_invariant() {
-    run_all(
-        0x7f20_0000,
-        DeliveryGuarantee::ExactlyOnce,
-        Layout::Separate,
-    );
+    run_all(0x7f20_0000, Guarantee::ExactlyOnce, Layout::Separate);
 }
 
 #[test]
 fn at_least_once_composite_flow_counts_duplicates_once() {
-    run_all(
-        0x7f30_0000,
-        DeliveryGuarantee::AtLeastOnce,
-        Layout::Composite,
-    );
+    run_all(0x7f30_0000, Guarantee::AtLeastOnce, Layout::Composite);
 }
 
 #[test]
 fn at_least_once_separate_services_count_duplicates_once() {
-    run_all(
-        0x7f40_0000,
-        DeliveryGuarantee::AtLeastOnce,
-        Layout::Separate,
-    );
+    run_all(0x7f40_0000, Guarantee::AtLeastOnce, Layout::Separate);
 }

@@ -31,7 +31,6 @@ use loadgen::session::{run_session, synth_schedule, RunLabel, SessionConfig, Ses
 use loadgen::synth::SynthConfig;
 use loadgen::traffic::replay::{plan_replay, IdRewriter, Pace, Schedule};
 use loadgen::traffic::TrafficReader;
-use services::audit::DeliveryGuarantee;
 use services::flow::{ServiceSet, TradeFlow};
 use tradeflow_tests::{unique_topic, KafkaCluster};
 
@@ -168,7 +167,7 @@ impl Deployment {
                 ..DriveOptions::default()
             },
             out_dir: self.dir.join(name),
-            audit: Some(DeliveryGuarantee::ExactlyOnce),
+            audit: Some(Guarantee::ExactlyOnce),
             deserved: None,
             poison_sent: false,
             state: None,

@@ -3,7 +3,9 @@
 //! consume helpers the tests share.
 //!
 //! Owns: finding or starting the loopback clusters, naming test topics so tests
-//! never collide, and killing/restarting brokers for fault tests.
+//! never collide, killing/restarting brokers for fault tests, and the knobs
+//! the tests start engines with ([`TestKnobs`], validated by the tuning crate
+//! like a core map's).
 //! Must never: stand in for Kafka (no mocks here: librdkafka's mock cluster is for
 //! unit tests only), or leave a broker it killed stopped when a test fails.
 
@@ -466,5 +468,61 @@ fn script_output(args: &[&str]) -> Result<String, HarnessError> {
             args: args.join(" "),
             status: output.status.to_string(),
         })
+    }
+}
+
+/// The knobs the integration tests start engines with: shards parked 1 ms
+/// between polls, unpinned client threads, Kafka Streams' interval commit
+/// rule, a few restarts. [`TestKnobs::validated`] passes them through the
+/// tuning crate's rules, as `tradeflow run` does a core map's.
+#[derive(Clone, Copy, Debug)]
+pub struct TestKnobs {
+    /// `commit.guarantee`: must be the Kafka settings' guarantee.
+    pub guarantee: tuning::Guarantee,
+    pub commit_interval_ms: u32,
+    pub commit_on_drain: bool,
+    pub attempts_max: u32,
+    pub standby_replicas: u32,
+    pub changelog_layout: tuning::ChangelogLayout,
+}
+
+impl Default for TestKnobs {
+    fn default() -> Self {
+        TestKnobs {
+            guarantee: tuning::Guarantee::ExactlyOnce,
+            commit_interval_ms: 100,
+            commit_on_drain: true,
+            attempts_max: 3,
+            standby_replicas: 0,
+            changelog_layout: tuning::ChangelogLayout::default(),
+        }
+    }
+}
+
+impl TestKnobs {
+    /// The knobs, checked by the rules a core map's sections obey.
+    pub fn validated(&self) -> Result<tuning::NodeKnobs, tuning::TuningError> {
+        tuning::NodeKnobs::new(
+            tuning::RuntimeKnobs {
+                idle: tuning::IdleStrategy::Park { park_us: 1_000 },
+                client_threads: tuning::ClientThreads::Unpinned,
+            },
+            tuning::CommitPolicy {
+                interval_ms: self.commit_interval_ms,
+                on_drain: self.commit_on_drain,
+                guarantee: self.guarantee,
+                timing: tuning::CommitTiming::Interval,
+                ..tuning::CommitPolicy::default()
+            },
+            tuning::RetryPolicy {
+                attempts_max: self.attempts_max,
+                ..tuning::RetryPolicy::default()
+            },
+            tuning::StateSection {
+                standby_replicas: self.standby_replicas,
+                changelog_layout: self.changelog_layout,
+                ..tuning::StateSection::default()
+            },
+        )
     }
 }

@@ -12,7 +12,7 @@ use codecs::{
     encode_to_vec, AccountFunded, AccountId, Event, EventHeader, EventId, EventRef, Money,
 };
 use engine::kafka::{ensure_topics, Guarantee, KafkaSettings, Ownership, TopicSpec};
-use engine::runtime::{ClientThreads, CommitPolicy, Engine, IdleStrategy, RuntimeKnobs, ShardPlan};
+use engine::runtime::{Engine, ShardPlan};
 use engine::sim::tally::{FundingTally, Tally, TallyState};
 use engine::stage::{Input, Outbox, Rejection, Stage};
 use engine::store::StoreValue;
@@ -148,17 +148,7 @@ fn an_abortable_transaction_is_rolled_back_without_a_restart_or_a_restore() -> a
     )?;
     let reference = fund(&cluster, topic)?;
 
-    let knobs = RuntimeKnobs {
-        standby_replicas: 0,
-        changelog_layout: Default::default(),
-        idle: IdleStrategy::Park(Duration::from_millis(1)),
-        client_threads: ClientThreads::Unpinned,
-        commit: CommitPolicy::fixed(Duration::from_millis(100), true),
-        retry: engine::runtime::RetryPolicy {
-            attempts_max: 3,
-            ..Default::default()
-        },
-    };
+    let knobs = tradeflow_tests::TestKnobs::default().validated()?;
     let plan = ShardPlan {
         shard: ShardId(0),
         core: None,

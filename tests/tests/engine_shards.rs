@@ -14,7 +14,7 @@ use engine::changelog::ChangelogLayout;
 use engine::deployment::{prepare_topics, DeploymentError, FlowTopics};
 use engine::kafka::{topic_records, Guarantee, KafkaSettings, Ownership};
 use engine::partitioner::partition_for;
-use engine::runtime::{ClientThreads, CommitPolicy, Engine, IdleStrategy, RuntimeKnobs, ShardPlan};
+use engine::runtime::{Engine, ShardPlan};
 use engine::sim::tally::{FundingTally, Tally};
 use engine::store::StoreValue;
 use engine::topics::{changelog_topic, shared_changelog_topic};
@@ -34,7 +34,7 @@ struct Deployment {
     guarantee: Guarantee,
     /// The group's protocol and its own client properties.
     group_properties: Vec<(String, String)>,
-    /// `RuntimeKnobs::standby_replicas` of the engines it starts.
+    /// `[state] standby_replicas` (`TestKnobs::standby_replicas`) of the engines it starts.
     standby_replicas: u32,
     /// `[state] changelog_layout` of its topics and engines.
     changelog_layout: ChangelogLayout,
@@ -119,22 +119,28 @@ impl Deployment {
     }
 
     fn start(&self, plans: Vec<ShardPlan>) -> anyhow::Result<Engine> {
-        self.start_with(plans, CommitPolicy::fixed(Duration::from_millis(100), true))
+        self.start_with(plans, 100, true)
     }
 
-    fn start_with(&self, plans: Vec<ShardPlan>, commit: CommitPolicy) -> anyhow::Result<Engine> {
+    /// Starts `plans` committing at least every `commit_interval_ms` (and
+    /// on drain if `commit_on_drain`), with knobs validated like a core
+    /// map's.
+    fn start_with(
+        &self,
+        plans: Vec<ShardPlan>,
+        commit_interval_ms: u32,
+        commit_on_drain: bool,
+    ) -> anyhow::Result<Engine> {
         let (topic, echo) = (self.topic, self.echo);
-        let knobs = RuntimeKnobs {
+        let knobs = tradeflow_tests::TestKnobs {
+            guarantee: self.guarantee,
+            commit_interval_ms,
+            commit_on_drain,
             standby_replicas: self.standby_replicas,
             changelog_layout: self.changelog_layout,
-            idle: IdleStrategy::Park(Duration::from_millis(1)),
-            client_threads: ClientThreads::Unpinned,
-            commit,
-            retry: engine::runtime::RetryPolicy {
-                attempts_max: 3,
-                ..Default::default()
-            },
-        };
+            ..tradeflow_tests::TestKnobs::default()
+        }
+        .validated()?;
         Ok(Engine::start(
             self.settings(),
             plans,
@@ -470,11 +476,15 @@ fn outputs_stay_single_across_a_rebalance_mid_stream(deployment: Deployment) -> 
     // Long commit intervals and no commit on drain keep work uncommitted for
     // seconds, so the revocation is sure to find an open transaction with
     // outputs in it.
-    // (8 s: beyond the 3 s heartbeat that tells node-a of the rebalance, below
-    // the 10 s transaction timeout.)
-    let slow_commits = CommitPolicy::fixed(Duration::from_secs(8), false);
+    // (The longest interval exactly-once allows, 5 s: beyond the 3 s
+    // heartbeat that tells node-a of the rebalance.)
+    let slow_commits = (tuning::limits::EXACTLY_ONCE_COMMIT_INTERVAL_MS_MAX, false);
     let mut reference = deployment.fund(1, 2_000, 250)?;
-    let first = deployment.start_with(vec![deployment.group_plan("node-a", 0)], slow_commits)?;
+    let first = deployment.start_with(
+        vec![deployment.group_plan("node-a", 0)],
+        slow_commits.0,
+        slow_commits.1,
+    )?;
     let started = Instant::now();
     while tallies(&[&first])
         .map(|t| t.values().map(|v| v.1).sum::<u64>())
@@ -484,7 +494,11 @@ fn outputs_stay_single_across_a_rebalance_mid_stream(deployment: Deployment) -> 
         anyhow::ensure!(started.elapsed() < WAIT, "node-a processed nothing");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let second = deployment.start_with(vec![deployment.group_plan("node-b", 0)], slow_commits)?;
+    let second = deployment.start_with(
+        vec![deployment.group_plan("node-b", 0)],
+        slow_commits.0,
+        slow_commits.1,
+    )?;
     wait_for_split(&first, &second)?;
     merge(&mut reference, deployment.fund(100_000, 2_000, 250)?);
     wait_for(&[&first, &second], &reference)?;

@@ -17,7 +17,7 @@ use codecs::{
     encode_to_vec, AccountFunded, AccountId, Event, EventHeader, EventId, EventRef, Money,
 };
 use engine::kafka::{ensure_topics, Guarantee, KafkaSettings, Ownership, TopicSpec};
-use engine::runtime::{ClientThreads, CommitPolicy, Engine, IdleStrategy, RuntimeKnobs, ShardPlan};
+use engine::runtime::{Engine, ShardPlan};
 use engine::sim::tally::{Tally, TallyState};
 use engine::stage::{Input, Outbox, Rejection, Stage};
 use engine::store::StoreValue;
@@ -158,14 +158,11 @@ fn a_backlog_of_two_co_partitioned_topics_is_handed_over_in_timestamp_order() ->
     write(&producer, early, 1 + PER_TOPIC, now_ms - LATE_BY_MS)?;
     tradeflow_tests::flush(&producer, Duration::from_secs(30))?;
 
-    let knobs = RuntimeKnobs {
-        idle: IdleStrategy::Park(Duration::from_millis(1)),
-        client_threads: ClientThreads::Unpinned,
-        commit: CommitPolicy::fixed(Duration::from_millis(100), true),
-        retry: engine::runtime::RetryPolicy::default(),
-        standby_replicas: 0,
-        changelog_layout: Default::default(),
-    };
+    let knobs = tradeflow_tests::TestKnobs {
+        attempts_max: tuning::RetryPolicy::default().attempts_max,
+        ..tradeflow_tests::TestKnobs::default()
+    }
+    .validated()?;
     let plan = ShardPlan {
         shard: ShardId(0),
         core: None,

@@ -18,7 +18,7 @@ use codecs::{
     TimestampNs,
 };
 use engine::kafka::{ensure_topics, Guarantee, KafkaSettings, Ownership, TopicSpec};
-use engine::runtime::{ClientThreads, CommitPolicy, Engine, IdleStrategy, RuntimeKnobs, ShardPlan};
+use engine::runtime::{Engine, NodeKnobs, ShardPlan};
 use engine::sim::tally::FundingTally;
 use engine::stage::{Input, Outbox, Rejection, Stage};
 use engine::store::{
@@ -29,6 +29,7 @@ use engine::topics::{changelog_topic, dead_letter_topic};
 use engine::{PartitionId, ShardId};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, ThreadedProducer};
 use services::observe::{self, Observability, ObserveServer};
+use tradeflow_tests::TestKnobs;
 use tradeflow_tests::{unique_topic, KafkaCluster};
 
 /// How long a test waits for something to happen before it gives up (a bound
@@ -48,18 +49,10 @@ fn settings(cluster: &KafkaCluster, application_id: &str) -> KafkaSettings {
     }
 }
 
-fn knobs() -> RuntimeKnobs {
-    RuntimeKnobs {
-        standby_replicas: 0,
-        changelog_layout: Default::default(),
-        idle: IdleStrategy::Park(Duration::from_millis(1)),
-        client_threads: ClientThreads::Unpinned,
-        commit: CommitPolicy::fixed(Duration::from_millis(100), true),
-        retry: engine::runtime::RetryPolicy {
-            attempts_max: 3,
-            ..Default::default()
-        },
-    }
+fn knobs() -> NodeKnobs {
+    TestKnobs::default()
+        .validated()
+        .expect("the tests' knobs pass the core map's rules")
 }
 
 fn plan(application_id: &str, shard: u16, partitions: &[i32]) -> ShardPlan {

@@ -20,7 +20,7 @@ use codecs::{decode, AccountId, ClientOrderId, Event, EventKind, Sku};
 use engine::deployment::{prepare_topics, FlowTopics};
 use engine::kafka::{Guarantee, KafkaSettings, Ownership};
 use engine::partitioner::partition_for;
-use engine::runtime::{ClientThreads, CommitPolicy, Engine, IdleStrategy, RuntimeKnobs, ShardPlan};
+use engine::runtime::{Engine, ShardPlan};
 use engine::{PartitionId, ShardId, Stage};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -98,17 +98,7 @@ fn start() -> anyhow::Result<Fixture> {
         1,
     )?;
     cluster.start_group_at_end(&application_id, &inputs, partitions)?;
-    let knobs = RuntimeKnobs {
-        standby_replicas: 0,
-        changelog_layout: Default::default(),
-        idle: IdleStrategy::Park(Duration::from_millis(1)),
-        client_threads: ClientThreads::Unpinned,
-        commit: CommitPolicy::fixed(Duration::from_millis(100), true),
-        retry: engine::runtime::RetryPolicy {
-            attempts_max: 3,
-            ..Default::default()
-        },
-    };
+    let knobs = tradeflow_tests::TestKnobs::default().validated()?;
     let plan = ShardPlan {
         shard: ShardId(0),
         core: None,

@@ -8,7 +8,11 @@
 //!   and glommio (the engine's runtime), and that the engine's binary does
 //!   not need the load generator;
 //! - a dependency two members share is declared once, in the root's
-//!   `[workspace.dependencies]`, and inherited (`x.workspace = true`).
+//!   `[workspace.dependencies]`, and inherited (`x.workspace = true`);
+//! - one type per setting: the core map's setting types (and the one
+//!   `Guarantee`, the one `ValueFormat`) are defined in the tuning crate only, and every producer
+//!   that sets `transaction.timeout.ms` sets tuning's `TRANSACTION_TIMEOUT_MS`,
+//!   the constant the exactly-once commit interval limit is derived from.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -103,6 +107,92 @@ fn every_module_says_what_it_owns() {
     );
 }
 
+/// The types of the core map's settings, each defined once, in the tuning
+/// crate (`tuning/src/model.rs`, `[wire]`'s in `tuning/src/wire.rs`); the
+/// engine, the binaries, the audit, the load generator and the tests take
+/// these (issue #20).
+const SETTING_TYPES: &[&str] = &[
+    "enum Guarantee",
+    "enum ProcessingGuarantee",
+    "enum DeliveryGuarantee",
+    "enum GuaranteeArg",
+    "enum IdleStrategy",
+    "enum ClientThreads",
+    "enum CommitTiming",
+    "enum ChangelogLayout",
+    "struct CommitPolicy",
+    "struct RetryPolicy",
+    "struct RuntimeKnobs",
+    "struct NodeKnobs",
+    "struct StateSection",
+    "enum ValueFormat",
+    "enum ValueFormatName",
+    "enum ValueFormatArg",
+];
+
+#[test]
+fn each_setting_has_one_type_and_the_transaction_timeout_one_value() {
+    let mut offences = Vec::new();
+    let mut files = Vec::new();
+    for krate in [
+        "engine", "codecs", "services", "loadgen", "tuning", "tests", "registry", "audit", "hdr",
+        "benches",
+    ] {
+        rust_files(&repo_root().join(krate), &mut files);
+    }
+    assert!(!files.is_empty(), "no sources found");
+    let mut timeout_definitions = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).expect("readable source");
+        let relative = file
+            .strip_prefix(repo_root())
+            .unwrap_or(file)
+            .display()
+            .to_string();
+        for (line, code) in code_lines(&text) {
+            for setting in SETTING_TYPES {
+                let defines = code.split_once(setting).is_some_and(|(before, after)| {
+                    before
+                        .split_whitespace()
+                        .all(|w| w == "pub" || w.starts_with("pub("))
+                        && !after.starts_with(|c: char| c.is_alphanumeric() || c == '_')
+                });
+                if defines && !relative.starts_with("tuning/src/") {
+                    offences.push(format!(
+                        "{relative}:{line}: `{setting}` defined outside the tuning crate: take tuning's type"
+                    ));
+                }
+            }
+            if code
+                .trim_start_matches("pub ")
+                .starts_with("const TRANSACTION_TIMEOUT_MS")
+            {
+                timeout_definitions.push(format!("{relative}:{line}"));
+            }
+            // Production code only: a test may open a transaction with a
+            // timeout of its own (tests/tests/fencing.rs).
+            let production = relative.contains("/src/") && !relative.starts_with("tests/");
+            if production
+                && code.contains("\"transaction.timeout.ms\"")
+                && !code.contains("TRANSACTION_TIMEOUT_MS")
+            {
+                offences.push(format!(
+                    "{relative}:{line}: transaction.timeout.ms set to something other than TRANSACTION_TIMEOUT_MS"
+                ));
+            }
+        }
+    }
+    if timeout_definitions.len() != 1
+        || !timeout_definitions[0].starts_with("tuning/src/limits.rs:")
+    {
+        offences.push(format!(
+            "TRANSACTION_TIMEOUT_MS must be defined once, in tuning/src/limits.rs (the exactly-once \
+             commit interval limit is derived from it); found at {timeout_definitions:?}"
+        ));
+    }
+    assert!(offences.is_empty(), "{}", offences.join("\n"));
+}
+
 /// The workspace crates each workspace crate may depend on (normal
 /// dependencies; dev-dependencies are the tests' business). Every member is
 /// listed, so a new crate has to take its place here (and in
@@ -114,8 +204,8 @@ const MAY_DEPEND_ON: &[(&str, &[&str])] = &[
     ("tradeflow-tuning", &[]),
     // Histograms to .hgrm text: knows no flow.
     ("tradeflow-hdr", &[]),
-    // The invariant audit: events in, report out.
-    ("tradeflow-audit", &["tradeflow-codecs"]),
+    // The invariant audit: events in, report out (under tuning's `Guarantee`).
+    ("tradeflow-audit", &["tradeflow-codecs", "tradeflow-tuning"]),
     ("tradeflow-registry", &["tradeflow-codecs"]),
     (
         "tradeflow-engine",
@@ -145,8 +235,12 @@ const MAY_DEPEND_ON: &[(&str, &[&str])] = &[
             "tradeflow-tuning",
         ],
     ),
-    // The integration tests' harness.
-    ("tradeflow-tests", &["tradeflow-codecs", "tradeflow-engine"]),
+    // The integration tests' harness (its engines' knobs are validated by
+    // tuning, like a core map's).
+    (
+        "tradeflow-tests",
+        &["tradeflow-codecs", "tradeflow-engine", "tradeflow-tuning"],
+    ),
     // Criterion benchmarks: dev-dependencies only.
     ("tradeflow-benches", &[]),
 ];

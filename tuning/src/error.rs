@@ -248,7 +248,7 @@ pub enum ProblemKind {
     #[error("{value} is out of range; under {guarantee} it must be 1-{} (ms)", interval_ms_max(*guarantee))]
     CommitIntervalOutOfRange {
         value: i64,
-        guarantee: crate::ProcessingGuarantee,
+        guarantee: crate::Guarantee,
     },
 
     #[error("{value} is out of range; it must be {}-{} ({})", range.0, range.1, range.2)]
@@ -310,10 +310,10 @@ fn partition_count_fix(expected: u32, actual: u32) -> String {
     }
 }
 
-fn interval_ms_max(guarantee: crate::ProcessingGuarantee) -> u32 {
+fn interval_ms_max(guarantee: crate::Guarantee) -> u32 {
     match guarantee {
-        crate::ProcessingGuarantee::ExactlyOnce => EXACTLY_ONCE_COMMIT_INTERVAL_MS_MAX,
-        crate::ProcessingGuarantee::AtLeastOnce => COMMIT_INTERVAL_MS_MAX,
+        crate::Guarantee::ExactlyOnce => EXACTLY_ONCE_COMMIT_INTERVAL_MS_MAX,
+        crate::Guarantee::AtLeastOnce => COMMIT_INTERVAL_MS_MAX,
     }
 }
 

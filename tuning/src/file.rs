@@ -24,8 +24,8 @@ use crate::limits::{
 };
 use crate::model::{
     ApiAuth, ApiMetricsAccess, ApiSection, ApiTls, ChangelogLayout, ClientThreads, CommitPolicy,
-    CommitTiming, IdleStrategy, NodeSection, NodeTuning, Origin, Ownership, OwnershipMode,
-    ProcessingGuarantee, RetryPolicy, RuntimeKnobs, Sections, ShardPlacement, StateSection,
+    CommitTiming, Guarantee, IdleStrategy, NodeSection, NodeTuning, Origin, Ownership,
+    OwnershipMode, RetryPolicy, RuntimeKnobs, Sections, ShardPlacement, StateSection,
 };
 
 #[derive(Deserialize)]
@@ -132,7 +132,7 @@ enum FileIdle {
 struct FileCommit {
     interval_ms: Option<i64>,
     on_drain: Option<bool>,
-    guarantee: Option<ProcessingGuarantee>,
+    guarantee: Option<Guarantee>,
     policy: Option<CommitTiming>,
     target_latency_ms: Option<i64>,
     min_interval_ms: Option<i64>,

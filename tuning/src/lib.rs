@@ -128,8 +128,8 @@ pub use ids::{CoreId, NodeName, NodeNameError, PartitionId};
 pub use machine::Machine;
 pub use model::{
     ApiAuth, ApiMetricsAccess, ApiSection, ApiTls, ChangelogLayout, ClientThreads, CommitPolicy,
-    CommitTiming, IdleStrategy, NodeSection, NodeTuning, Ownership, OwnershipMode,
-    ProcessingGuarantee, RetryPolicy, RuntimeKnobs, ShardPlacement, StateSection,
+    CommitTiming, Guarantee, IdleStrategy, NodeKnobs, NodeSection, NodeTuning, Ownership,
+    OwnershipMode, RetryPolicy, RuntimeKnobs, ShardPlacement, StateSection, UnknownGuarantee,
 };
 pub use security::{KafkaSecurity, Secret, SecurityError};
-pub use wire::{ValueFormatName, WireSettings, WireSettingsError};
+pub use wire::{ValueFormat, WireSettings, WireSettingsError};

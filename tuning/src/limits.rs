@@ -67,15 +67,26 @@ pub const COMMIT_TRANSACTIONS_PER_S_LIMIT: u32 = 100_000;
 /// interval of input, so a minute bounds the duplicates a restart can emit.
 pub const COMMIT_INTERVAL_MS_MAX: u32 = 60_000;
 
-/// Longest `commit.interval_ms` under exactly-once: half of
-/// [`TRANSACTION_TIMEOUT_MS_DEFAULT`], so a transaction opened at the start of
-/// an interval is committed long before the broker aborts it.
+/// Longest `commit.interval_ms` under exactly-once. A shard's transaction
+/// stays open for up to one interval of processing and then for its commit
+/// call; [`TRANSACTION_TIMEOUT_MS`] is sized as the commit call's timeout
+/// (the engine's `KAFKA_CALL_TIMEOUT_MS`, 30 s) plus this interval, so a
+/// transaction opened at the start of an interval is committed (or has
+/// failed at the shard) before the broker aborts it. At most half of the
+/// timeout, as in Kafka Streams (10 s timeout, 100 ms interval by default).
 pub const EXACTLY_ONCE_COMMIT_INTERVAL_MS_MAX: u32 = 5_000;
 
-/// Kafka Streams' `transaction.timeout.ms` under exactly-once; the engine's
-/// transactional producers use it unless told otherwise. Only the relation
-/// below depends on it here.
-pub const TRANSACTION_TIMEOUT_MS_DEFAULT: u32 = 10_000;
+/// `transaction.timeout.ms` of every transactional producer the engine
+/// creates (its shards', their at-least-once state producers', the owners'
+/// registry's fencing producer): the one value, defined here so that the
+/// exactly-once interval limit above and the engine's producers cannot
+/// disagree (`engine::kafka::TRANSACTION_TIMEOUT_MS` is this constant; the
+/// engine checks it is its commit call's timeout plus
+/// [`EXACTLY_ONCE_COMMIT_INTERVAL_MS_MAX`]). Why 35 s and not Kafka
+/// Streams' 10 s or the Java producer's 60 s: see the engine's
+/// `kafka::TRANSACTION_TIMEOUT_MS` (leader failovers bound it from below,
+/// the take-over after `kill -9` from above).
+pub const TRANSACTION_TIMEOUT_MS: u64 = 35_000;
 
 /// Default `retry.attempts_max`: restarts of a failed shard in one failure
 /// streak before the engine gives up on it. With the default backoff the ten
@@ -133,7 +144,7 @@ const _: () =
 const _: () = assert!(COMMIT_TRANSACTIONS_PER_S_MAX_DEFAULT >= 1);
 const _: () = assert!(COMMIT_TRANSACTIONS_PER_S_MAX_DEFAULT <= COMMIT_TRANSACTIONS_PER_S_LIMIT);
 // Leave at least as much time for the commit itself as for the interval.
-const _: () = assert!(2 * EXACTLY_ONCE_COMMIT_INTERVAL_MS_MAX <= TRANSACTION_TIMEOUT_MS_DEFAULT);
+const _: () = assert!(2 * EXACTLY_ONCE_COMMIT_INTERVAL_MS_MAX as u64 <= TRANSACTION_TIMEOUT_MS);
 // A parked shard must wake at least once per default commit interval.
 const _: () = assert!(PARK_US_MAX as u64 <= COMMIT_INTERVAL_MS_DEFAULT as u64 * 1_000);
 // The retry defaults must pass the rules a file's [retry] section obeys:

@@ -138,7 +138,7 @@ pub struct CommitPolicy {
     /// record's outputs become visible (to `read_committed` readers) without
     /// waiting for the rest of the interval.
     pub on_drain: bool,
-    pub guarantee: ProcessingGuarantee,
+    pub guarantee: Guarantee,
     /// `commit.policy`: when, within the interval, a shard commits.
     pub timing: CommitTiming,
     /// `commit.target_latency_ms` (adaptive): commit once the oldest
@@ -169,7 +169,7 @@ impl Default for CommitPolicy {
         CommitPolicy {
             interval_ms: COMMIT_INTERVAL_MS_DEFAULT,
             on_drain: true,
-            guarantee: ProcessingGuarantee::ExactlyOnce,
+            guarantee: Guarantee::ExactlyOnce,
             timing: CommitTiming::Adaptive,
             target_latency_ms: COMMIT_TARGET_LATENCY_MS_DEFAULT,
             min_interval_ms: COMMIT_MIN_INTERVAL_MS_DEFAULT,
@@ -203,10 +203,13 @@ impl fmt::Display for CommitTiming {
     }
 }
 
-/// `commit.guarantee`.
+/// `commit.guarantee`: Kafka Streams' `processing.guarantee`. The one
+/// guarantee type of the workspace: the engine's Kafka settings
+/// (`engine::kafka::Guarantee`), the audit, the load generator and the
+/// binaries' `--guarantee` flags all use this enum.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum ProcessingGuarantee {
+pub enum Guarantee {
     /// `"exactly-once"`: outputs, changelog writes and input offsets commit in
     /// one Kafka transaction per shard per commit.
     ExactlyOnce,
@@ -218,12 +221,39 @@ pub enum ProcessingGuarantee {
     AtLeastOnce,
 }
 
-impl fmt::Display for ProcessingGuarantee {
+impl Guarantee {
+    /// Both guarantees, in the order help texts list them.
+    pub const ALL: [Guarantee; 2] = [Guarantee::ExactlyOnce, Guarantee::AtLeastOnce];
+
+    /// The value as a core map (and a `--guarantee` flag) spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Guarantee::ExactlyOnce => "exactly-once",
+            Guarantee::AtLeastOnce => "at-least-once",
+        }
+    }
+}
+
+impl fmt::Display for Guarantee {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ProcessingGuarantee::ExactlyOnce => "exactly-once",
-            ProcessingGuarantee::AtLeastOnce => "at-least-once",
-        })
+        f.write_str(self.as_str())
+    }
+}
+
+/// A spelling that names no guarantee.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("\"{0}\" is no processing guarantee: expected \"exactly-once\" or \"at-least-once\"")]
+pub struct UnknownGuarantee(pub String);
+
+impl std::str::FromStr for Guarantee {
+    type Err = UnknownGuarantee;
+
+    /// Reads the spelling [`Guarantee::as_str`] writes.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Guarantee::ALL
+            .into_iter()
+            .find(|g| g.as_str() == text)
+            .ok_or_else(|| UnknownGuarantee(text.to_string()))
     }
 }
 
@@ -389,6 +419,58 @@ impl Default for StateSection {
     }
 }
 
+/// What a node's engine runs with, apart from where its shards are:
+/// `[runtime]`, `[commit]`, `[retry]` and `[state]`, each checked by the
+/// same rules a core map's sections obey (see `validate.rs`).
+///
+/// The engine takes only this type (`engine::runtime::Engine::start`), so
+/// every way of starting shards — `tradeflow run` (from a core map, through
+/// [`NodeTuning::knobs`]), `tradeflow demo` (from its flags) and the tests —
+/// passes one validation and gets one set of defaults. Its fields are
+/// private: a `NodeKnobs` exists only once the rules hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeKnobs {
+    pub(crate) runtime: RuntimeKnobs,
+    pub(crate) commit: CommitPolicy,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) state: StateSection,
+}
+
+impl Default for NodeKnobs {
+    /// Every section's default: what a core map that names none of these
+    /// sections runs with.
+    fn default() -> Self {
+        NodeKnobs {
+            runtime: RuntimeKnobs::default(),
+            commit: CommitPolicy::default(),
+            retry: RetryPolicy::default(),
+            state: StateSection::default(),
+        }
+    }
+}
+
+impl NodeKnobs {
+    /// `[runtime]`: how shards wait and where client threads run.
+    pub fn runtime(&self) -> &RuntimeKnobs {
+        &self.runtime
+    }
+
+    /// `[commit]`: when shards commit and under which guarantee.
+    pub fn commit(&self) -> CommitPolicy {
+        self.commit
+    }
+
+    /// `[retry]`: how the engine restarts a failed shard.
+    pub fn retry(&self) -> RetryPolicy {
+        self.retry
+    }
+
+    /// `[state]`: standby copies, the changelog layout, retention.
+    pub fn state(&self) -> StateSection {
+        self.state
+    }
+}
+
 /// The sections of a map, in file order, before their combination is checked.
 pub(crate) type Sections = (
     NodeSection,
@@ -499,6 +581,17 @@ impl NodeTuning {
 
     pub fn runtime(&self) -> &RuntimeKnobs {
         &self.runtime
+    }
+
+    /// The map's `[runtime]`, `[commit]`, `[retry]` and `[state]`, as the
+    /// engine takes them.
+    pub fn knobs(&self) -> NodeKnobs {
+        NodeKnobs {
+            runtime: self.runtime.clone(),
+            commit: self.commit,
+            retry: self.retry,
+            state: self.state,
+        }
     }
 
     pub fn commit(&self) -> CommitPolicy {

@@ -14,14 +14,53 @@ use crate::error::{Key, Problem, ProblemKind, TuningError, Warning, WarningKind}
 use crate::ids::{CoreId, PartitionId};
 use crate::limits::{
     COMMIT_INTERVAL_MS_MAX, COMMIT_TRANSACTIONS_PER_S_LIMIT, CORES_MAX,
-    EXACTLY_ONCE_COMMIT_INTERVAL_MS_MAX, PARK_US_MAX, PARTITIONS_MAX, RETRY_ATTEMPTS_MAX_LIMIT,
-    RETRY_BACKOFF_MS_LIMIT, RETRY_DEADLINE_MS_LIMIT,
+    EXACTLY_ONCE_COMMIT_INTERVAL_MS_MAX, ORDER_RETENTION_MS_LIMIT, PARK_US_MAX, PARTITIONS_MAX,
+    RETRY_ATTEMPTS_MAX_LIMIT, RETRY_BACKOFF_MS_LIMIT, RETRY_DEADLINE_MS_LIMIT,
+    STANDBY_REPLICAS_MAX,
 };
 use crate::machine::Machine;
 use crate::model::{
-    ClientThreads, CommitPolicy, IdleStrategy, NodeSection, NodeTuning, Origin, Ownership,
-    OwnershipMode, ProcessingGuarantee, RetryPolicy, RuntimeKnobs, Sections, ShardPlacement,
+    ClientThreads, CommitPolicy, Guarantee, IdleStrategy, NodeKnobs, NodeSection, NodeTuning,
+    Origin, Ownership, OwnershipMode, RetryPolicy, RuntimeKnobs, Sections, ShardPlacement,
+    StateSection,
 };
+
+impl NodeKnobs {
+    /// Checks the sections by the rules their keys obey in a core map and
+    /// builds the knobs; all broken rules are reported together, each
+    /// naming its key (`commit.interval_ms`, `retry.backoff_min_ms`, ...).
+    /// The rules that relate a section to the shard placement (client
+    /// cores on a spinning shard's core, standbys in core-map mode) need
+    /// the map and are checked by [`NodeTuning::new`] and the file reader.
+    pub fn new(
+        runtime: RuntimeKnobs,
+        commit: CommitPolicy,
+        retry: RetryPolicy,
+        state: StateSection,
+    ) -> Result<NodeKnobs, TuningError> {
+        let mut problems = Vec::new();
+        check_runtime(&runtime, &[], &mut problems);
+        check_commit(commit, &mut problems);
+        check_retry(retry, &mut problems);
+        check_state(state, &mut problems);
+        if !problems.is_empty() {
+            return Err(TuningError::Invalid {
+                path: None,
+                problems,
+            });
+        }
+        let mut runtime = runtime;
+        if let ClientThreads::Cores(cores) = &mut runtime.client_threads {
+            cores.sort_unstable();
+        }
+        Ok(NodeKnobs {
+            runtime,
+            commit,
+            retry,
+            state,
+        })
+    }
+}
 
 impl NodeTuning {
     /// Builds a map from its sections, checking every rule that does not
@@ -381,8 +420,8 @@ pub(crate) fn commit_key_range(name: &str, interval_ms: u32) -> (i64, i64, &'sta
 
 fn check_commit(commit: CommitPolicy, problems: &mut Vec<Problem>) {
     let max = match commit.guarantee {
-        ProcessingGuarantee::ExactlyOnce => EXACTLY_ONCE_COMMIT_INTERVAL_MS_MAX,
-        ProcessingGuarantee::AtLeastOnce => COMMIT_INTERVAL_MS_MAX,
+        Guarantee::ExactlyOnce => EXACTLY_ONCE_COMMIT_INTERVAL_MS_MAX,
+        Guarantee::AtLeastOnce => COMMIT_INTERVAL_MS_MAX,
     };
     // The ms keys are bounded by the interval: judged only against a valid one.
     let interval_valid = (1..=max).contains(&commit.interval_ms);
@@ -407,8 +446,8 @@ fn check_commit(commit: CommitPolicy, problems: &mut Vec<Problem>) {
         }
     }
     let max = match commit.guarantee {
-        ProcessingGuarantee::ExactlyOnce => EXACTLY_ONCE_COMMIT_INTERVAL_MS_MAX,
-        ProcessingGuarantee::AtLeastOnce => COMMIT_INTERVAL_MS_MAX,
+        Guarantee::ExactlyOnce => EXACTLY_ONCE_COMMIT_INTERVAL_MS_MAX,
+        Guarantee::AtLeastOnce => COMMIT_INTERVAL_MS_MAX,
     };
     if !(1..=max).contains(&commit.interval_ms) {
         problems.push(Problem::new(
@@ -485,6 +524,28 @@ fn check_retry(retry: RetryPolicy, problems: &mut Vec<Problem>) {
             ProblemKind::RetryDeadlineBeforeFirstRestart {
                 deadline_ms: retry.deadline_ms,
                 backoff_min_ms: retry.backoff_min_ms,
+            },
+        ));
+    }
+}
+
+/// `[state]` values built in code, by the ranges the file reader applies
+/// (the file reader checks its text itself, and that standbys need
+/// consumer-group mode).
+fn check_state(state: StateSection, problems: &mut Vec<Problem>) {
+    if state.standby_replicas > STANDBY_REPLICAS_MAX {
+        problems.push(Problem::new(
+            Key::at("state").dot("standby_replicas"),
+            ProblemKind::StandbyReplicasOutOfRange {
+                value: i64::from(state.standby_replicas),
+            },
+        ));
+    }
+    if !(1..=ORDER_RETENTION_MS_LIMIT).contains(&state.order_retention_ms) {
+        problems.push(Problem::new(
+            Key::at("state").dot("order_retention"),
+            ProblemKind::OrderRetention {
+                text: format!("{}ms", state.order_retention_ms),
             },
         ));
     }
@@ -948,7 +1009,7 @@ mod tests {
             }
         );
         assert_eq!(tuning.commit(), CommitPolicy::default());
-        assert_eq!(tuning.commit().guarantee, ProcessingGuarantee::ExactlyOnce);
+        assert_eq!(tuning.commit().guarantee, Guarantee::ExactlyOnce);
         assert!(tuning.commit().on_drain);
         assert_eq!(tuning.retry(), RetryPolicy::default());
     }
@@ -1231,6 +1292,89 @@ mod tests {
                 min_ms: 30,
                 max_ms: 20
             }
+        );
+    }
+
+    #[test]
+    fn knobs_built_in_code_obey_the_rules_of_the_map_and_name_the_keys() {
+        use crate::model::{ChangelogLayout, StateSection};
+        assert_eq!(
+            NodeKnobs::new(
+                RuntimeKnobs::default(),
+                CommitPolicy::default(),
+                RetryPolicy::default(),
+                StateSection::default(),
+            )
+            .expect("the defaults are valid"),
+            NodeKnobs::default()
+        );
+        // A map without these sections runs with the same knobs.
+        assert_eq!(
+            parse(two_shards()).expect("valid").knobs(),
+            NodeKnobs::default()
+        );
+        let error = NodeKnobs::new(
+            RuntimeKnobs {
+                idle: IdleStrategy::Park { park_us: 0 },
+                client_threads: ClientThreads::Unpinned,
+            },
+            CommitPolicy {
+                interval_ms: EXACTLY_ONCE_COMMIT_INTERVAL_MS_MAX + 1,
+                ..CommitPolicy::default()
+            },
+            RetryPolicy {
+                attempts_max: 0,
+                ..RetryPolicy::default()
+            },
+            StateSection {
+                standby_replicas: STANDBY_REPLICAS_MAX + 1,
+                order_retention_ms: 0,
+                changelog_layout: ChangelogLayout::Shared,
+            },
+        )
+        .expect_err("every section is broken");
+        let TuningError::Invalid { path, problems } = &error else {
+            panic!("not a validation error: {error}");
+        };
+        assert_eq!(*path, None);
+        let keys: Vec<String> = problems.iter().map(|p| p.key.to_string()).collect();
+        assert_eq!(
+            keys,
+            [
+                "runtime.park_us",
+                "commit.interval_ms",
+                "retry.attempts_max",
+                "state.standby_replicas",
+                "state.order_retention",
+            ]
+        );
+        // The same interval is fine under at-least-once.
+        let at_least_once = NodeKnobs::new(
+            RuntimeKnobs::default(),
+            CommitPolicy {
+                interval_ms: EXACTLY_ONCE_COMMIT_INTERVAL_MS_MAX + 1,
+                guarantee: Guarantee::AtLeastOnce,
+                ..CommitPolicy::default()
+            },
+            RetryPolicy::default(),
+            StateSection::default(),
+        )
+        .expect("valid under at-least-once");
+        assert_eq!(at_least_once.commit().guarantee, Guarantee::AtLeastOnce);
+    }
+
+    #[test]
+    fn guarantees_read_the_spelling_they_write() {
+        for guarantee in Guarantee::ALL {
+            assert_eq!(guarantee.as_str().parse::<Guarantee>(), Ok(guarantee));
+            assert_eq!(guarantee.to_string(), guarantee.as_str());
+        }
+        let refused = "exactly_once"
+            .parse::<Guarantee>()
+            .expect_err("not a spelling");
+        assert!(
+            refused.to_string().contains("\"exactly_once\""),
+            "{refused}"
         );
     }
 

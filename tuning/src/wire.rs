@@ -26,20 +26,42 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-/// The value format of one topic.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ValueFormatName {
-    /// The framed rkyv form (the default).
+/// The value format of one topic (`wire.value_format."<topic>"`): the
+/// workspace's one type for it, which the engine's codecs
+/// (`engine::wire::ValueFormat`) and the load generator's `--value-format`
+/// use too.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ValueFormat {
+    /// The framed rkyv form (the default), read in place.
+    #[default]
     Rkyv,
-    /// Confluent's wire format with an Avro datum; needs a schema registry.
+    /// Confluent's wire format: magic 0, the registry's schema id, an Avro
+    /// datum; needs a schema registry.
     Avro,
+}
+
+impl ValueFormat {
+    /// The value as a core map (and `--value-format`) spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ValueFormat::Rkyv => "rkyv",
+            ValueFormat::Avro => "avro",
+        }
+    }
+
+    /// The format a core map's value names, if any.
+    pub fn parse(text: &str) -> Option<Self> {
+        [ValueFormat::Rkyv, ValueFormat::Avro]
+            .into_iter()
+            .find(|f| f.as_str() == text)
+    }
 }
 
 /// `[wire]`: the topics (logical names) whose format is set, and the
 /// schema registry the node uses (`--schema-registry` overrides it).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WireSettings {
-    pub value_format: BTreeMap<String, ValueFormatName>,
+    pub value_format: BTreeMap<String, ValueFormat>,
     /// `wire.schema_registry`: a Confluent-compatible registry's base URL
     /// (http; no trailing slash).
     pub schema_registry: Option<String>,
@@ -103,7 +125,7 @@ impl WireSettings {
     pub fn avro_topics(&self) -> impl Iterator<Item = &str> {
         self.value_format
             .iter()
-            .filter(|(_, f)| **f == ValueFormatName::Avro)
+            .filter(|(_, f)| **f == ValueFormat::Avro)
             .map(|(t, _)| t.as_str())
     }
 
@@ -128,14 +150,10 @@ impl WireSettings {
                     topics.join(", ")
                 )));
             }
-            let format = match format.as_str() {
-                "rkyv" => ValueFormatName::Rkyv,
-                "avro" => ValueFormatName::Avro,
-                other => {
-                    return Err(key_error(format!(
-                        "{other:?} is not a value format; use \"rkyv\" or \"avro\""
-                    )))
-                }
+            let Some(format) = ValueFormat::parse(&format) else {
+                return Err(key_error(format!(
+                    "{format:?} is not a value format; use \"rkyv\" or \"avro\""
+                )));
             };
             value_format.insert(topic, format);
         }

@@ -7,8 +7,8 @@
 use std::path::PathBuf;
 
 use tuning::{
-    ClientThreads, CoreId, IdleStrategy, Machine, NodeTuning, OwnershipMode, PartitionId,
-    ProcessingGuarantee, RetryPolicy, WarningKind,
+    ClientThreads, CoreId, Guarantee, IdleStrategy, Machine, NodeTuning, OwnershipMode,
+    PartitionId, RetryPolicy, WarningKind,
 };
 
 fn example(name: &str) -> PathBuf {
@@ -152,7 +152,7 @@ fn consumer_group_lists_shards_without_partitions() {
     assert!(tuning.shards().iter().all(|s| s.partitions.is_empty()));
     assert_eq!(tuning.owner_of(PartitionId(0)), None);
     assert!(tuning.unowned_partitions().is_empty());
-    assert_eq!(tuning.commit().guarantee, ProcessingGuarantee::AtLeastOnce);
+    assert_eq!(tuning.commit().guarantee, Guarantee::AtLeastOnce);
     assert!(tuning
         .check_partition_count("inventory-service.stock.updated", 8)
         .is_ok());

@@ -9,9 +9,9 @@ use std::collections::BTreeSet;
 
 use proptest::prelude::*;
 use tuning::{
-    ClientThreads, CommitPolicy, CommitTiming, CoreId, IdleStrategy, Machine, NodeName,
-    NodeSection, NodeTuning, Ownership, OwnershipMode, PartitionId, ProcessingGuarantee,
-    RetryPolicy, RuntimeKnobs, ShardPlacement,
+    ClientThreads, CommitPolicy, CommitTiming, CoreId, Guarantee, IdleStrategy, Machine, NodeName,
+    NodeSection, NodeTuning, Ownership, OwnershipMode, PartitionId, RetryPolicy, RuntimeKnobs,
+    ShardPlacement,
 };
 
 /// A valid placement: distinct shard cores and, in core-map mode, each
@@ -70,10 +70,7 @@ fn knobs() -> impl Strategy<Value = (RuntimeKnobs, CommitPolicy)> {
         proptest::sample::subsequence((16usize..20).collect::<Vec<_>>(), 1..=4)
             .prop_map(|cores| ClientThreads::Cores(cores.into_iter().map(CoreId).collect())),
     ];
-    let guarantee = prop_oneof![
-        Just(ProcessingGuarantee::ExactlyOnce),
-        Just(ProcessingGuarantee::AtLeastOnce),
-    ];
+    let guarantee = prop_oneof![Just(Guarantee::ExactlyOnce), Just(Guarantee::AtLeastOnce),];
     let timing = prop_oneof![Just(CommitTiming::Interval), Just(CommitTiming::Adaptive)];
     // The adaptive keys as fractions of the interval, so they stay in range.
     let adaptive = (0.0f64..=1.0, 0.0f64..=1.0, 1u32..=100, 1u32..=100_000);

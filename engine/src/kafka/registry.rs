@@ -92,7 +92,7 @@ impl Claim {
         let shards = match &self.shards {
             Some((guarantee, cores)) => format!(
                 ":{}:{}",
-                guarantee_name(*guarantee),
+                guarantee.as_str(),
                 cores
                     .iter()
                     .map(usize::to_string)
@@ -140,11 +140,7 @@ impl Claim {
         let shards = match (fields.next(), fields.next()) {
             (None, _) => None,
             (Some(guarantee), Some(cores)) => {
-                let guarantee = match guarantee {
-                    "exactly-once" => Guarantee::ExactlyOnce,
-                    "at-least-once" => Guarantee::AtLeastOnce,
-                    _ => return None,
-                };
+                let guarantee: Guarantee = guarantee.parse().ok()?;
                 let cores = match cores {
                     "" => Vec::new(),
                     list => list
@@ -166,13 +162,6 @@ impl Claim {
             partitions,
             shards,
         })
-    }
-}
-
-fn guarantee_name(guarantee: Guarantee) -> &'static str {
-    match guarantee {
-        Guarantee::ExactlyOnce => "exactly-once",
-        Guarantee::AtLeastOnce => "at-least-once",
     }
 }
 

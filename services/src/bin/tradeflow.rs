@@ -59,8 +59,8 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:19092")]
         bootstrap: String,
         /// The guarantee the run was made under.
-        #[arg(long, value_enum, default_value_t = GuaranteeArg::ExactlyOnce)]
-        guarantee: GuaranteeArg,
+        #[arg(long, default_value = "exactly-once", value_parser = guarantee_arg())]
+        guarantee: tuning::Guarantee,
         /// The deployment's topic namespace (as given to `run`).
         #[arg(long, default_value = "", value_parser = parse_namespace)]
         namespace: TopicNamespace,
@@ -263,8 +263,8 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         duration_s: u64,
         /// Processing guarantee.
-        #[arg(long, value_enum, default_value_t = GuaranteeArg::ExactlyOnce)]
-        guarantee: GuaranteeArg,
+        #[arg(long, default_value = "exactly-once", value_parser = guarantee_arg())]
+        guarantee: tuning::Guarantee,
         /// Kafka Streams' commit.interval.ms: the longest gap between commits.
         #[arg(long, default_value_t = 100)]
         commit_interval_ms: u32,
@@ -298,11 +298,11 @@ fn main() -> anyhow::Result<()> {
         } => demo(
             rate,
             duration_s,
-            guarantee,
             schema_registry_listen,
             tuning::CommitPolicy {
                 interval_ms: commit_interval_ms,
                 on_drain: commit_on_drain,
+                guarantee,
                 timing: match commit_policy {
                     CommitPolicyArg::Adaptive => tuning::CommitTiming::Adaptive,
                     CommitPolicyArg::Interval => tuning::CommitTiming::Interval,
@@ -726,11 +726,12 @@ enum DlqAction {
     },
 }
 
-/// `--guarantee` values, as Kafka Streams spells them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum GuaranteeArg {
-    ExactlyOnce,
-    AtLeastOnce,
+/// `--guarantee`: the workspace's one guarantee type, spelled as a core
+/// map's `commit.guarantee` (and Kafka Streams) spells it.
+fn guarantee_arg() -> impl clap::builder::TypedValueParser<Value = tuning::Guarantee> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(tuning::Guarantee::ALL.map(tuning::Guarantee::as_str))
+        .try_map(|text| text.parse::<tuning::Guarantee>())
 }
 
 /// `demo --commit-policy` values (the core map's `commit.policy`).
@@ -746,13 +747,10 @@ fn audit_topics(
     properties: &[(String, String)],
     namespace: &TopicNamespace,
     values: &registry::values::ValueFormats,
-    guarantee: GuaranteeArg,
+    guarantee: tuning::Guarantee,
 ) -> anyhow::Result<services::audit::AuditReport> {
     let mut values = values.reader();
-    let mut audit = services::audit::Audit::new(match guarantee {
-        GuaranteeArg::ExactlyOnce => services::audit::DeliveryGuarantee::ExactlyOnce,
-        GuaranteeArg::AtLeastOnce => services::audit::DeliveryGuarantee::AtLeastOnce,
-    });
+    let mut audit = services::audit::Audit::new(guarantee);
     let mut undecodable = 0u64;
     let topics = namespace.all();
     let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
@@ -1148,7 +1146,6 @@ fn run(
 fn demo(
     _rate: u64,
     _duration_s: u64,
-    _guarantee: GuaranteeArg,
     _schema_registry_listen: std::net::SocketAddr,
     _commit: tuning::CommitPolicy,
 ) -> anyhow::Result<()> {
@@ -1165,10 +1162,24 @@ fn demo(
 fn demo(
     rate: u64,
     duration_s: u64,
-    guarantee: GuaranteeArg,
     schema_registry_listen: std::net::SocketAddr,
     commit: tuning::CommitPolicy,
 ) -> anyhow::Result<()> {
+    // The flags pass the rules a core map's sections obey (a bad one is
+    // refused naming its key, `commit.interval_ms`, ...), and the rest of
+    // the knobs are the core maps' defaults, with the shipped maps' layout:
+    // one changelog for every store.
+    let knobs = tuning::NodeKnobs::new(
+        tuning::RuntimeKnobs::default(),
+        commit,
+        tuning::RetryPolicy::default(),
+        tuning::StateSection {
+            changelog_layout: tuning::ChangelogLayout::Shared,
+            ..tuning::StateSection::default()
+        },
+    )
+    .context("the demo's flags (--commit-* set the core map's [commit] keys, --guarantee commit.guarantee)")?;
+    let guarantee = commit.guarantee;
     const PARTITIONS: i32 = 4;
     const APPLICATION: &str = "tradeflow-demo";
     let cluster = MockCluster::new(1).context("starting librdkafka's in-process mock cluster")?;
@@ -1186,8 +1197,7 @@ fn demo(
             .iter()
             .map(|t| engine::topics::dead_letter_topic(t)),
     );
-    // The shipped core maps' layout: one changelog for every store.
-    let changelog_layout = engine::changelog::ChangelogLayout::Shared;
+    let changelog_layout = knobs.state().changelog_layout;
     topics.extend(engine::changelog::changelog_topics(
         changelog_layout,
         APPLICATION,
@@ -1221,10 +1231,7 @@ fn demo(
     let settings = engine::kafka::KafkaSettings {
         bootstrap: bootstrap.clone(),
         application_id: APPLICATION.into(),
-        guarantee: match guarantee {
-            GuaranteeArg::ExactlyOnce => engine::kafka::Guarantee::ExactlyOnce,
-            GuaranteeArg::AtLeastOnce => engine::kafka::Guarantee::AtLeastOnce,
-        },
+        guarantee,
         client_properties: Vec::new(),
         linger_ms: 0,
         // librdkafka's mock cluster holds an empty fetch for the whole wait
@@ -1252,12 +1259,9 @@ fn demo(
     let engine = Engine::start(
         settings,
         plans,
-        engine::runtime::RuntimeKnobs {
-            // The same conversion (and rate sharing) as a core map's [commit].
-            commit: engine::deployment::commit_policy(&commit, cores),
-            changelog_layout,
-            ..engine::runtime::RuntimeKnobs::default()
-        },
+        // The engine shares the node's commit-rate cap among the shards,
+        // as for a core map's [commit].
+        knobs,
         PARTITIONS,
         |_| TradeFlow::new(ServiceSet::ALL),
     )?;
