@@ -1,23 +1,22 @@
-//! The TOML file form of a core map: reading it, writing it, and finding a
-//! key's line in it.
+//! The TOML file form of a core map: reading it and writing it (where a key
+//! sits in the text is `position`'s).
 //!
 //! Owns: the serde shapes of the file (unknown keys rejected), `"a-b"` range
 //! expansion, conversion of file values (any `i64`) into the typed sections
-//! with keyed problems, the writer behind [`NodeTuning::to_toml_string`], and
-//! mapping keys and byte offsets back to lines for messages.
+//! with keyed problems, [`NodeTuning::load`], [`NodeTuning::from_toml_str`]
+//! and the writer behind [`NodeTuning::to_toml_string`].
 //! Must never: decide cross-key rules (two shards on one core, overlapping
 //! partitions, busy-poll vs client cores); those live in `validate.rs` so that
 //! maps built in code obey exactly the same rules as maps read from files.
 
 use std::fmt::{self, Write as _};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
-use toml::de::{DeTable, DeValue};
 
-use crate::error::{Key, KeyPart, Location, Problem, ProblemKind, TuningError};
+use crate::error::{Key, Location, Problem, ProblemKind, TuningError};
 use crate::ids::{runs, CoreId, NodeName, PartitionId};
 use crate::limits::{
     CORES_MAX, ORDER_RETENTION_MS_LIMIT, PARK_US_DEFAULT, PARTITIONS_MAX, STANDBY_REPLICAS_MAX,
@@ -27,6 +26,7 @@ use crate::model::{
     CommitTiming, Guarantee, IdleStrategy, NodeSection, NodeTuning, Origin, Ownership,
     OwnershipMode, RetryPolicy, RuntimeKnobs, Sections, ShardPlacement, StateSection,
 };
+use crate::position::key_at_offset;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -754,57 +754,38 @@ fn list_text(ids: impl IntoIterator<Item = i64>) -> String {
     items.join(", ")
 }
 
-/// Where `key`'s value is in `text`; for a key the file leaves out, where its
-/// nearest present parent is. `None` if the text does not parse.
-pub(crate) fn locate(text: &str, key: &Key) -> Option<Location> {
-    let root = DeValue::Table(DeTable::parse(text).ok()?.into_inner());
-    let mut value = &root;
-    let mut span = None;
-    for part in key.parts() {
-        let next = match part {
-            KeyPart::Name(name) => value.get(*name),
-            KeyPart::Index(index) => value.get(*index),
-        };
-        let Some(next) = next else { break };
-        span = Some(next.span());
-        value = next.get_ref();
+impl NodeTuning {
+    /// Reads, parses and validates a core map file. The machine is not
+    /// checked yet: call [`NodeTuning::validate_against`] on the node that
+    /// runs it.
+    pub fn load(path: impl AsRef<Path>) -> Result<NodeTuning, TuningError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| TuningError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let tuning = parse(&text, Some(path.to_path_buf()))?;
+        tracing::debug!(
+            path = %path.display(),
+            node = %tuning.node.name,
+            mode = %tuning.ownership.mode,
+            shards = tuning.shards.len(),
+            "core map loaded"
+        );
+        Ok(tuning)
     }
-    span.map(|span| Location::of_offset(text, span.start))
-}
 
-/// The dotted key whose key or value covers byte `offset`, deepest first:
-/// names the key a serde error is about (`runtime.park_us: invalid type ...`).
-fn key_at_offset(text: &str, offset: usize) -> Option<String> {
-    let root = DeTable::parse(text).ok()?;
-    key_in_table(root.get_ref(), offset, "")
-}
-
-fn key_in_table(table: &DeTable<'_>, offset: usize, prefix: &str) -> Option<String> {
-    for (key, value) in table.iter() {
-        let name = if prefix.is_empty() {
-            key.get_ref().to_string()
-        } else {
-            format!("{prefix}.{}", key.get_ref())
-        };
-        if let Some(deeper) = key_in_value(value.get_ref(), offset, &name) {
-            return Some(deeper);
-        }
-        if key.span().contains(&offset) || value.span().contains(&offset) {
-            return Some(name);
-        }
+    /// Parses and validates a core map held in memory; errors carry line and
+    /// column but no path.
+    pub fn from_toml_str(text: &str) -> Result<NodeTuning, TuningError> {
+        parse(text, None)
     }
-    None
-}
 
-fn key_in_value(value: &DeValue<'_>, offset: usize, name: &str) -> Option<String> {
-    match value {
-        DeValue::Table(table) => key_in_table(table, offset, name),
-        DeValue::Array(array) => array.iter().enumerate().find_map(|(index, element)| {
-            let name = format!("{name}[{index}]");
-            key_in_value(element.get_ref(), offset, &name)
-                .or_else(|| element.span().contains(&offset).then_some(name))
-        }),
-        _ => None,
+    /// Writes the map back as TOML that [`NodeTuning::from_toml_str`] reads
+    /// into an equal map, with every optional key spelled out and partition
+    /// runs compressed to `"a-b"`.
+    pub fn to_toml_string(&self) -> String {
+        write(self)
     }
 }
 
@@ -828,29 +809,6 @@ mod tests {
     fn lists_compress_runs_of_three_or_more() {
         assert_eq!(list_text([0, 2, 4]), "0, 2, 4");
         assert_eq!(list_text([0, 1, 5, 6, 7, 8]), "0, 1, \"5-8\"");
-    }
-
-    #[test]
-    fn locate_finds_values_and_falls_back_to_parents() {
-        let text = "[node]\nname = \"a\"\n\n[[shard]]\ncore = 0\n\n[[shard]]\ncore = 1\npartitions = [1]\n";
-        let at = |key: &Key| locate(text, key).map(|l| l.line);
-        assert_eq!(at(&Key::at("node").dot("name")), Some(2));
-        assert_eq!(at(&Key::shard(1).dot("partitions")), Some(9));
-        assert_eq!(at(&Key::shard(1).dot("core")), Some(8));
-        // shard[0] has no partitions key: point at the shard itself.
-        let parent = at(&Key::shard(0).dot("partitions"));
-        assert!(matches!(parent, Some(4..=5)), "{parent:?}");
-        assert_eq!(at(&Key::at("commit").dot("interval_ms")), None);
-    }
-
-    #[test]
-    fn key_at_offset_names_the_deepest_key() {
-        let text = "[node]\nname = \"a\"\n\n[[shard]]\ncore = 0\n\n[[shard]]\ncore = \"x\"\n";
-        let offset = text.find("\"x\"").expect("present");
-        assert_eq!(
-            key_at_offset(text, offset).as_deref(),
-            Some("shard[1].core")
-        );
     }
 }
 

@@ -119,6 +119,7 @@ mod ids;
 pub mod limits;
 mod machine;
 mod model;
+mod position;
 pub mod security;
 mod validate;
 pub mod wire;

@@ -523,39 +523,6 @@ impl PartialEq for NodeTuning {
 impl Eq for NodeTuning {}
 
 impl NodeTuning {
-    /// Reads, parses and validates a core map file. The machine is not
-    /// checked yet: call [`NodeTuning::validate_against`] on the node that
-    /// runs it.
-    pub fn load(path: impl AsRef<Path>) -> Result<NodeTuning, TuningError> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| TuningError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let tuning = crate::file::parse(&text, Some(path.to_path_buf()))?;
-        tracing::debug!(
-            path = %path.display(),
-            node = %tuning.node.name,
-            mode = %tuning.ownership.mode,
-            shards = tuning.shards.len(),
-            "core map loaded"
-        );
-        Ok(tuning)
-    }
-
-    /// Parses and validates a core map held in memory; errors carry line and
-    /// column but no path.
-    pub fn from_toml_str(text: &str) -> Result<NodeTuning, TuningError> {
-        crate::file::parse(text, None)
-    }
-
-    /// Writes the map back as TOML that [`NodeTuning::from_toml_str`] reads
-    /// into an equal map, with every optional key spelled out and partition
-    /// runs compressed to `"a-b"`.
-    pub fn to_toml_string(&self) -> String {
-        crate::file::write(self)
-    }
-
     /// `[api]`: the Order API's security settings.
     pub fn api(&self) -> &ApiSection {
         &self.api
@@ -701,6 +668,6 @@ impl Origin {
     }
 
     fn locate(&self, key: &Key) -> Option<Location> {
-        crate::file::locate(&self.text, key)
+        crate::position::locate(&self.text, key)
     }
 }
