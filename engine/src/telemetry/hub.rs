@@ -3,7 +3,18 @@
 //! Must never: block a shard (a full queue leaves the report on the shard),
 //! or know about Prometheus or HTTP (`services` renders snapshots).
 
+use std::time::Instant;
+
+use tracing::{info, warn};
+
 use super::*;
+
+/// A running shard (not restoring) that has sent no report for this long is
+/// logged as silent: its loop publishes about once a second, idle or not, so
+/// a silence means it sits in one call (a commit waiting on the broker, a
+/// blocking client call) or one very long batch. A log line, not a metric:
+/// it is what an operator reads first when the flow stops.
+pub const SHARD_SILENCE_WARN_MS: u64 = 5_000;
 
 /// Everything known about one shard, merged over the process's lifetime.
 #[derive(Clone, Debug)]
@@ -153,14 +164,7 @@ impl Telemetry {
             spare_senders.push((*shard, spare_tx));
         }
         drop(report_tx);
-        let hub = Hub {
-            shards: gauges
-                .iter()
-                .map(|(id, g)| (ShardMetrics::new(*id, g.read()), Arc::clone(g)))
-                .collect(),
-            spares: spare_senders,
-            standby_lag: Vec::new(),
-        };
+        let hub = Hub::new(&gauges, spare_senders, Instant::now());
         std::thread::Builder::new()
             .name("tradeflow-telemetry".into())
             .spawn(move || hub.run(report_rx, request_rx))?;
@@ -208,16 +212,53 @@ struct Hub {
     spares: Vec<(ShardId, Sender<Histogram<u64>>)>,
     /// The standby keeper's last lag message (empty without standbys).
     standby_lag: Vec<StandbyLag>,
+    /// Per shard, in `shards`' order: when its last report arrived, and
+    /// whether its silence since has been logged.
+    heard: Vec<(Instant, bool)>,
+}
+
+/// What [`Hub::silences`] found about one shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Silence {
+    /// Running, not restoring, and no report for this long.
+    Began(ShardId, Duration),
+    /// Reporting again after a silence that was logged.
+    Ended(ShardId, Duration),
 }
 
 impl Hub {
+    fn new(
+        gauges: &[(ShardId, Arc<ShardGauges>)],
+        spares: Vec<(ShardId, Sender<Histogram<u64>>)>,
+        now: Instant,
+    ) -> Hub {
+        Hub {
+            shards: gauges
+                .iter()
+                .map(|(id, g)| (ShardMetrics::new(*id, g.read()), Arc::clone(g)))
+                .collect(),
+            spares,
+            standby_lag: Vec::new(),
+            heard: vec![(now, false); gauges.len()],
+        }
+    }
+
     fn run(mut self, reports: Receiver<ShardReport>, requests: Receiver<HubRequest>) {
         let mut reports_open = true;
+        let check_every = Duration::from_millis(PUBLISH_INTERVAL_MS);
+        let mut checked = Instant::now();
         loop {
             if reports_open {
                 select! {
                     recv(reports) -> report => match report {
-                        Ok(report) => self.merge(report),
+                        Ok(report) => {
+                            let ended = self.heard_from(report.shard, Instant::now());
+                            self.merge(report);
+                            if let Some(Silence::Ended(shard, silent)) = ended {
+                                info!(%shard, silent_ms = silent.as_millis() as u64,
+                                      "shard reporting again");
+                            }
+                        }
                         // Every shard has stopped; keep answering for the
                         // final report.
                         Err(_) => reports_open = false,
@@ -226,6 +267,24 @@ impl Hub {
                         Ok(request) => self.answer(request),
                         Err(_) => return,
                     },
+                    default(check_every) => {}
+                }
+                if checked.elapsed() >= check_every {
+                    checked = Instant::now();
+                    for silence in self.silences(checked) {
+                        if let Silence::Began(shard, silent) = silence {
+                            let live = self
+                                .shards
+                                .iter()
+                                .find(|(m, _)| m.shard == shard)
+                                .map(|(_, g)| g.read());
+                            warn!(%shard, silent_ms = silent.as_millis() as u64,
+                                  polling = live.is_some_and(|l| l.polling),
+                                  "shard has sent no report: it sits in one call (a commit \
+                                   waiting on the broker, a blocking client call) or one long \
+                                   batch");
+                        }
+                    }
                 }
             } else {
                 match requests.recv() {
@@ -234,6 +293,37 @@ impl Hub {
                 }
             }
         }
+    }
+
+    /// Notes a report from `shard` at `now`; says so if it ends a silence
+    /// that was logged.
+    fn heard_from(&mut self, shard: ShardId, now: Instant) -> Option<Silence> {
+        let index = self.shards.iter().position(|(m, _)| m.shard == shard)?;
+        let (last, warned) = self.heard[index];
+        self.heard[index] = (now, false);
+        warned.then(|| Silence::Ended(shard, now.saturating_duration_since(last)))
+    }
+
+    /// Shards silent past [`SHARD_SILENCE_WARN_MS`] while running and not
+    /// restoring, each reported once per silence.
+    fn silences(&mut self, now: Instant) -> Vec<Silence> {
+        let limit = Duration::from_millis(SHARD_SILENCE_WARN_MS);
+        let mut found = Vec::new();
+        for ((metrics, gauges), (last, warned)) in self.shards.iter().zip(self.heard.iter_mut()) {
+            let live = gauges.read();
+            if live.status != ShardStatus::Running || live.restoring > 0 {
+                // Starting, restoring, restarting or stopped: silence is
+                // expected, and the clock starts again from here.
+                *last = now;
+                continue;
+            }
+            let silent = now.saturating_duration_since(*last);
+            if silent >= limit && !*warned {
+                *warned = true;
+                found.push(Silence::Began(metrics.shard, silent));
+            }
+        }
+        found
     }
 
     fn answer(&mut self, request: HubRequest) {
@@ -300,5 +390,55 @@ impl Hub {
                 let _ = spare.try_send(interval);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod silence_tests {
+    use super::*;
+
+    fn hub(now: Instant) -> (Hub, Arc<ShardGauges>) {
+        let gauges = Arc::new(ShardGauges::default());
+        let hub = Hub::new(&[(ShardId(0), Arc::clone(&gauges))], Vec::new(), now);
+        (hub, gauges)
+    }
+
+    #[test]
+    fn a_running_shard_silent_past_the_limit_is_reported_once() {
+        let start = Instant::now();
+        let (mut hub, gauges) = hub(start);
+        gauges.set_status(ShardStatus::Running);
+        let limit = Duration::from_millis(SHARD_SILENCE_WARN_MS);
+        assert!(hub.silences(start + limit / 2).is_empty());
+        assert_eq!(
+            hub.silences(start + limit),
+            vec![Silence::Began(ShardId(0), limit)]
+        );
+        assert!(
+            hub.silences(start + limit * 2).is_empty(),
+            "one line per silence"
+        );
+        assert_eq!(
+            hub.heard_from(ShardId(0), start + limit * 3),
+            Some(Silence::Ended(ShardId(0), limit * 3))
+        );
+        assert!(hub.silences(start + limit * 3 + limit / 2).is_empty());
+        assert_eq!(hub.silences(start + limit * 4).len(), 1, "a new silence");
+    }
+
+    #[test]
+    fn a_shard_that_reports_or_is_not_running_is_never_silent() {
+        let start = Instant::now();
+        let (mut hub, gauges) = hub(start);
+        let limit = Duration::from_millis(SHARD_SILENCE_WARN_MS);
+        // Starting: a slow start is not a silence.
+        assert!(hub.silences(start + limit * 2).is_empty());
+        gauges.set_status(ShardStatus::Running);
+        // The clock started again when it was last seen not running.
+        assert!(hub.silences(start + limit * 2 + limit / 2).is_empty());
+        assert_eq!(hub.heard_from(ShardId(0), start + limit * 3), None);
+        assert!(hub.silences(start + limit * 3 + limit / 2).is_empty());
+        gauges.restore_started();
+        assert!(hub.silences(start + limit * 10).is_empty(), "restoring");
     }
 }
