@@ -191,7 +191,10 @@ fn restore(
         .set("bootstrap.servers", bootstrap)
         .set("linger.ms", "20")
         .set("batch.size", "1000000")
-        .set("compression.type", "lz4")
+        // As the shards' producers write changelogs: uncompressed (librdkafka's
+        // default). Until 2026-12-06 this wrote LZ4, about half the bytes to
+        // fetch, and so measured a faster restore than a real changelog gets.
+        .set("compression.type", "none")
         .set("queue.buffering.max.messages", "1000000")
         .create()?;
     let written = Instant::now();

@@ -56,7 +56,8 @@ pub mod standby;
 
 use changelog_reader::ChangelogReader;
 pub use changelog_reader::{
-    RESTORE_FETCH_BYTES, RESTORE_PROGRESS_EVERY_RECORDS, RESTORE_STALL_TIMEOUT_MS,
+    FETCH_QUEUE_BACKOFF_MS, RESTORE_FETCH_BYTES, RESTORE_PROGRESS_EVERY_RECORDS,
+    RESTORE_QUEUED_RECORDS, RESTORE_STALL_TIMEOUT_MS,
 };
 use input_order::{InputLag, InputTimeline, NextInput, TimedRecord};
 
@@ -695,7 +696,11 @@ impl RdKafkaPort {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("isolation.level", "read_committed")
-            .set("fetch.wait.max.ms", settings.fetch_wait_max_ms.to_string());
+            .set("fetch.wait.max.ms", settings.fetch_wait_max_ms.to_string())
+            // Catching up on a backlog fills a partition's local queue past
+            // `queued.min.messages`; librdkafka's default would then stop
+            // fetching it for a whole second, however fast the shard drains.
+            .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS.to_string());
         // Range keeps partition N of every co-partitioned topic on one member.
         // Under KIP-848's consumer protocol (`group.protocol=consumer` among
         // the client properties) the broker's range assignor does, and it is
