@@ -86,6 +86,14 @@ pub enum DeploymentError {
     },
     #[error("ownership.partitions = {0} does not fit a Kafka partition count")]
     PartitionCount(u32),
+    #[error(
+        "client property {key} belongs to the classic group protocol, but ownership.mode = \
+         \"consumer-group\" uses KIP-848's consumer protocol (Kafka 4.0 or later), whose session \
+         and heartbeat the broker sets (group.consumer.session.timeout.ms, \
+         group.consumer.heartbeat.interval.ms): remove {key}, or add the client property \
+         group.protocol=classic (eager rebalances: every partition is restored at each one)"
+    )]
+    ClassicGroupProperty { key: String },
     #[error(transparent)]
     Registry(#[from] RegistryError),
     #[error(
@@ -146,6 +154,13 @@ pub fn plan_node(
         fetch_wait_max_ms: connection.fetch_wait_max_ms,
         namespace: connection.namespace.clone(),
     };
+    if tuning.ownership().mode == OwnershipMode::ConsumerGroup {
+        if let Some(key) = settings.classic_only_group_property() {
+            return Err(DeploymentError::ClassicGroupProperty {
+                key: key.to_string(),
+            });
+        }
+    }
     Ok(NodePlan {
         settings,
         shards,
@@ -337,7 +352,7 @@ pub fn prepare_topics(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kafka::Guarantee;
+    use crate::kafka::{Guarantee, CLASSIC_ONLY_GROUP_PROPERTIES};
     use tuning::RetryPolicy;
 
     fn claim(node: &str, partitions: Option<Vec<i32>>) -> Claim {
@@ -455,6 +470,48 @@ mod tests {
             }
         );
         assert_eq!(plan.settings.guarantee, Guarantee::AtLeastOnce);
+        assert!(plan.settings.consumer_group_protocol());
+        Ok(())
+    }
+
+    #[test]
+    fn a_consumer_group_node_refuses_classic_group_properties_unless_classic(
+    ) -> Result<(), DeploymentError> {
+        let text = "[node]\nname = \"n\"\n[ownership]\nmode = \"consumer-group\"\n\
+                    partitions = 2\n[[shard]]\ncore = 0\n";
+        let tuning = NodeTuning::from_toml_str(text)?;
+        let with = |properties: &[(&str, &str)]| KafkaConnection {
+            client_properties: properties
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..connection()
+        };
+        for key in CLASSIC_ONLY_GROUP_PROPERTIES {
+            let error = plan_node(&tuning, &Machine::with_cores(1), &with(&[(key, "6000")]))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(error.contains(key), "{key}: {error}");
+            assert!(error.contains("group.protocol=classic"), "{error}");
+        }
+        // Asked for, the classic protocol takes its own session.
+        let classic = with(&[
+            ("group.protocol", "classic"),
+            ("session.timeout.ms", "6000"),
+        ]);
+        let plan = plan_node(&tuning, &Machine::with_cores(1), &classic)?;
+        assert!(!plan.settings.consumer_group_protocol());
+        // A core-map node joins no group: the property is its own business.
+        let core_map = NodeTuning::from_toml_str(
+            "[node]\nname = \"n\"\n[ownership]\nmode = \"core-map\"\npartitions = 2\n\
+             [[shard]]\ncore = 0\npartitions = [0, 1]\n",
+        )?;
+        plan_node(
+            &core_map,
+            &Machine::with_cores(1),
+            &with(&[("session.timeout.ms", "6000")]),
+        )?;
         Ok(())
     }
 

@@ -129,6 +129,17 @@ pub enum Ownership {
     Group { instance_id: String },
 }
 
+/// Client properties of the classic group protocol that librdkafka refuses
+/// under KIP-848's consumer protocol (2.12.1 `rd_kafka_conf_finalize`): the
+/// broker sets the session and heartbeat (`group.consumer.session.timeout.ms`,
+/// `group.consumer.heartbeat.interval.ms`) and assigns.
+pub const CLASSIC_ONLY_GROUP_PROPERTIES: [&str; 4] = [
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "partition.assignment.strategy",
+    "group.protocol.type",
+];
+
 /// What every client of one deployment shares. Its `Debug` redacts secret
 /// client properties (`sasl.password`, ...), so it may be logged.
 #[derive(Clone)]
@@ -171,12 +182,27 @@ impl KafkaSettings {
         self.client_properties.iter().any(|(k, _)| k == key)
     }
 
-    /// Whether the group mode uses KIP-848's consumer protocol (the broker
-    /// assigns, incrementally); needs Kafka 4.0 or later.
+    /// Whether a consumer-group node uses KIP-848's consumer protocol (the
+    /// broker assigns, incrementally; Kafka 4.0 or later): the default,
+    /// unless the client properties say `group.protocol=classic`.
     pub fn consumer_group_protocol(&self) -> bool {
+        !self
+            .client_properties
+            .iter()
+            .any(|(k, v)| k == "group.protocol" && v == "classic")
+    }
+
+    /// The first client property that belongs to the classic group protocol
+    /// while a consumer-group node would use the consumer protocol, which
+    /// takes its session and heartbeat from the broker and refuses them.
+    pub fn classic_only_group_property(&self) -> Option<&str> {
+        if !self.consumer_group_protocol() {
+            return None;
+        }
         self.client_properties
             .iter()
-            .any(|(k, v)| k == "group.protocol" && v == "consumer")
+            .map(|(k, _)| k.as_str())
+            .find(|k| CLASSIC_ONLY_GROUP_PROPERTIES.contains(k))
     }
 
     fn base(&self) -> ClientConfig {
@@ -702,24 +728,25 @@ impl RdKafkaPort {
             // fetching it for a whole second, however fast the shard drains.
             .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS.to_string());
         // Range keeps partition N of every co-partitioned topic on one member.
-        // Under KIP-848's consumer protocol (`group.protocol=consumer` among
-        // the client properties) the broker's range assignor does, and it is
-        // sticky and incremental: a rebalance revokes and assigns only the
-        // partitions that move, so the others keep their state (the shard
-        // restores only what it gains). The classic protocol's range
-        // assignor is eager: every rebalance revokes everything.
+        // Under KIP-848's consumer protocol (the default in consumer-group
+        // mode) the broker's range assignor does, and it is sticky and
+        // incremental: a rebalance revokes and assigns only the partitions
+        // that move, so the others keep their state (the shard restores only
+        // what it gains). The classic protocol's range assignor
+        // (`group.protocol=classic`, for brokers before Kafka 4.0) is eager:
+        // every rebalance revokes everything.
         let group_member = matches!(ownership, Ownership::Group { .. });
         if group_member && settings.consumer_group_protocol() {
+            consumer_config.set("group.protocol", "consumer");
             if !settings.has_property("group.remote.assignor") {
                 consumer_config.set("group.remote.assignor", "range");
             }
         } else {
-            if settings.consumer_group_protocol() {
-                // A core-map shard assign()s its partitions and joins no
-                // group: the consumer protocol has nothing to do there.
-                consumer_config.set("group.protocol", "classic");
-            }
-            consumer_config.set("partition.assignment.strategy", "range");
+            // A core-map shard assign()s its partitions and joins no group:
+            // the consumer protocol has nothing to do there.
+            consumer_config
+                .set("group.protocol", "classic")
+                .set("partition.assignment.strategy", "range");
         }
         if let Ownership::Group { instance_id } = ownership {
             consumer_config.set("group.instance.id", instance_id);

@@ -417,12 +417,13 @@ guarantee = "{guarantee}"
             .args(["--namespace", self.namespace.name()])
             .args(["--application-id", &self.application_id])
             .args(args);
-        if self.ownership == Ownership::Group && self.consumer_protocol {
-            // The session is the broker's (6 s on the test clusters).
-            command.args(["--property", "group.protocol=consumer"]);
-        } else if self.ownership == Ownership::Group {
-            // A static member that leaves keeps its partitions until its
-            // session times out (it sends no LeaveGroup): keep that short.
+        // Consumer-group mode uses the consumer protocol unless told
+        // otherwise; its session is the broker's (6 s on the test clusters).
+        if self.ownership == Ownership::Group && !self.consumer_protocol {
+            // Under the classic protocol a static member that leaves keeps its
+            // partitions until its session times out (it sends no
+            // LeaveGroup): keep that short.
+            command.args(["--property", "group.protocol=classic"]);
             command.args(["--property", "session.timeout.ms=10000"]);
         }
         // TRADEFLOW_FAULT_LOG=engine=debug shows every commit in the logs.

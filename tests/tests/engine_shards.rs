@@ -63,8 +63,13 @@ impl Deployment {
             echo,
             application_id,
             guarantee,
-            // Static members that leave are noticed after this long.
-            group_properties: vec![("session.timeout.ms".into(), "6000".into())],
+            // The classic protocol, whose static members that leave are
+            // noticed after this long; the tests of the consumer protocol
+            // (the default) replace these.
+            group_properties: vec![
+                ("group.protocol".into(), "classic".into()),
+                ("session.timeout.ms".into(), "6000".into()),
+            ],
             standby_replicas: 0,
             changelog_layout,
         };
