@@ -100,7 +100,8 @@ pub enum DeploymentError {
         "refusing to start: node {other} (process {process}, {mode}) is live in the owners' \
          registry of {application} and may process partition(s) {partitions:?} that this node \
          would own; stop it first, or give the nodes disjoint core maps (a node killed without \
-         leaving stays listed for up to {REGISTRY_SESSION_TIMEOUT_MS} ms)"
+         leaving stays listed for its ownership.session_ms, {REGISTRY_SESSION_TIMEOUT_MS} ms by \
+         default)"
     )]
     OwnedElsewhere {
         application: String,
@@ -211,7 +212,8 @@ pub fn claim_partitions(
             tuning.shards().iter().map(|shard| shard.core.0).collect(),
         )),
     };
-    let (registration, others) = register(settings, &claim, replication)?;
+    let session_ms = u64::from(tuning.ownership().session_ms);
+    let (registration, others) = register(settings, &claim, replication, session_ms)?;
     for other in others.iter().filter(|o| o.node != node) {
         let shared = conflict(&claim, other);
         if !shared.is_empty() {

@@ -15,7 +15,7 @@
 
 use std::time::{Duration, Instant};
 
-use engine::kafka::registry::{register, Claim};
+use engine::kafka::registry::{register, Claim, REGISTRY_SESSION_TIMEOUT_MS};
 use engine::kafka::{ensure_topics, shard_transactional_id, Guarantee, KafkaSettings, TopicSpec};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -53,7 +53,7 @@ fn a_departed_nodes_open_transaction_is_aborted_by_the_node_that_stays() -> anyh
     };
     ensure_topics(&settings, &[TopicSpec::stream(topic.as_str(), 1, 1)])?;
 
-    let (node_b, _) = register(&settings, &claim("node-b"), 1)?;
+    let (node_b, _) = register(&settings, &claim("node-b"), 1, REGISTRY_SESSION_TIMEOUT_MS)?;
 
     // node-b's shard on core 0, killed with its transaction open.
     let node_b_id = shard_transactional_id(&application_id, "node-b-0");
@@ -78,7 +78,7 @@ fn a_departed_nodes_open_transaction_is_aborted_by_the_node_that_stays() -> anyh
         .map_err(|(e, _)| e)?;
     flush(&plain, Duration::from_secs(10))?;
 
-    let (node_a, others) = register(&settings, &claim("node-a"), 1)?;
+    let (node_a, others) = register(&settings, &claim("node-a"), 1, REGISTRY_SESSION_TIMEOUT_MS)?;
     assert!(
         others.iter().any(|c| c.node == "node-b"),
         "node-a must see node-b in the registry before it leaves: {others:?}"

@@ -14,8 +14,9 @@ use std::path::{Path, PathBuf};
 
 use crate::ids::{ranges_text, CoreId, NodeNameError, PartitionId};
 use crate::limits::{
-    COMMIT_INTERVAL_MS_MAX, CORES_MAX, EXACTLY_ONCE_COMMIT_INTERVAL_MS_MAX, PARK_US_MAX,
-    PARTITIONS_MAX, RETRY_ATTEMPTS_MAX_DEFAULT, RETRY_ATTEMPTS_MAX_LIMIT, RETRY_BACKOFF_MS_LIMIT,
+    COMMIT_INTERVAL_MS_MAX, CORES_MAX, EXACTLY_ONCE_COMMIT_INTERVAL_MS_MAX,
+    NODE_SESSION_MS_DEFAULT, NODE_SESSION_MS_MAX, NODE_SESSION_MS_MIN, PARK_US_MAX, PARTITIONS_MAX,
+    RETRY_ATTEMPTS_MAX_DEFAULT, RETRY_ATTEMPTS_MAX_LIMIT, RETRY_BACKOFF_MS_LIMIT,
     RETRY_DEADLINE_MS_DEFAULT, RETRY_DEADLINE_MS_LIMIT, STANDBY_REPLICAS_MAX,
 };
 
@@ -275,6 +276,9 @@ pub enum ProblemKind {
 
     #[error("{value} is out of range; it must be 0-{STANDBY_REPLICAS_MAX} (0, the default, keeps no standby copies)")]
     StandbyReplicasOutOfRange { value: i64 },
+
+    #[error("{value} ms is out of range; it must be {NODE_SESSION_MS_MIN}-{NODE_SESSION_MS_MAX} (default {NODE_SESSION_MS_DEFAULT}), and within the broker's group.min.session.timeout.ms and group.max.session.timeout.ms")]
+    NodeSessionOutOfRange { value: i64 },
 
     #[error("{value} standby replica(s) in core-map mode: a core-map node never takes over another node's partitions (ownership is static), so a warm copy would never be used; standbys need ownership.mode = \"consumer-group\", or set standby_replicas = 0")]
     StandbyInCoreMap { value: u32 },

@@ -19,7 +19,8 @@ use serde::Deserialize;
 use crate::error::{Key, Location, Problem, ProblemKind, TuningError};
 use crate::ids::{runs, CoreId, NodeName, PartitionId};
 use crate::limits::{
-    CORES_MAX, ORDER_RETENTION_MS_LIMIT, PARK_US_DEFAULT, PARTITIONS_MAX, STANDBY_REPLICAS_MAX,
+    CORES_MAX, NODE_SESSION_MS_DEFAULT, NODE_SESSION_MS_MAX, NODE_SESSION_MS_MIN,
+    ORDER_RETENTION_MS_LIMIT, PARK_US_DEFAULT, PARTITIONS_MAX, STANDBY_REPLICAS_MAX,
 };
 use crate::model::{
     ApiAuth, ApiMetricsAccess, ApiSection, ApiTls, ChangelogLayout, ClientThreads, CommitPolicy,
@@ -102,6 +103,8 @@ struct FileNode {
 struct FileOwnership {
     mode: OwnershipMode,
     partitions: i64,
+    #[serde(default)]
+    session_ms: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -378,6 +381,20 @@ fn into_sections(form: FileForm) -> (Sections, Vec<Problem>) {
         ));
     }
 
+    let session_ms = match form.ownership.session_ms {
+        None => NODE_SESSION_MS_DEFAULT,
+        Some(value) => match u32::try_from(value) {
+            Ok(ms) if (NODE_SESSION_MS_MIN..=NODE_SESSION_MS_MAX).contains(&ms) => ms,
+            _ => {
+                problems.push(Problem::new(
+                    Key::at("ownership").dot("session_ms"),
+                    ProblemKind::NodeSessionOutOfRange { value },
+                ));
+                NODE_SESSION_MS_DEFAULT
+            }
+        },
+    };
+
     let mut shards = Vec::with_capacity(form.shards.len());
     for (index, shard) in form.shards.into_iter().enumerate() {
         let key = Key::shard(index).dot("partitions");
@@ -519,6 +536,7 @@ fn into_sections(form: FileForm) -> (Sections, Vec<Problem>) {
             // 0 stands in for a count that could not be read; it is reported
             // above, and the typed rules skip range checks without a count.
             partitions: count.unwrap_or(0),
+            session_ms,
         },
         shards,
         RuntimeKnobs {
@@ -647,6 +665,9 @@ pub(crate) fn write(tuning: &NodeTuning) -> String {
     let _ = writeln!(out, "[ownership]");
     let _ = writeln!(out, "mode = \"{}\"", tuning.ownership.mode);
     let _ = writeln!(out, "partitions = {}", tuning.ownership.partitions);
+    if tuning.ownership.session_ms != NODE_SESSION_MS_DEFAULT {
+        let _ = writeln!(out, "session_ms = {}", tuning.ownership.session_ms);
+    }
     for shard in &tuning.shards {
         let _ = writeln!(out);
         let _ = writeln!(out, "[[shard]]");
@@ -962,6 +983,31 @@ mod syntax_tests {
                     .expect_err(bad)
                     .to_string();
             assert!(error.contains("state.changelog_layout"), "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn the_node_session_is_read_written_back_and_refused_out_of_range_under_its_key() {
+        let default = NodeTuning::from_toml_str(VALID).expect("valid");
+        assert_eq!(default.ownership().session_ms, NODE_SESSION_MS_DEFAULT);
+        assert!(!default.to_toml_string().contains("session_ms"));
+        let short = VALID.replace("partitions = 2\n", "partitions = 2\nsession_ms = 6000\n");
+        let tuning = NodeTuning::from_toml_str(&short).expect("valid");
+        assert_eq!(tuning.ownership().session_ms, 6_000);
+        let written = tuning.to_toml_string();
+        assert!(written.contains("session_ms = 6000\n"), "{written}");
+        assert_eq!(
+            NodeTuning::from_toml_str(&written).expect("reads back"),
+            tuning
+        );
+        for bad in ["999", "300001", "-1", "0"] {
+            let text = VALID.replace(
+                "partitions = 2\n",
+                &format!("partitions = 2\nsession_ms = {bad}\n"),
+            );
+            let error = NodeTuning::from_toml_str(&text).expect_err(bad).to_string();
+            assert!(error.contains("ownership.session_ms: "), "{bad}: {error}");
+            assert!(error.contains("group.min.session.timeout.ms"), "{error}");
         }
     }
 

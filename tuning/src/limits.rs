@@ -159,6 +159,22 @@ const _: () = assert!(RETRY_BACKOFF_MIN_MS_DEFAULT <= RETRY_BACKOFF_MAX_MS_DEFAU
 const _: () = assert!(RETRY_BACKOFF_MAX_MS_DEFAULT <= RETRY_BACKOFF_MS_LIMIT);
 const _: () = assert!(RETRY_BACKOFF_MIN_MS_DEFAULT <= RETRY_DEADLINE_MS_DEFAULT);
 
+/// `[ownership] session_ms` by default: how long a node killed without
+/// leaving stays registered as the owner of its partitions before the others
+/// fence it. Long enough that a broker stalled for some seconds does not
+/// make a live node look departed (docs/STATE.md, "Take-over after kill -9").
+pub const NODE_SESSION_MS_DEFAULT: u32 = 10_000;
+/// Least `[ownership] session_ms`. The broker must allow it too: its
+/// `group.min.session.timeout.ms` (6 000 by default) bounds every classic
+/// group's session, the owners' registry's included.
+pub const NODE_SESSION_MS_MIN: u32 = 1_000;
+/// Most `[ownership] session_ms` (the broker's default
+/// `group.max.session.timeout.ms` is 30 minutes; past a few minutes a dead
+/// node's partitions would wait too long for their fence).
+pub const NODE_SESSION_MS_MAX: u32 = 300_000;
+const _: () = assert!(NODE_SESSION_MS_MIN <= NODE_SESSION_MS_DEFAULT);
+const _: () = assert!(NODE_SESSION_MS_DEFAULT <= NODE_SESSION_MS_MAX);
+
 /// Most `[state] standby_replicas`: warm copies of a partition beyond its
 /// owner (Kafka Streams' `num.standby.replicas` has no cap; each copy costs
 /// a node the partition's memory and a changelog reader's fetches).

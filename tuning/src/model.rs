@@ -35,6 +35,12 @@ pub struct Ownership {
     /// The partition count that every co-partitioned input topic and every
     /// changelog must have (see [`NodeTuning::check_partition_count`]).
     pub partitions: u32,
+    /// `session_ms`: how long this node, killed without leaving, stays
+    /// registered as the owner of its partitions (the owners' registry's
+    /// `session.timeout.ms`); after it the other nodes fence its
+    /// transactional ids. Shorter takes over sooner and evicts a live node
+    /// that stalls that long.
+    pub session_ms: u32,
 }
 
 /// `ownership.mode`.

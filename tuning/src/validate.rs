@@ -14,9 +14,9 @@ use crate::error::{Key, Problem, ProblemKind, TuningError, Warning, WarningKind}
 use crate::ids::{CoreId, PartitionId};
 use crate::limits::{
     COMMIT_INTERVAL_MS_MAX, COMMIT_TRANSACTIONS_PER_S_LIMIT, CORES_MAX,
-    EXACTLY_ONCE_COMMIT_INTERVAL_MS_MAX, ORDER_RETENTION_MS_LIMIT, PARK_US_MAX, PARTITIONS_MAX,
-    RETRY_ATTEMPTS_MAX_LIMIT, RETRY_BACKOFF_MS_LIMIT, RETRY_DEADLINE_MS_LIMIT,
-    STANDBY_REPLICAS_MAX,
+    EXACTLY_ONCE_COMMIT_INTERVAL_MS_MAX, NODE_SESSION_MS_MAX, NODE_SESSION_MS_MIN,
+    ORDER_RETENTION_MS_LIMIT, PARK_US_MAX, PARTITIONS_MAX, RETRY_ATTEMPTS_MAX_LIMIT,
+    RETRY_BACKOFF_MS_LIMIT, RETRY_DEADLINE_MS_LIMIT, STANDBY_REPLICAS_MAX,
 };
 use crate::machine::Machine;
 use crate::model::{
@@ -255,6 +255,14 @@ fn check_ownership(ownership: Ownership, shards: &[ShardPlacement], problems: &m
             Key::at("ownership").dot("partitions"),
             ProblemKind::PartitionCountOutOfRange {
                 value: i64::from(ownership.partitions),
+            },
+        ));
+    }
+    if !(NODE_SESSION_MS_MIN..=NODE_SESSION_MS_MAX).contains(&ownership.session_ms) {
+        problems.push(Problem::new(
+            Key::at("ownership").dot("session_ms"),
+            ProblemKind::NodeSessionOutOfRange {
+                value: i64::from(ownership.session_ms),
             },
         ));
     }
@@ -575,7 +583,7 @@ fn owners_by_partition(ownership: Ownership, shards: &[ShardPlacement]) -> Vec<O
 mod tests {
     use super::*;
     use crate::ids::NodeName;
-    use crate::limits::PARK_US_DEFAULT;
+    use crate::limits::{NODE_SESSION_MS_DEFAULT, PARK_US_DEFAULT};
     use std::time::Duration;
 
     const HEAD: &str =
@@ -1249,6 +1257,7 @@ mod tests {
         let ownership = Ownership {
             mode: OwnershipMode::ConsumerGroup,
             partitions: 4,
+            session_ms: NODE_SESSION_MS_DEFAULT,
         };
         let shards = vec![ShardPlacement {
             core: CoreId(0),
@@ -1404,6 +1413,7 @@ mod tests {
         let ownership = Ownership {
             mode: OwnershipMode::CoreMap,
             partitions: 4,
+            session_ms: NODE_SESSION_MS_DEFAULT,
         };
         let shards = vec![
             ShardPlacement {
@@ -1439,5 +1449,32 @@ mod tests {
         ));
         assert_eq!(problem.key.to_string(), "shard[1].partitions");
         assert_eq!(problem.at, None);
+    }
+
+    #[test]
+    fn a_node_session_built_in_code_obeys_the_file_s_range() {
+        let node = NodeSection {
+            name: NodeName::new("n").expect("valid name"),
+        };
+        let shards = vec![ShardPlacement {
+            core: CoreId(0),
+            partitions: Vec::new(),
+        }];
+        for session_ms in [NODE_SESSION_MS_MIN - 1, NODE_SESSION_MS_MAX + 1] {
+            let ownership = Ownership {
+                mode: OwnershipMode::ConsumerGroup,
+                partitions: 4,
+                session_ms,
+            };
+            let (problem, _) = only_problem(NodeTuning::new(
+                node.clone(),
+                ownership,
+                shards.clone(),
+                RuntimeKnobs::default(),
+                CommitPolicy::default(),
+                RetryPolicy::default(),
+            ));
+            assert_eq!(problem.key.to_string(), "ownership.session_ms");
+        }
     }
 }

@@ -52,6 +52,7 @@ fn placement() -> impl Strategy<Value = (Ownership, Vec<ShardPlacement>)> {
             let ownership = Ownership {
                 mode,
                 partitions: owners.len() as u32,
+                session_ms: tuning::limits::NODE_SESSION_MS_DEFAULT,
             };
             (ownership, shards)
         })

@@ -42,9 +42,13 @@ use super::{
 };
 use crate::port::PortError;
 
-/// `session.timeout.ms` of a registration: how long a node killed without
-/// leaving stays in the registry (and blocks another node's claim).
-pub const REGISTRY_SESSION_TIMEOUT_MS: u64 = 10_000;
+/// `session.timeout.ms` of a registration by default: how long a node killed
+/// without leaving stays in the registry (and blocks another node's claim).
+/// A core map sets its own (`[ownership] session_ms`).
+pub const REGISTRY_SESSION_TIMEOUT_MS: u64 = tuning::limits::NODE_SESSION_MS_DEFAULT as u64;
+/// Longest wait between a registration's heartbeats (librdkafka's default);
+/// a shorter session heartbeats three times within it.
+const REGISTRY_HEARTBEAT_MS_MAX: u64 = 3_000;
 /// How long a registration waits to see itself in the registry (retrying
 /// a coordinator that is still loading).
 pub const REGISTRY_JOIN_TIMEOUT_MS: u64 = 60_000;
@@ -335,10 +339,15 @@ fn names(settings: &KafkaSettings) -> (String, String) {
 /// Joins the registry with `claim` and returns, once this member is listed,
 /// the claims of every other live member. Two nodes registering at once
 /// each see the other by the time the later one reads the list.
+///
+/// `session_ms` is how long the registration outlives this process if it is
+/// killed without leaving (`[ownership] session_ms`): the other nodes fence
+/// it after that. The broker must allow it (`group.min.session.timeout.ms`).
 pub fn register(
     settings: &KafkaSettings,
     claim: &Claim,
     replication: i32,
+    session_ms: u64,
 ) -> Result<(Registration, Vec<Claim>), RegistryError> {
     let (group, topic) = names(settings);
     ensure_topics(
@@ -354,14 +363,14 @@ pub fn register(
         .set("group.protocol", "classic")
         .set("client.id", &client_id)
         .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", session_ms.to_string())
         .set(
-            "session.timeout.ms",
-            REGISTRY_SESSION_TIMEOUT_MS.to_string(),
+            "heartbeat.interval.ms",
+            (session_ms / 3)
+                .clamp(1, REGISTRY_HEARTBEAT_MS_MAX)
+                .to_string(),
         )
-        .set(
-            "max.poll.interval.ms",
-            (REGISTRY_SESSION_TIMEOUT_MS * 3).to_string(),
-        )
+        .set("max.poll.interval.ms", (session_ms * 3).to_string())
         .create_with_context(RegistryContext)
         .map_err(|e| kafka_error("creating the registry consumer", e))?;
     // A topic just created may not be in every broker's metadata yet; a
