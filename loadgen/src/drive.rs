@@ -305,7 +305,9 @@ pub enum DriveError {
     #[error("topic {0} does not exist: is tradeflow running in this namespace?")]
     NoSuchTopic(String),
     #[error(transparent)]
-    Read(#[from] crate::kafka::ReadError),
+    Read(#[from] records::ReadError),
+    #[error(transparent)]
+    Unacknowledged(#[from] records::Unacknowledged),
     #[error("encoding {kind:?}: {source}")]
     Encode { kind: EventKind, source: ValueError },
     #[error(transparent)]
@@ -331,7 +333,7 @@ fn wall_ns() -> u64 {
 }
 
 fn client(config: &DriveConfig) -> ClientConfig {
-    crate::kafka::client_config(&config.bootstrap, &config.client_properties)
+    records::client_config(&config.bootstrap, &config.client_properties)
 }
 
 /// A `read_committed` reader of the outcome and decision topics, positioned
@@ -347,14 +349,15 @@ fn outcome_reader(config: &DriveConfig) -> Result<BaseConsumer, DriveError> {
     let mut assignment = TopicPartitionList::new();
     for logical in OUTCOME_TOPICS.iter().chain(&DECISION_TOPICS) {
         let topic = namespace.physical(logical);
-        let partitions = match crate::kafka::partitions(&reader, &topic) {
-            Err(crate::kafka::ReadError::NoSuchTopic(topic)) => {
+        let partitions = match records::partitions(&reader, &topic) {
+            Err(records::ReadError::NoSuchTopic(topic)) => {
                 return Err(DriveError::NoSuchTopic(topic))
             }
             found => found?,
         };
         for partition in partitions {
-            let (_, high) = crate::kafka::watermarks(&reader, &topic, partition)?;
+            let (_, high) =
+                records::watermarks(&reader, &topic, partition, records::Patience::NEW_TOPIC)?;
             assignment.add_partition_offset(&topic, partition, Offset::Offset(high))?;
         }
     }
@@ -761,7 +764,7 @@ where
         sent_records.store(events, Ordering::Relaxed);
         producer.poll(Duration::ZERO);
     }
-    crate::kafka::flush(&producer, Duration::from_secs(60))?;
+    records::flush(&producer, Duration::from_secs(60))?;
     Ok((events, orders, orders_intended_ns, pending_wait_max))
 }
 

@@ -12,9 +12,8 @@
 //! | [`traffic`] | the traffic file format, replay pacing and id rewriting |
 //! | [`synth`] | seeded synthetic scenarios as traffic |
 //! | [`flow`] | the flow's topics and keys (`codecs::topics`) and which key a record gets |
-//! | [`audit_read`] | a namespace's flow topics read and fed to the invariant audit (the `audit` crate) |
-//! | [`kafka`] | reading fixed offset ranges of topics (`read_committed`, outside any group) |
-//! | [`record`] | capturing a range of topics into a traffic file |
+//! | [`audit_read`] | a namespace's flow topics read (the `records` crate's reader) and fed to the invariant audit (the `audit` crate) |
+//! | [`record`] | capturing a range of topics into a traffic file (the `records` crate's range reader) |
 //! | [`session`] | `run`/`replay`: drive a schedule, write the report, audit |
 //! | [`state`] | balances and stock read through the engines' Order API, for the audit to compare |
 //!
@@ -27,7 +26,6 @@ pub mod audit_read;
 pub mod drive;
 pub mod flow;
 pub mod interval;
-pub mod kafka;
 pub mod latency;
 pub mod ping;
 pub mod progress;

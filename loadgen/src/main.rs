@@ -21,7 +21,6 @@ use loadgen::drive::{
     DriveConfig, DriveOptions, DRAIN_TIMEOUT_MS_DEFAULT, PENDING_ORDERS_MAX_DEFAULT,
 };
 use loadgen::interval::INTERVAL_MS_DEFAULT;
-use loadgen::kafka::TimeBounds;
 use loadgen::ping::{self, PingConfig, PingOptions};
 use loadgen::progress::{Progress, Verbosity};
 use loadgen::record::{RecordConfig, INPUT_TOPICS};
@@ -30,6 +29,7 @@ use loadgen::session::{self, RunLabel, SessionConfig, SessionOutcome};
 use loadgen::synth::{self, SequentialOrderIds, SynthConfig};
 use loadgen::traffic::replay::{plan_replay, IdRewriter, Pace, Schedule};
 use loadgen::traffic::{Header, TrafficReader, TrafficWriter};
+use records::TimeBounds;
 use registry::values::ValueFormats;
 use tuning::ValueFormat;
 

@@ -9,6 +9,9 @@
 //!   not need the load generator;
 //! - a dependency two members share is declared once, in the root's
 //!   `[workspace.dependencies]`, and inherited (`x.workspace = true`);
+//! - one watermark loop and one call timeout: only the `records` crate asks
+//!   a broker for watermarks in production code (`records::watermarks`, its
+//!   retry loop), and `KAFKA_CALL_TIMEOUT_MS` is defined once, there;
 //! - one type per setting: the core map's setting types (and the one
 //!   `Guarantee`, the one `ValueFormat`) are defined in the tuning crate only, and every producer
 //!   that sets `transaction.timeout.ms` sets tuning's `TRANSACTION_TIMEOUT_MS`,
@@ -89,6 +92,7 @@ fn every_module_says_what_it_owns() {
         "registry/src",
         "audit/src",
         "hdr/src",
+        "records/src",
     ] {
         let mut files = Vec::new();
         rust_files(&repo_root().join(krate), &mut files);
@@ -136,7 +140,7 @@ fn each_setting_has_one_type_and_the_transaction_timeout_one_value() {
     let mut files = Vec::new();
     for krate in [
         "engine", "codecs", "services", "loadgen", "tuning", "tests", "registry", "audit", "hdr",
-        "benches",
+        "records", "benches",
     ] {
         rust_files(&repo_root().join(krate), &mut files);
     }
@@ -206,10 +210,16 @@ const MAY_DEPEND_ON: &[(&str, &[&str])] = &[
     ("tradeflow-hdr", &[]),
     // The invariant audit: events in, report out (under tuning's `Guarantee`).
     ("tradeflow-audit", &["tradeflow-codecs", "tradeflow-tuning"]),
-    ("tradeflow-registry", &["tradeflow-codecs"]),
+    // Reading topics outside any group and publishing with acknowledgements
+    // awaited: the one reader and publisher, below every Kafka client of ours.
+    ("tradeflow-records", &[]),
+    (
+        "tradeflow-registry",
+        &["tradeflow-codecs", "tradeflow-records"],
+    ),
     (
         "tradeflow-engine",
-        &["tradeflow-codecs", "tradeflow-tuning"],
+        &["tradeflow-codecs", "tradeflow-records", "tradeflow-tuning"],
     ),
     // The load generator knows no stage and no engine type.
     (
@@ -218,6 +228,7 @@ const MAY_DEPEND_ON: &[(&str, &[&str])] = &[
             "tradeflow-audit",
             "tradeflow-codecs",
             "tradeflow-hdr",
+            "tradeflow-records",
             "tradeflow-registry",
             "tradeflow-tuning",
         ],
@@ -239,7 +250,12 @@ const MAY_DEPEND_ON: &[(&str, &[&str])] = &[
     // tuning, like a core map's).
     (
         "tradeflow-tests",
-        &["tradeflow-codecs", "tradeflow-engine", "tradeflow-tuning"],
+        &[
+            "tradeflow-codecs",
+            "tradeflow-engine",
+            "tradeflow-records",
+            "tradeflow-tuning",
+        ],
     ),
     // Criterion benchmarks: dev-dependencies only.
     ("tradeflow-benches", &[]),
@@ -268,6 +284,10 @@ const SEES_RDKAFKA: &[(&str, &str)] = &[
         "the open-loop driver, `ping`, `record`, the audit's topic reader",
     ),
     ("tradeflow-registry", "the `_schemas` topic"),
+    (
+        "tradeflow-records",
+        "reading topics outside any group, watermarks, publishing with acknowledgements awaited",
+    ),
     (
         "tradeflow-tests",
         "the integration harness against the loopback broker",
@@ -503,5 +523,58 @@ fn shared_dependencies_are_declared_once_for_the_workspace() {
     }
     offences.sort();
     offences.dedup();
+    assert!(offences.is_empty(), "{}", offences.join("\n"));
+}
+
+/// The crates whose sources the one-loop check reads.
+const WORKSPACE_CRATES: &[&str] = &[
+    "engine", "codecs", "services", "loadgen", "tuning", "tests", "registry", "audit", "hdr",
+    "records", "benches",
+];
+
+#[test]
+fn one_watermark_loop_and_one_call_timeout() {
+    let mut files = Vec::new();
+    for krate in WORKSPACE_CRATES {
+        rust_files(&repo_root().join(krate), &mut files);
+    }
+    assert!(!files.is_empty(), "no sources found");
+    let mut offences = Vec::new();
+    let mut timeout_definitions = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).expect("readable source");
+        let relative = file
+            .strip_prefix(repo_root())
+            .unwrap_or(file)
+            .display()
+            .to_string();
+        // Production code, the test harness included; an integration test
+        // may read one partition's watermarks once.
+        let production = relative.contains("/src/");
+        for (line, code) in code_lines(&text) {
+            let code = code.split("//").next().unwrap_or_default();
+            if code
+                .trim_start_matches("pub ")
+                .starts_with("const KAFKA_CALL_TIMEOUT_MS")
+            {
+                timeout_definitions.push(format!("{relative}:{line}"));
+            }
+            if production
+                && code.contains("fetch_watermarks(")
+                && relative != "records/src/watermarks.rs"
+            {
+                offences.push(format!(
+                    "{relative}:{line}: asks for watermarks itself: use `records::watermarks` (the one retry loop)"
+                ));
+            }
+        }
+    }
+    if timeout_definitions.len() != 1 || !timeout_definitions[0].starts_with("records/src/lib.rs:")
+    {
+        offences.push(format!(
+            "KAFKA_CALL_TIMEOUT_MS must be defined once, in records/src/lib.rs (the engine's \
+             transaction timeout is derived from it); found at {timeout_definitions:?}"
+        ));
+    }
     assert!(offences.is_empty(), "{}", offences.join("\n"));
 }
