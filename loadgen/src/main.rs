@@ -659,7 +659,7 @@ fn session_config(
         options: DriveOptions {
             pending_orders_max: args.pending_max.max(1),
             interval: Duration::from_millis(args.interval_ms),
-            progress,
+            progress: std::sync::Arc::new(progress),
             values,
         },
         out_dir: args
@@ -679,7 +679,7 @@ fn session_config(
 
 /// Prints a finished session and fails if an order went missing or the audit failed.
 fn finish_session(config: &SessionConfig, outcome: &SessionOutcome) -> anyhow::Result<()> {
-    config.options.progress.clear();
+    config.options.progress.close();
     print!("{}", outcome.table);
     println!("report: {}", config.out_dir.display());
     match &outcome.audit {

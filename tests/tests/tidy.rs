@@ -5,8 +5,9 @@
 //! - every module starts with a `//!` doc saying what it owns and must never do;
 //! - the crate graph (`cargo metadata`, rust-analyzer style): which workspace
 //!   crate may depend on which, which crates see rdkafka (the Kafka adapters)
-//!   and glommio (the engine's runtime), and that the engine's binary does
-//!   not need the load generator;
+//!   and glommio (the engine's runtime), and that the engine's binary links
+//!   no load-generator reporting (no member it reaches declares plotters or
+//!   indicatif), its demo included;
 //! - a dependency two members share is declared once, in the root's
 //!   `[workspace.dependencies]`, and inherited (`x.workspace = true`);
 //! - one watermark loop and one call timeout: only the `records` crate asks
@@ -93,6 +94,7 @@ fn every_module_says_what_it_owns() {
         "audit/src",
         "hdr/src",
         "records/src",
+        "traffic/src",
     ] {
         let mut files = Vec::new();
         rust_files(&repo_root().join(krate), &mut files);
@@ -140,7 +142,7 @@ fn each_setting_has_one_type_and_the_transaction_timeout_one_value() {
     let mut files = Vec::new();
     for krate in [
         "engine", "codecs", "services", "loadgen", "tuning", "tests", "registry", "audit", "hdr",
-        "records", "benches",
+        "records", "traffic", "benches",
     ] {
         rust_files(&repo_root().join(krate), &mut files);
     }
@@ -221,6 +223,17 @@ const MAY_DEPEND_ON: &[(&str, &[&str])] = &[
         "tradeflow-engine",
         &["tradeflow-codecs", "tradeflow-records", "tradeflow-tuning"],
     ),
+    // Order traffic (scenarios, traffic files, the open-loop driver): drives
+    // a flow from outside, as a client would, so no engine and no stage.
+    (
+        "tradeflow-traffic",
+        &[
+            "tradeflow-audit",
+            "tradeflow-codecs",
+            "tradeflow-records",
+            "tradeflow-registry",
+        ],
+    ),
     // The load generator knows no stage and no engine type.
     (
         "tradeflow-loadgen",
@@ -230,11 +243,12 @@ const MAY_DEPEND_ON: &[(&str, &[&str])] = &[
             "tradeflow-hdr",
             "tradeflow-records",
             "tradeflow-registry",
+            "tradeflow-traffic",
             "tradeflow-tuning",
         ],
     ),
-    // The stages and the `tradeflow` binary. Not the load generator: see
-    // OPTIONAL_ONLY.
+    // The stages and the `tradeflow` binary. Never the load generator; the
+    // traffic crate only for `tradeflow demo` (OPTIONAL_ONLY).
     (
         "tradeflow-services",
         &[
@@ -262,10 +276,10 @@ const MAY_DEPEND_ON: &[(&str, &[&str])] = &[
 ];
 
 /// Normal dependencies allowed only as optional ones, behind the named
-/// feature: `tradeflow demo` drives the flow with the load generator, and a
-/// build without the feature (the production image) links none of it
-/// (plotters, indicatif, rand).
-const OPTIONAL_ONLY: &[(&str, &str, &str)] = &[("tradeflow-services", "tradeflow-loadgen", "demo")];
+/// feature: `tradeflow demo` drives the flow with a synthetic scenario and
+/// the open-loop driver (the traffic crate), and a build without the
+/// feature (the production image) links none of it (rand, the driver).
+const OPTIONAL_ONLY: &[(&str, &str, &str)] = &[("tradeflow-services", "tradeflow-traffic", "demo")];
 
 /// The Kafka adapters: the crates that may use rdkafka directly (any kind of
 /// dependency), each with what it talks to Kafka for. Everything else reaches
@@ -281,7 +295,11 @@ const SEES_RDKAFKA: &[(&str, &str)] = &[
     ),
     (
         "tradeflow-loadgen",
-        "the open-loop driver, `ping`, `record`, the audit's topic reader",
+        "`ping` (its own topic, producer and consumer)",
+    ),
+    (
+        "tradeflow-traffic",
+        "the open-loop driver's producer and outcome reader",
     ),
     ("tradeflow-registry", "the `_schemas` topic"),
     (
@@ -529,7 +547,7 @@ fn shared_dependencies_are_declared_once_for_the_workspace() {
 /// The crates whose sources the one-loop check reads.
 const WORKSPACE_CRATES: &[&str] = &[
     "engine", "codecs", "services", "loadgen", "tuning", "tests", "registry", "audit", "hdr",
-    "records", "benches",
+    "records", "traffic", "benches",
 ];
 
 #[test]
@@ -576,5 +594,47 @@ fn one_watermark_loop_and_one_call_timeout() {
              transaction timeout is derived from it); found at {timeout_definitions:?}"
         ));
     }
+    assert!(offences.is_empty(), "{}", offences.join("\n"));
+}
+
+/// Dependencies of the load generator's reporting that the engine's binary
+/// must never link, its `demo` included.
+const REPORTING_ONLY: &[&str] = &["plotters", "indicatif"];
+
+#[test]
+fn the_engine_binary_links_no_load_generator_reporting() {
+    let (members, _, edges) = crate_graph();
+    // Every member the services reach through normal dependencies, optional
+    // ones (features) included: what some build of `tradeflow` links.
+    let mut reached = BTreeSet::from(["tradeflow-services".to_string()]);
+    let mut frontier = vec!["tradeflow-services".to_string()];
+    while let Some(from) = frontier.pop() {
+        for edge in edges
+            .iter()
+            .filter(|e| e.from == from && e.kind == "normal")
+        {
+            if members.contains(&edge.to) && reached.insert(edge.to.clone()) {
+                frontier.push(edge.to.clone());
+            }
+        }
+    }
+    let offences: Vec<String> = edges
+        .iter()
+        .filter(|e| {
+            reached.contains(&e.from)
+                && e.kind == "normal"
+                && REPORTING_ONLY.contains(&e.to.as_str())
+        })
+        .map(|e| {
+            format!(
+                "{} -> {}: the `tradeflow` binary reaches {} and would link {}",
+                e.from, e.to, e.from, e.to
+            )
+        })
+        .collect();
+    assert!(
+        !reached.contains("tradeflow-loadgen"),
+        "tradeflow-services reaches tradeflow-loadgen through normal dependencies: {reached:?}"
+    );
     assert!(offences.is_empty(), "{}", offences.join("\n"));
 }
