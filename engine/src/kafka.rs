@@ -4,8 +4,9 @@
 //!
 //! Split by job: this file is the shard's port (clients, transactions,
 //! rebalances, the input order); `admin` creates and checks topics; `records`
-//! reads a topic to its end and publishes records outside a shard (the
-//! services' and tools' reader and publisher); `changelog_reader`,
+//! reads a topic to its end and publishes records outside a shard in the
+//! engine's types, through the `records` crate (the workspace's one reader
+//! and publisher, its one watermark loop and call timeout); `changelog_reader`,
 //! `input_order`, `registry` and `standby` are the port's helpers.
 //!
 //! Owns: every rdkafka type in the engine — each shard's consumer, producer and
@@ -61,12 +62,13 @@ pub use changelog_reader::{
 };
 use input_order::{InputLag, InputTimeline, NextInput, TimedRecord};
 
+pub use self::records::{publish_and_wait, read_to_end, ReadRecord};
 pub use admin::{ensure_topics, partition_count, topic_records, TopicError, TopicSpec};
-pub use records::{publish_and_wait, read_to_end, ReadRecord};
 
 /// How long a blocking Kafka call (flush, commit, transaction step) may take
-/// before it counts as failed.
-pub const KAFKA_CALL_TIMEOUT_MS: u64 = 30_000;
+/// before it counts as failed: the workspace's one value, the `records`
+/// crate's (its readers and publishers wait as long).
+pub use ::records::KAFKA_CALL_TIMEOUT_MS;
 /// `transaction.timeout.ms` of shard producers: about as long as the shard
 /// itself waits for a transaction ([`KAFKA_CALL_TIMEOUT_MS`] for its commit
 /// and [`TRANSACTIONAL_DELIVERY_TIMEOUT_MS`] for its records, plus 5 s for
@@ -219,17 +221,9 @@ impl KafkaSettings {
 /// lacks an ACL, or its credentials are wrong. Retrying cannot cure them (the
 /// same request meets the same ACL), so they stop the shard with a message
 /// that says what to grant, instead of a restart loop.
-pub fn is_denied(code: RDKafkaErrorCode) -> bool {
-    matches!(
-        code,
-        RDKafkaErrorCode::TopicAuthorizationFailed
-            | RDKafkaErrorCode::GroupAuthorizationFailed
-            | RDKafkaErrorCode::ClusterAuthorizationFailed
-            | RDKafkaErrorCode::TransactionalIdAuthorizationFailed
-            | RDKafkaErrorCode::SaslAuthenticationFailed
-            | RDKafkaErrorCode::Authentication
-    )
-}
+/// (The list is the `records` crate's, which every client of the workspace
+/// classes its errors with.)
+pub use ::records::is_denied;
 
 fn kafka_error(op: &'static str, e: KafkaError) -> PortError {
     if e.rdkafka_error_code().is_some_and(is_denied) {
@@ -247,28 +241,9 @@ fn kafka_error(op: &'static str, e: KafkaError) -> PortError {
             };
         }
     }
-    let retryable = match &e {
-        KafkaError::Transaction(t) => t.is_retriable(),
-        other => matches!(
-            other.rdkafka_error_code(),
-            Some(
-                RDKafkaErrorCode::QueueFull
-                    | RDKafkaErrorCode::MessageTimedOut
-                    | RDKafkaErrorCode::RequestTimedOut
-                    | RDKafkaErrorCode::OperationTimedOut
-                    | RDKafkaErrorCode::BrokerTransportFailure
-                    | RDKafkaErrorCode::AllBrokersDown
-                    | RDKafkaErrorCode::NotEnoughReplicas
-                    | RDKafkaErrorCode::NotEnoughReplicasAfterAppend
-                    | RDKafkaErrorCode::LeaderNotAvailable
-                    | RDKafkaErrorCode::NotLeaderForPartition
-                    | RDKafkaErrorCode::NetworkException
-                    | RDKafkaErrorCode::CoordinatorLoadInProgress
-                    | RDKafkaErrorCode::CoordinatorNotAvailable
-                    | RDKafkaErrorCode::NotCoordinator
-            )
-        ),
-    };
+    // Transient: a retriable transaction error, or a code that ends on its
+    // own (a leader moving, a broker restarting, a full queue).
+    let retryable = ::records::transient(&e);
     PortError::Kafka {
         op,
         message: e.to_string(),
@@ -308,20 +283,7 @@ fn topic_partitions(list: &TopicPartitionList) -> Vec<(String, i32)> {
 
 /// A client context for readers that run to the end of partitions: reaching
 /// the end is how they know they are done, not an error worth a log line.
-struct EndAwareContext;
-
-impl ClientContext for EndAwareContext {
-    fn error(&self, error: KafkaError, reason: &str) {
-        // librdkafka reports it both as a message error and as a global one.
-        let end_of_partition = matches!(error, KafkaError::PartitionEOF(_))
-            || error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF);
-        if !end_of_partition {
-            warn!(%error, reason, "librdkafka");
-        }
-    }
-}
-
-impl ConsumerContext for EndAwareContext {}
+use ::records::EndAware as EndAwareContext;
 
 /// Forwards rebalances from librdkafka's callback (inside `poll`) to the port.
 struct ShardConsumerContext {
@@ -1671,9 +1633,6 @@ impl KafkaPort for RdKafkaPort {
     }
 }
 
-/// Low and high watermarks of a partition, retrying the transient errors a
-/// freshly created topic or a moving leader gives (`NotLeaderForPartition`,
-/// `LeaderNotAvailable`) for up to [`RESTORE_STALL_TIMEOUT_MS`].
 /// Asks the broker for `topic`'s metadata through `consumer`, so that
 /// partitions of it assigned next know their leaders (see
 /// `RdKafkaPort::assign_static`). A failure is only logged: the consumer
@@ -1687,47 +1646,26 @@ pub(crate) fn prefetch_metadata<C: ConsumerContext>(consumer: &BaseConsumer<C>, 
 /// How long [`prefetch_metadata`] waits for an answer.
 const METADATA_PREFETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Low and high watermarks of a partition through `records`' one retry loop,
+/// waiting out the transient errors a freshly created topic or a moving
+/// leader gives (`NotLeaderForPartition`, `LeaderNotAvailable`) for up to
+/// `patience` (a restore's: [`RESTORE_STALL_TIMEOUT_MS`]).
 fn watermarks_retrying<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     topic: &str,
     partition: i32,
+    patience: Duration,
 ) -> Result<(i64, i64), PortError> {
-    watermarks_retrying_for(
+    ::records::watermarks(
         consumer,
         topic,
         partition,
-        Duration::from_millis(RESTORE_STALL_TIMEOUT_MS),
+        ::records::Patience {
+            within: patience,
+            retry: ::records::Retry::Transient,
+        },
     )
     .map_err(|e| kafka_error("reading watermarks", e))
-}
-
-/// A partition's watermarks, asked again every 100 ms for up to `patience`
-/// while the error is one a leader election or a topic still being created
-/// answers (`NotLeaderForPartition`, ...): those end on their own.
-fn watermarks_retrying_for<C: ConsumerContext>(
-    consumer: &BaseConsumer<C>,
-    topic: &str,
-    partition: i32,
-    patience: Duration,
-) -> Result<(i64, i64), KafkaError> {
-    let started = Instant::now();
-    loop {
-        match consumer.fetch_watermarks(
-            topic,
-            partition,
-            Duration::from_millis(KAFKA_CALL_TIMEOUT_MS),
-        ) {
-            Ok(watermarks) => return Ok(watermarks),
-            Err(e) => {
-                let retryable = kafka_error("reading watermarks", e.clone()).is_retryable();
-                if !retryable || started.elapsed() > patience {
-                    return Err(e);
-                }
-                warn!(error = %e, topic, partition, "reading watermarks; retrying");
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -10,10 +10,11 @@
 
 use audit::{Audit, AuditReport, Guarantee, StateSnapshot};
 use codecs::topics::TopicNamespace;
-use rdkafka::message::Message;
 use registry::values::ValueFormats;
 
-use crate::kafka::{self, ReadError, TimeBounds};
+use records::{MissingTopics, ReadError, Reader, ReaderSettings, TimeBounds};
+
+use crate::record::READER_GROUP;
 
 /// An audit of what a namespace's topics hold.
 #[derive(Debug, Clone)]
@@ -57,10 +58,14 @@ pub fn audit_namespace_with(
     state: Option<&StateSnapshot>,
 ) -> Result<TopicAudit, ReadError> {
     let mut values = values.reader();
-    let consumer = kafka::reader(bootstrap, client_properties)?;
-    let ranges = kafka::ranges(&consumer, &namespace.all(), TimeBounds::default())?;
+    let consumer = Reader::new(
+        bootstrap,
+        client_properties,
+        ReaderSettings::new(READER_GROUP),
+    )?;
+    let ranges = consumer.ranges(&namespace.all(), TimeBounds::default(), MissingTopics::Fail)?;
     let mut undecodable = 0u64;
-    let records = kafka::read_ranges(&consumer, &ranges, &mut |message| {
+    let records = consumer.read_ranges(&ranges, &mut |message| {
         let decoded = message.payload().map(|p| values.decode(p));
         match (namespace.flow_topic(message.topic()), decoded) {
             (Some(topic), Some(Ok(event))) => audit.record(topic, &event),

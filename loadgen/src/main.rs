@@ -21,7 +21,6 @@ use loadgen::drive::{
     DriveConfig, DriveOptions, DRAIN_TIMEOUT_MS_DEFAULT, PENDING_ORDERS_MAX_DEFAULT,
 };
 use loadgen::interval::INTERVAL_MS_DEFAULT;
-use loadgen::kafka::TimeBounds;
 use loadgen::ping::{self, PingConfig, PingOptions};
 use loadgen::progress::{Progress, Verbosity};
 use loadgen::record::{RecordConfig, INPUT_TOPICS};
@@ -30,6 +29,7 @@ use loadgen::session::{self, RunLabel, SessionConfig, SessionOutcome};
 use loadgen::synth::{self, SequentialOrderIds, SynthConfig};
 use loadgen::traffic::replay::{plan_replay, IdRewriter, Pace, Schedule};
 use loadgen::traffic::{Header, TrafficReader, TrafficWriter};
+use records::TimeBounds;
 use registry::values::ValueFormats;
 use tuning::ValueFormat;
 
@@ -659,7 +659,7 @@ fn session_config(
         options: DriveOptions {
             pending_orders_max: args.pending_max.max(1),
             interval: Duration::from_millis(args.interval_ms),
-            progress,
+            progress: std::sync::Arc::new(progress),
             values,
         },
         out_dir: args
@@ -679,7 +679,7 @@ fn session_config(
 
 /// Prints a finished session and fails if an order went missing or the audit failed.
 fn finish_session(config: &SessionConfig, outcome: &SessionOutcome) -> anyhow::Result<()> {
-    config.options.progress.clear();
+    config.options.progress.close();
     print!("{}", outcome.table);
     println!("report: {}", config.out_dir.display());
     match &outcome.audit {

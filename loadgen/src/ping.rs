@@ -186,7 +186,7 @@ pub fn run_with(config: &PingConfig, options: &PingOptions) -> Result<PingReport
                 sent_by_producer.fetch_add(1, Ordering::Release);
                 producer.poll(Duration::ZERO);
             }
-            crate::kafka::flush(&producer, Duration::from_secs(30))
+            Ok(records::flush(&producer, Duration::from_secs(30))?)
         })
         .map_err(|_| PingError::ProducerPanicked)?;
 
@@ -254,7 +254,7 @@ fn warm_up(
     producer
         .send(BaseRecord::to(topic).key(&marker[..]).payload(&marker[..]))
         .map_err(|(e, _)| e)?;
-    crate::kafka::flush(producer, Duration::from_secs(30))?;
+    records::flush(producer, Duration::from_secs(30)).map_err(rdkafka::error::KafkaError::from)?;
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(30) {
         if let Some(message) = consumer.poll(Duration::from_millis(100)) {
@@ -322,8 +322,12 @@ fn reader_at_end(config: &PingConfig) -> Result<BaseConsumer, PingError> {
     }
     let mut ends = HashMap::new();
     for partition in &partitions {
-        let (_, high) =
-            consumer.fetch_watermarks(&config.topic, *partition, Duration::from_secs(10))?;
+        let (_, high) = records::watermarks(
+            &consumer,
+            &config.topic,
+            *partition,
+            records::Patience::NEW_TOPIC,
+        )?;
         ends.insert(*partition, high);
     }
     let mut assignment = TopicPartitionList::new();

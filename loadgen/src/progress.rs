@@ -2,16 +2,18 @@
 //! watching: hidden under `--quiet` and whenever stdout is not a terminal (a
 //! pipe, a file, CI), so logs and scripts see only the report.
 //!
-//! Owns: the bar's look and its visibility rule. Must never: be updated per
-//! record on a measuring path — callers set the position at most every
+//! Owns: the bar's look and its visibility rule, and the driver's
+//! [`DriveProgress`] drawn on it. Must never: be updated per record on a
+//! measuring path — callers set the position at most every
 //! [`PROGRESS_UPDATE_MS`] (indicatif also rate-limits drawing).
 
 use std::io::IsTerminal;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-/// How often a measuring loop should update the bar.
-pub const PROGRESS_UPDATE_MS: u64 = 100;
+use traffic::drive::DriveProgress;
+/// How often a measuring loop should update the bar: the driver's pace.
+pub use traffic::drive::PROGRESS_UPDATE_MS;
 /// Redraws per second at most.
 const PROGRESS_REFRESH_HZ: u8 = 10;
 
@@ -95,6 +97,23 @@ impl Progress {
     }
 }
 
+/// The driver's progress on the bar: records sent as the count, outcomes as
+/// the message.
+impl DriveProgress for Progress {
+    fn update(&self, sent: u64, outcomes: u64) {
+        self.set(sent);
+        self.message(format!("{outcomes} outcomes"));
+    }
+
+    fn finish(&self) {
+        Progress::finish(self);
+    }
+
+    fn close(&self) {
+        self.clear();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,5 +130,16 @@ mod tests {
         progress.add(3);
         progress.set(7);
         progress.finish();
+    }
+
+    #[test]
+    fn the_drivers_progress_counts_records_sent_on_the_bar() {
+        let progress = Progress::hidden();
+        let driver: &dyn DriveProgress = &progress;
+        driver.update(40, 12);
+        assert_eq!(progress.bar.position(), 40);
+        assert_eq!(progress.bar.message(), "12 outcomes");
+        driver.finish();
+        assert!(progress.bar.is_finished());
     }
 }

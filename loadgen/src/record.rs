@@ -27,10 +27,9 @@ use std::io::Write;
 use codecs::topics::{
     TopicNamespace, ACCOUNT_FUNDED, ALL, ORDER_CREATED, ORDER_UPDATED, STOCK_REPLENISHED,
 };
-use rdkafka::message::{Message, Timestamp};
 
-use crate::kafka::{self, ReadError, TimeBounds};
 use crate::traffic::{Header, Payload, Record, TrafficError, TrafficWriter};
+use records::{MissingTopics, ReadError, Reader, ReaderSettings, TimeBounds};
 
 /// The topics a capture takes by default: what enters the flow from outside.
 pub const INPUT_TOPICS: [&str; 4] = [
@@ -39,6 +38,9 @@ pub const INPUT_TOPICS: [&str; 4] = [
     ORDER_CREATED,
     ORDER_UPDATED,
 ];
+/// The `group.id` of loadgen's topic readers (`record`, `audit`): never
+/// joined, nothing committed under it (reads are by assignment).
+pub const READER_GROUP: &str = "loadgen-reader";
 /// Most records one capture holds (they are merged in memory; ~300 bytes each).
 pub const RECORD_RECORDS_MAX: usize = 10_000_000;
 /// Nanoseconds per millisecond (Kafka timestamps are milliseconds).
@@ -106,19 +108,23 @@ struct Read {
 
 /// Captures `config`'s range into a traffic file written to `out`.
 pub fn capture<W: Write>(config: &RecordConfig, out: W) -> Result<(Captured, W), RecordError> {
-    let consumer = kafka::reader(&config.bootstrap, &config.client_properties)?;
+    let consumer = Reader::new(
+        &config.bootstrap,
+        &config.client_properties,
+        ReaderSettings::new(READER_GROUP),
+    )?;
     let physical: Vec<String> = config
         .topics
         .iter()
         .map(|t| config.namespace.physical(t))
         .collect();
-    let ranges = kafka::ranges(&consumer, &physical, config.bounds)?;
+    let ranges = consumer.ranges(&physical, config.bounds, MissingTopics::Fail)?;
     let mut records: Vec<Read> = Vec::new();
     let mut failure: Option<RecordError> = None;
     // Latest timestamp per partition, to keep each partition's order.
     let mut latest: HashMap<(String, i32), i64> = HashMap::new();
     let mut values = config.values.reader();
-    kafka::read_ranges(&consumer, &ranges, &mut |message| {
+    consumer.read_ranges(&ranges, &mut |message| {
         if failure.is_some() {
             return;
         }
@@ -131,9 +137,9 @@ pub fn capture<W: Write>(config: &RecordConfig, out: W) -> Result<(Captured, W),
             .logical(message.topic())
             .unwrap_or(message.topic())
             .to_string();
-        let time_ms = match message.timestamp() {
-            Timestamp::CreateTime(ms) | Timestamp::LogAppendTime(ms) => ms,
-            Timestamp::NotAvailable => {
+        let time_ms = match message.timestamp_ms() {
+            Some(ms) => ms,
+            None => {
                 failure = Some(RecordError::NoTimestamp {
                     topic,
                     partition: message.partition(),

@@ -22,12 +22,12 @@ use crate::audit_read::{audit_namespace_with, TopicAudit};
 use crate::drive::{
     drive_with, DriveConfig, DriveError, DriveOptions, DriveReport, ScheduledRecord,
 };
-use crate::kafka::ReadError;
 use crate::report::{
     AuditSummary, FlowSummary, Percentiles, Report, ReportError, RunInfo, StageSummary, Summary,
 };
 use crate::state::{read_state, StateReadError};
 use crate::synth::{self, SynthConfig, SynthError};
+use records::ReadError;
 
 /// Longest a state read keeps retrying a key no engine answers for yet.
 pub const STATE_READ_WAIT_MS: u64 = 60_000;

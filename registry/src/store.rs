@@ -10,17 +10,15 @@
 //! One partition keeps one order for every node; writes are meant to come from
 //! one node at a time (see docs/SCHEMAS.md, "What is not done").
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{Offset, TopicPartitionList};
+use records::{Reader, ReaderSettings};
 
 use crate::model::{Change, Registry};
 
@@ -28,8 +26,6 @@ use crate::model::{Change, Registry};
 const METADATA_TIMEOUT_MS: u64 = 10_000;
 /// Default name of the schemas topic, as Confluent's.
 pub const DEFAULT_TOPIC: &str = "_schemas";
-/// How long reading the log to its end at start may take.
-pub const READ_TO_END_TIMEOUT_MS: u64 = 60_000;
 /// How long one append waits for the brokers' acknowledgement.
 pub const APPEND_TIMEOUT_MS: u64 = 15_000;
 
@@ -56,8 +52,8 @@ pub enum StoreError {
         topic: String,
         code: RDKafkaErrorCode,
     },
-    #[error("reading {topic} to its end took over {READ_TO_END_TIMEOUT_MS} ms (at offset {at} of {end})")]
-    ReadTimeout { topic: String, at: i64, end: i64 },
+    #[error("reading the schemas topic to its end: {0}")]
+    Read(#[from] records::ReadError),
     #[error("record at offset {offset} of {topic} breaks the registry: {reason}")]
     Corrupt {
         topic: String,
@@ -164,72 +160,62 @@ async fn ensure_topic(config: &StoreConfig) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Stops reading the log after this long without a record while short of
+/// its end (the `records` crate's stall timeout).
+pub const READ_STALL_TIMEOUT_MS: u64 = 60_000;
+
 fn read_to_end(config: &StoreConfig) -> Result<Registry, StoreError> {
-    let consumer: BaseConsumer = client_config(config)
-        // Assigned, never subscribed: the group id is only required by
-        // librdkafka, no offsets are committed.
-        .set("group.id", "tradeflow-registry-reader")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
-        .create()?;
-    let deadline = Instant::now() + Duration::from_millis(READ_TO_END_TIMEOUT_MS);
-    // A topic just created may not have a leader yet: retry the watermarks.
-    let (low, end) = loop {
-        match consumer.fetch_watermarks(&config.topic, 0, Duration::from_secs(5)) {
-            Ok(marks) => break marks,
-            Err(e) if Instant::now() < deadline => {
-                tracing::debug!(error = %e, "watermarks of the schemas topic not ready");
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            Err(e) => return Err(e.into()),
-        }
-    };
+    // The workspace's one reader: assigned, never subscribed (the group id
+    // is only required by librdkafka, no offsets are committed); the
+    // watermarks of a topic created a moment ago are asked until it has a
+    // leader.
+    let reader = Reader::new(
+        &config.bootstrap,
+        &config.properties,
+        ReaderSettings {
+            stall: Duration::from_millis(READ_STALL_TIMEOUT_MS),
+            ..ReaderSettings::new("tradeflow-registry-reader")
+        },
+    )?;
     let mut registry = Registry::default();
-    if end <= low {
-        tracing::info!(topic = %config.topic, "schemas topic is empty");
-        return Ok(registry);
-    }
-    let mut assignment = TopicPartitionList::new();
-    assignment.add_partition_offset(&config.topic, 0, Offset::Beginning)?;
-    consumer.assign(&assignment)?;
-    let mut at = low;
     let mut records = 0_u64;
-    while at < end {
-        if Instant::now() > deadline {
-            return Err(StoreError::ReadTimeout {
-                topic: config.topic.clone(),
-                at,
-                end,
-            });
+    let mut corrupt: Option<StoreError> = None;
+    let read = reader.read_to_end(&[config.topic.as_str()], &mut |record| {
+        if corrupt.is_some() {
+            return;
         }
-        let Some(message) = consumer.poll(Duration::from_millis(500)) else {
-            continue;
-        };
-        let message = message?;
-        at = message.offset() + 1;
-        let Some(key) = message.key() else {
+        let Some(key) = record.key() else {
             tracing::warn!(
-                offset = message.offset(),
+                offset = record.offset(),
                 "schemas record without a key skipped"
             );
-            continue;
+            return;
         };
-        match Change::from_record(key, message.payload()) {
-            Ok(change) => {
-                registry.apply(change).map_err(|e| StoreError::Corrupt {
-                    topic: config.topic.clone(),
-                    offset: message.offset(),
-                    reason: e.to_string(),
-                })?;
-                records += 1;
-            }
+        match Change::from_record(key, record.payload()) {
+            Ok(change) => match registry.apply(change) {
+                Ok(()) => records += 1,
+                Err(e) => {
+                    corrupt = Some(StoreError::Corrupt {
+                        topic: config.topic.clone(),
+                        offset: record.offset(),
+                        reason: e.to_string(),
+                    })
+                }
+            },
             // Confluent's own record kinds (NOOP, DELETE_SUBJECT, ...) or a
             // newer build's: not ours to judge, so skipped and reported.
             Err(reason) => {
-                tracing::warn!(offset = message.offset(), %reason, "schemas record skipped")
+                tracing::warn!(offset = record.offset(), %reason, "schemas record skipped")
             }
         }
+    })?;
+    if let Some(corrupt) = corrupt {
+        return Err(corrupt);
     }
-    tracing::info!(topic = %config.topic, records, end, "schemas read to the end of the log");
+    if read == 0 {
+        tracing::info!(topic = %config.topic, "schemas topic is empty");
+    } else {
+        tracing::info!(topic = %config.topic, records, read, "schemas read to the end of the log");
+    }
     Ok(registry)
 }

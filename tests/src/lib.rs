@@ -198,22 +198,17 @@ impl KafkaCluster {
         let mut offsets = rdkafka::TopicPartitionList::new();
         for topic in topics {
             for partition in 0..partitions {
-                // A just-created topic's leader may not answer yet: retry.
-                let started = Instant::now();
-                let high = loop {
-                    match consumer.fetch_watermarks(
-                        topic,
-                        partition,
-                        Duration::from_secs(ADMIN_TIMEOUT_S),
-                    ) {
-                        Ok((_, high)) => break high,
-                        Err(e) if started.elapsed() < Duration::from_secs(ADMIN_TIMEOUT_S) => {
-                            tracing::warn!(error = %e, topic, partition, "retrying");
-                            std::thread::sleep(Duration::from_millis(100));
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
-                };
+                // A just-created topic's leader may not answer yet: the
+                // workspace's one watermark loop waits that out.
+                let (_, high) = records::watermarks(
+                    &consumer,
+                    topic,
+                    partition,
+                    records::Patience {
+                        within: Duration::from_secs(ADMIN_TIMEOUT_S),
+                        retry: records::Retry::AnyButDenied,
+                    },
+                )?;
                 offsets.add_partition_offset(topic, partition, rdkafka::Offset::Offset(high))?;
             }
         }
@@ -242,21 +237,12 @@ pub fn flush<C: rdkafka::producer::ProducerContext + 'static>(
     producer: &rdkafka::producer::ThreadedProducer<C>,
     timeout: Duration,
 ) -> Result<(), HarnessError> {
-    use rdkafka::producer::Producer;
-    let started = Instant::now();
-    while producer.in_flight_count() > 0 {
-        if started.elapsed() >= timeout {
-            return Err(HarnessError::Timeout(
-                timeout,
-                format!(
-                    "{} record(s) to be acknowledged",
-                    producer.in_flight_count()
-                ),
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    Ok(())
+    records::flush_threaded(producer, timeout).map_err(|unacknowledged| {
+        HarnessError::Timeout(
+            timeout,
+            format!("{} record(s) to be acknowledged", unacknowledged.in_flight),
+        )
+    })
 }
 
 /// Waits up to `within` for `child` to exit; on expiry kills it (SIGKILL)

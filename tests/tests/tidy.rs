@@ -5,10 +5,14 @@
 //! - every module starts with a `//!` doc saying what it owns and must never do;
 //! - the crate graph (`cargo metadata`, rust-analyzer style): which workspace
 //!   crate may depend on which, which crates see rdkafka (the Kafka adapters)
-//!   and glommio (the engine's runtime), and that the engine's binary does
-//!   not need the load generator;
+//!   and glommio (the engine's runtime), and that the engine's binary links
+//!   no load-generator reporting (no member it reaches declares plotters or
+//!   indicatif), its demo included;
 //! - a dependency two members share is declared once, in the root's
 //!   `[workspace.dependencies]`, and inherited (`x.workspace = true`);
+//! - one watermark loop and one call timeout: only the `records` crate asks
+//!   a broker for watermarks in production code (`records::watermarks`, its
+//!   retry loop), and `KAFKA_CALL_TIMEOUT_MS` is defined once, there;
 //! - one type per setting: the core map's setting types (and the one
 //!   `Guarantee`, the one `ValueFormat`) are defined in the tuning crate only, and every producer
 //!   that sets `transaction.timeout.ms` sets tuning's `TRANSACTION_TIMEOUT_MS`,
@@ -89,6 +93,8 @@ fn every_module_says_what_it_owns() {
         "registry/src",
         "audit/src",
         "hdr/src",
+        "records/src",
+        "traffic/src",
     ] {
         let mut files = Vec::new();
         rust_files(&repo_root().join(krate), &mut files);
@@ -136,7 +142,7 @@ fn each_setting_has_one_type_and_the_transaction_timeout_one_value() {
     let mut files = Vec::new();
     for krate in [
         "engine", "codecs", "services", "loadgen", "tuning", "tests", "registry", "audit", "hdr",
-        "benches",
+        "records", "traffic", "benches",
     ] {
         rust_files(&repo_root().join(krate), &mut files);
     }
@@ -206,10 +212,27 @@ const MAY_DEPEND_ON: &[(&str, &[&str])] = &[
     ("tradeflow-hdr", &[]),
     // The invariant audit: events in, report out (under tuning's `Guarantee`).
     ("tradeflow-audit", &["tradeflow-codecs", "tradeflow-tuning"]),
-    ("tradeflow-registry", &["tradeflow-codecs"]),
+    // Reading topics outside any group and publishing with acknowledgements
+    // awaited: the one reader and publisher, below every Kafka client of ours.
+    ("tradeflow-records", &[]),
+    (
+        "tradeflow-registry",
+        &["tradeflow-codecs", "tradeflow-records"],
+    ),
     (
         "tradeflow-engine",
-        &["tradeflow-codecs", "tradeflow-tuning"],
+        &["tradeflow-codecs", "tradeflow-records", "tradeflow-tuning"],
+    ),
+    // Order traffic (scenarios, traffic files, the open-loop driver): drives
+    // a flow from outside, as a client would, so no engine and no stage.
+    (
+        "tradeflow-traffic",
+        &[
+            "tradeflow-audit",
+            "tradeflow-codecs",
+            "tradeflow-records",
+            "tradeflow-registry",
+        ],
     ),
     // The load generator knows no stage and no engine type.
     (
@@ -218,12 +241,14 @@ const MAY_DEPEND_ON: &[(&str, &[&str])] = &[
             "tradeflow-audit",
             "tradeflow-codecs",
             "tradeflow-hdr",
+            "tradeflow-records",
             "tradeflow-registry",
+            "tradeflow-traffic",
             "tradeflow-tuning",
         ],
     ),
-    // The stages and the `tradeflow` binary. Not the load generator: see
-    // OPTIONAL_ONLY.
+    // The stages and the `tradeflow` binary. Never the load generator; the
+    // traffic crate only for `tradeflow demo` (OPTIONAL_ONLY).
     (
         "tradeflow-services",
         &[
@@ -239,17 +264,22 @@ const MAY_DEPEND_ON: &[(&str, &[&str])] = &[
     // tuning, like a core map's).
     (
         "tradeflow-tests",
-        &["tradeflow-codecs", "tradeflow-engine", "tradeflow-tuning"],
+        &[
+            "tradeflow-codecs",
+            "tradeflow-engine",
+            "tradeflow-records",
+            "tradeflow-tuning",
+        ],
     ),
     // Criterion benchmarks: dev-dependencies only.
     ("tradeflow-benches", &[]),
 ];
 
 /// Normal dependencies allowed only as optional ones, behind the named
-/// feature: `tradeflow demo` drives the flow with the load generator, and a
-/// build without the feature (the production image) links none of it
-/// (plotters, indicatif, rand).
-const OPTIONAL_ONLY: &[(&str, &str, &str)] = &[("tradeflow-services", "tradeflow-loadgen", "demo")];
+/// feature: `tradeflow demo` drives the flow with a synthetic scenario and
+/// the open-loop driver (the traffic crate), and a build without the
+/// feature (the production image) links none of it (rand, the driver).
+const OPTIONAL_ONLY: &[(&str, &str, &str)] = &[("tradeflow-services", "tradeflow-traffic", "demo")];
 
 /// The Kafka adapters: the crates that may use rdkafka directly (any kind of
 /// dependency), each with what it talks to Kafka for. Everything else reaches
@@ -265,9 +295,17 @@ const SEES_RDKAFKA: &[(&str, &str)] = &[
     ),
     (
         "tradeflow-loadgen",
-        "the open-loop driver, `ping`, `record`, the audit's topic reader",
+        "`ping` (its own topic, producer and consumer)",
+    ),
+    (
+        "tradeflow-traffic",
+        "the open-loop driver's producer and outcome reader",
     ),
     ("tradeflow-registry", "the `_schemas` topic"),
+    (
+        "tradeflow-records",
+        "reading topics outside any group, watermarks, publishing with acknowledgements awaited",
+    ),
     (
         "tradeflow-tests",
         "the integration harness against the loopback broker",
@@ -503,5 +541,100 @@ fn shared_dependencies_are_declared_once_for_the_workspace() {
     }
     offences.sort();
     offences.dedup();
+    assert!(offences.is_empty(), "{}", offences.join("\n"));
+}
+
+/// The crates whose sources the one-loop check reads.
+const WORKSPACE_CRATES: &[&str] = &[
+    "engine", "codecs", "services", "loadgen", "tuning", "tests", "registry", "audit", "hdr",
+    "records", "traffic", "benches",
+];
+
+#[test]
+fn one_watermark_loop_and_one_call_timeout() {
+    let mut files = Vec::new();
+    for krate in WORKSPACE_CRATES {
+        rust_files(&repo_root().join(krate), &mut files);
+    }
+    assert!(!files.is_empty(), "no sources found");
+    let mut offences = Vec::new();
+    let mut timeout_definitions = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).expect("readable source");
+        let relative = file
+            .strip_prefix(repo_root())
+            .unwrap_or(file)
+            .display()
+            .to_string();
+        // Production code, the test harness included; an integration test
+        // may read one partition's watermarks once.
+        let production = relative.contains("/src/");
+        for (line, code) in code_lines(&text) {
+            let code = code.split("//").next().unwrap_or_default();
+            if code
+                .trim_start_matches("pub ")
+                .starts_with("const KAFKA_CALL_TIMEOUT_MS")
+            {
+                timeout_definitions.push(format!("{relative}:{line}"));
+            }
+            if production
+                && code.contains("fetch_watermarks(")
+                && relative != "records/src/watermarks.rs"
+            {
+                offences.push(format!(
+                    "{relative}:{line}: asks for watermarks itself: use `records::watermarks` (the one retry loop)"
+                ));
+            }
+        }
+    }
+    if timeout_definitions.len() != 1 || !timeout_definitions[0].starts_with("records/src/lib.rs:")
+    {
+        offences.push(format!(
+            "KAFKA_CALL_TIMEOUT_MS must be defined once, in records/src/lib.rs (the engine's \
+             transaction timeout is derived from it); found at {timeout_definitions:?}"
+        ));
+    }
+    assert!(offences.is_empty(), "{}", offences.join("\n"));
+}
+
+/// Dependencies of the load generator's reporting that the engine's binary
+/// must never link, its `demo` included.
+const REPORTING_ONLY: &[&str] = &["plotters", "indicatif"];
+
+#[test]
+fn the_engine_binary_links_no_load_generator_reporting() {
+    let (members, _, edges) = crate_graph();
+    // Every member the services reach through normal dependencies, optional
+    // ones (features) included: what some build of `tradeflow` links.
+    let mut reached = BTreeSet::from(["tradeflow-services".to_string()]);
+    let mut frontier = vec!["tradeflow-services".to_string()];
+    while let Some(from) = frontier.pop() {
+        for edge in edges
+            .iter()
+            .filter(|e| e.from == from && e.kind == "normal")
+        {
+            if members.contains(&edge.to) && reached.insert(edge.to.clone()) {
+                frontier.push(edge.to.clone());
+            }
+        }
+    }
+    let offences: Vec<String> = edges
+        .iter()
+        .filter(|e| {
+            reached.contains(&e.from)
+                && e.kind == "normal"
+                && REPORTING_ONLY.contains(&e.to.as_str())
+        })
+        .map(|e| {
+            format!(
+                "{} -> {}: the `tradeflow` binary reaches {} and would link {}",
+                e.from, e.to, e.from, e.to
+            )
+        })
+        .collect();
+    assert!(
+        !reached.contains("tradeflow-loadgen"),
+        "tradeflow-services reaches tradeflow-loadgen through normal dependencies: {reached:?}"
+    );
     assert!(offences.is_empty(), "{}", offences.join("\n"));
 }

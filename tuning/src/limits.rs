@@ -70,7 +70,8 @@ pub const COMMIT_INTERVAL_MS_MAX: u32 = 60_000;
 /// Longest `commit.interval_ms` under exactly-once. A shard's transaction
 /// stays open for up to one interval of processing and then for its commit
 /// call; [`TRANSACTION_TIMEOUT_MS`] is sized as the commit call's timeout
-/// (the engine's `KAFKA_CALL_TIMEOUT_MS`, 30 s) plus this interval, so a
+/// (`records::KAFKA_CALL_TIMEOUT_MS`, 30 s, the workspace's one call
+/// timeout, which the engine uses) plus this interval, so a
 /// transaction opened at the start of an interval is committed (or has
 /// failed at the shard) before the broker aborts it. At most half of the
 /// timeout, as in Kafka Streams (10 s timeout, 100 ms interval by default).

@@ -230,11 +230,14 @@ pub fn topic_records(
             // At start-up beside a topic being created, or during a leader
             // election, the first answer may be NotLeaderForPartition: a
             // start-up check must wait that out, not fail the node (CI).
-            let (low, high) = watermarks_retrying_for(
+            let (low, high) = ::records::watermarks(
                 &probe,
                 topic.name(),
                 partition.id(),
-                Duration::from_millis(KAFKA_CALL_TIMEOUT_MS),
+                ::records::Patience {
+                    within: Duration::from_millis(KAFKA_CALL_TIMEOUT_MS),
+                    retry: ::records::Retry::Transient,
+                },
             )?;
             records += u64::try_from(high - low).unwrap_or(0);
         }

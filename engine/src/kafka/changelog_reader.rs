@@ -138,7 +138,12 @@ impl ChangelogReader {
     /// watermark): an upper bound on the keys a restore brings back, for
     /// sizing a store before it (compaction makes it tighter, never lower).
     pub fn extent(&mut self, changelog: &str, partition: PartitionId) -> Result<u64, PortError> {
-        let (low, high) = watermarks_retrying(&self.watermarks, changelog, partition.0)?;
+        let (low, high) = watermarks_retrying(
+            &self.watermarks,
+            changelog,
+            partition.0,
+            Duration::from_millis(RESTORE_STALL_TIMEOUT_MS),
+        )?;
         Ok(u64::try_from(high - low).unwrap_or(0))
     }
 
@@ -175,7 +180,12 @@ impl ChangelogReader {
     ) -> Result<RestoreStats, PortError> {
         // Right after a topic is created or a leader moves, the broker may not
         // lead the partition yet: retry such errors here rather than restart.
-        let (low, high) = watermarks_retrying(&self.watermarks, changelog, partition.0)?;
+        let (low, high) = watermarks_retrying(
+            &self.watermarks,
+            changelog,
+            partition.0,
+            Duration::from_millis(RESTORE_STALL_TIMEOUT_MS),
+        )?;
         let mut stats = RestoreStats::default();
         let start = match from {
             Some(from) if from > low => from,

@@ -1141,7 +1141,8 @@ fn run(
 }
 
 /// `tradeflow demo` in a build without the `demo` feature (the production
-/// image): the load generator it drives the flow with is not linked.
+/// image): the scenario generator and driver it drives the flow with are
+/// not linked.
 #[cfg(not(feature = "demo"))]
 fn demo(
     _rate: u64,
@@ -1156,7 +1157,7 @@ fn demo(
 }
 
 /// The embedded quick start: the flow on librdkafka's mock cluster, driven
-/// open-loop by the load generator (`loadgen::synth`, `loadgen::drive`), then
+/// open-loop by the traffic crate (`traffic::synth`, `traffic::drive`), then
 /// the latency report and the audit.
 #[cfg(feature = "demo")]
 fn demo(
@@ -1283,15 +1284,15 @@ fn demo(
         }
     );
 
-    let config = loadgen::synth::SynthConfig {
+    let config = traffic::synth::SynthConfig {
         accounts: 200,
         instruments: 20,
         orders: rate.saturating_mul(duration_s),
         rate_per_s: rate,
-        ..loadgen::synth::SynthConfig::default()
+        ..traffic::synth::SynthConfig::default()
     };
-    let scenario = loadgen::synth::generate(&config, codecs::ids::order_id_for)?;
-    let schedule = loadgen::drive::schedule(scenario)?;
+    let scenario = traffic::synth::generate(&config, codecs::ids::order_id_for)?;
+    let schedule = traffic::drive::schedule(scenario)?;
     println!(
         "load: {} accounts funded, {} instruments stocked, then orders (with amends, cancels, \
          some bound to fail for funds or stock), {} records at {rate}/s, open loop",
@@ -1299,8 +1300,8 @@ fn demo(
         config.instruments,
         schedule.len()
     );
-    let report = loadgen::drive::drive(
-        &loadgen::drive::DriveConfig {
+    let report = traffic::drive::drive(
+        &traffic::drive::DriveConfig {
             bootstrap: bootstrap.clone(),
             client_properties: Vec::new(),
             drain_timeout: Duration::from_secs(30),

@@ -299,7 +299,7 @@ mod tests {
     use std::collections::HashSet;
 
     use super::*;
-    use crate::traffic::stamp_created_at;
+    use crate::stamp_created_at;
     use codecs::{
         EventHeader, Money, OrderCancelled, OrderCreated, Quantity, Sku, Tag, TimeInForce,
         TimestampNs,
@@ -443,7 +443,7 @@ mod tests {
     #[test]
     fn a_replay_plan_paces_rewrites_and_refuses_foreign_topics(
     ) -> Result<(), Box<dyn std::error::Error>> {
-        use crate::traffic::{Payload, Record};
+        use crate::{Payload, Record};
         let record = |t_ns: u64, topic: &str, payload: Payload| -> Result<Record, ReplayError> {
             Ok(Record {
                 t_ns,

@@ -48,8 +48,8 @@ use rand::{RngExt as _, SeedableRng as _};
 use rand_distr::{Distribution as _, Zipf};
 
 use crate::flow;
-use crate::traffic::replay::fmix64;
-use crate::traffic::{Payload, Record};
+use crate::replay::fmix64;
+use crate::{Payload, Record};
 use audit::{Deserved, DeservedOutcomes};
 
 /// Nanoseconds per second.

@@ -55,9 +55,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::interval::{IntervalError, IntervalLog, IntervalRecorder, INTERVAL_MS_DEFAULT};
 use crate::latency::{LatencyError, LatencyRecorder, HISTOGRAM_SIGFIG, LATENCY_NS_MAX};
-use crate::progress::{Progress, PROGRESS_UPDATE_MS};
-use crate::traffic::stamp_created_at;
-use crate::traffic::Payload;
+use crate::{stamp_created_at, Payload};
 use registry::values::{ValueError, ValueFormats, ValueWriter};
 
 /// Topics whose events end an order: filled, rejected for funds, refunded.
@@ -86,7 +84,7 @@ pub struct ScheduledRecord {
 impl ScheduledRecord {
     /// The record of a traffic file at intended time `at_ns`, if its topic is
     /// one of the flow's (logical names).
-    pub fn from_traffic(at_ns: u64, record: crate::traffic::Record) -> Option<ScheduledRecord> {
+    pub fn from_traffic(at_ns: u64, record: crate::Record) -> Option<ScheduledRecord> {
         let topic = ALL.iter().copied().find(|t| *t == record.topic)?;
         Some(ScheduledRecord {
             at_ns,
@@ -101,7 +99,7 @@ impl ScheduledRecord {
 /// recorded time: records on one of the flow's topics (records on other
 /// topics are left out: `drive` sends into the flow).
 pub fn schedule<E>(
-    records: impl IntoIterator<Item = Result<crate::traffic::Record, E>>,
+    records: impl IntoIterator<Item = Result<crate::Record, E>>,
 ) -> Result<Vec<ScheduledRecord>, E> {
     let mut schedule = Vec::new();
     for record in records {
@@ -124,6 +122,31 @@ pub struct DriveConfig {
     pub namespace: TopicNamespace,
 }
 
+/// How often the measuring loop tells its [`DriveProgress`] how far it got.
+pub const PROGRESS_UPDATE_MS: u64 = 100;
+
+/// Where a drive reports how far it got, from its measuring thread: cheap
+/// calls, at most every [`PROGRESS_UPDATE_MS`] and once at the end. The
+/// driver draws nothing itself (loadgen's progress bar implements this; a
+/// library caller may ignore it with [`NoProgress`]).
+pub trait DriveProgress: Send + Sync + std::fmt::Debug {
+    /// `sent` records of the schedule are sent and `outcomes` orders have
+    /// their terminal outcome.
+    fn update(&self, sent: u64, outcomes: u64);
+    /// The drive ended (its last [`Self::update`] came just before).
+    fn finish(&self) {}
+    /// The caller is about to print its report: stop drawing.
+    fn close(&self) {}
+}
+
+/// A drive's progress told to nobody.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoProgress;
+
+impl DriveProgress for NoProgress {
+    fn update(&self, _sent: u64, _outcomes: u64) {}
+}
+
 /// How a drive runs beyond where it sends ([`DriveConfig`]).
 #[derive(Clone, Debug)]
 pub struct DriveOptions {
@@ -132,9 +155,10 @@ pub struct DriveOptions {
     pub pending_orders_max: usize,
     /// Length of one interval of the interval log.
     pub interval: Duration,
-    /// Counts records sent (set its total to the schedule's length if known);
-    /// its message counts outcomes.
-    pub progress: Progress,
+    /// Told how many records are sent and how many outcomes are read, at
+    /// most every [`PROGRESS_UPDATE_MS`] (loadgen draws its progress bar
+    /// from it); nothing by default.
+    pub progress: Arc<dyn DriveProgress>,
     /// The form each topic's records are written in, and how records read
     /// are decoded (rkyv first, Avro through the registry): rkyv only by
     /// default.
@@ -146,7 +170,7 @@ impl Default for DriveOptions {
         DriveOptions {
             pending_orders_max: PENDING_ORDERS_MAX_DEFAULT,
             interval: Duration::from_millis(INTERVAL_MS_DEFAULT),
-            progress: Progress::hidden(),
+            progress: Arc::new(NoProgress),
             values: ValueFormats::default(),
         }
     }
@@ -305,7 +329,9 @@ pub enum DriveError {
     #[error("topic {0} does not exist: is tradeflow running in this namespace?")]
     NoSuchTopic(String),
     #[error(transparent)]
-    Read(#[from] crate::kafka::ReadError),
+    Read(#[from] records::ReadError),
+    #[error(transparent)]
+    Unacknowledged(#[from] records::Unacknowledged),
     #[error("encoding {kind:?}: {source}")]
     Encode { kind: EventKind, source: ValueError },
     #[error(transparent)]
@@ -331,7 +357,7 @@ fn wall_ns() -> u64 {
 }
 
 fn client(config: &DriveConfig) -> ClientConfig {
-    crate::kafka::client_config(&config.bootstrap, &config.client_properties)
+    records::client_config(&config.bootstrap, &config.client_properties)
 }
 
 /// A `read_committed` reader of the outcome and decision topics, positioned
@@ -347,14 +373,15 @@ fn outcome_reader(config: &DriveConfig) -> Result<BaseConsumer, DriveError> {
     let mut assignment = TopicPartitionList::new();
     for logical in OUTCOME_TOPICS.iter().chain(&DECISION_TOPICS) {
         let topic = namespace.physical(logical);
-        let partitions = match crate::kafka::partitions(&reader, &topic) {
-            Err(crate::kafka::ReadError::NoSuchTopic(topic)) => {
+        let partitions = match records::partitions(&reader, &topic) {
+            Err(records::ReadError::NoSuchTopic(topic)) => {
                 return Err(DriveError::NoSuchTopic(topic))
             }
             found => found?,
         };
         for partition in partitions {
-            let (_, high) = crate::kafka::watermarks(&reader, &topic, partition)?;
+            let (_, high) =
+                records::watermarks(&reader, &topic, partition, records::Patience::NEW_TOPIC)?;
             assignment.add_partition_offset(&topic, partition, Offset::Offset(high))?;
         }
     }
@@ -455,8 +482,7 @@ where
     loop {
         let now_ns = start.elapsed().as_nanos() as u64;
         if now_ns >= progress_at_ns {
-            progress.set(sent_records.load(Ordering::Relaxed));
-            progress.message(format!("{} outcomes", counts.outcomes));
+            progress.update(sent_records.load(Ordering::Relaxed), counts.outcomes);
             progress_at_ns = now_ns + PROGRESS_UPDATE_MS * 1_000_000;
         }
         while let Ok((order, actual)) = sent_rx.try_recv() {
@@ -587,8 +613,7 @@ where
     for order_steps in steps.values() {
         order_steps.record_into(&mut stages);
     }
-    progress.set(events);
-    progress.message(format!("{} outcomes", counts.outcomes));
+    progress.update(events, counts.outcomes);
     progress.finish();
     Ok(DriveReport {
         events_sent: events,
@@ -761,7 +786,7 @@ where
         sent_records.store(events, Ordering::Relaxed);
         producer.poll(Duration::ZERO);
     }
-    crate::kafka::flush(&producer, Duration::from_secs(60))?;
+    records::flush(&producer, Duration::from_secs(60))?;
     Ok((events, orders, orders_intended_ns, pending_wait_max))
 }
 

@@ -1,4 +1,4 @@
-//! The flow's topic names and record keys as the loadgen sends them:
+//! The flow's topic names and record keys as the driver sends them:
 //! `codecs::topics` (part of the wire contract), plus the rule that picks a
 //! record's key from its event.
 //!

@@ -1,4 +1,5 @@
-//! Traffic files: recorded or synthetic Kafka traffic that `loadgen` replays.
+//! Traffic files: recorded or synthetic Kafka traffic that `loadgen` replays
+//! (the crate root re-exports this module's items: `traffic::Record`, ...).
 //!
 //! # Format: `tradeflow-traffic` version 1, JSON Lines
 //! Line 1 is a header object, every further line one record, in send order:
