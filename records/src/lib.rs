@@ -44,5 +44,20 @@ pub use watermarks::{watermarks, Patience, Retry};
 /// time: a shard's commit call may take this long within one transaction.
 pub const KAFKA_CALL_TIMEOUT_MS: u64 = 30_000;
 
+/// Records per partition librdkafka may hold fetched ahead of a reader of
+/// whole topics (`queued.min.messages`, its maximum): a restore, a standby,
+/// an audit. Its default, 100 000, is less than one 16 MiB fetch of
+/// changelog records (some 300 000), so every fetch crossed it; memory stays
+/// bounded by `queued.max.messages.kbytes` (64 MiB).
+pub const QUEUED_RECORDS_MAX: u32 = 10_000_000;
+/// How long librdkafka postpones a partition's next fetch once its local
+/// queue is over a threshold (`fetch.queue.backoff.ms`). Its default is
+/// 1 000 ms, and it is a fixed sleep: the fetch is not retried when the
+/// reader drains the queue (2.12.1 `rd_kafka_toppar_fetch_backoff`,
+/// `rdkafka_fetcher.c`), so a reader that crossed the threshold sat idle
+/// for up to a second per fetch: 0.5 s of a 1 M-key restore, 2.1 s of an
+/// uncompressed one. A reader that keeps up re-checks every millisecond.
+pub const FETCH_QUEUE_BACKOFF_MS: u32 = 1;
+
 #[cfg(test)]
 mod mock_tests;

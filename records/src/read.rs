@@ -260,6 +260,12 @@ impl Reader {
                 "max.partition.fetch.bytes",
                 settings.fetch_bytes.to_string(),
             )
+            // Whole topics: keep fetching ahead (see the constants).
+            .set("queued.min.messages", crate::QUEUED_RECORDS_MAX.to_string())
+            .set(
+                "fetch.queue.backoff.ms",
+                crate::FETCH_QUEUE_BACKOFF_MS.to_string(),
+            )
             .create_with_context(EndAware)
             .map_err(kafka("creating a reader"))?;
         Ok(Reader { consumer, settings })

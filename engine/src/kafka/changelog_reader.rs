@@ -32,6 +32,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset as KafkaOffset, TopicPartitionList};
 use tracing::{info, warn};
 
+use ::records::{FETCH_QUEUE_BACKOFF_MS, QUEUED_RECORDS_MAX};
+
 use super::{
     kafka_error, prefetch_metadata, watermarks_retrying, EndAwareContext, KafkaSettings,
     TRANSACTION_TIMEOUT_MS,
@@ -48,19 +50,6 @@ use crate::telemetry::ShardGauges;
 pub const RESTORE_STALL_TIMEOUT_MS: u64 = TRANSACTION_TIMEOUT_MS + 30_000;
 /// Bytes a changelog reader asks for per fetch.
 pub const RESTORE_FETCH_BYTES: usize = 16 * 1024 * 1024;
-/// Records per partition librdkafka may hold fetched ahead of a changelog
-/// reader (`queued.min.messages`, its maximum). Its default, 100 000, is less
-/// than one 16 MiB fetch of changelog records (some 300 000), so every fetch
-/// crossed it; memory stays bounded by `queued.max.messages.kbytes` (64 MiB).
-pub const RESTORE_QUEUED_RECORDS: u32 = 10_000_000;
-/// How long librdkafka postpones a partition's next fetch once its local
-/// queue is over a threshold (`fetch.queue.backoff.ms`). Its default is
-/// 1 000 ms, and it is a fixed sleep: the fetch is not retried when the
-/// reader drains the queue (2.12.1 `rd_kafka_toppar_fetch_backoff`,
-/// `rdkafka_fetcher.c`), so a restore that crossed the threshold sat idle
-/// for up to a second per fetch: 0.5 s of a 1 M-key restore, 2.1 s of an
-/// uncompressed one. A reader that keeps up re-checks every millisecond.
-pub const FETCH_QUEUE_BACKOFF_MS: u32 = 1;
 /// How often (in records) a restore updates its remaining-offsets gauge.
 pub const RESTORE_PROGRESS_EVERY_RECORDS: u64 = 1_024;
 /// Most records a restore takes from librdkafka's queue at once.
@@ -116,7 +105,7 @@ impl ChangelogReader {
             // large fetches amortise each broker round trip.
             .set("max.partition.fetch.bytes", RESTORE_FETCH_BYTES.to_string())
             .set("fetch.max.bytes", RESTORE_FETCH_BYTES.to_string())
-            .set("queued.min.messages", RESTORE_QUEUED_RECORDS.to_string())
+            .set("queued.min.messages", QUEUED_RECORDS_MAX.to_string())
             .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS.to_string())
             .create_with_context(EndAwareContext)
             .map_err(|e| kafka_error("creating the changelog reader", e))?;

@@ -32,8 +32,8 @@ use tracing::{info, warn};
 
 use super::changelog_reader::{topic_name, MessageBatch, ReaderEvent, ReaderQueue};
 use super::{
-    kafka_error, EndAwareContext, KafkaSettings, FETCH_QUEUE_BACKOFF_MS, RESTORE_FETCH_BYTES,
-    RESTORE_QUEUED_RECORDS,
+    kafka_error, EndAwareContext, KafkaSettings, FETCH_QUEUE_BACKOFF_MS, QUEUED_RECORDS_MAX,
+    RESTORE_FETCH_BYTES,
 };
 use crate::changelog::Changelogs;
 use crate::ids::PartitionId;
@@ -89,7 +89,7 @@ where
         .set("fetch.wait.max.ms", "100")
         .set("max.partition.fetch.bytes", RESTORE_FETCH_BYTES.to_string())
         // A new standby first catches up on whole changelogs, as a restore.
-        .set("queued.min.messages", RESTORE_QUEUED_RECORDS.to_string())
+        .set("queued.min.messages", QUEUED_RECORDS_MAX.to_string())
         .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS.to_string())
         .create_with_context(EndAwareContext)
         .map_err(|e| kafka_error("creating the standby reader", e))?;
