@@ -55,12 +55,12 @@ mod records;
 pub mod registry;
 pub mod standby;
 
+pub use ::records::{FETCH_QUEUE_BACKOFF_MS, QUEUED_RECORDS_MAX};
 use changelog_reader::ChangelogReader;
 pub use changelog_reader::{
     RESTORE_FETCH_BYTES, RESTORE_PROGRESS_EVERY_RECORDS, RESTORE_STALL_TIMEOUT_MS,
 };
 use input_order::{InputLag, InputTimeline, NextInput, TimedRecord};
-pub use ::records::{FETCH_QUEUE_BACKOFF_MS, QUEUED_RECORDS_MAX};
 
 pub use self::records::{publish_and_wait, read_to_end, ReadRecord};
 pub use admin::{ensure_topics, partition_count, topic_records, TopicError, TopicSpec};
