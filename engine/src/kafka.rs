@@ -1704,14 +1704,7 @@ mod error_mapping_tests {
 
     #[test]
     fn refusals_by_the_authorizer_stop_with_what_was_refused() {
-        for code in [
-            RDKafkaErrorCode::TopicAuthorizationFailed,
-            RDKafkaErrorCode::GroupAuthorizationFailed,
-            RDKafkaErrorCode::ClusterAuthorizationFailed,
-            RDKafkaErrorCode::TransactionalIdAuthorizationFailed,
-            RDKafkaErrorCode::SaslAuthenticationFailed,
-            RDKafkaErrorCode::Authentication,
-        ] {
+        for code in ::records::errors::DENIED {
             match mapped(code) {
                 PortError::NotAuthorized { op, message } => {
                     assert_eq!(op, "sending");

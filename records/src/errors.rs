@@ -35,16 +35,18 @@ pub fn is_transient(code: RDKafkaErrorCode) -> bool {
 
 /// Refusals by the cluster's authorizer or authentication: retrying meets
 /// the same ACL.
+pub const DENIED: [RDKafkaErrorCode; 6] = [
+    RDKafkaErrorCode::TopicAuthorizationFailed,
+    RDKafkaErrorCode::GroupAuthorizationFailed,
+    RDKafkaErrorCode::ClusterAuthorizationFailed,
+    RDKafkaErrorCode::TransactionalIdAuthorizationFailed,
+    RDKafkaErrorCode::SaslAuthenticationFailed,
+    RDKafkaErrorCode::Authentication,
+];
+
+/// Whether `code` is one of the [`DENIED`] refusals.
 pub fn is_denied(code: RDKafkaErrorCode) -> bool {
-    matches!(
-        code,
-        RDKafkaErrorCode::TopicAuthorizationFailed
-            | RDKafkaErrorCode::GroupAuthorizationFailed
-            | RDKafkaErrorCode::ClusterAuthorizationFailed
-            | RDKafkaErrorCode::TransactionalIdAuthorizationFailed
-            | RDKafkaErrorCode::SaslAuthenticationFailed
-            | RDKafkaErrorCode::Authentication
-    )
+    DENIED.contains(&code)
 }
 
 /// Whether `error` ends on its own: a transaction error librdkafka calls
@@ -62,14 +64,7 @@ mod tests {
 
     #[test]
     fn no_refusal_is_transient() {
-        for code in [
-            RDKafkaErrorCode::TopicAuthorizationFailed,
-            RDKafkaErrorCode::GroupAuthorizationFailed,
-            RDKafkaErrorCode::ClusterAuthorizationFailed,
-            RDKafkaErrorCode::TransactionalIdAuthorizationFailed,
-            RDKafkaErrorCode::SaslAuthenticationFailed,
-            RDKafkaErrorCode::Authentication,
-        ] {
+        for code in DENIED {
             assert!(is_denied(code), "{code:?}");
             assert!(!is_transient(code), "{code:?}");
             assert!(!transient(&KafkaError::MetadataFetch(code)), "{code:?}");

@@ -127,13 +127,21 @@ impl ChangelogReader {
     /// watermark): an upper bound on the keys a restore brings back, for
     /// sizing a store before it (compaction makes it tighter, never lower).
     pub fn extent(&mut self, changelog: &str, partition: PartitionId) -> Result<u64, PortError> {
-        let (low, high) = watermarks_retrying(
+        let (low, high) = self.watermarks(changelog, partition)?;
+        Ok(u64::try_from(high - low).unwrap_or(0))
+    }
+
+    /// The partition's (low, high) watermarks. Right after a topic is
+    /// created or a leader moves, the broker may not lead the partition yet:
+    /// such errors are retried here (for as long as a restore may stall)
+    /// rather than restart the shard.
+    fn watermarks(&self, changelog: &str, partition: PartitionId) -> Result<(i64, i64), PortError> {
+        watermarks_retrying(
             &self.watermarks,
             changelog,
             partition.0,
             Duration::from_millis(RESTORE_STALL_TIMEOUT_MS),
-        )?;
-        Ok(u64::try_from(high - low).unwrap_or(0))
+        )
     }
 
     /// Applies every committed record of `changelog` (physical name)
@@ -167,14 +175,7 @@ impl ChangelogReader {
         apply: &mut ChangelogApply<'_>,
         gauges: Option<&ShardGauges>,
     ) -> Result<RestoreStats, PortError> {
-        // Right after a topic is created or a leader moves, the broker may not
-        // lead the partition yet: retry such errors here rather than restart.
-        let (low, high) = watermarks_retrying(
-            &self.watermarks,
-            changelog,
-            partition.0,
-            Duration::from_millis(RESTORE_STALL_TIMEOUT_MS),
-        )?;
+        let (low, high) = self.watermarks(changelog, partition)?;
         let mut stats = RestoreStats::default();
         let start = match from {
             Some(from) if from > low => from,
