@@ -3540,6 +3540,10 @@ static void rd_kafka_cgrp_terminated(rd_kafka_cgrp_t *rkcg) {
 
         rd_kafka_timer_stop(&rkcg->rkcg_rk->rk_timers,
                             &rkcg->rkcg_offset_commit_tmr, 1 /*lock*/);
+        /* tradeflow (classic-heartbeat-timer.patch): the heartbeat timer
+         * lives in the group handle freed after this. */
+        rd_kafka_timer_stop(&rkcg->rkcg_rk->rk_timers,
+                            &rkcg->rkcg_serve_timer, 1 /*lock*/);
 
         rd_kafka_q_purge(rkcg->rkcg_wait_coord_q);
 
@@ -6054,12 +6058,39 @@ static void rd_kafka_cgrp_join_state_serve(rd_kafka_cgrp_t *rkcg) {
         case RD_KAFKA_CGRP_JOIN_STATE_STEADY:
         case RD_KAFKA_CGRP_JOIN_STATE_WAIT_ASSIGN_CALL:
         case RD_KAFKA_CGRP_JOIN_STATE_WAIT_UNASSIGN_CALL:
-                if (rkcg->rkcg_flags & RD_KAFKA_CGRP_F_SUBSCRIPTION &&
-                    rd_interval(
-                        &rkcg->rkcg_heartbeat_intvl,
-                        rkcg->rkcg_rk->rk_conf.group_heartbeat_intvl_ms * 1000,
-                        now) > 0)
-                        rd_kafka_cgrp_heartbeat(rkcg);
+                if (rkcg->rkcg_flags & RD_KAFKA_CGRP_F_SUBSCRIPTION) {
+                        rd_ts_t intvl_us =
+                            (rd_ts_t)rkcg->rkcg_rk->rk_conf
+                                .group_heartbeat_intvl_ms *
+                            1000;
+                        rd_ts_t next_heartbeat = rd_interval(
+                            &rkcg->rkcg_heartbeat_intvl, intvl_us, now);
+                        if (next_heartbeat > 0) {
+                                rd_kafka_cgrp_heartbeat(rkcg);
+                                next_heartbeat = intvl_us;
+                        } else {
+                                next_heartbeat = -1 * next_heartbeat;
+                        }
+                        /* tradeflow (classic-heartbeat-timer.patch): this
+                         * function runs only when the main thread wakes,
+                         * which it otherwise does for an op or a timer, at
+                         * least once a second. Without a timer due at the
+                         * next heartbeat, a heartbeat.interval.ms under
+                         * 1000 was served about once a second, and a short
+                         * session.timeout.ms expired on a live member.
+                         * The consumer protocol's heartbeat (above) arms
+                         * the same timer for the same reason. */
+                        if (rkcg->rkcg_serve_timer.rtmr_next >
+                            rd_clock() + next_heartbeat)
+                                rd_kafka_timer_stop(
+                                    &rkcg->rkcg_rk->rk_timers,
+                                    &rkcg->rkcg_serve_timer, 1 /*lock*/);
+                        rd_kafka_timer_start_oneshot(
+                            &rkcg->rkcg_rk->rk_timers,
+                            &rkcg->rkcg_serve_timer, rd_false /*restart*/,
+                            next_heartbeat, rd_kafka_cgrp_serve_timer_cb,
+                            NULL);
+                }
                 break;
         }
 }
