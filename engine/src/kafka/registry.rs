@@ -52,7 +52,8 @@ const REGISTRY_HEARTBEAT_MS_MAX: u64 = 3_000;
 /// How long a registration waits to see itself in the registry (retrying
 /// a coordinator that is still loading).
 pub const REGISTRY_JOIN_TIMEOUT_MS: u64 = 60_000;
-/// How long one listing of the registry may take.
+/// How long one listing of the registry may take, at most; never longer
+/// than the session (see `register`).
 const REGISTRY_LIST_TIMEOUT_MS: u64 = 5_000;
 /// How often the registry thread polls its consumer (heartbeats and
 /// rebalances run in librdkafka's threads; polling serves their callbacks).
@@ -60,8 +61,10 @@ const REGISTRY_POLL_MS: u64 = 100;
 /// Prefix of every registry `client.id`.
 const CLIENT_ID_PREFIX: &str = "tradeflow-owner:";
 /// How often the registry thread lists the members to find departed nodes
-/// (one DescribeGroups request): a departed node is fenced at most this
-/// long after its registration expired.
+/// (one DescribeGroups request) when nothing tells it sooner. An expired
+/// registration makes the coordinator rebalance the registry, and the
+/// thread lists right after that rebalance (`RegistryContext`), so this is
+/// the bound for a departure the rebalance did not show.
 const DEPARTURE_CHECK_MS: u64 = 1_000;
 
 /// What a live member of the registry claims.
@@ -257,9 +260,9 @@ fn list_others(
     consumer: &BaseConsumer<RegistryContext>,
     group: &str,
     client_id: &str,
+    timeout: Duration,
 ) -> Result<(Vec<Claim>, bool), KafkaError> {
-    let listed =
-        consumer.fetch_group_list(Some(group), Duration::from_millis(REGISTRY_LIST_TIMEOUT_MS))?;
+    let listed = consumer.fetch_group_list(Some(group), timeout)?;
     let members: Vec<String> = listed
         .groups()
         .iter()
@@ -280,7 +283,13 @@ fn list_others(
 /// at once, so it never fetches (or resets offsets on) the registry topic,
 /// and librdkafka's client errors about that topic are logged at debug
 /// level (membership is what matters, and a lost one shows in the listing).
-struct RegistryContext;
+/// Every rebalance raises `rebalanced`: the members changed (one joined, or
+/// one left or expired), so the registry thread lists them now rather than
+/// at its next periodic check.
+#[derive(Default)]
+struct RegistryContext {
+    rebalanced: Arc<AtomicBool>,
+}
 
 impl ClientContext for RegistryContext {
     fn error(&self, error: KafkaError, reason: &str) {
@@ -294,6 +303,7 @@ impl ConsumerContext for RegistryContext {
             if let Err(e) = consumer.pause(list) {
                 debug!(error = %e, "pausing the owners' registry partition");
             }
+            self.rebalanced.store(true, Ordering::Release);
         }
     }
 }
@@ -370,6 +380,13 @@ pub fn register(
         &[TopicSpec::stream(topic.as_str(), 1, replication)],
     )?;
     let client_id = claim.client_id();
+    // The thread does not poll while it lists, and librdkafka leaves the
+    // group of a consumer that goes `max.poll.interval.ms` (three sessions)
+    // without a poll: with a 1.5 s session and a 5 s listing, a live node
+    // whose coordinator was slow to answer left its registration (`MAXPOLL
+    // ... leaving group`) and the other nodes fenced it. A listing that
+    // times out is tried again at the next check.
+    let list_timeout = Duration::from_millis(REGISTRY_LIST_TIMEOUT_MS.min(session_ms));
     let consumer: BaseConsumer<RegistryContext> = settings
         .base()
         .set("group.id", &group)
@@ -385,8 +402,12 @@ pub fn register(
                 .clamp(1, REGISTRY_HEARTBEAT_MS_MAX)
                 .to_string(),
         )
+        // Also the classic protocol's rebalance timeout: how long a
+        // rebalance waits for a member that does not rejoin (one killed in
+        // the middle of it). The thread polls between listings, each bounded
+        // by `list_timeout` below, well inside it.
         .set("max.poll.interval.ms", (session_ms * 3).to_string())
-        .create_with_context(RegistryContext)
+        .create_with_context(RegistryContext::default())
         .map_err(|e| kafka_error("creating the registry consumer", e))?;
     // A topic just created may not be in every broker's metadata yet; a
     // subscription to it would log an error. Wait until it is.
@@ -416,7 +437,7 @@ pub fn register(
         let _ = consumer.poll(Duration::from_millis(REGISTRY_POLL_MS));
         // A coordinator still loading (a broker just started or failed
         // over) answers with a retryable error: ask again until the deadline.
-        match list_others(&consumer, &group, &client_id) {
+        match list_others(&consumer, &group, &client_id, list_timeout) {
             Ok((others, true)) => break others,
             Ok((_, false)) => {}
             Err(e) if Instant::now() < deadline => {
@@ -440,11 +461,12 @@ pub fn register(
                 if let Some(Err(e)) = consumer.poll(Duration::from_millis(REGISTRY_POLL_MS)) {
                     debug!(error = %e, "owners' registry");
                 }
-                if Instant::now() < next_check {
+                let rebalanced = consumer.context().rebalanced.swap(false, Ordering::AcqRel);
+                if !rebalanced && Instant::now() < next_check {
                     continue;
                 }
                 next_check = Instant::now() + Duration::from_millis(DEPARTURE_CHECK_MS);
-                match list_others(&consumer, &group, &client_id) {
+                match list_others(&consumer, &group, &client_id, list_timeout) {
                     // A listing without this member is a coordinator in
                     // the middle of a change: it says nothing of the others.
                     Ok((live, true)) => {
