@@ -722,6 +722,21 @@ where
     run_shard(shard, context).instrument(span).await
 }
 
+/// When the shard last reported, and the ownership that report showed.
+struct Published {
+    at: Instant,
+    /// [`Shard::ownership_changes`] at that report.
+    ownership: u64,
+}
+
+impl Published {
+    fn now<S: Stage>(&mut self, shard: &mut Shard<S, RdKafkaPort>, reports: &ReportChannel) {
+        publish(shard, reports);
+        self.at = Instant::now();
+        self.ownership = shard.ownership_changes();
+    }
+}
+
 /// Hands the shard's report to the hub; a full queue leaves the data on the
 /// shard for the next report, so nothing measured is lost and nothing blocks.
 fn publish<S: Stage>(shard: &mut Shard<S, RdKafkaPort>, reports: &ReportChannel) {
@@ -762,7 +777,10 @@ async fn run_shard<S: Stage>(
         context.gauges.set_status(ShardStatus::Running);
     }
     let publish_every = Duration::from_millis(PUBLISH_INTERVAL_MS);
-    let mut last_publish = Instant::now();
+    let mut published = Published {
+        at: Instant::now(),
+        ownership: shard.ownership_changes(),
+    };
     let mut cadence = CommitCadence::new(context.cadence, Instant::now());
     let mut idle_since: Option<Instant> = None;
     // Roll-backs since the last successful commit: past the limit the
@@ -780,6 +798,11 @@ async fn run_shard<S: Stage>(
                 Ok(Step::Rebalanced) => {
                     context.gauges.set_status(ShardStatus::Running);
                     handled += 1;
+                    // Reported before the batch goes on and before a commit
+                    // that may take a while on a loaded broker.
+                    if shard.ownership_changes() != published.ownership {
+                        published.now(&mut shard, &context.reports);
+                    }
                 }
                 Ok(Step::Processed | Step::DeadLettered) => handled += 1,
                 // A send refused because the open transaction already failed
@@ -865,9 +888,12 @@ async fn run_shard<S: Stage>(
                 shard.roll_back()?;
             }
         }
-        if last_publish.elapsed() >= publish_every {
-            publish(&mut shard, &context.reports);
-            last_publish = Instant::now();
+        // A change of ownership is reported at once: the node's gauges then
+        // show a take-over when it happens, not up to a report interval later.
+        if published.at.elapsed() >= publish_every
+            || shard.ownership_changes() != published.ownership
+        {
+            published.now(&mut shard, &context.reports);
         }
         if handled == 0 {
             let idle_for = now.saturating_duration_since(*idle_since.get_or_insert(now));

@@ -136,6 +136,9 @@ pub struct Shard<S: Stage, P: KafkaPort> {
     /// its tail; `revoke` hands the partition's committed stores back to it.
     /// `None`: every assignment restores in full, as without standbys.
     standbys: Option<StandbyHandle<S::State>>,
+    /// Counts assignments and revocations, so the runtime reports a change
+    /// of ownership at once instead of at its next periodic report.
+    ownership_changes: u64,
 }
 
 impl<S: Stage, P: KafkaPort> Shard<S, P> {
@@ -186,6 +189,7 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
             positions: Vec::new(),
             undo: false,
             standbys: None,
+            ownership_changes: 0,
         })
     }
 
@@ -365,6 +369,12 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
 
     pub fn port_mut(&mut self) -> &mut P {
         &mut self.port
+    }
+
+    /// How many times the owned partitions changed (wrapping): a report
+    /// made at another count may show other partitions than the shard owns.
+    pub fn ownership_changes(&self) -> u64 {
+        self.ownership_changes
     }
 
     /// Partitions this shard owns now, sorted.
@@ -582,6 +592,7 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
         }
         self.gauges.set_assigned();
         self.gauges.set_owned(self.owned.keys().map(|p| p.0));
+        self.ownership_changes = self.ownership_changes.wrapping_add(1);
         Ok(())
     }
 
@@ -773,6 +784,7 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
             }
         }
         self.gauges.set_owned(self.owned.keys().map(|p| p.0));
+        self.ownership_changes = self.ownership_changes.wrapping_add(1);
         if !self.uncommitted {
             return Ok(());
         }
