@@ -1075,6 +1075,18 @@ struct TakeOver {
     restored_records: f64,
 }
 
+/// The consumer protocol's group session of the test clusters, as
+/// scripts/kafka configures it (`TRADEFLOW_KAFKA_GROUP_SESSION_MS`, 6 s by
+/// default).
+fn test_cluster_group_session_ms() -> anyhow::Result<u32> {
+    match std::env::var("TRADEFLOW_KAFKA_GROUP_SESSION_MS") {
+        Ok(ms) => ms.parse().map_err(|e| {
+            anyhow::anyhow!("TRADEFLOW_KAFKA_GROUP_SESSION_MS={ms:?} is not a number of ms: {e}")
+        }),
+        Err(_) => Ok(6_000),
+    }
+}
+
 /// Two group-mode engines under the consumer protocol with
 /// `standby_replicas`; node-b is killed with `kill -9` under load and
 /// node-a takes its partitions over. The whole run is audited as always.
@@ -1086,10 +1098,11 @@ fn kill_nine_beside_a_survivor(
     run.consumer_protocol = true;
     run.standby_replicas = standby_replicas;
     // The registry's session as short as the test clusters' group session
-    // (6 s, `group.consumer.session.timeout.ms` in scripts/kafka): the
-    // departed node is fenced when the group hands its partitions over,
-    // rather than 4 s later (docs/STATE.md, "Take-over after kill -9").
-    run.session_ms = Some(6_000);
+    // (`group.consumer.session.timeout.ms`, 6 s unless scripts/kafka was
+    // started with TRADEFLOW_KAFKA_GROUP_SESSION_MS): the departed node is
+    // fenced when the group hands its partitions over, rather than later
+    // (docs/STATE.md, "Take-over after kill -9").
+    run.session_ms = Some(test_cluster_group_session_ms()?);
     // The shipped core maps' layout: a take-over restores one changelog read
     // per partition, not one per store.
     run.changelog_layout = ChangelogLayout::Shared;
@@ -1148,6 +1161,15 @@ fn kill_nine_beside_a_survivor(
     }
     second.kill_nine()?;
     let killed = Instant::now();
+    // To line the take-over up with the nodes' logs (UTC).
+    let killed_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default();
+    println!(
+        "{}: node-b killed at {killed_unix:.3} (Unix time; `date -ud @{killed_unix:.3}`)",
+        run.label
+    );
     while metric("tradeflow_owned_partitions")? < owned_alone {
         anyhow::ensure!(
             killed.elapsed() < Duration::from_secs(TAKE_OVER_WAIT_S),
@@ -1189,9 +1211,10 @@ fn kill_nine_of_a_node_with_and_without_a_standby_replica_prints_both_take_overs
     let cold = kill_nine_beside_a_survivor("takeover-cold", 0)?;
     let warm = kill_nine_beside_a_survivor("takeover-standby", 1)?;
     println!(
-        "take-over after kill -9 (consumer protocol, 2 nodes, 3 brokers, 6 s sessions): \
+        "take-over after kill -9 (consumer protocol, 2 nodes, 3 brokers, {} ms sessions): \
          without standby {:.2} s in all, restore {:.3} s, {} records; \
          with 1 standby {:.2} s in all, restore {:.3} s, {} records",
+        test_cluster_group_session_ms()?,
         cold.total_s,
         cold.restore_s,
         cold.restored_records,
