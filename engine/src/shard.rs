@@ -377,6 +377,13 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
         self.ownership_changes
     }
 
+    /// The owned partitions changed: the gauges say so now, and the count
+    /// tells the runtime to report them.
+    fn owned_changed(&mut self) {
+        self.gauges.set_owned(self.owned.keys().map(|p| p.0));
+        self.ownership_changes = self.ownership_changes.wrapping_add(1);
+    }
+
     /// Partitions this shard owns now, sorted.
     pub fn owned_partitions(&self) -> Vec<PartitionId> {
         let mut owned: Vec<_> = self.owned.keys().copied().collect();
@@ -591,8 +598,7 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
             debug!(shard = %self.id, %partition, "partition assigned and restored");
         }
         self.gauges.set_assigned();
-        self.gauges.set_owned(self.owned.keys().map(|p| p.0));
-        self.ownership_changes = self.ownership_changes.wrapping_add(1);
+        self.owned_changed();
         Ok(())
     }
 
@@ -783,8 +789,7 @@ impl<S: Stage, P: KafkaPort> Shard<S, P> {
                 standbys.release(*partition, copy);
             }
         }
-        self.gauges.set_owned(self.owned.keys().map(|p| p.0));
-        self.ownership_changes = self.ownership_changes.wrapping_add(1);
+        self.owned_changed();
         if !self.uncommitted {
             return Ok(());
         }
