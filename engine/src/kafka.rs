@@ -117,6 +117,18 @@ pub const TRANSACTIONAL_DELIVERY_TIMEOUT_MS: u64 = KAFKA_CALL_TIMEOUT_MS;
 pub const DELIVERY_TIMEOUT_MS: u64 = 120_000;
 /// How long `send` waits for room in a full producer queue.
 pub const SEND_QUEUE_FULL_TIMEOUT_MS: u64 = 10_000;
+/// `produce.request.max.partitions` of shard producers: how many partitions'
+/// batches one ProduceRequest may carry (a property of our librdkafka patch,
+/// `vendor/rdkafka-sys/PATCHED.md`). librdkafka 2.12.1 sends one request per
+/// partition, and a broker serves one request per connection at a time,
+/// verifying each transactional produce to a partition new to the
+/// transaction with the coordinator first (KIP-890): a transaction spanning
+/// 15 partitions queued 15 requests and 15 verifications one behind the other.
+/// A shard's transaction spans fewer partitions than this (outputs re-keyed
+/// to every partition of a few topics, and its changelog partitions), so one
+/// request carries what a batch wrote to a broker. A `--property` of the
+/// same key overrides it (1 turns merging off).
+pub const PRODUCE_REQUEST_MAX_PARTITIONS: u32 = 64;
 
 /// Kafka Streams' `processing.guarantee`: the workspace's one guarantee
 /// type, the core map's `commit.guarantee`.
@@ -182,6 +194,18 @@ impl std::fmt::Debug for KafkaSettings {
 impl KafkaSettings {
     fn has_property(&self, key: &str) -> bool {
         self.client_properties.iter().any(|(k, _)| k == key)
+    }
+
+    /// Shard producers merge the ProduceRequests of a batch
+    /// ([`PRODUCE_REQUEST_MAX_PARTITIONS`]), unless the client properties
+    /// say otherwise.
+    fn merge_produce_requests(&self, producer: &mut ClientConfig) {
+        if !self.has_property("produce.request.max.partitions") {
+            producer.set(
+                "produce.request.max.partitions",
+                PRODUCE_REQUEST_MAX_PARTITIONS.to_string(),
+            );
+        }
     }
 
     /// Whether a consumer-group node uses KIP-848's consumer protocol (the
@@ -724,6 +748,7 @@ impl RdKafkaPort {
             .set("acks", "all")
             .set("enable.idempotence", "true")
             .set("linger.ms", settings.linger_ms.to_string());
+        settings.merge_produce_requests(&mut producer_config);
         match settings.guarantee {
             Guarantee::ExactlyOnce => {
                 // librdkafka requires message.timeout.ms <= transaction.timeout.ms:
@@ -760,6 +785,7 @@ impl RdKafkaPort {
             Guarantee::ExactlyOnce => None,
             Guarantee::AtLeastOnce => {
                 let mut config = settings.base();
+                settings.merge_produce_requests(&mut config);
                 config
                     .set("acks", "all")
                     .set("enable.idempotence", "true")

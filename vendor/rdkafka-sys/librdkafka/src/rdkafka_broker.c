@@ -2756,6 +2756,405 @@ static RD_INLINE int rd_kafka_broker_request_supported(rd_kafka_broker_t *rkb,
 
 
 /**
+ * @name Merged ProduceRequests (tradeflow patch: produce-request-merge.patch)
+ *
+ * librdkafka 2.12.1 puts one partition in each ProduceRequest. A Kafka broker
+ * handles one request per connection at a time, and a transactional produce
+ * to a partition new to the transaction waits while the broker verifies it
+ * with the transaction coordinator (KIP-890), so a transaction spanning N
+ * partitions costs N requests served one after another.
+ *
+ * With produce.request.max.partitions > 1 the single-partition requests
+ * waiting, in a row, at the head of a broker's output queue are merged when
+ * the first of them is sent: one request carries up to that many partitions
+ * (each at most once, so a partition's requests keep their order). The
+ * response is split into one single-partition response per carried request,
+ * handed to that request's own callback, so everything librdkafka does per
+ * partition (idempotence sequences, retries, purges, timeouts) works on the
+ * carried requests unchanged. Requests and responses use version 8, the last
+ * one without flexible fields (rdkafka_msgset_writer.c caps it).
+ * @{
+ */
+
+/** One carried request: where its MessageSet starts. */
+struct rd_kafka_produce_carried_s {
+        rd_kafka_buf_t *rkbuf;
+        rd_slice_t msgset;
+        int32_t MessageSetSize;
+        int16_t Acks;
+        int32_t Timeout;
+};
+
+static rd_bool_t rd_kafka_produce_slice_i16(rd_slice_t *slice, int16_t *v) {
+        int16_t be;
+        if (rd_slice_read(slice, &be, sizeof(be)) != sizeof(be))
+                return rd_false;
+        *v = (int16_t)be16toh(be);
+        return rd_true;
+}
+
+static rd_bool_t rd_kafka_produce_slice_i32(rd_slice_t *slice, int32_t *v) {
+        int32_t be;
+        if (rd_slice_read(slice, &be, sizeof(be)) != sizeof(be))
+                return rd_false;
+        *v = (int32_t)be32toh(be);
+        return rd_true;
+}
+
+static rd_bool_t rd_kafka_produce_slice_skip_str(rd_slice_t *slice) {
+        int16_t len;
+        if (!rd_kafka_produce_slice_i16(slice, &len))
+                return rd_false;
+        if (len <= 0)
+                return rd_true;
+        return rd_slice_seek(slice, rd_slice_offset(slice) + (size_t)len) != -1;
+}
+
+/**
+ * @brief Find the MessageSet of a single-partition ProduceRequest
+ *        (version 3 to 8) as the msgset writer wrote it.
+ */
+static rd_bool_t
+rd_kafka_produce_carried_parse(rd_kafka_buf_t *rkbuf,
+                               struct rd_kafka_produce_carried_s *carried) {
+        rd_slice_t slice;
+        int32_t cnt, Partition;
+
+        rd_slice_init_full(&slice, &rkbuf->rkbuf_buf);
+        if (rd_slice_seek(&slice, RD_KAFKAP_REQHDR_SIZE) == -1 ||
+            !rd_kafka_produce_slice_skip_str(&slice) /* ClientId */ ||
+            !rd_kafka_produce_slice_skip_str(&slice) /* TransactionalId */ ||
+            !rd_kafka_produce_slice_i16(&slice, &carried->Acks) ||
+            !rd_kafka_produce_slice_i32(&slice, &carried->Timeout) ||
+            !rd_kafka_produce_slice_i32(&slice, &cnt) || cnt != 1 ||
+            !rd_kafka_produce_slice_skip_str(&slice) /* Topic */ ||
+            !rd_kafka_produce_slice_i32(&slice, &cnt) || cnt != 1 ||
+            !rd_kafka_produce_slice_i32(&slice, &Partition) ||
+            Partition != rkbuf->rkbuf_batch.rktp->rktp_partition ||
+            !rd_kafka_produce_slice_i32(&slice, &carried->MessageSetSize) ||
+            carried->MessageSetSize < 0 ||
+            rd_slice_remains(&slice) != (size_t)carried->MessageSetSize)
+                return rd_false;
+
+        carried->rkbuf  = rkbuf;
+        carried->msgset = slice;
+        return rd_true;
+}
+
+/** Can \p rkbuf, waiting in the output queue, ride in a merged request? */
+static rd_bool_t rd_kafka_produce_mergeable(const rd_kafka_buf_t *rkbuf,
+                                            const rd_kafka_buf_t *first) {
+        return rkbuf->rkbuf_reqhdr.ApiKey == RD_KAFKAP_Produce &&
+               !rkbuf->rkbuf_carried && rkbuf->rkbuf_batch.rktp &&
+               rkbuf->rkbuf_corrid == 0 &&
+               rd_slice_offset(&rkbuf->rkbuf_reader) == 0 &&
+               rkbuf->rkbuf_reqhdr.ApiVersion >= 3 &&
+               rkbuf->rkbuf_reqhdr.ApiVersion <= 8 &&
+               rkbuf->rkbuf_reqhdr.ApiVersion ==
+                   first->rkbuf_reqhdr.ApiVersion &&
+               !(rkbuf->rkbuf_flags &
+                 (RD_KAFKA_OP_F_FLEXVER | RD_KAFKA_OP_F_NO_RESPONSE |
+                  RD_KAFKA_OP_F_NEED_MAKE));
+}
+
+static void rd_kafka_handle_Produce_merged(rd_kafka_t *rk,
+                                           rd_kafka_broker_t *rkb,
+                                           rd_kafka_resp_err_t err,
+                                           rd_kafka_buf_t *reply,
+                                           rd_kafka_buf_t *request,
+                                           void *opaque);
+
+/**
+ * @brief Merge the ProduceRequests waiting in a row at the head of the
+ *        output queue, \p first among them, into one request put in their
+ *        place. Returns the request to send now: the merged one, or
+ *        \p first if there is nothing to merge it with.
+ *
+ * @locality broker thread
+ */
+static rd_kafka_buf_t *rd_kafka_broker_produce_merge(rd_kafka_broker_t *rkb,
+                                                     rd_kafka_buf_t *first) {
+        rd_kafka_t *rk = rkb->rkb_rk;
+        const int max  = rk->rk_conf.produce_request_max_partitions;
+        struct rd_kafka_produce_carried_s *carried;
+        rd_kafka_buf_t *rkbuf, *merged;
+        size_t size = 0;
+        int cnt = 0, topic_cnt = 0, i, j;
+        rd_ts_t ts_timeout, abs_timeout;
+
+        if (max <= 1 || first != TAILQ_FIRST(&rkb->rkb_outbufs.rkbq_bufs) ||
+            !rd_kafka_produce_mergeable(first, first) ||
+            !(rkbuf = TAILQ_NEXT(first, rkbuf_link)) ||
+            !rd_kafka_produce_mergeable(rkbuf, first))
+                return first;
+
+        carried = rd_malloc(sizeof(*carried) * (size_t)max);
+        for (rkbuf = first; rkbuf && cnt < max;
+             rkbuf = TAILQ_NEXT(rkbuf, rkbuf_link)) {
+                size_t len = rd_buf_len(&rkbuf->rkbuf_buf);
+                rd_bool_t again = rd_false;
+
+                /* Stop at anything else: requests are never reordered
+                 * around one that is not a mergeable ProduceRequest. */
+                if (!rd_kafka_produce_mergeable(rkbuf, first))
+                        break;
+                /* A partition's later request waits for a later merge. */
+                for (j = 0; j < cnt && !again; j++)
+                        again = carried[j].rkbuf->rkbuf_batch.rktp ==
+                                rkbuf->rkbuf_batch.rktp;
+                if (again)
+                        continue;
+                if (cnt > 0 && size + len > (size_t)rk->rk_conf.max_msg_size)
+                        break;
+                if (!rd_kafka_produce_carried_parse(rkbuf, &carried[cnt]))
+                        break;
+                if (cnt > 0 && (carried[cnt].Acks != carried[0].Acks ||
+                                carried[cnt].Timeout != carried[0].Timeout))
+                        break;
+                size += len;
+                cnt++;
+        }
+
+        if (cnt < 2) {
+                rd_free(carried);
+                return first;
+        }
+
+        merged = rd_kafka_buf_new_request(rkb, RD_KAFKAP_Produce, cnt + 1,
+                                          size);
+        rd_kafka_buf_ApiVersion_set(merged, first->rkbuf_reqhdr.ApiVersion,
+                                    first->rkbuf_features);
+        rd_kafka_buf_write_kstr(merged, rk->rk_eos.transactional_id);
+        rd_kafka_buf_write_i16(merged, carried[0].Acks);
+        rd_kafka_buf_write_i32(merged, carried[0].Timeout);
+
+        /* Partitions grouped by topic, topics in order of appearance. */
+        for (i = 0; i < cnt; i++) {
+                rd_bool_t seen = rd_false;
+                for (j = 0; j < i && !seen; j++)
+                        seen = carried[j].rkbuf->rkbuf_batch.rktp->rktp_rkt ==
+                               carried[i].rkbuf->rkbuf_batch.rktp->rktp_rkt;
+                if (!seen)
+                        topic_cnt++;
+        }
+        rd_kafka_buf_write_i32(merged, topic_cnt);
+        for (i = 0; i < cnt; i++) {
+                rd_kafka_topic_t *rkt =
+                    carried[i].rkbuf->rkbuf_batch.rktp->rktp_rkt;
+                rd_bool_t seen = rd_false;
+                int partition_cnt = 0;
+
+                for (j = 0; j < i && !seen; j++)
+                        seen =
+                            carried[j].rkbuf->rkbuf_batch.rktp->rktp_rkt == rkt;
+                if (seen)
+                        continue;
+                for (j = i; j < cnt; j++)
+                        if (carried[j].rkbuf->rkbuf_batch.rktp->rktp_rkt == rkt)
+                                partition_cnt++;
+
+                rd_kafka_buf_write_kstr(merged, rkt->rkt_topic);
+                rd_kafka_buf_write_i32(merged, partition_cnt);
+                for (j = i; j < cnt; j++) {
+                        const void *p;
+                        size_t r;
+                        rd_slice_t *msgset = &carried[j].msgset;
+
+                        if (carried[j].rkbuf->rkbuf_batch.rktp->rktp_rkt != rkt)
+                                continue;
+                        rd_kafka_buf_write_i32(
+                            merged,
+                            carried[j].rkbuf->rkbuf_batch.rktp->rktp_partition);
+                        rd_kafka_buf_write_i32(merged,
+                                               carried[j].MessageSetSize);
+                        while ((r = rd_slice_reader(msgset, &p)))
+                                rd_kafka_buf_write(merged, p, r);
+                }
+        }
+
+        /* The carried requests leave the output queue for the merged one,
+         * which takes the first one's place with the earliest timeout. */
+        merged->rkbuf_carried = rd_calloc(1, sizeof(*merged->rkbuf_carried));
+        rd_kafka_bufq_init(merged->rkbuf_carried);
+        ts_timeout  = carried[0].rkbuf->rkbuf_ts_timeout;
+        abs_timeout = carried[0].rkbuf->rkbuf_abs_timeout;
+        for (i = 0; i < cnt; i++) {
+                rkbuf = carried[i].rkbuf;
+                if (rkbuf->rkbuf_ts_timeout &&
+                    (!ts_timeout || rkbuf->rkbuf_ts_timeout < ts_timeout))
+                        ts_timeout = rkbuf->rkbuf_ts_timeout;
+                if (rkbuf->rkbuf_abs_timeout &&
+                    (!abs_timeout || rkbuf->rkbuf_abs_timeout < abs_timeout))
+                        abs_timeout = rkbuf->rkbuf_abs_timeout;
+                rd_kafka_bufq_deq(&rkb->rkb_outbufs, rkbuf);
+                rd_kafka_bufq_enq(merged->rkbuf_carried, rkbuf);
+        }
+        rd_free(carried);
+
+        merged->rkbuf_ts_enq      = first->rkbuf_ts_enq;
+        merged->rkbuf_ts_timeout  = ts_timeout;
+        merged->rkbuf_abs_timeout = abs_timeout;
+        merged->rkbuf_rel_timeout = 0;
+        merged->rkbuf_max_retries = 0;
+        merged->rkbuf_prio        = first->rkbuf_prio;
+        merged->rkbuf_cb          = rd_kafka_handle_Produce_merged;
+        merged->rkbuf_opaque      = NULL;
+        rd_kafka_buf_finalize(rk, merged);
+
+        TAILQ_INSERT_HEAD(&rkb->rkb_outbufs.rkbq_bufs, merged, rkbuf_link);
+        rd_atomic32_add(&rkb->rkb_outbufs.rkbq_cnt, 1);
+
+        rd_rkb_dbg(rkb, PROTOCOL, "PRODUCE",
+                   "Merged %d ProduceRequests (%d topic(s), %" PRIusz
+                   " bytes) into one",
+                   cnt, topic_cnt, rd_buf_len(&merged->rkbuf_buf));
+        return merged;
+}
+
+/**
+ * @brief Hand one carried request its own answer: \p err, or \p reply
+ *        (NULL on error), after marking it sent as the merged request was.
+ */
+static void rd_kafka_produce_carried_callback(rd_kafka_t *rk,
+                                              rd_kafka_broker_t *rkb,
+                                              rd_kafka_buf_t *merged,
+                                              rd_kafka_buf_t *rkbuf,
+                                              rd_kafka_resp_err_t err,
+                                              rd_kafka_buf_t *reply) {
+        rd_kafka_bufq_deq(merged->rkbuf_carried, rkbuf);
+        if (merged->rkbuf_flags & RD_KAFKA_OP_F_SENT) {
+                rkbuf->rkbuf_flags |= RD_KAFKA_OP_F_SENT;
+                rkbuf->rkbuf_ts_sent = merged->rkbuf_ts_sent;
+        }
+        rkbuf->rkbuf_corrid = merged->rkbuf_corrid;
+        rkbuf->rkbuf_connid = merged->rkbuf_connid;
+        rd_kafka_buf_callback(rk, rkb, err, reply, rkbuf);
+}
+
+/**
+ * @brief Split a merged request's response: each carried request gets a
+ *        single-partition response made of its partition's part, as if it
+ *        had been sent alone; an error goes to every carried request.
+ *
+ * @locality broker thread
+ */
+static void rd_kafka_handle_Produce_merged(rd_kafka_t *rk,
+                                           rd_kafka_broker_t *rkb,
+                                           rd_kafka_resp_err_t err,
+                                           rd_kafka_buf_t *reply,
+                                           rd_kafka_buf_t *request,
+                                           void *opaque) {
+        const int log_decode_errors = LOG_ERR;
+        const int16_t ApiVersion    = request->rkbuf_reqhdr.ApiVersion;
+        rd_kafka_buf_t *rkbuf;
+        int32_t TopicCnt, PartitionCnt, i, j;
+
+        if (err || !reply)
+                goto fail_rest;
+
+        rd_kafka_buf_read_i32(reply, &TopicCnt);
+        for (i = 0; i < TopicCnt; i++) {
+                rd_kafkap_str_t Topic;
+
+                rd_kafka_buf_read_str(reply, &Topic);
+                rd_kafka_buf_read_i32(reply, &PartitionCnt);
+                for (j = 0; j < PartitionCnt; j++) {
+                        rd_slice_t start = reply->rkbuf_reader, part;
+                        rd_kafka_buf_t *resp;
+                        int32_t Partition, RecordErrorCnt, k;
+                        int16_t ErrorCode;
+                        int64_t Int64;
+                        const void *p;
+                        size_t r, len;
+
+                        rd_kafka_buf_read_i32(reply, &Partition);
+                        rd_kafka_buf_read_i16(reply, &ErrorCode);
+                        rd_kafka_buf_read_i64(reply, &Int64); /* BaseOffset */
+                        if (ApiVersion >= 2) /* LogAppendTime */
+                                rd_kafka_buf_read_i64(reply, &Int64);
+                        if (ApiVersion >= 5) /* LogStartOffset */
+                                rd_kafka_buf_read_i64(reply, &Int64);
+                        if (ApiVersion >= 8) {
+                                rd_kafka_buf_read_i32(reply, &RecordErrorCnt);
+                                for (k = 0; k < RecordErrorCnt; k++) {
+                                        int32_t BatchIndex;
+                                        rd_kafka_buf_read_i32(reply,
+                                                              &BatchIndex);
+                                        rd_kafka_buf_skip_str(reply);
+                                }
+                                rd_kafka_buf_skip_str(reply); /* ErrorMessage */
+                        }
+                        len = rd_slice_offset(&reply->rkbuf_reader) -
+                              rd_slice_offset(&start);
+
+                        TAILQ_FOREACH(rkbuf,
+                                      &request->rkbuf_carried->rkbq_bufs,
+                                      rkbuf_link) {
+                                rd_kafka_toppar_t *rktp =
+                                    rkbuf->rkbuf_batch.rktp;
+                                if (rktp->rktp_partition == Partition &&
+                                    !rd_kafkap_str_cmp(rktp->rktp_rkt->rkt_topic,
+                                                       &Topic))
+                                        break;
+                        }
+                        if (!rkbuf) {
+                                rd_rkb_log(rkb, LOG_WARNING, "PRODUCE",
+                                           "Merged ProduceResponse names "
+                                           "%.*s [%" PRId32
+                                           "], which the request did not",
+                                           RD_KAFKAP_STR_PR(&Topic), Partition);
+                                continue;
+                        }
+
+                        /* The response this request alone would have had;
+                         * the throttle time is applied once, below. */
+                        resp = rd_kafka_buf_new(1, 4 + RD_KAFKAP_STR_SIZE(&Topic) +
+                                                       4 + len + 4);
+                        rd_kafka_buf_write_i32(resp, 1);
+                        rd_kafka_buf_write_kstr(resp, &Topic);
+                        rd_kafka_buf_write_i32(resp, 1);
+                        if (rd_slice_narrow_copy_relative(&start, &part, len))
+                                while ((r = rd_slice_reader(&part, &p)))
+                                        rd_kafka_buf_write(resp, p, r);
+                        if (ApiVersion >= 1)
+                                rd_kafka_buf_write_i32(resp, 0);
+                        rd_slice_init_full(&resp->rkbuf_reader,
+                                           &resp->rkbuf_buf);
+                        resp->rkbuf_reqhdr = reply->rkbuf_reqhdr;
+                        resp->rkbuf_reshdr = reply->rkbuf_reshdr;
+                        resp->rkbuf_flags |=
+                            reply->rkbuf_flags &
+                            RD_KAFKA_BUF_FLAGS_RESP_COPY_MASK;
+                        resp->rkbuf_ts_sent = reply->rkbuf_ts_sent;
+                        resp->rkbuf_totlen  = rd_buf_len(&resp->rkbuf_buf);
+                        resp->rkbuf_rkb     = rkb;
+                        rd_kafka_broker_keep(rkb);
+
+                        rd_kafka_produce_carried_callback(rk, rkb, request,
+                                                          rkbuf, 0, resp);
+                }
+        }
+        if (ApiVersion >= 1)
+                rd_kafka_buf_read_throttle_time(reply);
+
+        /* A carried request the response did not name is answered with
+         * an error, never left waiting. */
+        err = RD_KAFKA_RESP_ERR__BAD_MSG;
+        goto fail_rest;
+
+err_parse:
+        err = reply->rkbuf_err ? reply->rkbuf_err : RD_KAFKA_RESP_ERR__BAD_MSG;
+
+fail_rest:
+        while ((rkbuf = TAILQ_FIRST(&request->rkbuf_carried->rkbq_bufs)))
+                rd_kafka_produce_carried_callback(rk, rkb, request, rkbuf, err,
+                                                  NULL);
+}
+
+/**@}*/
+
+
+/**
  * Send queued messages to broker
  *
  * Locality: io thread
@@ -2770,8 +3169,13 @@ int rd_kafka_send(rd_kafka_broker_t *rkb) {
                rd_kafka_bufq_cnt(&rkb->rkb_waitresps) < rkb->rkb_max_inflight &&
                (rkbuf = TAILQ_FIRST(&rkb->rkb_outbufs.rkbq_bufs))) {
                 ssize_t r;
-                size_t pre_of = rd_slice_offset(&rkbuf->rkbuf_reader);
+                size_t pre_of;
                 rd_ts_t now;
+
+                if (rkbuf->rkbuf_reqhdr.ApiKey == RD_KAFKAP_Produce &&
+                    rkb->rkb_rk->rk_conf.produce_request_max_partitions > 1)
+                        rkbuf = rd_kafka_broker_produce_merge(rkb, rkbuf);
+                pre_of = rd_slice_offset(&rkbuf->rkbuf_reader);
 
                 if (unlikely(rkbuf->rkbuf_flags & RD_KAFKA_OP_F_NEED_MAKE)) {
                         /* Request has not been created/baked yet,
@@ -3832,8 +4236,20 @@ static void rd_kafka_broker_internal_serve(rd_kafka_broker_t *rkb,
 
 static RD_INLINE unsigned int
 rd_kafka_broker_outbufs_space(rd_kafka_broker_t *rkb) {
-        int r = rkb->rkb_rk->rk_conf.queue_backpressure_thres -
-                rd_atomic32_get(&rkb->rkb_outbufs.rkbq_cnt);
+        int r;
+
+        /* Merged ProduceRequests (produce.request.max.partitions > 1):
+         * the backpressure threshold counts a pass over the partitions, not
+         * a request. A pass that began with no unsent request may make one
+         * request per partition, and they leave merged; otherwise the
+         * messages wait and batch, as behind one unsent request. (The
+         * idempotent producer's threshold of 1 would let one partition's
+         * request wait at a time, and there would be nothing to merge.) */
+        if (rkb->rkb_rk->rk_conf.produce_request_max_partitions > 1)
+                return rkb->rkb_produce_wave ? 1 : 0;
+
+        r = rkb->rkb_rk->rk_conf.queue_backpressure_thres -
+            rd_atomic32_get(&rkb->rkb_outbufs.rkbq_cnt);
         return r < 0 ? 0 : (unsigned int)r;
 }
 
@@ -3889,6 +4305,7 @@ static int rd_kafka_toppar_producer_serve(rd_kafka_broker_t *rkb,
         int inflight              = 0;
         uint64_t epoch_base_msgid = 0;
         rd_bool_t batch_ready     = rd_false;
+        rd_ts_t wakeup_before_batch = 0;
 
         /* By limiting the number of not-yet-sent buffers (rkb_outbufs) we
          * provide a backpressure mechanism to the producer loop
@@ -3973,6 +4390,7 @@ static int rd_kafka_toppar_producer_serve(rd_kafka_broker_t *rkb,
                  * queue.buffering.max.ms contract.
                  * Unless flushing in which case immediate
                  * wakeups are allowed. */
+                wakeup_before_batch = *next_wakeup;
                 batch_ready = rd_kafka_msgq_allow_wakeup_at(
                     &rktp->rktp_msgq, &rktp->rktp_xmit_msgq,
                     /* Only update the broker thread wakeup time
@@ -4062,6 +4480,16 @@ static int rd_kafka_toppar_producer_serve(rd_kafka_broker_t *rkb,
                  * to the broker's sequence de-duplication window. */
                 max_requests = RD_MIN(max_requests,
                                       RD_KAFKA_IDEMP_MAX_INFLIGHT - inflight);
+
+                /* Merged ProduceRequests: a partition at its limit of
+                 * in-flight requests is served again when a response comes
+                 * in; a ready batch must not make the broker thread poll
+                 * without waiting until then. (Waves of merged requests
+                 * reach the limit far more often than one request at a
+                 * time did.) */
+                if (max_requests <= 0 && batch_ready &&
+                    rkb->rkb_rk->rk_conf.produce_request_max_partitions > 1)
+                        *next_wakeup = wakeup_before_batch;
         }
 
 
@@ -4177,6 +4605,10 @@ static int rd_kafka_broker_produce_toppars(rd_kafka_broker_t *rkb,
         rktp = rkb->rkb_active_toppar_next;
         if (unlikely(!rktp))
                 return 0;
+
+        rkb->rkb_produce_wave =
+            rd_atomic32_get(&rkb->rkb_outbufs.rkbq_cnt) <
+            rkb->rkb_rk->rk_conf.queue_backpressure_thres;
 
         if (rd_kafka_is_idempotent(rkb->rkb_rk)) {
                 /* Idempotent producer: get a copy of the current pid. */

@@ -254,6 +254,10 @@ struct rd_kafka_broker_s { /* rd_kafka_broker_t */
 
         rd_kafka_buf_t *rkb_recv_buf;
 
+        /** Merged ProduceRequests: whether the current pass over the
+         *  partitions may make a request for each (the output queue held
+         *  no unsent request when it began). */
+        rd_bool_t rkb_produce_wave;
         int rkb_max_inflight; /* Maximum number of in-flight
                                * requests to broker.
                                * Compared to rkb_waitresps length.*/

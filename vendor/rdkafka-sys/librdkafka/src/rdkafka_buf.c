@@ -57,6 +57,14 @@ void rd_kafka_buf_destroy_final(rd_kafka_buf_t *rkbuf) {
                 break;
         }
 
+        if (rkbuf->rkbuf_carried) {
+                /* The merged request's callback hands every carried
+                 * request to its own callback before the merged one goes. */
+                rd_assert(TAILQ_EMPTY(&rkbuf->rkbuf_carried->rkbq_bufs));
+                rd_free(rkbuf->rkbuf_carried);
+                rkbuf->rkbuf_carried = NULL;
+        }
+
         if (rkbuf->rkbuf_response)
                 rd_kafka_buf_destroy(rkbuf->rkbuf_response);
 

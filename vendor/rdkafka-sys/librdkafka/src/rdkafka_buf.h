@@ -409,6 +409,11 @@ struct rd_kafka_buf_s { /* rd_kafka_buf_t */
 
 #define rkbuf_batch rkbuf_u.Produce.batch
 
+        /** A merged ProduceRequest: the single-partition requests it
+         *  carries, each answered from its part of the response. NULL for
+         *  any other request. */
+        struct rd_kafka_bufq_s *rkbuf_carried;
+
         const char *rkbuf_uflow_mitigation; /**< Buffer read underflow
                                              *   human readable mitigation
                                              *   string (const memory).

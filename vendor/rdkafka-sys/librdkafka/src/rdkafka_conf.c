@@ -451,6 +451,14 @@ static const struct rd_kafka_property rd_kafka_properties[] = {
      1, 1000000, 1000000},
     {_RK_GLOBAL, "max.in.flight", _RK_C_ALIAS,
      .sdef = "max.in.flight.requests.per.connection"},
+    {_RK_GLOBAL | _RK_PRODUCER, "produce.request.max.partitions", _RK_C_INT,
+     _RK(produce_request_max_partitions),
+     "Maximum number of partitions whose ProduceRequests waiting to be "
+     "sent to one broker are merged into one ProduceRequest (tradeflow "
+     "patch, see vendor/rdkafka-sys/PATCHED.md). 1 (the default) sends "
+     "one request per partition, as librdkafka always did. Above 1, "
+     "ProduceRequest is capped at version 8.",
+     1, 10000, 1},
     {_RK_GLOBAL, "metadata.recovery.strategy", _RK_C_S2I,
      _RK(metadata_recovery_strategy),
      "Controls how the client recovers when none of the brokers known to it "

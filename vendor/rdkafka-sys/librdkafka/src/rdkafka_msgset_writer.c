@@ -106,7 +106,12 @@ static RD_INLINE int
 rd_kafka_msgset_writer_select_MsgVersion(rd_kafka_msgset_writer_t *msetw) {
         rd_kafka_broker_t *rkb       = msetw->msetw_rkb;
         rd_kafka_toppar_t *rktp      = msetw->msetw_rktp;
-        const int16_t max_ApiVersion = rd_kafka_ProduceRequest_max_version;
+        /* Merged requests (produce.request.max.partitions > 1) are written
+         * and split in version 8, the last one without flexible fields. */
+        const int16_t max_ApiVersion =
+            rkb->rkb_rk->rk_conf.produce_request_max_partitions > 1
+                ? 8
+                : rd_kafka_ProduceRequest_max_version;
         int16_t min_ApiVersion       = 0;
         int feature;
         /* Map compression types to required feature and ApiVersion */
