@@ -95,6 +95,21 @@ fn merging_producer(bootstrap: &str, context: ProduceRequests) -> BaseProducer<P
     producer
 }
 
+/// A mock cluster with both topics and a merging producer counted by its
+/// own log lines.
+fn merging_setup() -> (
+    MockCluster<'static, DefaultProducerContext>,
+    String,
+    ProduceRequests,
+    BaseProducer<ProduceRequests>,
+) {
+    let mock = mock_cluster();
+    let bootstrap = mock.bootstrap_servers();
+    let counts = ProduceRequests::default();
+    let producer = merging_producer(&bootstrap, counts.clone());
+    (mock, bootstrap, counts, producer)
+}
+
 /// One record per partition of both topics per transaction; the payload
 /// names the transaction, so a record doubled or lost shows.
 fn produce_transactions(producer: &BaseProducer<ProduceRequests>) {
@@ -194,10 +209,7 @@ fn assert_each_record_once_in_order(records: &BTreeMap<(String, i32), Vec<String
 
 #[test]
 fn a_transaction_over_many_partitions_goes_out_in_merged_requests_and_arrives_whole() {
-    let mock = mock_cluster();
-    let bootstrap = mock.bootstrap_servers();
-    let counts = ProduceRequests::default();
-    let producer = merging_producer(&bootstrap, counts.clone());
+    let (_mock, bootstrap, counts, producer) = merging_setup();
     produce_transactions(&producer);
 
     let sent = counts.sent.load(Ordering::Relaxed);
@@ -220,10 +232,7 @@ fn a_transaction_over_many_partitions_goes_out_in_merged_requests_and_arrives_wh
 
 #[test]
 fn an_error_on_a_merged_request_reaches_each_partition_and_nothing_is_lost_or_doubled() {
-    let mock = mock_cluster();
-    let bootstrap = mock.bootstrap_servers();
-    let counts = ProduceRequests::default();
-    let producer = merging_producer(&bootstrap, counts.clone());
+    let (mock, bootstrap, counts, producer) = merging_setup();
     // Retriable errors for the next ProduceRequests: the mock answers every
     // partition of a request with the request's error, so each carried
     // partition must see it, retry on its own, and keep its sequence.
