@@ -27,9 +27,12 @@ pub struct AdaptiveCommit {
     /// (1–100): after a commit that took `t`, the next waits at least
     /// `t × (100 − p) / p`, so commits back off as they grow slower.
     pub busy_percent_max: u32,
-    /// This shard's share of the node's commit-rate cap: the gap one
-    /// shard's commits keep so that the node stays under
-    /// `transactions_per_s_max`.
+    /// This shard's share of the node's commit-rate cap: the time from one
+    /// commit's start to the next one's, so that the node starts at most
+    /// `transactions_per_s_max` transactions a second. Measured from the
+    /// start, not the end: a cap counted after each commit's own duration
+    /// would hold the rate far below the cap and add the whole gap to every
+    /// hop's latency.
     pub rate_gap: Duration,
 }
 
@@ -59,7 +62,7 @@ pub struct CommitRules {
 impl CommitRules {
     /// The rules of `commit` for each shard of a node of `shards` shards:
     /// the node's commit-rate cap is shared evenly, so each shard keeps
-    /// `shards / transactions_per_s_max` seconds between commits.
+    /// `shards / transactions_per_s_max` seconds between its commits' starts.
     pub fn for_node(commit: &tuning::CommitPolicy, shards: usize) -> Self {
         let adaptive = match commit.timing {
             tuning::CommitTiming::Interval => None,
@@ -104,6 +107,7 @@ pub struct BatchEnd {
 #[derive(Clone, Debug)]
 pub struct CommitCadence {
     policy: CommitRules,
+    last_start: Instant,
     last_end: Instant,
     last_took: Duration,
     /// When the first record since the last commit was processed.
@@ -114,6 +118,7 @@ impl CommitCadence {
     pub fn new(policy: CommitRules, now: Instant) -> Self {
         CommitCadence {
             policy,
+            last_start: now,
             last_end: now,
             last_took: Duration::ZERO,
             waiting_since: None,
@@ -129,6 +134,7 @@ impl CommitCadence {
     /// A commit ran from `started` to `ended`.
     pub fn committed(&mut self, started: Instant, ended: Instant) {
         self.last_took = ended.saturating_duration_since(started);
+        self.last_start = started;
         self.last_end = ended;
         self.waiting_since = None;
     }
@@ -157,11 +163,8 @@ impl CommitCadence {
             // looks drained after nearly every batch).
             return batch.drained && self.policy.on_drain && since >= self.last_took;
         };
-        let gap = adaptive
-            .min_interval
-            .max(adaptive.rate_gap)
-            .max(adaptive.busy_gap(self.last_took));
-        if since < gap {
+        let gap = adaptive.min_interval.max(adaptive.busy_gap(self.last_took));
+        if since < gap || now.saturating_duration_since(self.last_start) < adaptive.rate_gap {
             return false;
         }
         if batch.drained {
@@ -252,9 +255,29 @@ mod tests {
         let t0 = Instant::now();
         let mut cadence = CommitCadence::new(adaptive(), t0);
         cadence.committed(t0, t0 + MS);
-        // Rate gap 2 ms dominates min interval 1 ms and busy gap 1 ms.
-        assert!(!cadence.due(t0 + 2 * MS, DRAINED));
-        assert!(cadence.due(t0 + 3 * MS, DRAINED));
+        // Min interval 1 ms and busy gap 1 ms after the end: t0 + 2 ms.
+        assert!(!cadence.due(t0 + MS + MS / 2, DRAINED));
+        assert!(cadence.due(t0 + 2 * MS, DRAINED));
+    }
+
+    #[test]
+    fn the_rate_cap_spaces_commit_starts_not_the_gaps_after_them() {
+        let t0 = Instant::now();
+        let mut rules = adaptive();
+        if let Some(a) = rules.adaptive.as_mut() {
+            a.rate_gap = 5 * MS;
+            a.busy_percent_max = 90;
+        }
+        let mut cadence = CommitCadence::new(rules, t0);
+        // A 3 ms commit: the cap allows the next start 5 ms after this
+        // one's, 2 ms after its end, not 5 ms after its end.
+        cadence.committed(t0, t0 + 3 * MS);
+        assert!(!cadence.due(t0 + 4 * MS, DRAINED));
+        assert!(cadence.due(t0 + 5 * MS, DRAINED));
+        // A commit longer than the rate gap leaves only the busy share's gap.
+        cadence.committed(t0 + 5 * MS, t0 + 14 * MS);
+        assert!(!cadence.due(t0 + 14 * MS + MS / 2, DRAINED));
+        assert!(cadence.due(t0 + 15 * MS, DRAINED));
     }
 
     #[test]
