@@ -1,7 +1,7 @@
 // Deletes every topic whose name starts with a prefix, through the Admin API,
 // for `scripts/kafka delete-topics` (the Kafka jars scripts/kafka fetches hold
 // no kafka-topics.sh: that is kafka-tools). scripts/latency-run deletes its
-// namespace after each run with it: every run creates some 40 topics of 8
+// namespace after each run with it: every run creates some 18 topics of 8
 // partitions, and a broker holding thousands of partitions from earlier runs
 // measures slower (docs/PERFORMANCE.md), so repeated figures would drift.
 // An empty prefix is refused: it would delete the whole cluster's topics.
