@@ -333,6 +333,16 @@ impl ConsumerContext for ShardConsumerContext {
                 .send(RebalanceNote::Assigned(topic_partitions(list)));
         }
     }
+
+    /// The outcome of an at-least-once shard's asynchronous offset commit
+    /// (`RdKafkaPort::commit_acknowledged`). A failed one loses nothing:
+    /// the next commit's offsets supersede it, and until then a restart
+    /// reads those records again.
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            warn!(error = %e, partitions = offsets.count(), "an offset commit failed; the next one covers it");
+        }
+    }
 }
 
 /// Counts failed deliveries; a commit refuses to proceed past one.
@@ -663,6 +673,11 @@ pub struct RdKafkaPort {
     /// `producer` carries them.
     state_producer: Option<ProducerPair>,
     state_in_transaction: bool,
+    /// At-least-once only: input offsets of commits whose outputs are sent
+    /// but may not all be acknowledged yet, newest per input partition. They
+    /// go to the broker once the output producer has nothing in flight (see
+    /// [`Self::commit_acknowledged`]), never before.
+    unacknowledged: Vec<InputOffset>,
     changelogs: ChangelogReader,
     /// Physical names of the stage's inputs, in the stage's order.
     inputs: Vec<String>,
@@ -816,6 +831,7 @@ impl RdKafkaPort {
             producer,
             state_producer,
             state_in_transaction: false,
+            unacknowledged: Vec::new(),
             changelogs,
             inputs: inputs
                 .iter()
@@ -1108,6 +1124,155 @@ impl RdKafkaPort {
         Ok(list)
     }
 
+    /// At-least-once: commits the open state checkpoint's transaction (the
+    /// changelog writes since the last one), if any.
+    fn commit_state(&mut self) -> Result<(), PortError> {
+        let Some(state) = &self.state_producer else {
+            return Ok(());
+        };
+        if !self.state_in_transaction {
+            return Ok(());
+        }
+        await_deliveries(
+            state.current(),
+            Duration::from_millis(KAFKA_CALL_TIMEOUT_MS),
+            None,
+        )?;
+        if let Err(e) = self.check_deliveries() {
+            return Err(match (&self.state_producer, self.deliveries_purged) {
+                (Some(state), true) => transaction_cause(state.current(), e),
+                _ => e,
+            });
+        }
+        let Some(state) = &mut self.state_producer else {
+            return Ok(());
+        };
+        // Every record is acknowledged, so rdkafka's flush inside
+        // commit_transaction returns at once (see `await_deliveries`).
+        // Any error here is fatal for this producer (see the module notes on
+        // KIP-890): the shard restarts, and the new producer's
+        // init_transactions aborts whatever this one left open.
+        state
+            .current()
+            .commit_transaction(Duration::from_millis(KAFKA_CALL_TIMEOUT_MS))
+            .map_err(|e| kafka_error("commit_transaction (state)", e))?;
+        state.advance();
+        self.state_in_transaction = false;
+        Ok(())
+    }
+
+    /// Exactly-once: commits the open transaction with `offsets`, then
+    /// begins the next one on the other transactional id.
+    fn commit_transaction(
+        &mut self,
+        offsets: &[InputOffset],
+        timeout: Duration,
+        waiting: &mut dyn FnMut(),
+    ) -> Result<(), PortError> {
+        if offsets.is_empty() && self.sent_since_commit == 0 {
+            return Ok(());
+        }
+        // The input offsets join the transaction first: AddOffsetsToTxn
+        // and TxnOffsetCommit are two broker round trips, and while
+        // this call waits for them librdkafka's broker thread keeps
+        // collecting the acknowledgements awaited below, so the two
+        // waits overlap instead of adding up. A record that already
+        // failed makes the transaction abortable and this call return
+        // at once; the delivery error is the cause reported then.
+        let offsets_added = if offsets.is_empty() {
+            Ok(())
+        } else {
+            self.add_offsets_to_transaction(offsets, timeout)
+        };
+        // Every record acknowledged (rdkafka's own flush in
+        // commit_transaction would wait in 100 ms slices; see
+        // `await_deliveries`); and a record that failed means the
+        // transaction cannot commit, so fail now (the shard rolls
+        // back) rather than block in commit_transaction.
+        await_deliveries(self.producer.current(), timeout, Some(waiting)).map_err(uncommitted)?;
+        if let Err(e) = self.check_deliveries() {
+            return Err(uncommitted(if self.deliveries_purged {
+                transaction_cause(self.producer.current(), e)
+            } else {
+                e
+            }));
+        }
+        offsets_added.map_err(uncommitted)?;
+        // From here an error may leave the outcome undecided: only
+        // an abortable one (the transaction cannot commit) is rolled
+        // back; a retriable one is retried; the rest restart.
+        let mut retries = 0;
+        loop {
+            match self.producer.current().commit_transaction(timeout) {
+                Ok(()) => break,
+                Err(KafkaError::Transaction(t))
+                    if t.is_retriable()
+                        && !t.txn_requires_abort()
+                        && retries < COMMIT_RETRIES_MAX =>
+                {
+                    retries += 1;
+                    warn!(error = %t, retries, "commit_transaction failed; retrying it");
+                }
+                Err(e) => {
+                    let error = kafka_error("commit_transaction", e);
+                    if !error.is_abortable() {
+                        self.in_transaction = false;
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        self.in_transaction = false;
+        self.check_deliveries()?;
+        // The other transactional id takes the next transaction while
+        // this one's markers are written (see `ProducerPair`).
+        self.producer.advance();
+        self.begin()?;
+        Ok(())
+    }
+
+    /// At-least-once: commits the offsets of [`Self::unacknowledged`] if
+    /// every output sent so far is acknowledged, without waiting: the poll
+    /// loop calls it, so they reach the broker about a round trip after the
+    /// commit that sent their outputs. A failed delivery is left for
+    /// [`Self::commit_unacknowledged`] to report (the offsets then stay
+    /// uncommitted and the restarted shard reads their records again).
+    fn commit_acknowledged(&mut self) -> Result<(), PortError> {
+        if self.unacknowledged.is_empty()
+            || self.producer.current().in_flight_count() > 0
+            || self.delivery_failures.load(Ordering::Acquire) > self.failures_seen
+        {
+            return Ok(());
+        }
+        self.commit_offsets(CommitMode::Async)
+    }
+
+    /// At-least-once: waits until every output sent so far is acknowledged,
+    /// then commits [`Self::unacknowledged`] (`mode`: `Async` on the data
+    /// path, where the next commit's offsets supersede a lost one; `Sync`
+    /// when the clients close or the inputs move back). Fails, committing
+    /// nothing, if an output was not delivered.
+    fn commit_unacknowledged(&mut self, mode: CommitMode) -> Result<(), PortError> {
+        if self.unacknowledged.is_empty() {
+            return Ok(());
+        }
+        await_deliveries(
+            self.producer.current(),
+            Duration::from_millis(KAFKA_CALL_TIMEOUT_MS),
+            None,
+        )?;
+        self.check_deliveries()?;
+        self.commit_offsets(mode)
+    }
+
+    fn commit_offsets(&mut self, mode: CommitMode) -> Result<(), PortError> {
+        let list = self.offsets_list(&self.unacknowledged)?;
+        self.unacknowledged.clear();
+        self.consumer
+            .commit(&list, mode)
+            .map_err(|e| kafka_error("committing offsets", e))
+    }
+
     /// Leaves the group and closes the clients (the last step of shutdown).
     pub fn close(mut self) {
         self.timeline.clear();
@@ -1117,6 +1282,11 @@ impl RdKafkaPort {
         }
         if self.in_transaction {
             let _ = abort_transaction(self.producer.current(), timeout);
+        }
+        // The last commit's offsets, once its outputs are acknowledged: the
+        // next owner then starts after them instead of re-emitting them.
+        if let Err(e) = self.commit_unacknowledged(CommitMode::Sync) {
+            warn!(error = %e, "the last commit's offsets were not committed; the next owner reads those records again");
         }
         self.consumer.unsubscribe();
         for producer in self.producer.all() {
@@ -1290,6 +1460,7 @@ impl KafkaPort for RdKafkaPort {
         }
         // Serve delivery reports without blocking.
         self.producer.current().poll(Duration::ZERO);
+        self.commit_acknowledged()?;
         self.take_fetched()?;
         if let Some(change) = self.changes.pop_front() {
             return Ok(handler(change));
@@ -1305,6 +1476,11 @@ impl KafkaPort for RdKafkaPort {
             return Ok(());
         }
         let mut max = max;
+        if !self.unacknowledged.is_empty() {
+            // Their acknowledgements arrive on the producer, which does not
+            // wake this wait: come back for them (`commit_acknowledged`).
+            max = max.min(WAITING_SLICE);
+        }
         if self.timeline.held() > 0 {
             // A held record may go now, unless every unit holding one waits
             // for a lagging topic: then sleep until its fetch or the bound.
@@ -1370,38 +1546,12 @@ impl KafkaPort for RdKafkaPort {
     }
 
     fn checkpoint(&mut self) -> Result<(), PortError> {
-        if self.state_producer.is_none() || !self.state_in_transaction {
-            return Ok(());
-        }
-        let Some(state) = &self.state_producer else {
-            return Ok(());
-        };
-        await_deliveries(
-            state.current(),
-            Duration::from_millis(KAFKA_CALL_TIMEOUT_MS),
-            None,
-        )?;
-        if let Err(e) = self.check_deliveries() {
-            return Err(match (&self.state_producer, self.deliveries_purged) {
-                (Some(state), true) => transaction_cause(state.current(), e),
-                _ => e,
-            });
-        }
-        let Some(state) = &mut self.state_producer else {
-            return Ok(());
-        };
-        // Every record is acknowledged, so rdkafka's flush inside
-        // commit_transaction returns at once (see `await_deliveries`).
-        // Any error here is fatal for this producer (see the module notes on
-        // KIP-890): the shard restarts, and the new producer's
-        // init_transactions aborts whatever this one left open.
-        state
-            .current()
-            .commit_transaction(Duration::from_millis(KAFKA_CALL_TIMEOUT_MS))
-            .map_err(|e| kafka_error("commit_transaction (state)", e))?;
-        state.advance();
-        self.state_in_transaction = false;
-        Ok(())
+        self.commit_state()?;
+        // The previous commit's outputs went out a checkpoint ago, so their
+        // acknowledgements are normally in and this does not wait; it must
+        // happen before this commit's outputs are sent, after which nothing
+        // could tell the two commits' acknowledgements apart.
+        self.commit_unacknowledged(CommitMode::Async)
     }
 
     fn commit(
@@ -1412,76 +1562,27 @@ impl KafkaPort for RdKafkaPort {
         let timeout = Duration::from_millis(KAFKA_CALL_TIMEOUT_MS);
         match self.settings.guarantee {
             Guarantee::AtLeastOnce => {
-                await_deliveries(self.producer.current(), timeout, Some(waiting))?;
-                self.check_deliveries()?;
-                if !offsets.is_empty() {
-                    let list = self.offsets_list(offsets)?;
-                    self.consumer
-                        .commit(&list, CommitMode::Sync)
-                        .map_err(|e| kafka_error("committing offsets", e))?;
-                }
-            }
-            Guarantee::ExactlyOnce => {
-                if offsets.is_empty() && self.sent_since_commit == 0 {
-                    return Ok(());
-                }
-                // The input offsets join the transaction first: AddOffsetsToTxn
-                // and TxnOffsetCommit are two broker round trips, and while
-                // this call waits for them librdkafka's broker thread keeps
-                // collecting the acknowledgements awaited below, so the two
-                // waits overlap instead of adding up. A record that already
-                // failed makes the transaction abortable and this call return
-                // at once; the delivery error is the cause reported then.
-                let offsets_added = if offsets.is_empty() {
-                    Ok(())
-                } else {
-                    self.add_offsets_to_transaction(offsets, timeout)
-                };
-                // Every record acknowledged (rdkafka's own flush in
-                // commit_transaction would wait in 100 ms slices; see
-                // `await_deliveries`); and a record that failed means the
-                // transaction cannot commit, so fail now (the shard rolls
-                // back) rather than block in commit_transaction.
-                await_deliveries(self.producer.current(), timeout, Some(waiting))
-                    .map_err(uncommitted)?;
-                if let Err(e) = self.check_deliveries() {
-                    return Err(uncommitted(if self.deliveries_purged {
-                        transaction_cause(self.producer.current(), e)
-                    } else {
-                        e
-                    }));
-                }
-                offsets_added.map_err(uncommitted)?;
-                // From here an error may leave the outcome undecided: only
-                // an abortable one (the transaction cannot commit) is rolled
-                // back; a retriable one is retried; the rest restart.
-                let mut retries = 0;
-                loop {
-                    match self.producer.current().commit_transaction(timeout) {
-                        Ok(()) => break,
-                        Err(KafkaError::Transaction(t))
-                            if t.is_retriable()
-                                && !t.txn_requires_abort()
-                                && retries < COMMIT_RETRIES_MAX =>
-                        {
-                            retries += 1;
-                            warn!(error = %t, retries, "commit_transaction failed; retrying it");
-                        }
-                        Err(e) => {
-                            let error = kafka_error("commit_transaction", e);
-                            if !error.is_abortable() {
-                                self.in_transaction = false;
-                            }
-                            return Err(error);
-                        }
+                // The outputs were just sent; their offsets commit once they
+                // are acknowledged, about a round trip from now, from the
+                // poll loop (`commit_acknowledged`) or at the next checkpoint
+                // at the latest. The shard goes on processing meanwhile: a
+                // crash before that reads these inputs again, and the state
+                // checkpoint already holds their decisions, so the replay
+                // re-emits the same outputs (at-least-once).
+                for offset in offsets {
+                    match self
+                        .unacknowledged
+                        .iter_mut()
+                        .find(|o| o.topic == offset.topic && o.partition == offset.partition)
+                    {
+                        Some(pending) => pending.next = offset.next,
+                        None => self.unacknowledged.push(*offset),
                     }
                 }
-                self.in_transaction = false;
-                self.check_deliveries()?;
-                // The other transactional id takes the next transaction while
-                // this one's markers are written (see `ProducerPair`).
-                self.producer.advance();
-                self.begin()?;
+                self.commit_acknowledged()?;
+            }
+            Guarantee::ExactlyOnce => {
+                self.commit_transaction(offsets, timeout, waiting)?;
             }
         }
         self.sent_since_commit = 0;
@@ -1491,7 +1592,15 @@ impl KafkaPort for RdKafkaPort {
     fn rewind(&mut self, keep: &[PartitionId]) -> Result<Rewind, PortError> {
         let timeout = Duration::from_millis(KAFKA_CALL_TIMEOUT_MS);
         // Under at-least-once the shard holds its outputs until the commit, so
-        // nothing was sent since the last one; only the positions move back.
+        // nothing was sent since the last one; only the positions move back,
+        // to offsets read back from the group: the last commit's go in first
+        // if its outputs are acknowledged. If they are not (or the group
+        // refuses a revoked partition's), the rewind reads older ones and
+        // the restored state re-emits those outputs.
+        if let Err(e) = self.commit_unacknowledged(CommitMode::Sync) {
+            warn!(error = %e, "the last commit's offsets were not committed; its inputs are read again");
+            self.unacknowledged.clear();
+        }
         if self.settings.guarantee == Guarantee::ExactlyOnce && self.in_transaction {
             self.in_transaction = false;
             self.counters.transaction_aborts += 1;
@@ -1886,6 +1995,163 @@ mod commit_latency_tests {
             median.as_millis() < MEDIAN_COMMIT_MS_MAX,
             "median commit {median:?}: something waits on a poll slice again"
         );
+    }
+}
+
+#[cfg(test)]
+mod at_least_once_offset_tests {
+    //! An at-least-once commit does not wait for its outputs'
+    //! acknowledgements, and its offsets never reach the group before them
+    //! (`RdKafkaPort::commit_acknowledged`), on librdkafka's mock cluster.
+
+    use super::*;
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::producer::DefaultProducerContext;
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+    const INPUT: &str = "alo.input";
+    const OUTPUT: &str = "alo.output";
+
+    fn port_on(mock: &MockCluster<'_, DefaultProducerContext>, name: &str) -> RdKafkaPort {
+        for topic in [INPUT, OUTPUT] {
+            mock.create_topic(topic, 1, 1).expect("mock topic");
+        }
+        let settings = KafkaSettings {
+            bootstrap: mock.bootstrap_servers(),
+            application_id: name.into(),
+            guarantee: Guarantee::AtLeastOnce,
+            client_properties: Vec::new(),
+            linger_ms: 0,
+            fetch_wait_max_ms: 5,
+            namespace: TopicNamespace::default(),
+        };
+        RdKafkaPort::new(
+            &settings,
+            &[INPUT],
+            &Ownership::Static(vec![PartitionId(0)]),
+            &format!("{name}-txn"),
+        )
+        .expect("port on the mock cluster")
+    }
+
+    fn send_output(port: &mut RdKafkaPort, n: usize) {
+        let key = n.to_be_bytes();
+        let record = OutRecord {
+            topic: OUTPUT,
+            partition: PartitionId(0),
+            key: Some(&key),
+            payload: Some(b"outcome"),
+            headers: &[],
+        };
+        port.send(&record).expect("output");
+    }
+
+    fn offsets(next: i64) -> [InputOffset; 1] {
+        [InputOffset {
+            topic: TopicIdx(0),
+            partition: PartitionId(0),
+            next: Offset(next),
+        }]
+    }
+
+    fn committed(port: &RdKafkaPort) -> Option<i64> {
+        let mut list = TopicPartitionList::new();
+        list.add_partition(INPUT, 0);
+        let list = port
+            .consumer
+            .committed_offsets(list, Duration::from_secs(10))
+            .expect("committed offsets");
+        match list.elements()[0].offset() {
+            KafkaOffset::Offset(o) => Some(o),
+            _ => None,
+        }
+    }
+
+    /// Polls the port (as the shard's loop does) until `done` or 10 s.
+    fn poll_until(port: &mut RdKafkaPort, mut done: impl FnMut(&RdKafkaPort) -> bool) -> bool {
+        let until = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < until {
+            port.poll(|_| ()).expect("poll");
+            if done(port) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        false
+    }
+
+    #[test]
+    fn offsets_commit_only_after_the_outputs_are_acknowledged() {
+        let mock = MockCluster::new(1).expect("mock cluster");
+        let mut port = port_on(&mock, "alo-acked");
+        // A first commit with every connection up, so that the slow round
+        // trips below fall on the records and offsets, not on start-up.
+        send_output(&mut port, 0);
+        port.checkpoint().expect("checkpoint");
+        port.commit(&offsets(1), &mut || {}).expect("commit");
+        assert!(poll_until(&mut port, |p| p.unacknowledged.is_empty()));
+        assert_eq!(committed(&port), Some(1));
+
+        mock.broker_round_trip_time(1, Duration::from_millis(300))
+            .expect("round trip");
+        for n in 1..5 {
+            send_output(&mut port, n);
+        }
+        port.checkpoint().expect("checkpoint");
+        port.commit(&offsets(5), &mut || {}).expect("commit");
+        // The commit returned with its outputs still in flight, holding
+        // their offsets back.
+        assert!(port.producer.current().in_flight_count() > 0);
+        assert_eq!(port.unacknowledged.len(), 1);
+        // Read while the outputs' acknowledgements are still on their way:
+        // the group has the previous commit's offset.
+        assert_eq!(committed(&port), Some(1));
+        assert!(
+            poll_until(&mut port, |p| p.unacknowledged.is_empty()),
+            "the offsets were never committed"
+        );
+        assert_eq!(port.producer.current().in_flight_count(), 0);
+        mock.broker_round_trip_time(1, Duration::ZERO)
+            .expect("round trip");
+        assert!(poll_until(&mut port, |p| committed(p) == Some(5)));
+        port.close();
+    }
+
+    #[test]
+    fn offsets_of_undelivered_outputs_are_never_committed() {
+        let mock = MockCluster::new(1).expect("mock cluster");
+        let mut port = port_on(&mock, "alo-refused");
+        send_output(&mut port, 0);
+        port.checkpoint().expect("checkpoint");
+        port.commit(&offsets(1), &mut || {}).expect("commit");
+        assert!(poll_until(&mut port, |p| p.unacknowledged.is_empty()));
+
+        // The next produce is refused for good (not retried).
+        mock.request_errors(
+            RDKafkaApiKey::Produce,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED],
+        );
+        send_output(&mut port, 1);
+        port.checkpoint().expect("checkpoint");
+        port.commit(&offsets(2), &mut || {}).expect("commit");
+        // Polled past the failed delivery, the offsets stay held back...
+        assert!(poll_until(&mut port, |p| {
+            p.producer.current().in_flight_count() == 0
+        }));
+        for _ in 0..20 {
+            port.poll(|_| ()).expect("poll");
+        }
+        assert_eq!(port.unacknowledged.len(), 1);
+        assert_eq!(committed(&port), Some(1));
+        // ...and the next commit reports the failure instead of committing.
+        let error = port
+            .checkpoint()
+            .expect_err("the refused output is reported");
+        assert!(
+            matches!(error, PortError::NotAuthorized { .. }),
+            "{error:?}"
+        );
+        assert_eq!(committed(&port), Some(1));
     }
 }
 

@@ -195,8 +195,11 @@ pub trait KafkaPort {
     }
 
     /// Makes every record sent so far durable, then commits `offsets`. Under
-    /// exactly-once both happen in one transaction. On error nothing may be
-    /// assumed committed.
+    /// exactly-once both happen in one transaction. Under at-least-once the
+    /// offsets may commit after this returns, once the records sent before
+    /// them are acknowledged, never earlier (the state checkpoint already
+    /// holds their decisions, so a crash in between re-emits the same
+    /// outputs). On error nothing may be assumed committed.
     ///
     /// `waiting` is called while the commit waits on the broker for its
     /// records' acknowledgements, at least every millisecond of that wait:
