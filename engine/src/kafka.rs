@@ -965,8 +965,14 @@ impl RdKafkaPort {
     /// Moves what the consumer has fetched into the timeline, without
     /// blocking, so the next record is chosen among everything fetched.
     fn take_fetched(&mut self) -> Result<(), PortError> {
+        // rdkafka 0.39's `BaseConsumer::poll` with a zero timeout returns
+        // `None` after serving one event that is not a record (an offset
+        // commit's result: `EventPollResult::EventConsumed`), with records
+        // possibly queued behind it: one more try tells it from empty.
+        let mut second_try = false;
         while self.timeline.held() < input_order::HELD_RECORDS_MAX {
             match self.consumer.poll(Duration::ZERO) {
+                None if !second_try => second_try = true,
                 None => break,
                 Some(Ok(message)) => {
                     let held = HeldRecord::new(message);
