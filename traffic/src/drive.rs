@@ -6,6 +6,8 @@
 //! sender sends at once and the lateness counts), the bound on orders awaiting
 //! their outcome, the outcome reader that matches each terminal event to its
 //! order, and the latency recording (whole run and per interval).
+//! Fundings and replenishments are acknowledged before the next order goes
+//! out (the order spends them; see `send_schedule`).
 //! Must never: wait for an outcome before sending the next record while fewer
 //! than [`DriveOptions::pending_orders_max`] orders are pending (closed loop),
 //! or time an order from when it was actually sent alone (that hides stalls:
@@ -700,6 +702,8 @@ where
     let mut orders = 0u64;
     let mut orders_intended_ns: Option<(u64, u64)> = None;
     let mut pending_wait_max = Duration::ZERO;
+    // Fundings and replenishments sent but maybe not in the log yet.
+    let mut reference_unacknowledged = false;
     for item in schedule {
         let mut item = item?;
         loop {
@@ -716,6 +720,17 @@ where
             }
             _ => None,
         };
+        if order.is_some() && reference_unacknowledged {
+            // The funding an order spends must be in the log before the
+            // order: records of different topics and partitions carry no
+            // order between them (librdkafka sends each partition's batch
+            // when it is ready), and an engine reading both can only order
+            // what the broker already holds; an order appended ahead of its
+            // account's funding is rightly rejected (UnknownAccount), and
+            // the audit then reports the scenario's plan broken.
+            records::flush(&producer, Duration::from_secs(60))?;
+            reference_unacknowledged = false;
+        }
         if order.is_some() {
             // At most `pending_orders_max` orders without an outcome: wait for
             // one to finish. The wait makes this order late, which its
@@ -774,6 +789,11 @@ where
                 }
                 Err((e, _)) => return Err(e.into()),
             }
+        }
+        if matches!(&item.payload, Payload::Event(event)
+            if matches!(event.kind(), EventKind::AccountFunded | EventKind::StockReplenished))
+        {
+            reference_unacknowledged = true;
         }
         if order.is_some() {
             orders += 1;
