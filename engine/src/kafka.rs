@@ -2086,17 +2086,23 @@ mod at_least_once_offset_tests {
         false
     }
 
-    #[test]
-    fn offsets_commit_only_after_the_outputs_are_acknowledged() {
-        let mock = MockCluster::new(1).expect("mock cluster");
-        let mut port = port_on(&mock, "alo-acked");
-        // A first commit with every connection up, so that the slow round
-        // trips below fall on the records and offsets, not on start-up.
+    /// A port that made a first commit (offset 1) with every connection up,
+    /// so that what a test then does to the broker falls on its own records
+    /// and offsets, not on start-up.
+    fn first_commit_on(mock: &MockCluster<'_, DefaultProducerContext>, name: &str) -> RdKafkaPort {
+        let mut port = port_on(mock, name);
         send_output(&mut port, 0);
         port.checkpoint().expect("checkpoint");
         port.commit(&offsets(1), &mut || {}).expect("commit");
         assert!(poll_until(&mut port, |p| p.unacknowledged.is_empty()));
         assert_eq!(committed(&port), Some(1));
+        port
+    }
+
+    #[test]
+    fn offsets_commit_only_after_the_outputs_are_acknowledged() {
+        let mock = MockCluster::new(1).expect("mock cluster");
+        let mut port = first_commit_on(&mock, "alo-acked");
 
         mock.broker_round_trip_time(1, Duration::from_millis(300))
             .expect("round trip");
@@ -2126,11 +2132,7 @@ mod at_least_once_offset_tests {
     #[test]
     fn offsets_of_undelivered_outputs_are_never_committed() {
         let mock = MockCluster::new(1).expect("mock cluster");
-        let mut port = port_on(&mock, "alo-refused");
-        send_output(&mut port, 0);
-        port.checkpoint().expect("checkpoint");
-        port.commit(&offsets(1), &mut || {}).expect("commit");
-        assert!(poll_until(&mut port, |p| p.unacknowledged.is_empty()));
+        let mut port = first_commit_on(&mock, "alo-refused");
 
         // The next produce is refused for good (not retried).
         mock.request_errors(
