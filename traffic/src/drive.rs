@@ -60,6 +60,10 @@ use crate::latency::{LatencyError, LatencyRecorder, HISTOGRAM_SIGFIG, LATENCY_NS
 use crate::{stamp_created_at, Payload};
 use registry::values::{ValueError, ValueFormats, ValueWriter};
 
+/// How long the sender waits for its records' acknowledgements: the
+/// fundings before the first order that spends them, and everything at the end.
+const SEND_FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Topics whose events end an order: filled, rejected for funds, refunded.
 pub const OUTCOME_TOPICS: [&str; 3] = [STOCK_UPDATED, PAYMENT_FAILED, PAYMENT_REFUNDED];
 /// Intermediate decisions the reader also follows, for per-stage latencies.
@@ -728,7 +732,7 @@ where
             // what the broker already holds; an order appended ahead of its
             // account's funding is rightly rejected (UnknownAccount), and
             // the audit then reports the scenario's plan broken.
-            records::flush(&producer, Duration::from_secs(60))?;
+            records::flush(&producer, SEND_FLUSH_TIMEOUT)?;
             reference_unacknowledged = false;
         }
         if order.is_some() {
@@ -806,7 +810,7 @@ where
         sent_records.store(events, Ordering::Relaxed);
         producer.poll(Duration::ZERO);
     }
-    records::flush(&producer, Duration::from_secs(60))?;
+    records::flush(&producer, SEND_FLUSH_TIMEOUT)?;
     Ok((events, orders, orders_intended_ns, pending_wait_max))
 }
 
