@@ -33,9 +33,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
-use rdkafka::producer::{
-    BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig,
-};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{Offset as KafkaOffset, TopicPartitionList};
 use tracing::{info, warn};
 
@@ -421,6 +419,10 @@ impl ProducerContext for ShardProducerContext {
     }
 }
 
+/// librdkafka's internal purge flag for an aborted transaction's queued
+/// records (`rdkafka_int.h`; librdkafka 2.12.1 as vendored).
+const PURGE_F_ABORT_TXN: i32 = 0x100;
+
 /// `abort_transaction`, with the delivery reports it waits for served.
 ///
 /// librdkafka's `rd_kafka_abort_transaction` purges the records still
@@ -432,11 +434,33 @@ impl ProducerContext for ShardProducerContext {
 /// in the call: with records in flight the abort waited out its whole
 /// timeout and failed. So the queue is purged and the reports served here
 /// first, and the abort finds nothing left to wait for.
+///
+/// The purge is librdkafka's own abort purge (`RD_KAFKA_PURGE_F_QUEUE` with
+/// its internal `RD_KAFKA_PURGE_F_ABORT_TXN`, which `rd_kafka_purge`'s flag
+/// mask, 0x107, accepts): the queued records already hold sequence numbers,
+/// and only that flag makes the partition skip them
+/// (`rd_kafka_toppar_purge_queues` advances the epoch's base). A plain
+/// queue purge left a gap, and the broker refused the next transaction's
+/// records (OUT_OF_ORDER_SEQUENCE_NUMBER) until their delivery timed out,
+/// 30 s later (docs/STATE.md, "Take-over after kill -9").
 fn abort_transaction(
     producer: &BaseProducer<ShardProducerContext>,
     timeout: Duration,
 ) -> KafkaResult<()> {
-    producer.purge(PurgeConfig::default().queue());
+    // SAFETY: the producer's handle is valid for the call; rd_kafka_purge
+    // blocks until the broker threads purged (no NON_BLOCKING flag) and
+    // hands the purged records' reports to the queue served below.
+    let purged = unsafe {
+        rdkafka::bindings::rd_kafka_purge(
+            producer.client().native_ptr(),
+            rdkafka::bindings::RD_KAFKA_PURGE_F_QUEUE | PURGE_F_ABORT_TXN,
+        )
+    };
+    if purged != rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+        // Not reached with librdkafka 2.12 (the flags are in its mask);
+        // librdkafka's abort purges with the same flags anyway.
+        warn!(error = ?purged, "purging before an abort");
+    }
     // Bounded: an abort that still finds records in flight fails on its own.
     let _ = await_deliveries(producer, timeout, None);
     producer.abort_transaction(timeout)
@@ -2208,5 +2232,75 @@ mod security_tests {
             KafkaError::MessageProduction(RDKafkaErrorCode::RequestTimedOut),
         );
         assert!(error.is_retryable());
+    }
+}
+
+#[cfg(test)]
+mod abort_sequence_tests {
+    //! An abort with records still queued leaves the producer's sequence
+    //! numbers whole, on librdkafka's mock cluster (which checks them as a
+    //! broker does).
+
+    use super::*;
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::producer::DefaultProducerContext;
+
+    /// Found in a take-over run (docs/STATE.md): a shard that aborted on a
+    /// revocation with records queued had its next transaction's records
+    /// refused with OUT_OF_ORDER_SEQUENCE_NUMBER until their delivery timed
+    /// out, 30 s later. The queued records had sequence numbers; purged
+    /// without librdkafka's abort flag, nothing skipped them.
+    #[test]
+    fn a_transaction_after_an_abort_of_queued_records_commits() {
+        let mock = MockCluster::<DefaultProducerContext>::new(1).expect("mock cluster");
+        mock.create_topic("abort.out", 1, 1).expect("mock topic");
+        let (last_failure, _failures) = crossbeam_channel::unbounded();
+        let producer: BaseProducer<ShardProducerContext> = ClientConfig::new()
+            .set("bootstrap.servers", mock.bootstrap_servers())
+            .set("transactional.id", "abort-sequence")
+            // Records stay queued until a flush sends them.
+            .set("linger.ms", "1000")
+            .set("message.timeout.ms", "5000")
+            .set("transaction.timeout.ms", "10000")
+            .create_with_context(ShardProducerContext {
+                failures: Arc::new(AtomicU64::new(0)),
+                last_failure,
+            })
+            .expect("producer");
+        let timeout = Duration::from_secs(5);
+        producer.init_transactions(timeout).expect("init");
+        let send = |payload: &str| {
+            producer
+                .send(
+                    rdkafka::producer::BaseRecord::<(), str>::to("abort.out")
+                        .partition(0)
+                        .payload(payload),
+                )
+                .map_err(|(e, _)| e)
+                .expect("queued");
+        };
+        // A first transaction that is delivered: the partition has a
+        // sequence on the broker.
+        producer.begin_transaction().expect("begin");
+        send("committed");
+        await_deliveries(&producer, timeout, None).expect("delivered");
+        producer.commit_transaction(timeout).expect("commit");
+        // Records queued, never sent, then aborted.
+        producer.begin_transaction().expect("begin");
+        for _ in 0..5 {
+            send("aborted");
+        }
+        abort_transaction(&producer, timeout).expect("abort");
+        // The purged records were reported as failures; only what follows
+        // counts.
+        producer.context().failures.store(0, Ordering::Relaxed);
+        producer.begin_transaction().expect("begin");
+        send("after the abort");
+        let delivered = await_deliveries(&producer, timeout, None);
+        assert!(
+            delivered.is_ok() && producer.context().failures.load(Ordering::Relaxed) == 0,
+            "the record after the abort was not delivered: {delivered:?}"
+        );
+        producer.commit_transaction(timeout).expect("commit");
     }
 }
