@@ -458,6 +458,24 @@ void rd_kafka_idemp_request_pid_failed(rd_kafka_broker_t *rkb,
 
         rd_kafka_wrunlock(rk);
 
+        /* tradeflow (vendor/rdkafka-sys/PATCHED.md,
+         * init-pid-retry-backoff.patch): CONCURRENT_TRANSACTIONS is the
+         * coordinator finishing the id's previous transaction (an
+         * InitProducerId fencing a producer that left one open starts its
+         * abort), which takes a round of markers, not half a second:
+         * ask again after retry.backoff.ms, as the Java producer does,
+         * instead of the fixed 500 ms below. Logged at debug level: it is
+         * the expected answer while a fence completes. */
+        if (err == RD_KAFKA_RESP_ERR_CONCURRENT_TRANSACTIONS) {
+                rd_kafka_dbg(rk, EOS, "GETPID", "%s: retrying in %dms",
+                             errstr, rk->rk_conf.retry_backoff_ms);
+                rd_kafka_timer_start_oneshot(
+                    &rk->rk_timers, &rk->rk_eos.pid_tmr, rd_true,
+                    1000 * (rd_ts_t)rk->rk_conf.retry_backoff_ms,
+                    rd_kafka_idemp_pid_timer_cb, rk);
+                return;
+        }
+
         rd_kafka_log(rk, LOG_WARNING, "GETPID", "%s: retrying", errstr);
 
         /* Restart acquisition after a short wait */
