@@ -19,6 +19,7 @@ use crate::kafka::{
     ensure_topics, shard_transactional_id, topic_records, KafkaSettings, Ownership, TopicError,
     TopicSpec,
 };
+use crate::liveness::{Beacon, PeerIdentity};
 use codecs::topics::TopicNamespace;
 
 use crate::changelog::{changelog_topics, other_layout, ChangelogLayout};
@@ -96,6 +97,13 @@ pub enum DeploymentError {
     ClassicGroupProperty { key: String },
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    #[error(
+        "ownership.liveness_addr = \"{bind}\": the liveness beacon cannot listen there: {source}"
+    )]
+    Liveness {
+        bind: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error(
         "refusing to start: node {other} (process {process}, {mode}) is live in the owners' \
          registry of {application} and may process partition(s) {partitions:?} that this node \
@@ -198,7 +206,7 @@ pub fn claim_partitions(
         }
         OwnershipMode::ConsumerGroup => None,
     };
-    let claim = Claim {
+    let mut claim = Claim {
         node: node.clone(),
         process: std::process::id(),
         mode: match tuning.ownership().mode {
@@ -211,9 +219,37 @@ pub fn claim_partitions(
             settings.guarantee,
             tuning.shards().iter().map(|shard| shard.core.0).collect(),
         )),
+        liveness: None,
+    };
+    // The beacon listens before the claim names it, and before any shard
+    // joins the group: a peer that finds its address refusing connections
+    // after a verified link knows this process is gone.
+    let beacon = match tuning.ownership().liveness_addr {
+        Some(bind) => {
+            let beacon = Beacon::start(
+                bind,
+                PeerIdentity {
+                    application: settings.application_id.clone(),
+                    node: node.clone(),
+                    process: claim.process,
+                },
+                tuning
+                    .shards()
+                    .iter()
+                    .map(|shard| tuning.node().name.instance_id(shard.core))
+                    .collect(),
+            )
+            .map_err(|source| DeploymentError::Liveness { bind, source })?;
+            claim.liveness = Some(beacon.addr());
+            Some(beacon)
+        }
+        None => None,
     };
     let session_ms = u64::from(tuning.ownership().session_ms);
-    let (registration, others) = register(settings, &claim, replication, session_ms)?;
+    let (mut registration, others) = register(settings, &claim, replication, session_ms)?;
+    if let Some(beacon) = beacon {
+        registration.keep_beacon(beacon);
+    }
     for other in others.iter().filter(|o| o.node != node) {
         let shared = conflict(&claim, other);
         if !shared.is_empty() {
@@ -369,6 +405,7 @@ mod tests {
             .into(),
             partitions,
             shards: None,
+            liveness: None,
         }
     }
 

@@ -48,6 +48,7 @@ use crate::telemetry::ShardGauges;
 
 mod admin;
 mod changelog_reader;
+pub mod group_admin;
 pub mod input_order;
 mod records;
 pub mod registry;
@@ -236,6 +237,27 @@ impl KafkaSettings {
             config.set(key, value);
         }
         config
+    }
+}
+
+/// The consumer's group member id. Under the consumer protocol the client
+/// draws it when the consumer is created (a UUID, KIP-1082) and keeps it
+/// for the consumer's life; under the classic protocol it is empty until
+/// the first join, and `None` is returned.
+pub fn group_member_id<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> Option<String> {
+    // SAFETY: the pointer is the live client of `consumer`, borrowed for the
+    // call. `rd_kafka_memberid` returns a string librdkafka allocated for
+    // the caller (or null), which is copied and then freed with
+    // `rd_kafka_mem_free`, as its documentation asks.
+    unsafe {
+        let client = consumer.client().native_ptr();
+        let raw = rdkafka::bindings::rd_kafka_memberid(client);
+        if raw.is_null() {
+            return None;
+        }
+        let id = std::ffi::CStr::from_ptr(raw).to_string_lossy().into_owned();
+        rdkafka::bindings::rd_kafka_mem_free(client, raw.cast());
+        (!id.is_empty()).then_some(id)
     }
 }
 
@@ -779,6 +801,14 @@ impl RdKafkaPort {
         let consumer: BaseConsumer<ShardConsumerContext> = consumer_config
             .create_with_context(ShardConsumerContext { notes: note_tx })
             .map_err(|e| kafka_error("creating the consumer", e))?;
+        if let Ownership::Group { instance_id } = ownership {
+            // The liveness beacon tells the other nodes which member holds
+            // this instance id, so that they can remove exactly it if this
+            // process dies (`crate::liveness`).
+            if let Some(member_id) = group_member_id(&consumer) {
+                crate::liveness::note_group_member(instance_id, &member_id);
+            }
+        }
 
         let failures = Arc::new(AtomicU64::new(0));
         let (reason_tx, failure_reasons) = crossbeam_channel::bounded(16);

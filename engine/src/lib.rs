@@ -12,6 +12,7 @@ pub mod changelog;
 pub mod deployment;
 pub mod ids;
 pub mod kafka;
+pub mod liveness;
 pub mod partitioner;
 pub mod port;
 pub mod runtime;

@@ -116,6 +116,9 @@ struct FaultRun {
     /// `[ownership] session_ms` of the engines' core maps (`None`: the
     /// default).
     session_ms: Option<u32>,
+    /// `[ownership] liveness_addr = "127.0.0.1:0"` in group mode: the nodes
+    /// watch each other's beacons and act on a `kill -9` at once.
+    liveness: bool,
 }
 
 /// A running `tradeflow run` process.
@@ -290,6 +293,7 @@ impl FaultRun {
             consumer_protocol: false,
             standby_replicas: 0,
             session_ms: None,
+            liveness: false,
             changelog_layout: ChangelogLayout::PerStore,
         };
         // Create the flow's topics before anything reads them: on a fresh
@@ -353,6 +357,15 @@ impl FaultRun {
                 ownership.replacen("\n[[shard]]", &format!("\nsession_ms = {ms}\n[[shard]]"), 1)
             }
             None => ownership,
+        };
+        let ownership = if self.liveness {
+            ownership.replacen(
+                "\n[[shard]]",
+                "\nliveness_addr = \"127.0.0.1:0\"\n[[shard]]",
+                1,
+            )
+        } else {
+            ownership
         };
         let guarantee = match self.guarantee {
             Guarantee::ExactlyOnce => "exactly-once",
@@ -1087,6 +1100,12 @@ fn test_cluster_group_session_ms() -> anyhow::Result<u32> {
     }
 }
 
+/// Whether the take-over tests give the nodes liveness beacons: yes, unless
+/// `TRADEFLOW_FAULT_LIVENESS=0` (to measure a take-over by the sessions).
+fn liveness_beacons() -> bool {
+    std::env::var("TRADEFLOW_FAULT_LIVENESS").map_or(true, |v| v != "0")
+}
+
 /// Two group-mode engines under the consumer protocol with
 /// `standby_replicas`; node-b is killed with `kill -9` under load and
 /// node-a takes its partitions over. The whole run is audited as always.
@@ -1103,6 +1122,10 @@ fn kill_nine_beside_a_survivor(
     // fenced when the group hands its partitions over, rather than later
     // (docs/STATE.md, "Take-over after kill -9").
     run.session_ms = Some(test_cluster_group_session_ms()?);
+    // Liveness beacons: node-a sees node-b's process go within
+    // milliseconds, removes its group members and fences its transactional
+    // ids, instead of waiting for the sessions above (docs/STATE.md).
+    run.liveness = liveness_beacons();
     // The shipped core maps' layout: a take-over restores one changelog read
     // per partition, not one per store.
     run.changelog_layout = ChangelogLayout::Shared;
@@ -1159,13 +1182,15 @@ fn kill_nine_beside_a_survivor(
             "no standby without standby_replicas"
         );
     }
-    second.kill_nine()?;
+    // The clock starts as the signal goes, not once the process is reaped
+    // (which `kill_nine` waits for, polling): node-a may be at work before.
     let killed = Instant::now();
     // To line the take-over up with the nodes' logs (UTC).
     let killed_unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or_default();
+    second.kill_nine()?;
     println!(
         "{}: node-b killed at {killed_unix:.3} (Unix time; `date -ud @{killed_unix:.3}`)",
         run.label
@@ -1211,10 +1236,11 @@ fn kill_nine_of_a_node_with_and_without_a_standby_replica_prints_both_take_overs
     let cold = kill_nine_beside_a_survivor("takeover-cold", 0)?;
     let warm = kill_nine_beside_a_survivor("takeover-standby", 1)?;
     println!(
-        "take-over after kill -9 (consumer protocol, 2 nodes, 3 brokers, {} ms sessions): \
-         without standby {:.2} s in all, restore {:.3} s, {} records; \
+        "take-over after kill -9 (consumer protocol, 2 nodes, 3 brokers, {} ms sessions, \
+         liveness beacons {}): without standby {:.2} s in all, restore {:.3} s, {} records; \
          with 1 standby {:.2} s in all, restore {:.3} s, {} records",
         test_cluster_group_session_ms()?,
+        if liveness_beacons() { "on" } else { "off" },
         cold.total_s,
         cold.restore_s,
         cold.restored_records,

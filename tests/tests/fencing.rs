@@ -33,6 +33,7 @@ fn claim(node: &str) -> Claim {
         mode: "consumer-group".into(),
         partitions: None,
         shards: Some((Guarantee::ExactlyOnce, vec![0])),
+        liveness: None,
     }
 }
 
@@ -117,6 +118,102 @@ fn a_departed_nodes_open_transaction_is_aborted_by_the_node_that_stays() -> anyh
     assert!(
         commit.is_err(),
         "node-b's producer committed after node-a fenced its transactional id"
+    );
+    Ok(())
+}
+
+/// Keeps what librdkafka logs about acquiring a producer id.
+#[derive(Default)]
+struct PidLog(std::sync::Mutex<Vec<String>>);
+
+impl rdkafka::ClientContext for PidLog {
+    fn log(&self, _level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        if fac == "GETPID" {
+            self.0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(log_message.to_string());
+        }
+    }
+}
+
+impl rdkafka::producer::ProducerContext for PidLog {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: Self::DeliveryOpaque) {}
+}
+
+/// `init-pid-retry-backoff.patch` (vendor/rdkafka-sys/PATCHED.md): a fence
+/// of an id that left a transaction open meets CONCURRENT_TRANSACTIONS
+/// while the coordinator aborts it, and asks again after `retry.backoff.ms`
+/// (here 10 ms), not after librdkafka's fixed 500 ms. Asserted through the
+/// log of that branch, not a time; the time is printed.
+#[test]
+fn a_fence_asks_again_after_the_retry_backoff_not_half_a_second() -> anyhow::Result<()> {
+    tradeflow_tests::init_logging();
+    let cluster = KafkaCluster::single()?;
+    let topic = unique_topic("fence-backoff");
+    let id = unique_topic("fence-backoff-id");
+    let admin_settings = KafkaSettings {
+        bootstrap: cluster.bootstrap().to_string(),
+        application_id: unique_topic("fence-backoff-app"),
+        guarantee: Guarantee::ExactlyOnce,
+        client_properties: vec![("broker.address.family".into(), "v4".into())],
+        linger_ms: 0,
+        fetch_wait_max_ms: 10,
+        namespace: codecs::topics::TopicNamespace::none(),
+    };
+    ensure_topics(&admin_settings, &[TopicSpec::stream(topic.as_str(), 1, 1)])?;
+    let mut took = Vec::new();
+    let mut concurrent_retries = 0;
+    for _ in 0..3 {
+        let open: ThreadedProducer<DefaultProducerContext> = cluster
+            .client_config()
+            .set("transactional.id", &id)
+            .set("transaction.timeout.ms", OPEN_TRANSACTION_TIMEOUT_MS)
+            .create()?;
+        open.init_transactions(Duration::from_secs(30))?;
+        open.begin_transaction()?;
+        open.send(
+            BaseRecord::to(&topic)
+                .key("open")
+                .payload("never committed"),
+        )
+        .map_err(|(e, _)| e)?;
+        flush(&open, Duration::from_secs(10))?;
+
+        let fence: ThreadedProducer<PidLog> = cluster
+            .client_config()
+            .set("transactional.id", &id)
+            .set("transaction.timeout.ms", OPEN_TRANSACTION_TIMEOUT_MS)
+            .set("retry.backoff.ms", "10")
+            .set("debug", "eos")
+            // rdkafka passes on only what the `log` crate's level lets
+            // through, which this test does not configure.
+            .set_log_level(rdkafka::config::RDKafkaLogLevel::Debug)
+            .create_with_context(PidLog::default())?;
+        let started = Instant::now();
+        fence.init_transactions(Duration::from_secs(30))?;
+        took.push(started.elapsed());
+        let log = fence
+            .context()
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        concurrent_retries += log
+            .iter()
+            .filter(|l| l.contains("retrying in 10ms"))
+            .count();
+        assert!(
+            !log.iter()
+                .any(|l| l.contains("concurrent operation") && l.ends_with(": retrying")),
+            "a CONCURRENT_TRANSACTIONS answer took librdkafka's fixed 500 ms retry: {log:?}"
+        );
+    }
+    println!("fences of an id with an open transaction took {took:?}");
+    assert!(
+        concurrent_retries > 0,
+        "no fence met CONCURRENT_TRANSACTIONS: the test did not exercise the retry"
     );
     Ok(())
 }

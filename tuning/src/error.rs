@@ -280,6 +280,12 @@ pub enum ProblemKind {
     #[error("{value} ms is out of range; it must be {NODE_SESSION_MS_MIN}-{NODE_SESSION_MS_MAX} (default {NODE_SESSION_MS_DEFAULT}), and within the broker's group.min.session.timeout.ms and group.max.session.timeout.ms")]
     NodeSessionOutOfRange { value: i64 },
 
+    #[error("{text:?} is not a socket address; write an IP address and a port the other nodes can reach, like \"10.0.0.7:7070\" or \"127.0.0.1:0\" (port 0: any free port; host names are not resolved here)")]
+    LivenessAddr { text: String },
+
+    #[error("a liveness beacon in core-map mode: a core-map node never takes over another node's partitions, so nothing would act on its death; set it with ownership.mode = \"consumer-group\", or remove liveness_addr")]
+    LivenessInCoreMap,
+
     #[error("{value} standby replica(s) in core-map mode: a core-map node never takes over another node's partitions (ownership is static), so a warm copy would never be used; standbys need ownership.mode = \"consumer-group\", or set standby_replicas = 0")]
     StandbyInCoreMap { value: u32 },
 

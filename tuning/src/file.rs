@@ -105,6 +105,8 @@ struct FileOwnership {
     partitions: i64,
     #[serde(default)]
     session_ms: Option<i64>,
+    #[serde(default)]
+    liveness_addr: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -395,6 +397,27 @@ fn into_sections(form: FileForm) -> (Sections, Vec<Problem>) {
         },
     };
 
+    let liveness_addr = match &form.ownership.liveness_addr {
+        None => None,
+        Some(text) => {
+            let key = Key::at("ownership").dot("liveness_addr");
+            match text.parse::<std::net::SocketAddr>() {
+                Ok(addr) if form.ownership.mode == OwnershipMode::ConsumerGroup => Some(addr),
+                Ok(_) => {
+                    problems.push(Problem::new(key, ProblemKind::LivenessInCoreMap));
+                    None
+                }
+                Err(_) => {
+                    problems.push(Problem::new(
+                        key,
+                        ProblemKind::LivenessAddr { text: text.clone() },
+                    ));
+                    None
+                }
+            }
+        }
+    };
+
     let mut shards = Vec::with_capacity(form.shards.len());
     for (index, shard) in form.shards.into_iter().enumerate() {
         let key = Key::shard(index).dot("partitions");
@@ -537,6 +560,7 @@ fn into_sections(form: FileForm) -> (Sections, Vec<Problem>) {
             // above, and the typed rules skip range checks without a count.
             partitions: count.unwrap_or(0),
             session_ms,
+            liveness_addr,
         },
         shards,
         RuntimeKnobs {
@@ -667,6 +691,9 @@ pub(crate) fn write(tuning: &NodeTuning) -> String {
     let _ = writeln!(out, "partitions = {}", tuning.ownership.partitions);
     if tuning.ownership.session_ms != NODE_SESSION_MS_DEFAULT {
         let _ = writeln!(out, "session_ms = {}", tuning.ownership.session_ms);
+    }
+    if let Some(addr) = tuning.ownership.liveness_addr {
+        let _ = writeln!(out, "liveness_addr = \"{addr}\"");
     }
     for shard in &tuning.shards {
         let _ = writeln!(out);
@@ -984,6 +1011,52 @@ mod syntax_tests {
                     .to_string();
             assert!(error.contains("state.changelog_layout"), "{bad}: {error}");
         }
+    }
+
+    #[test]
+    fn the_liveness_address_is_read_written_back_and_refused_under_its_key() {
+        const GROUP: &str = "[node]\nname = \"n\"\n[ownership]\nmode = \"consumer-group\"\npartitions = 4\n[[shard]]\ncore = 0\n";
+        let none = NodeTuning::from_toml_str(GROUP).expect("valid");
+        assert_eq!(none.ownership().liveness_addr, None);
+        assert!(!none.to_toml_string().contains("liveness_addr"));
+        let with = GROUP.replace(
+            "partitions = 4\n",
+            "partitions = 4\nliveness_addr = \"127.0.0.1:0\"\n",
+        );
+        let tuning = NodeTuning::from_toml_str(&with).expect("valid");
+        assert_eq!(
+            tuning.ownership().liveness_addr,
+            Some("127.0.0.1:0".parse().expect("an address"))
+        );
+        let written = tuning.to_toml_string();
+        assert!(
+            written.contains("liveness_addr = \"127.0.0.1:0\"\n"),
+            "{written}"
+        );
+        assert_eq!(
+            NodeTuning::from_toml_str(&written).expect("reads back"),
+            tuning
+        );
+        for bad in ["\"localhost:7070\"", "\"10.0.0.7\"", "\"\"", "7070"] {
+            let error = NodeTuning::from_toml_str(&GROUP.replace(
+                "partitions = 4\n",
+                &format!("partitions = 4\nliveness_addr = {bad}\n"),
+            ))
+            .expect_err(bad)
+            .to_string();
+            assert!(error.contains("ownership.liveness_addr"), "{bad}: {error}");
+        }
+        let core_map = VALID.replace(
+            "partitions = 2\n",
+            "partitions = 2\nliveness_addr = \"127.0.0.1:0\"\n",
+        );
+        let error = NodeTuning::from_toml_str(&core_map)
+            .expect_err("core map")
+            .to_string();
+        assert!(
+            error.contains("ownership.liveness_addr") && error.contains("core-map"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -41,6 +41,14 @@ pub struct Ownership {
     /// transactional ids. Shorter takes over sooner and evicts a live node
     /// that stalls that long.
     pub session_ms: u32,
+    /// `liveness_addr`: where this node's liveness beacon listens
+    /// (consumer-group mode only; `None`, the default, runs none). The other
+    /// nodes hold a connection to it and, when it closes without a goodbye
+    /// and the address then refuses connections (the process is gone, as
+    /// after `kill -9`), remove this node's group members and fence its
+    /// transactional ids at once instead of after the sessions. Port 0 takes
+    /// a free port; the address must be one the other nodes can reach.
+    pub liveness_addr: Option<std::net::SocketAddr>,
 }
 
 /// `ownership.mode`.

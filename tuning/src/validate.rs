@@ -266,6 +266,12 @@ fn check_ownership(ownership: Ownership, shards: &[ShardPlacement], problems: &m
             },
         ));
     }
+    if ownership.liveness_addr.is_some() && ownership.mode == OwnershipMode::CoreMap {
+        problems.push(Problem::new(
+            Key::at("ownership").dot("liveness_addr"),
+            ProblemKind::LivenessInCoreMap,
+        ));
+    }
     if shards.is_empty() {
         problems.push(Problem::new(Key::at("shard"), ProblemKind::NoShards));
     }
@@ -1258,6 +1264,7 @@ mod tests {
             mode: OwnershipMode::ConsumerGroup,
             partitions: 4,
             session_ms: NODE_SESSION_MS_DEFAULT,
+            liveness_addr: None,
         };
         let shards = vec![ShardPlacement {
             core: CoreId(0),
@@ -1414,6 +1421,7 @@ mod tests {
             mode: OwnershipMode::CoreMap,
             partitions: 4,
             session_ms: NODE_SESSION_MS_DEFAULT,
+            liveness_addr: None,
         };
         let shards = vec![
             ShardPlacement {
@@ -1465,6 +1473,7 @@ mod tests {
                 mode: OwnershipMode::ConsumerGroup,
                 partitions: 4,
                 session_ms,
+                liveness_addr: None,
             };
             let (problem, _) = only_problem(NodeTuning::new(
                 node.clone(),

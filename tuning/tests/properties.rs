@@ -53,6 +53,7 @@ fn placement() -> impl Strategy<Value = (Ownership, Vec<ShardPlacement>)> {
                 mode,
                 partitions: owners.len() as u32,
                 session_ms: tuning::limits::NODE_SESSION_MS_DEFAULT,
+                liveness_addr: None,
             };
             (ownership, shards)
         })

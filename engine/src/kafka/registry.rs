@@ -24,7 +24,8 @@
 //! compares the claims), or fence its own node's ids (a restarted process
 //! of this node fences its predecessor itself, at its own start).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -36,10 +37,12 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, Producer};
 use tracing::{debug, info, warn};
 
+use super::group_admin::{remove_group_members, GroupMember, Removal};
 use super::{
     ensure_topics, kafka_error, shard_producer_ids, shard_transactional_id, Guarantee,
     KafkaSettings, TopicError, TopicSpec, KAFKA_CALL_TIMEOUT_MS, TRANSACTION_TIMEOUT_MS,
 };
+use crate::liveness::{watch_peer, PeerEnd, PeerIdentity};
 use crate::port::PortError;
 
 /// `session.timeout.ms` of a registration by default: how long a node killed
@@ -83,6 +86,10 @@ pub struct Claim {
     /// transactional ids are made of. `None` from a claim that does not say
     /// (written before claims carried it): such a node is never fenced.
     pub shards: Option<(Guarantee, Vec<usize>)>,
+    /// Where the node's liveness beacon listens (`crate::liveness`), if it
+    /// runs one: the other nodes watch it to act on its death at once.
+    /// Only a claim that names its shards can name it.
+    pub liveness: Option<SocketAddr>,
 }
 
 impl Claim {
@@ -108,8 +115,14 @@ impl Claim {
             ),
             None => String::new(),
         };
+        // An address's colons would split the field: `_` stands for them
+        // (no socket address contains one).
+        let liveness = match (&self.shards, self.liveness) {
+            (Some(_), Some(addr)) => format!(":{}", addr.to_string().replace(':', "_")),
+            _ => String::new(),
+        };
         format!(
-            "{CLIENT_ID_PREFIX}{}:{}:{}:{partitions}{shards}",
+            "{CLIENT_ID_PREFIX}{}:{}:{}:{partitions}{shards}{liveness}",
             self.node, self.process, self.mode
         )
     }
@@ -159,6 +172,10 @@ impl Claim {
             }
             (Some(_), None) => return None,
         };
+        let liveness = match fields.next() {
+            None => None,
+            Some(addr) => Some(addr.replace('_', ":").parse().ok()?),
+        };
         if fields.next().is_some() {
             return None;
         }
@@ -168,6 +185,7 @@ impl Claim {
             mode,
             partitions,
             shards,
+            liveness,
         })
     }
 }
@@ -209,6 +227,152 @@ impl DepartureWatch {
     }
 }
 
+/// How soon a fence asks again while the coordinator aborts the fenced
+/// id's open transaction (a round of markers on loopback takes a few ms).
+const FENCE_RETRY_BACKOFF_MS: u32 = 20;
+
+/// How long removing a dead node's group members may take.
+const REMOVAL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The liveness watches this node keeps on the other nodes' beacons: one
+/// thread per listed process that names a beacon, for as long as the
+/// registry lists it.
+struct LivenessWatches {
+    own_node: String,
+    settings: KafkaSettings,
+    stop: Arc<AtomicBool>,
+    /// The watch of every process by node and process id: kept while the
+    /// process is listed (a watch that ended is not started again) or its
+    /// watch still runs (a listing in the middle of a rebalance may miss a
+    /// member that is there: its watch goes on, and is not doubled).
+    watched: BTreeMap<(String, u32), Option<JoinHandle<()>>>,
+}
+
+impl LivenessWatches {
+    /// Starts a watch for every newly listed process with a beacon; forgets
+    /// the processes no longer listed.
+    fn follow(&mut self, live: &[Claim]) {
+        let listed: BTreeSet<(String, u32)> = live
+            .iter()
+            .filter(|c| c.node != self.own_node && c.liveness.is_some())
+            .map(|c| (c.node.clone(), c.process))
+            .collect();
+        self.watched.retain(|key, watch| {
+            listed.contains(key) || watch.as_ref().is_some_and(|w| !w.is_finished())
+        });
+        for claim in live {
+            let Some(addr) = claim.liveness else { continue };
+            let key = (claim.node.clone(), claim.process);
+            if claim.node == self.own_node || self.watched.contains_key(&key) {
+                continue;
+            }
+            let (settings, stop, watched) =
+                (self.settings.clone(), Arc::clone(&self.stop), claim.clone());
+            let spawned = std::thread::Builder::new()
+                .name("tf-watch".into())
+                .spawn(move || watch_and_evict(&settings, &watched, addr, &stop));
+            if let Err(e) = &spawned {
+                warn!(error = %e, node = %claim.node, "starting a liveness watch; its death is noticed when its sessions expire");
+            }
+            self.watched.insert(key, spawned.ok());
+        }
+    }
+}
+
+/// Watches `claim`'s beacon at `addr`; when its process dies, removes its
+/// shards' group members (their partitions are reassigned now, not after
+/// the group's session) and fences its transactional ids (its open
+/// transaction is aborted now, not after its registration expires).
+fn watch_and_evict(settings: &KafkaSettings, claim: &Claim, addr: SocketAddr, stop: &AtomicBool) {
+    let identity = PeerIdentity {
+        application: settings.application_id.clone(),
+        node: claim.node.clone(),
+        process: claim.process,
+    };
+    let members = match watch_peer(addr, &identity, stop) {
+        PeerEnd::Died { members } => members,
+        PeerEnd::Left => {
+            debug!(node = %claim.node, process = claim.process, "a node said goodbye on its liveness link");
+            return;
+        }
+        PeerEnd::LostTrack(why) => {
+            info!(node = %claim.node, process = claim.process, %addr, %why,
+                "not following a node's liveness beacon: its death is noticed when its sessions expire");
+            return;
+        }
+    };
+    let died = Instant::now();
+    let ids = claim.transactional_ids(&settings.application_id);
+    warn!(node = %claim.node, process = claim.process, members = members.len(), ids = ids.len(),
+        "a node's process died: removing its group members and fencing its transactional ids now");
+    let fencing = (!ids.is_empty()).then(|| {
+        let (settings, node) = (settings.clone(), claim.node.clone());
+        std::thread::Builder::new()
+            .name("tf-fence".into())
+            .spawn(move || fence(&settings, &node, &ids))
+    });
+    let members: Vec<GroupMember> = members
+        .into_iter()
+        .map(|(instance_id, member_id)| GroupMember {
+            instance_id,
+            member_id,
+        })
+        .collect();
+    if !members.is_empty() {
+        let reason = format!(
+            "tradeflow: process {} of node {} died (its liveness link closed and its address \
+             refuses connections)",
+            claim.process, claim.node
+        );
+        match remove_group_members(
+            settings,
+            &settings.application_id,
+            &members,
+            &reason,
+            REMOVAL_TIMEOUT,
+        ) {
+            Ok(outcomes) => {
+                for (member, removal) in outcomes {
+                    match removal {
+                        Removal::Removed => {
+                            info!(node = %claim.node, instance_id = %member.instance_id,
+                            took_ms = died.elapsed().as_millis() as u64,
+                            "removed a dead node's group member: its partitions are reassigned now")
+                        }
+                        Removal::NotMember => {
+                            info!(node = %claim.node, instance_id = %member.instance_id,
+                            "a dead node's group member had already left the group")
+                        }
+                        Removal::Replaced => {
+                            info!(node = %claim.node, instance_id = %member.instance_id,
+                            "a dead node's group instance id is held by another member now; left alone")
+                        }
+                        Removal::Refused(why) => {
+                            warn!(node = %claim.node, instance_id = %member.instance_id, %why,
+                            "the coordinator refused to remove a dead node's group member; its session decides")
+                        }
+                    }
+                }
+            }
+            Err(e) => warn!(node = %claim.node, error = %e,
+                "could not remove a dead node's group members; their session decides"),
+        }
+    }
+    match fencing.map(|spawned| spawned.map(JoinHandle::join)) {
+        Some(Ok(Err(_))) => warn!(node = %claim.node, "a fencing thread panicked"),
+        Some(Ok(Ok(()))) => {}
+        Some(Err(e)) => {
+            warn!(node = %claim.node, error = %e, "starting a fencing thread; fencing here");
+            fence(
+                settings,
+                &claim.node,
+                &claim.transactional_ids(&settings.application_id),
+            );
+        }
+        None => {}
+    }
+}
+
 /// Fences `ids`: `init_transactions` under each makes the coordinator
 /// abort the open transaction of the id's last producer (and refuse that
 /// producer from then on). Runs on its own thread: each call may wait for
@@ -236,6 +400,10 @@ fn fence_one(settings: &KafkaSettings, node: &str, id: &str) {
         .base()
         .set("transactional.id", id)
         .set("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS.to_string())
+        // The coordinator answers CONCURRENT_TRANSACTIONS while it aborts
+        // what the id left open; the fence asks again after this
+        // (init-pid-retry-backoff.patch, vendor/rdkafka-sys/PATCHED.md).
+        .set("retry.backoff.ms", FENCE_RETRY_BACKOFF_MS.to_string())
         .create();
     let result =
         producer.and_then(|p| p.init_transactions(Duration::from_millis(KAFKA_CALL_TIMEOUT_MS)));
@@ -313,6 +481,16 @@ impl ConsumerContext for RegistryContext {
 pub struct Registration {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    /// This node's liveness beacon, which the claim names: it lives as long
+    /// as the registration, and says goodbye after the registration left.
+    beacon: Option<crate::liveness::Beacon>,
+}
+
+impl Registration {
+    /// Keeps `beacon` (the one the claim names) for the registration's life.
+    pub fn keep_beacon(&mut self, beacon: crate::liveness::Beacon) {
+        self.beacon = Some(beacon);
+    }
 }
 
 impl Drop for Registration {
@@ -452,6 +630,13 @@ pub fn register(
     let stop = Arc::new(AtomicBool::new(false));
     let stopping = stop.clone();
     let mut watch = DepartureWatch::new(&claim.node, &others);
+    let mut watches = LivenessWatches {
+        own_node: claim.node.clone(),
+        settings: settings.clone(),
+        stop: Arc::clone(&stop),
+        watched: BTreeMap::new(),
+    };
+    watches.follow(&others);
     let fencing = settings.clone();
     let thread = std::thread::Builder::new()
         .name("tf-registry".into())
@@ -470,6 +655,7 @@ pub fn register(
                     // A listing without this member is a coordinator in
                     // the middle of a change: it says nothing of the others.
                     Ok((live, true)) => {
+                        watches.follow(&live);
                         for gone in watch.departed(&live) {
                             let ids = gone.transactional_ids(&fencing.application_id);
                             if ids.is_empty() {
@@ -498,6 +684,7 @@ pub fn register(
         Registration {
             stop,
             thread: Some(thread),
+            beacon: None,
         },
         others,
     ))
@@ -514,6 +701,7 @@ mod tests {
             mode: "consumer-group".into(),
             partitions: None,
             shards,
+            liveness: None,
         }
     }
 
@@ -525,16 +713,25 @@ mod tests {
             Some((Guarantee::AtLeastOnce, vec![3])),
             Some((Guarantee::ExactlyOnce, Vec::new())),
         ];
+        let beacons: [Option<SocketAddr>; 3] = [
+            None,
+            Some("10.0.0.7:7070".parse().expect("v4")),
+            Some("[fe80::1]:0".parse().expect("v6")),
+        ];
         for partitions in [Some(vec![0, 2, 3]), Some(Vec::new()), None] {
             for shards in shards.clone() {
-                let claim = Claim {
-                    node: "node-a".into(),
-                    process: 4242,
-                    mode: "core-map".into(),
-                    partitions: partitions.clone(),
-                    shards,
-                };
-                assert_eq!(Claim::parse(&claim.client_id()), Some(claim));
+                for liveness in beacons {
+                    let claim = Claim {
+                        node: "node-a".into(),
+                        process: 4242,
+                        mode: "core-map".into(),
+                        partitions: partitions.clone(),
+                        // Only a claim with shards can name a beacon.
+                        liveness: liveness.filter(|_| shards.is_some()),
+                        shards: shards.clone(),
+                    };
+                    assert_eq!(Claim::parse(&claim.client_id()), Some(claim));
+                }
             }
         }
         // A claim of a release before claims carried the shards.
@@ -546,6 +743,7 @@ mod tests {
                 mode: "consumer-group".into(),
                 partitions: None,
                 shards: None,
+                liveness: None,
             })
         );
         assert_eq!(Claim::parse("rdkafka"), None);
@@ -561,6 +759,10 @@ mod tests {
         );
         assert_eq!(
             Claim::parse("tradeflow-owner:a:1:any:1:exactly-once:0:9"),
+            None
+        );
+        assert_eq!(
+            Claim::parse("tradeflow-owner:a:1:any:1:exactly-once:0:1.2.3.4_5:x"),
             None
         );
     }
