@@ -269,6 +269,19 @@ pub fn group_member_id<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> Option
 /// classes its errors with.)
 pub use ::records::is_denied;
 
+/// Whether a consumer's error leaves it unusable, so the shard must restart
+/// with new clients. librdkafka marks a fatal error on the event; rdkafka
+/// 0.39 reports it as `MessageConsumptionFatal` carrying the broker's code
+/// (`UNRELEASED_INSTANCE_ID`, `FENCED_INSTANCE_ID`, ...), not as the code
+/// `Fatal`: a shard that checked only for `Fatal` kept polling a consumer
+/// that would never consume again (a take-over fault run, 2026-12-07: the
+/// survivor's own heartbeats timed out under load, its rejoin met its old
+/// member's `UNRELEASED_INSTANCE_ID`, and it sat there for the test's 120 s).
+fn consumer_error_is_fatal(e: &KafkaError) -> bool {
+    matches!(e, KafkaError::MessageConsumptionFatal(_))
+        || matches!(e.rdkafka_error_code(), Some(RDKafkaErrorCode::Fatal))
+}
+
 fn kafka_error(op: &'static str, e: KafkaError) -> PortError {
     if e.rdkafka_error_code().is_some_and(is_denied) {
         return PortError::NotAuthorized {
@@ -1035,7 +1048,7 @@ impl RdKafkaPort {
                 Some(Err(e)) => {
                     // librdkafka reports transient broker trouble here and
                     // retries by itself; only a fatal error ends the shard.
-                    if matches!(e.rdkafka_error_code(), Some(RDKafkaErrorCode::Fatal)) {
+                    if consumer_error_is_fatal(&e) {
                         return Err(kafka_error("consuming", e));
                     }
                     warn!(error = %e, "consumer error (librdkafka retries)");
@@ -1556,7 +1569,7 @@ impl KafkaPort for RdKafkaPort {
             None => Ok(()),
             Some(Ok(message)) => self.hold(HeldRecord::new(message)),
             Some(Err(e)) => {
-                if matches!(e.rdkafka_error_code(), Some(RDKafkaErrorCode::Fatal)) {
+                if consumer_error_is_fatal(&e) {
                     return Err(kafka_error("consuming", e));
                 }
                 warn!(error = %e, "consumer error (librdkafka retries)");
@@ -1873,6 +1886,19 @@ mod error_mapping_tests {
 
     fn mapped(code: RDKafkaErrorCode) -> PortError {
         kafka_error("sending", KafkaError::MessageProduction(code))
+    }
+
+    #[test]
+    fn a_consumer_error_librdkafka_marks_fatal_ends_the_consumer() {
+        assert!(consumer_error_is_fatal(
+            &KafkaError::MessageConsumptionFatal(RDKafkaErrorCode::UnreleasedInstanceId)
+        ));
+        assert!(consumer_error_is_fatal(&KafkaError::MessageConsumption(
+            RDKafkaErrorCode::Fatal
+        )));
+        assert!(!consumer_error_is_fatal(&KafkaError::MessageConsumption(
+            RDKafkaErrorCode::BrokerTransportFailure
+        )));
     }
 
     #[test]
