@@ -2174,8 +2174,11 @@ mod at_least_once_offset_tests {
         send_output(&mut port, 0);
         port.checkpoint().expect("checkpoint");
         port.commit(&offsets(1), &mut || {}).expect("commit");
-        assert!(poll_until(&mut port, |p| p.unacknowledged.is_empty()));
-        assert_eq!(committed(&port), Some(1));
+        // The offsets leave `unacknowledged` when their asynchronous commit
+        // is sent; the group has them once it is answered (asserted at once,
+        // this failed one run in four of the whole suite).
+        assert!(poll_until(&mut port, |p| p.unacknowledged.is_empty()
+            && committed(p) == Some(1)));
         port
     }
 
