@@ -762,6 +762,11 @@ pub struct RdKafkaPort {
     counters: PortCounters,
     /// Where a restore reports how much is left, when the runtime asked.
     gauges: Option<std::sync::Arc<ShardGauges>>,
+    /// A consumer-protocol group member only: the count of dead nodes'
+    /// members this process removed from groups, as last seen
+    /// (`crate::liveness::peer_deaths`). When it moves, the consumer asks
+    /// the coordinator for its assignment now (see [`Self::take_fetched`]).
+    peer_deaths_seen: Option<u64>,
 }
 
 impl RdKafkaPort {
@@ -920,6 +925,8 @@ impl RdKafkaPort {
                 .collect(),
             counters: PortCounters::default(),
             gauges: None,
+            peer_deaths_seen: (group_member && settings.consumer_group_protocol())
+                .then(crate::liveness::peer_deaths),
         };
         if settings.guarantee == Guarantee::ExactlyOnce {
             port.begin()?;
@@ -934,6 +941,25 @@ impl RdKafkaPort {
             }
         }
         Ok(port)
+    }
+
+    /// Asks the group coordinator for this member's assignment now, rather
+    /// than at the next heartbeat (`group.consumer.heartbeat.interval.ms`,
+    /// 5 s by Kafka's default): a dead node's members were just removed, and
+    /// their partitions wait for a survivor's heartbeat. Subscribing again
+    /// to the same topics is how: under the consumer protocol librdkafka
+    /// sends the subscription with the next heartbeat and sends that
+    /// heartbeat at once (`rd_kafka_cgrp_consumer_apply_next_subscribe`,
+    /// librdkafka 2.12.1); the same subscription changes nothing on the
+    /// broker, whose answer carries the new assignment.
+    fn ask_for_assignment(&mut self) -> Result<(), PortError> {
+        let topics: Vec<&str> = self.inputs.iter().map(String::as_str).collect();
+        tracing::debug!(
+            "a dead node's members were removed: asking the group for this member's assignment now"
+        );
+        self.consumer
+            .subscribe(&topics)
+            .map_err(|e| kafka_error("subscribing", e))
     }
 
     /// Reports restore progress (offsets left) into the shard's gauges.
@@ -1032,6 +1058,13 @@ impl RdKafkaPort {
     /// Moves what the consumer has fetched into the timeline, without
     /// blocking, so the next record is chosen among everything fetched.
     fn take_fetched(&mut self) -> Result<(), PortError> {
+        if let Some(seen) = self.peer_deaths_seen {
+            let now = crate::liveness::peer_deaths();
+            if now != seen {
+                self.peer_deaths_seen = Some(now);
+                self.ask_for_assignment()?;
+            }
+        }
         // rdkafka 0.39's `BaseConsumer::poll` with a zero timeout returns
         // `None` after serving one event that is not a record (an offset
         // commit's result: `EventPollResult::EventConsumed`), with records

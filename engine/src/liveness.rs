@@ -121,6 +121,22 @@ static MEMBER_IDS: Mutex<BTreeMap<String, String>> = Mutex::new(BTreeMap::new())
 /// Raised at every change of [`MEMBER_IDS`], so beacons resend.
 static MEMBER_IDS_VERSION: AtomicU64 = AtomicU64::new(0);
 
+/// How many times this process removed a dead node's members from a group:
+/// each group member of this process then asks for its assignment at once
+/// instead of at its next heartbeat (`kafka::RdKafkaPort`). Read once per
+/// poll by the shards: one relaxed load, written a few times a day.
+static PEER_DEATHS: AtomicU64 = AtomicU64::new(0);
+
+/// Counts a dead node's members removed from a group by this process.
+pub fn note_peer_death() {
+    PEER_DEATHS.fetch_add(1, Ordering::Release);
+}
+
+/// See [`note_peer_death`].
+pub fn peer_deaths() -> u64 {
+    PEER_DEATHS.load(Ordering::Acquire)
+}
+
 /// Records the member id of the consumer that now holds `instance_id` in
 /// this process, for this node's beacon to tell its peers.
 pub fn note_group_member(instance_id: &str, member_id: &str) {

@@ -332,6 +332,11 @@ fn watch_and_evict(settings: &KafkaSettings, claim: &Claim, addr: SocketAddr, st
             REMOVAL_TIMEOUT,
         ) {
             Ok(outcomes) => {
+                if outcomes.iter().any(|(_, r)| *r == Removal::Removed) {
+                    // This node's own members ask for their new partitions
+                    // now, not at their next heartbeat.
+                    crate::liveness::note_peer_death();
+                }
                 for (member, removal) in outcomes {
                     match removal {
                         Removal::Removed => {
