@@ -319,6 +319,39 @@ pub fn consume_all(
     Ok(records)
 }
 
+/// The keys of `topic`'s partition `partition` as a `read_committed` reader
+/// assigned to it from the beginning sees them, as soon as it has read
+/// `expected` of them, or whatever it read by `until`. Assigned, not
+/// subscribed: no group join in the time a caller measures.
+pub fn read_committed_keys(
+    cluster: &KafkaCluster,
+    topic: &str,
+    partition: i32,
+    expected: usize,
+    until: Instant,
+) -> Result<Vec<String>, HarnessError> {
+    let reader: BaseConsumer = cluster
+        .client_config()
+        .set("group.id", unique_topic("harness-committed-reader"))
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    assignment.add_partition_offset(topic, partition, rdkafka::Offset::Beginning)?;
+    reader.assign(&assignment)?;
+    let mut keys = Vec::with_capacity(expected);
+    while keys.len() < expected && Instant::now() < until {
+        match reader.poll(Duration::from_millis(100)) {
+            Some(Ok(message)) => {
+                keys.push(String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned())
+            }
+            Some(Err(e)) => tracing::warn!(error = %e, "consume error (retrying)"),
+            None => {}
+        }
+    }
+    Ok(keys)
+}
+
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()

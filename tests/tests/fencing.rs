@@ -17,10 +17,8 @@ use std::time::{Duration, Instant};
 
 use engine::kafka::registry::{register, Claim, REGISTRY_SESSION_TIMEOUT_MS};
 use engine::kafka::{ensure_topics, shard_transactional_id, Guarantee, KafkaSettings, TopicSpec};
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::{Message, Offset, TopicPartitionList};
-use tradeflow_tests::{flush, unique_topic, KafkaCluster};
+use tradeflow_tests::{flush, read_committed_keys, unique_topic, KafkaCluster};
 
 /// Longer than the test waits: an abort by timeout cannot pass for a fence.
 const OPEN_TRANSACTION_TIMEOUT_MS: &str = "60000";
@@ -87,22 +85,7 @@ fn a_departed_nodes_open_transaction_is_aborted_by_the_node_that_stays() -> anyh
     drop(node_b);
     let departed_at = Instant::now();
 
-    let reader: BaseConsumer = cluster
-        .client_config()
-        .set("group.id", unique_topic("fencing-reader"))
-        .set("isolation.level", "read_committed")
-        .set("enable.auto.commit", "false")
-        .create()?;
-    let mut assignment = TopicPartitionList::new();
-    assignment.add_partition_offset(&topic, 0, Offset::Beginning)?;
-    reader.assign(&assignment)?;
-    let mut read = Vec::new();
-    while read.is_empty() && departed_at.elapsed() < GIVE_UP_AFTER {
-        if let Some(message) = reader.poll(Duration::from_millis(100)) {
-            let message = message?;
-            read.push(String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned());
-        }
-    }
+    let read = read_committed_keys(&cluster, &topic, 0, 1, departed_at + GIVE_UP_AFTER)?;
     let waited = departed_at.elapsed();
     drop(node_a);
     assert_eq!(

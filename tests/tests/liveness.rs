@@ -33,8 +33,8 @@ use engine::liveness::{note_group_member, Beacon, PeerIdentity};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::{Message, Offset, TopicPartitionList};
-use tradeflow_tests::{flush, unique_topic, KafkaCluster};
+
+use tradeflow_tests::{flush, read_committed_keys, unique_topic, KafkaCluster};
 
 /// Longer than the test waits: neither node-b's transaction timeout nor
 /// its registration's expiry can pass for what its death caused.
@@ -162,22 +162,7 @@ fn a_dead_nodes_member_is_removed_and_its_transaction_fenced_at_once() -> anyhow
         group_session()
     );
 
-    let reader: BaseConsumer = cluster
-        .client_config()
-        .set("group.id", unique_topic("liveness-reader"))
-        .set("isolation.level", "read_committed")
-        .set("enable.auto.commit", "false")
-        .create()?;
-    let mut assignment = TopicPartitionList::new();
-    assignment.add_partition_offset(&topic, 0, Offset::Beginning)?;
-    reader.assign(&assignment)?;
-    let mut read = Vec::new();
-    while read.is_empty() && killed.elapsed() < GIVE_UP_AFTER {
-        if let Some(message) = reader.poll(Duration::from_millis(100)) {
-            let message = message?;
-            read.push(String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned());
-        }
-    }
+    let read = read_committed_keys(&cluster, &topic, 0, 1, killed + GIVE_UP_AFTER)?;
     let waited = killed.elapsed();
     drop(node_a);
     assert_eq!(
