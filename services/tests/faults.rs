@@ -1217,17 +1217,17 @@ fn kill_nine_beside_a_survivor(
 }
 
 /// Issue #15 item 5: the same kill -9 without and with a standby replica;
-/// prints both take-overs. The time until the group hands the partitions
-/// over is the consumer protocol's session timeout on the broker (6 s on
-/// the test clusters) and the same in both; then the restore, which must
-/// wait out the killed node's open transaction (node-a fences node-b's
-/// transactional ids once node-b's registration expires, 10 s after the
-/// kill; before that fence the coordinator aborted it only after
-/// `transaction.timeout.ms`, 35 s) before it may end, with or without a
-/// copy (see docs/STATE.md). What a standby
-/// saves is the reading. Asserted: every audit (state compared through
-/// REST); with the standby the restore read fewer records than without
-/// (the tail, not the history); never a timing.
+/// prints both take-overs. With liveness beacons (the default here) node-a
+/// sees node-b's process go within milliseconds, removes its group member
+/// and fences its transactional ids, and asks for its own new assignment
+/// at once; then the restore, which may not end before node-b's open
+/// transaction is decided (the fence decides it). With
+/// `TRADEFLOW_FAULT_LIVENESS=0` the hand-over waits for the group's session
+/// (6 s on the test clusters) and the fence for node-b's registration to
+/// expire (docs/STATE.md "Take-over after kill -9"). What a standby saves
+/// is the reading. Asserted: every audit (state compared through REST);
+/// with the standby the restore read fewer records than without (the tail,
+/// not the history); never a timing.
 #[test]
 #[ignore = "about 2 minutes on three brokers; run with --ignored"]
 fn kill_nine_of_a_node_with_and_without_a_standby_replica_prints_both_take_overs(
