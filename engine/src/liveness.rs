@@ -287,6 +287,9 @@ fn run_beacon(
             // A peer that cannot take a few bytes has gone: drop it.
             peers.retain_mut(|peer| peer.write_all(members.as_bytes()).is_ok());
         }
+        // A watcher that went (its node stopped or restarted) closed its
+        // end: let its socket go now rather than at the next failed write.
+        peers.retain(|peer| !peer_closed(peer));
         watchers.store(peers.len(), Ordering::Release);
         std::thread::sleep(BEACON_TICK);
     }
@@ -296,6 +299,21 @@ fn run_beacon(
             let _ = peer.shutdown(Shutdown::Write);
         }
     }
+}
+
+/// Whether a watcher closed its connection. Watchers send nothing, so a
+/// readable socket is one at its end (or sending what no watcher sends:
+/// dropped as well).
+fn peer_closed(peer: &TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    if peer.set_nonblocking(true).is_err() {
+        return true;
+    }
+    let closed = match peer.peek(&mut byte) {
+        Err(e) => e.kind() != ErrorKind::WouldBlock,
+        Ok(_) => true,
+    };
+    closed || peer.set_nonblocking(false).is_err()
 }
 
 /// How a watch on a peer ended.
@@ -648,9 +666,16 @@ mod tests {
         let watcher =
             std::thread::spawn(move || watch_peer(addr, &identity("node-b", 7), &stopping));
         std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(beacon.watchers(), 1);
         stop.store(true, Ordering::Release);
         let end = watcher.join().expect("the watch ends");
         assert!(matches!(end, PeerEnd::LostTrack(_)), "{end:?}");
+        // The beacon lets the watcher's closed connection go.
+        let until = std::time::Instant::now() + Duration::from_secs(5);
+        while beacon.watchers() > 0 && std::time::Instant::now() < until {
+            std::thread::sleep(BEACON_TICK);
+        }
+        assert_eq!(beacon.watchers(), 0);
         drop(beacon);
     }
 }
