@@ -6,7 +6,8 @@
 //! transactional ids), the topic plan of a set of stages (`topic_plan`), the
 //! start-up topic checks, and the start-up claim of the node's partitions in
 //! the owners' registry ([`claim_partitions`]: a node refuses to start while
-//! another live node claims one of its partitions).
+//! another live node claims one of its partitions), with the node's
+//! liveness beacon when the core map names `liveness_addr`.
 //! Must never: start shard threads or process records; `runtime` does that.
 
 use tuning::{Machine, NodeKnobs, NodeTuning, OwnershipMode, TuningError};

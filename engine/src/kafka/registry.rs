@@ -18,11 +18,21 @@
 //! over its partitions, whose restore waits for it (docs/STATE.md,
 //! "Take-over after kill -9"), nor the readers of its outputs.
 //!
+//! A claim may name the node's liveness beacon (`crate::liveness`). The
+//! thread then watches every listed process of another node that names
+//! one, a thread each: when a watch finds the process gone (not stalled,
+//! not unreachable: gone), it removes that process's members from the
+//! application's group (`group_admin`), fences its transactional ids, and
+//! has this node's own members ask for their assignment, all within
+//! milliseconds instead of after the sessions.
+//!
 //! Owns: the registry consumer, the thread that keeps it alive (polls it)
-//! and fences departed nodes, and reading the other members' claims. Must
-//! never: consume the flow's topics, decide ownership itself (`deployment`
-//! compares the claims), or fence its own node's ids (a restarted process
-//! of this node fences its predecessor itself, at its own start).
+//! and fences departed nodes, the liveness watches of other nodes, and
+//! reading the other members' claims. Must never: consume the flow's
+//! topics, decide ownership itself (`deployment` compares the claims),
+//! fence or remove its own node's ids or members (a restarted process of
+//! this node fences its predecessor itself, at its own start), or act on a
+//! process its watch did not find gone.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
