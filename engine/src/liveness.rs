@@ -322,8 +322,14 @@ pub enum PeerEnd {
     /// The peer's process is gone: its connection ended without a goodbye
     /// and its address refused a new one (or another process answers
     /// there). `members` are its shards' group members as it last told
-    /// them: instance id → member id.
-    Died { members: BTreeMap<String, String> },
+    /// them: instance id → member id. `restarted`: another process of the
+    /// node already listens at its address; that process fenced the dead
+    /// one's transactions at its own start, and its transactional ids
+    /// (the same) must not be fenced again.
+    Died {
+        members: BTreeMap<String, String>,
+        restarted: bool,
+    },
     /// The peer said goodbye: it shuts down and leaves the group itself.
     Left,
     /// Nothing is known: the peer could not be verified or reached, or the
@@ -356,10 +362,10 @@ pub fn watch_peer(addr: SocketAddr, expected: &PeerIdentity, stop: &AtomicBool) 
             Followed::Left => return PeerEnd::Left,
             Followed::Stopped => return PeerEnd::LostTrack("the watch was stopped".into()),
             Followed::Closed(how) => match confirm_gone(addr, expected, stop) {
-                Confirmation::Gone(why) => {
+                Confirmation::Gone { why, restarted } => {
                     info!(%addr, node = %expected.node, process = expected.process, %how, %why,
                         "a peer's liveness link closed without a goodbye and the process is gone");
-                    return PeerEnd::Died { members };
+                    return PeerEnd::Died { members, restarted };
                 }
                 Confirmation::Alive(again) => link = again,
                 Confirmation::Unknown(why) => {
@@ -373,8 +379,12 @@ pub fn watch_peer(addr: SocketAddr, expected: &PeerIdentity, stop: &AtomicBool) 
 }
 
 enum Confirmation {
-    /// Nothing listens at the address, or another process of the node does.
-    Gone(String),
+    /// Nothing listens at the address, or another process of the node does
+    /// (`restarted`).
+    Gone {
+        why: String,
+        restarted: bool,
+    },
     /// The same process greets again: only the connection broke.
     Alive(PeerLink),
     Unknown(String),
@@ -389,7 +399,12 @@ fn confirm_gone(addr: SocketAddr, expected: &PeerIdentity, stop: &AtomicBool) ->
     let mut resets = 0;
     loop {
         let mut again = match PeerLink::open(addr) {
-            Err(why) if why.contains(REFUSED) => return Confirmation::Gone(why),
+            Err(why) if why.contains(REFUSED) => {
+                return Confirmation::Gone {
+                    why,
+                    restarted: false,
+                }
+            }
             Err(why) => return Confirmation::Unknown(why),
             Ok(again) => again,
         };
@@ -399,10 +414,10 @@ fn confirm_gone(addr: SocketAddr, expected: &PeerIdentity, stop: &AtomicBool) ->
                 if identity.application == expected.application
                     && identity.node == expected.node =>
             {
-                return Confirmation::Gone(format!(
-                    "process {} of the node listens there now",
-                    identity.process
-                ))
+                return Confirmation::Gone {
+                    why: format!("process {} of the node listens there now", identity.process),
+                    restarted: true,
+                }
             }
             Ok(identity) => {
                 return Confirmation::Unknown(format!("{addr} now greets as {identity:?}"))
@@ -599,7 +614,8 @@ mod tests {
         assert_eq!(
             end,
             PeerEnd::Died {
-                members: BTreeMap::from([(instance, "member-2".to_string())])
+                members: BTreeMap::from([(instance, "member-2".to_string())]),
+                restarted: false,
             }
         );
     }
@@ -654,6 +670,30 @@ mod tests {
         let _second = Beacon::start(addr, identity("node-b", 8), Vec::new());
         let end = watcher.join().expect("the watch ends");
         assert!(matches!(end, PeerEnd::Died { .. }), "{end:?}");
+        // Which of the two the watcher met is a race; each on its own:
+        let restarted =
+            Beacon::start(loopback(), identity("node-b", 8), Vec::new()).expect("a beacon");
+        assert!(matches!(
+            confirm_gone(
+                restarted.addr(),
+                &identity("node-b", 7),
+                &AtomicBool::new(false)
+            ),
+            Confirmation::Gone {
+                restarted: true,
+                ..
+            }
+        ));
+        let closed = TcpListener::bind(loopback()).expect("a port");
+        let addr = closed.local_addr().expect("its address");
+        drop(closed);
+        assert!(matches!(
+            confirm_gone(addr, &identity("node-b", 7), &AtomicBool::new(false)),
+            Confirmation::Gone {
+                restarted: false,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -299,8 +299,8 @@ fn watch_and_evict(settings: &KafkaSettings, claim: &Claim, addr: SocketAddr, st
         node: claim.node.clone(),
         process: claim.process,
     };
-    let members = match watch_peer(addr, &identity, stop) {
-        PeerEnd::Died { members } => members,
+    let (members, restarted) = match watch_peer(addr, &identity, stop) {
+        PeerEnd::Died { members, restarted } => (members, restarted),
         PeerEnd::Left => {
             debug!(node = %claim.node, process = claim.process, "a node said goodbye on its liveness link");
             return;
@@ -312,8 +312,14 @@ fn watch_and_evict(settings: &KafkaSettings, claim: &Claim, addr: SocketAddr, st
         }
     };
     let died = Instant::now();
-    let ids = claim.transactional_ids(&settings.application_id);
-    warn!(node = %claim.node, process = claim.process, members = members.len(), ids = ids.len(),
+    // A restarted process of the node fenced its predecessor's transactions
+    // at its own start, under the same ids: fencing them now would fence it.
+    let ids = if restarted {
+        Vec::new()
+    } else {
+        claim.transactional_ids(&settings.application_id)
+    };
+    warn!(node = %claim.node, process = claim.process, members = members.len(), ids = ids.len(), restarted,
         "a node's process died: removing its group members and fencing its transactional ids now");
     let fencing = (!ids.is_empty()).then(|| {
         let (settings, node) = (settings.clone(), claim.node.clone());
