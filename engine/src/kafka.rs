@@ -47,6 +47,7 @@ use crate::store::ChangelogApply;
 use crate::telemetry::ShardGauges;
 
 mod admin;
+mod broker_link;
 mod changelog_reader;
 pub mod group_admin;
 pub mod input_order;

@@ -273,3 +273,94 @@ fn run_node_b(spec: &str) -> anyhow::Result<()> {
         let _ = member.poll(Duration::from_millis(100));
     }
 }
+
+/// The removal on a secured cluster (`scripts/kafka up --secure`: SASL_SSL,
+/// SCRAM-SHA-512, an authorizer): `group_admin` connects as the client
+/// properties ask (TLS with their CA file, the SCRAM login), describes the
+/// group and removes a live member by instance and member id; the member
+/// named with a wrong member id is refused as replaced, and a wrong
+/// password is a login error, not a removal.
+#[test]
+fn a_member_is_removed_over_sasl_ssl() -> anyhow::Result<()> {
+    use engine::kafka::group_admin::{remove_group_members, GroupAdminError, GroupMember, Removal};
+    tradeflow_tests::init_logging();
+    let cluster = tradeflow_tests::SecureCluster::ensure()?;
+    let properties = cluster.admin_properties()?;
+    let application_id = unique_topic("liveness-secure-app");
+    let topic = unique_topic("liveness-secure");
+    let mut settings = settings(cluster.bootstrap(), &application_id);
+    settings.client_properties = properties.clone();
+    ensure_topics(&settings, &[TopicSpec::stream(topic.as_str(), 2, 1)])?;
+
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", cluster.bootstrap());
+    for (key, value) in &properties {
+        config.set(key, value);
+    }
+    let member: BaseConsumer = config
+        .set("group.id", &application_id)
+        .set("group.protocol", "consumer")
+        .set("group.instance.id", "node-s-0")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let member_id = group_member_id(&member).ok_or_else(|| anyhow::anyhow!("no member id"))?;
+    member.subscribe(&[topic.as_str()])?;
+    let joined = Instant::now();
+    while member.assignment()?.count() == 0 {
+        anyhow::ensure!(
+            joined.elapsed() < GIVE_UP_AFTER,
+            "node-s-0 was never assigned"
+        );
+        let _ = member.poll(Duration::from_millis(50));
+    }
+
+    let listed = describe_consumer_group(&settings, &application_id, Duration::from_secs(10))?;
+    assert!(
+        listed.iter().any(|m| m.member_id == member_id),
+        "the member is described over SASL_SSL: {listed:?}"
+    );
+    let wrong = GroupMember {
+        instance_id: "node-s-0".into(),
+        member_id: "not-its-member-id".into(),
+    };
+    let right = GroupMember {
+        instance_id: "node-s-0".into(),
+        member_id: member_id.clone(),
+    };
+    let outcomes = remove_group_members(
+        &settings,
+        &application_id,
+        std::slice::from_ref(&wrong),
+        "tradeflow test: the wrong member id",
+        Duration::from_secs(10),
+    )?;
+    assert_eq!(outcomes, vec![(wrong, Removal::Replaced)]);
+    let outcomes = remove_group_members(
+        &settings,
+        &application_id,
+        std::slice::from_ref(&right),
+        "tradeflow test: removed over SASL_SSL",
+        Duration::from_secs(10),
+    )?;
+    assert_eq!(outcomes, vec![(right.clone(), Removal::Removed)]);
+
+    let mut refused = settings.clone();
+    for (key, value) in &mut refused.client_properties {
+        if key == "sasl.password" {
+            *value = "not-the-password".into();
+        }
+    }
+    match remove_group_members(
+        &refused,
+        &application_id,
+        &[right],
+        "tradeflow test: a wrong password",
+        Duration::from_secs(3),
+    ) {
+        Err(GroupAdminError::Login { reason, .. }) => {
+            assert!(reason.contains("Authentication"), "{reason}")
+        }
+        other => panic!("a wrong password must not remove anything: {other:?}"),
+    }
+    Ok(())
+}

@@ -16,9 +16,10 @@
 //! Owns: those requests and their connections, which live for one call.
 //! Must never: remove a member on a suspicion (the caller removes only
 //! members of a process known dead, see `crate::liveness`), retry past its
-//! deadline, or speak anything but PLAINTEXT: with `security.protocol` set
-//! to TLS or SASL it returns [`GroupAdminError::Security`] and sends nothing
-//! (the group then waits out the session, as without it).
+//! deadline, or connect less securely than the client properties ask
+//! (`broker_link`: TLS and SASL PLAIN/SCRAM as librdkafka reads them; what
+//! it cannot honour is [`GroupAdminError::Security`], and nothing is sent:
+//! the group then waits out the session, as without it).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -33,13 +34,19 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
 use kafka_protocol::ResponseError;
 
+use super::broker_link::{BrokerSecurity, BrokerStream, SaslExchange};
 use super::KafkaSettings;
+use kafka_protocol::messages::{SaslAuthenticateRequest, SaslHandshakeRequest};
 
 /// `FindCoordinator` v3: one key per request, flexible encoding (Kafka 2.4+).
 const FIND_COORDINATOR_VERSION: i16 = 3;
 /// `LeaveGroup` v5: member identities with a reason (Kafka 3.2+; consumer
 /// groups, KIP-848, accept it since Kafka 3.7).
 const LEAVE_GROUP_VERSION: i16 = 5;
+/// `SaslHandshake` v1 (Kafka 1.0+: authentication in Kafka frames).
+const SASL_HANDSHAKE_VERSION: i16 = 1;
+/// `SaslAuthenticate` v2 (flexible; Kafka 2.4+).
+const SASL_AUTHENTICATE_VERSION: i16 = 2;
 /// `ConsumerGroupDescribe` v0 (Kafka 3.7+).
 const CONSUMER_GROUP_DESCRIBE_VERSION: i16 = 0;
 /// `FindCoordinator`'s key type of a consumer group.
@@ -84,10 +91,16 @@ pub struct DescribedMember {
 #[derive(Debug, thiserror::Error)]
 pub enum GroupAdminError {
     #[error(
-        "security.protocol = {protocol}: group requests outside librdkafka speak PLAINTEXT only, \
-         so a dead node's members are left to the group's session timeout"
+        "group requests outside librdkafka cannot connect as the client properties ask \
+         ({0}), so a dead node's members are left to the group's session timeout"
     )]
-    Security { protocol: String },
+    Security(#[from] super::broker_link::UnsupportedSecurity),
+    #[error("logging in to {broker} with SASL {mechanism}: {reason}")]
+    Login {
+        broker: String,
+        mechanism: &'static str,
+        reason: String,
+    },
     #[error("no bootstrap server in {bootstrap:?}")]
     NoBootstrap { bootstrap: String },
     #[error("{op} with {broker}: {source}")]
@@ -260,17 +273,7 @@ fn with_coordinator<T>(
     timeout: Duration,
     mut ask: impl FnMut(&mut Connection) -> Result<Answer<T>, GroupAdminError>,
 ) -> Result<T, GroupAdminError> {
-    if let Some(protocol) = settings
-        .client_properties
-        .iter()
-        .find(|(k, _)| k == "security.protocol")
-        .map(|(_, v)| v)
-        .filter(|v| !v.eq_ignore_ascii_case("plaintext"))
-    {
-        return Err(GroupAdminError::Security {
-            protocol: protocol.clone(),
-        });
-    }
+    let security = BrokerSecurity::from_properties(&settings.client_properties)?;
     let bootstrap: Vec<&str> = settings
         .bootstrap
         .split(',')
@@ -288,9 +291,9 @@ fn with_coordinator<T>(
     while Instant::now() < deadline {
         let server = bootstrap[round % bootstrap.len()];
         round += 1;
-        let attempt = match find_coordinator(server, group, deadline) {
+        let attempt = match find_coordinator(server, group, deadline, &security) {
             Ok(Answer::Done(coordinator)) => {
-                Connection::open(&coordinator, deadline).and_then(|mut c| ask(&mut c))
+                Connection::open(&coordinator, deadline, &security).and_then(|mut c| ask(&mut c))
             }
             Ok(Answer::Again(why)) => Ok(Answer::Again(why)),
             Err(e) => Err(e),
@@ -298,6 +301,8 @@ fn with_coordinator<T>(
         match attempt {
             Ok(Answer::Done(answer)) => return Ok(answer),
             Ok(Answer::Again(why)) => last = why,
+            // A refused login is not retried: credentials do not get
+            // better within the call.
             Err(e @ (GroupAdminError::Io { .. } | GroupAdminError::Protocol { .. })) => {
                 last = e.to_string()
             }
@@ -313,8 +318,9 @@ fn find_coordinator(
     server: &str,
     group: &str,
     deadline: Instant,
+    security: &BrokerSecurity,
 ) -> Result<Answer<String>, GroupAdminError> {
-    let mut connection = Connection::open(server, deadline)?;
+    let mut connection = Connection::open(server, deadline, security)?;
     let request = FindCoordinatorRequest::default()
         .with_key(StrBytes::from_string(group.to_string()))
         .with_key_type(KEY_TYPE_GROUP);
@@ -331,7 +337,7 @@ fn find_coordinator(
 
 /// One blocking connection to a broker, for the duration of one call.
 struct Connection {
-    stream: TcpStream,
+    stream: BrokerStream,
     broker: String,
     correlation_id: i32,
     /// The caller's deadline: no read or write waits past it.
@@ -339,7 +345,11 @@ struct Connection {
 }
 
 impl Connection {
-    fn open(broker: &str, deadline: Instant) -> Result<Connection, GroupAdminError> {
+    fn open(
+        broker: &str,
+        deadline: Instant,
+        security: &BrokerSecurity,
+    ) -> Result<Connection, GroupAdminError> {
         let io = |source| GroupAdminError::Io {
             op: "connecting",
             broker: broker.to_string(),
@@ -353,19 +363,66 @@ impl Connection {
                 break;
             }
             match TcpStream::connect_timeout(&addr, left) {
-                Ok(stream) => {
-                    stream.set_nodelay(true).map_err(io)?;
-                    return Ok(Connection {
-                        stream,
+                Ok(socket) => {
+                    socket.set_nodelay(true).map_err(io)?;
+                    let host = broker.rsplit_once(':').map_or(broker, |(host, _)| host);
+                    let host = host.trim_start_matches('[').trim_end_matches(']');
+                    let mut connection = Connection {
+                        stream: security.wrap(host, socket).map_err(io)?,
                         broker: broker.to_string(),
                         correlation_id: 0,
                         deadline,
-                    });
+                    };
+                    connection.log_in(security)?;
+                    return Ok(connection);
                 }
                 Err(e) => last = e,
             }
         }
         Err(io(last))
+    }
+
+    /// The SASL login the properties ask for (`SaslHandshake` v1, then
+    /// `SaslAuthenticate` v2 until the mechanism's exchange is complete).
+    fn log_in(&mut self, security: &BrokerSecurity) -> Result<(), GroupAdminError> {
+        let Some(login) = security.sasl() else {
+            return Ok(());
+        };
+        let mechanism = login.mechanism.name();
+        let broker = self.broker.clone();
+        let refused = |reason: String| GroupAdminError::Login {
+            broker: broker.clone(),
+            mechanism,
+            reason,
+        };
+        let handshake = self.call(
+            &SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str(mechanism)),
+            SASL_HANDSHAKE_VERSION,
+            "SaslHandshake",
+        )?;
+        if let Some(e) = handshake.error_code.err() {
+            return Err(refused(format!("the broker answered {e}")));
+        }
+        let mut exchange = SaslExchange::start(login).map_err(refused)?;
+        let mut message = exchange.first();
+        loop {
+            let answer = self.call(
+                &SaslAuthenticateRequest::default().with_auth_bytes(message.into()),
+                SASL_AUTHENTICATE_VERSION,
+                "SaslAuthenticate",
+            )?;
+            if let Some(e) = answer.error_code.err() {
+                let detail = answer
+                    .error_message
+                    .as_ref()
+                    .map_or_else(String::new, |m| format!(": {}", m.as_str()));
+                return Err(refused(format!("the broker answered {e}{detail}")));
+            }
+            match exchange.answer(&answer.auth_bytes).map_err(refused)? {
+                Some(next) => message = next,
+                None => return Ok(()),
+            }
+        }
     }
 
     /// Sends `request` at `version` and reads its response.
@@ -403,9 +460,16 @@ impl Connection {
             .deadline
             .saturating_duration_since(Instant::now())
             .max(Duration::from_millis(1));
-        self.stream.set_read_timeout(Some(left)).map_err(io)?;
-        self.stream.set_write_timeout(Some(left)).map_err(io)?;
+        self.stream
+            .socket()
+            .set_read_timeout(Some(left))
+            .map_err(io)?;
+        self.stream
+            .socket()
+            .set_write_timeout(Some(left))
+            .map_err(io)?;
         self.stream.write_all(&frame).map_err(io)?;
+        self.stream.flush().map_err(io)?;
         let mut size = [0u8; 4];
         self.stream.read_exact(&mut size).map_err(io)?;
         let size = usize::try_from(i32::from_be_bytes(size))
