@@ -319,37 +319,41 @@ pub fn consume_all(
     Ok(records)
 }
 
-/// The keys of `topic`'s partition `partition` as a `read_committed` reader
-/// assigned to it from the beginning sees them, as soon as it has read
-/// `expected` of them, or whatever it read by `until`. Assigned, not
-/// subscribed: no group join in the time a caller measures.
-pub fn read_committed_keys(
-    cluster: &KafkaCluster,
-    topic: &str,
-    partition: i32,
-    expected: usize,
-    until: Instant,
-) -> Result<Vec<String>, HarnessError> {
-    let reader: BaseConsumer = cluster
-        .client_config()
-        .set("group.id", unique_topic("harness-committed-reader"))
-        .set("isolation.level", "read_committed")
-        .set("enable.auto.commit", "false")
-        .create()?;
-    let mut assignment = rdkafka::TopicPartitionList::new();
-    assignment.add_partition_offset(topic, partition, rdkafka::Offset::Beginning)?;
-    reader.assign(&assignment)?;
-    let mut keys = Vec::with_capacity(expected);
-    while keys.len() < expected && Instant::now() < until {
-        match reader.poll(Duration::from_millis(100)) {
-            Some(Ok(message)) => {
-                keys.push(String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned())
-            }
-            Some(Err(e)) => tracing::warn!(error = %e, "consume error (retrying)"),
-            None => {}
-        }
+/// A `read_committed` reader of one partition from its beginning, assigned
+/// (not subscribed: no group join) when made, so that a caller timing when
+/// a record becomes readable can make it before the clock starts.
+pub struct CommittedReader {
+    consumer: BaseConsumer,
+}
+
+impl CommittedReader {
+    pub fn new(cluster: &KafkaCluster, topic: &str, partition: i32) -> Result<Self, HarnessError> {
+        let consumer: BaseConsumer = cluster
+            .client_config()
+            .set("group.id", unique_topic("harness-committed-reader"))
+            .set("isolation.level", "read_committed")
+            .set("enable.auto.commit", "false")
+            .create()?;
+        let mut assignment = rdkafka::TopicPartitionList::new();
+        assignment.add_partition_offset(topic, partition, rdkafka::Offset::Beginning)?;
+        consumer.assign(&assignment)?;
+        Ok(CommittedReader { consumer })
     }
-    Ok(keys)
+
+    /// The keys read, as soon as `expected` of them are, or whatever was
+    /// read by `until`.
+    pub fn keys(&self, expected: usize, until: Instant) -> Vec<String> {
+        let mut keys = Vec::with_capacity(expected);
+        while keys.len() < expected && Instant::now() < until {
+            match self.consumer.poll(Duration::from_millis(10)) {
+                Some(Ok(message)) => keys
+                    .push(String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned()),
+                Some(Err(e)) => tracing::warn!(error = %e, "consume error (retrying)"),
+                None => {}
+            }
+        }
+        keys
+    }
 }
 
 fn repo_root() -> PathBuf {

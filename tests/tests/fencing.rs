@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use engine::kafka::registry::{register, Claim, REGISTRY_SESSION_TIMEOUT_MS};
 use engine::kafka::{ensure_topics, shard_transactional_id, Guarantee, KafkaSettings, TopicSpec};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use tradeflow_tests::{flush, read_committed_keys, unique_topic, KafkaCluster};
+use tradeflow_tests::{flush, unique_topic, CommittedReader, KafkaCluster};
 
 /// Longer than the test waits: an abort by timeout cannot pass for a fence.
 const OPEN_TRANSACTION_TIMEOUT_MS: &str = "60000";
@@ -82,10 +82,18 @@ fn a_departed_nodes_open_transaction_is_aborted_by_the_node_that_stays() -> anyh
         others.iter().any(|c| c.node == "node-b"),
         "node-a must see node-b in the registry before it leaves: {others:?}"
     );
-    drop(node_b);
+    // Assigned and connected before the clock starts: the time is the
+    // fence's, not the reader's start-up.
+    let reader = CommittedReader::new(&cluster, &topic, 0)?;
+    assert!(reader
+        .keys(1, Instant::now() + Duration::from_secs(2))
+        .is_empty());
+    // The clock starts as node-b begins to leave: the drop returns once its
+    // registration is gone, by which time node-a may have fenced it.
     let departed_at = Instant::now();
+    drop(node_b);
 
-    let read = read_committed_keys(&cluster, &topic, 0, 1, departed_at + GIVE_UP_AFTER)?;
+    let read = reader.keys(1, departed_at + GIVE_UP_AFTER);
     let waited = departed_at.elapsed();
     drop(node_a);
     assert_eq!(
@@ -174,6 +182,13 @@ fn a_fence_asks_again_after_the_retry_backoff_not_half_a_second() -> anyhow::Res
             // through, which this test does not configure.
             .set_log_level(rdkafka::config::RDKafkaLogLevel::Debug)
             .create_with_context(PidLog::default())?;
+        // Connected first, as the engine's fence does (`registry::fence_one`),
+        // so the time below is the fence's, not librdkafka's start-up.
+        for _ in 0..2 {
+            let _ = fence
+                .client()
+                .fetch_metadata(Some(&topic), Duration::from_secs(5));
+        }
         let started = Instant::now();
         fence.init_transactions(Duration::from_secs(30))?;
         took.push(started.elapsed());

@@ -34,7 +34,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
-use tradeflow_tests::{flush, read_committed_keys, unique_topic, KafkaCluster};
+use tradeflow_tests::{flush, unique_topic, CommittedReader, KafkaCluster};
 
 /// Longer than the test waits: neither node-b's transaction timeout nor
 /// its registration's expiry can pass for what its death caused.
@@ -137,6 +137,13 @@ fn a_dead_nodes_member_is_removed_and_its_transaction_fenced_at_once() -> anyhow
         "node-b-0 is a member of the group before the kill: {listed:?}"
     );
 
+    // Assigned and connected before the clock starts: the time is the
+    // fence's, not the reader's start-up.
+    let reader = CommittedReader::new(&cluster, &topic, 0)?;
+    assert!(reader
+        .keys(1, Instant::now() + Duration::from_secs(2))
+        .is_empty());
+
     // kill -9: no goodbye, no leaving the group.
     let killed = Instant::now();
     Command::new("kill")
@@ -162,7 +169,7 @@ fn a_dead_nodes_member_is_removed_and_its_transaction_fenced_at_once() -> anyhow
         group_session()
     );
 
-    let read = read_committed_keys(&cluster, &topic, 0, 1, killed + GIVE_UP_AFTER)?;
+    let read = reader.keys(1, killed + GIVE_UP_AFTER);
     let waited = killed.elapsed();
     drop(node_a);
     assert_eq!(
