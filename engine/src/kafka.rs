@@ -2354,7 +2354,7 @@ mod abort_sequence_tests {
             // Records stay queued until a flush sends them.
             .set("linger.ms", "1000")
             .set("message.timeout.ms", "5000")
-            .set("transaction.timeout.ms", "10000")
+            .set("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS.to_string())
             .create_with_context(ShardProducerContext {
                 failures: Arc::new(AtomicU64::new(0)),
                 last_failure,

@@ -31,7 +31,9 @@ use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock};
+
+use arc_swap::ArcSwap;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -115,9 +117,11 @@ impl Line {
 }
 
 /// The group member ids of this process's shards, by `group.instance.id`,
-/// as their consumers were created (`kafka::RdKafkaPort`). Touched once per
-/// consumer created, never on the data path.
-static MEMBER_IDS: Mutex<BTreeMap<String, String>> = Mutex::new(BTreeMap::new());
+/// as their consumers were created (`kafka::RdKafkaPort`): a snapshot
+/// replaced whole on each change (once per consumer created, never on the
+/// data path), read by the beacons without a lock.
+static MEMBER_IDS: LazyLock<ArcSwap<BTreeMap<String, String>>> =
+    LazyLock::new(|| ArcSwap::from_pointee(BTreeMap::new()));
 /// Raised at every change of [`MEMBER_IDS`], so beacons resend.
 static MEMBER_IDS_VERSION: AtomicU64 = AtomicU64::new(0);
 
@@ -140,16 +144,22 @@ pub fn peer_deaths() -> u64 {
 /// Records the member id of the consumer that now holds `instance_id` in
 /// this process, for this node's beacon to tell its peers.
 pub fn note_group_member(instance_id: &str, member_id: &str) {
-    let mut ids = MEMBER_IDS.lock().unwrap_or_else(|e| e.into_inner());
-    if ids.get(instance_id).map(String::as_str) != Some(member_id) {
-        ids.insert(instance_id.to_string(), member_id.to_string());
-        MEMBER_IDS_VERSION.fetch_add(1, Ordering::AcqRel);
+    if MEMBER_IDS.load().get(instance_id).map(String::as_str) == Some(member_id) {
+        return;
     }
+    // Shards of one process may note theirs at the same time: `rcu` retries
+    // the copy until it replaced the snapshot it started from.
+    MEMBER_IDS.rcu(|ids| {
+        let mut ids = BTreeMap::clone(ids);
+        ids.insert(instance_id.to_string(), member_id.to_string());
+        ids
+    });
+    MEMBER_IDS_VERSION.fetch_add(1, Ordering::AcqRel);
 }
 
 /// The member lines of `instance_ids` as last noted.
 fn member_lines(instance_ids: &[String]) -> String {
-    let ids = MEMBER_IDS.lock().unwrap_or_else(|e| e.into_inner());
+    let ids = MEMBER_IDS.load();
     instance_ids
         .iter()
         .filter_map(|instance| {
