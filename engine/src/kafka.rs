@@ -934,12 +934,7 @@ impl RdKafkaPort {
         }
         match ownership {
             Ownership::Static(partitions) => port.assign_static(partitions)?,
-            Ownership::Group { .. } => {
-                let topics: Vec<&str> = port.inputs.iter().map(String::as_str).collect();
-                port.consumer
-                    .subscribe(&topics)
-                    .map_err(|e| kafka_error("subscribing", e))?;
-            }
+            Ownership::Group { .. } => port.subscribe_inputs()?,
         }
         Ok(port)
     }
@@ -954,10 +949,15 @@ impl RdKafkaPort {
     /// librdkafka 2.12.1); the same subscription changes nothing on the
     /// broker, whose answer carries the new assignment.
     fn ask_for_assignment(&mut self) -> Result<(), PortError> {
-        let topics: Vec<&str> = self.inputs.iter().map(String::as_str).collect();
         tracing::debug!(
             "a dead node's members were removed: asking the group for this member's assignment now"
         );
+        self.subscribe_inputs()
+    }
+
+    /// Subscribes the group member to the stage's inputs.
+    fn subscribe_inputs(&self) -> Result<(), PortError> {
+        let topics: Vec<&str> = self.inputs.iter().map(String::as_str).collect();
         self.consumer
             .subscribe(&topics)
             .map_err(|e| kafka_error("subscribing", e))

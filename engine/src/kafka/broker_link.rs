@@ -424,19 +424,29 @@ mod tests {
             .collect()
     }
 
-    /// RFC 7677's SCRAM-SHA-256 example, with its client nonce.
-    #[test]
-    fn scram_sha_256_follows_the_rfc_example() {
-        let login = SaslLogin {
+    /// RFC 7677's user and password (SCRAM-SHA-256).
+    fn rfc_7677_login() -> SaslLogin {
+        SaslLogin {
             mechanism: SaslMechanism::ScramSha256,
             username: "user".into(),
             password: "pencil".into(),
-        };
-        let mut scram = ScramClient {
-            login: &login,
-            nonce: "rOprNGfwEbeRWgbNEkqO".into(),
+        }
+    }
+
+    /// A client whose nonce is `nonce` instead of a random one.
+    fn scram_with_nonce<'a>(login: &'a SaslLogin, nonce: &str) -> ScramClient<'a> {
+        ScramClient {
+            login,
+            nonce: nonce.into(),
             expected_server_signature: None,
-        };
+        }
+    }
+
+    /// RFC 7677's SCRAM-SHA-256 example, with its client nonce.
+    #[test]
+    fn scram_sha_256_follows_the_rfc_example() {
+        let login = rfc_7677_login();
+        let mut scram = scram_with_nonce(&login, "rOprNGfwEbeRWgbNEkqO");
         assert_eq!(scram.client_first(), b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO");
         let server_first = "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096";
         let final_message = scram
@@ -455,25 +465,13 @@ mod tests {
 
     #[test]
     fn a_wrong_server_signature_is_refused() {
-        let login = SaslLogin {
-            mechanism: SaslMechanism::ScramSha256,
-            username: "user".into(),
-            password: "pencil".into(),
-        };
-        let mut scram = ScramClient {
-            login: &login,
-            nonce: "rOprNGfwEbeRWgbNEkqO".into(),
-            expected_server_signature: None,
-        };
+        let login = rfc_7677_login();
+        let mut scram = scram_with_nonce(&login, "rOprNGfwEbeRWgbNEkqO");
         scram
             .answer(b"r=rOprNGfwEbeRWgbNEkqOxyz,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096")
             .expect("answers");
         assert!(scram.answer(b"v=AAAA").is_err());
-        let mut foreign = ScramClient {
-            login: &login,
-            nonce: "ours".into(),
-            expected_server_signature: None,
-        };
+        let mut foreign = scram_with_nonce(&login, "ours");
         assert!(foreign
             .answer(b"r=theirs,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096")
             .is_err());
